@@ -1,0 +1,133 @@
+"""The pack's HTTP routes for the editor. The API key goes in (write-only) and never comes out: the
+browser learns whether a key is set and its last four characters."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from ..offload import config as C
+from ..offload import errors as E
+from ..offload.journal import ACTIVE, CANCELLED
+from . import cloud, hook
+
+log = logging.getLogger("gpugeek.routes")
+# The "test connection" probe asks for a task id that cannot exist: a "not found" answer proves that the
+# URL is reached and the key accepted, without creating or paying anything.
+PROBE_TASK_ID = "0"
+# The tasks tab shows at most this many tasks.
+TASKS_SHOWN = 200
+
+
+def _public_task(r: dict) -> dict:
+    keys = ("key", "created", "updated", "prompt_id", "status", "workflow_id", "gateway", "queue_ms", "run_ms",
+            "price", "result_url", "files", "error", "plan_hash", "target")
+    return {k: r.get(k) for k in keys}
+
+
+async def get_config(request):
+    try:
+        return web.json_response(C.load_config().public())
+    except E.GPUGeekError as e:
+        return web.json_response({"key_set": False, "problems": [str(e)]})
+
+
+async def post_config(request):
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"ok": False, "error": "The request was not JSON."}, status=400)
+    try:
+        if "api_key" in body:
+            C.save_api_key(body.get("api_key") or None)
+        changes = {}
+        if "base_url" in body:
+            changes["base_url"] = C.check_base_url(body["base_url"]) if body["base_url"] else None
+        if "workflow_id" in body:
+            changes["workflow_id"] = str(C.parse_workflow_id(body["workflow_id"])) if body["workflow_id"] else None
+        if "daily_limit" in body:
+            v = body["daily_limit"]
+            changes["daily_limit"] = float(v) if v not in (None, "", 0, "0") else None
+        if changes:
+            C.save_settings(**changes)
+        return web.json_response({"ok": True, **C.load_config().public()})
+    except (E.GPUGeekError, ValueError, TypeError) as e:
+        return web.json_response({"ok": False, "error": str(e)}, status=400)
+
+
+async def post_test(request):
+    """One sentence: do the key and URL work?"""
+    try:
+        cfg = C.load_config()
+        async with cloud.open_target(cfg) as target:
+            try:
+                await target.status(PROBE_TASK_ID)
+            except (E.NotFoundError, E.BadRequestError):
+                pass
+        return web.json_response({"ok": True, "message": f"Connected to {cfg.base_url}: the API key works."})
+    except E.AuthError as e:
+        return web.json_response({"ok": False, "message": f"GPUGeek rejected the API key ({e.message})."})
+    except E.GPUGeekError as e:
+        return web.json_response({"ok": False, "message": str(e)})
+
+
+async def get_tasks(request):
+    return web.json_response({"tasks": [_public_task(r) for r in cloud.journal().tasks(TASKS_SHOWN)]})
+
+
+async def post_cancel(request):
+    pid = request.match_info["pid"]
+    try:
+        async with cloud.open_target() as target:
+            await target.cancel(pid)
+        rec = cloud.journal().by_prompt_id(pid)
+        if rec and rec.get("status") in ACTIVE:
+            cloud.journal().update(rec["key"], status=CANCELLED, error="cancelled from the tasks tab")
+        return web.json_response({"ok": True})
+    except E.GPUGeekError as e:
+        return web.json_response({"ok": False, "message": str(e)})
+
+
+async def post_refresh(request):
+    pid = request.match_info["pid"]
+    try:
+        async with cloud.open_target() as target:
+            d = await target.status(pid)
+        rec = cloud.journal().by_prompt_id(pid)
+        from ..offload.run import _jstatus
+        fields = dict(status=_jstatus(d.status), queue_ms=d.queue_duration_ms, run_ms=d.run_duration_ms,
+                      price=d.origin_price, result_url=d.result_url, error=d.error_msg or None)
+        j = cloud.journal()
+        j.update(rec["key"] if rec else j.begin(prompt_id=pid, gateway="imported"), **fields)
+        return web.json_response({"ok": True, "task": _public_task(cloud.journal().by_prompt_id(pid) or {})})
+    except E.GPUGeekError as e:
+        return web.json_response({"ok": False, "message": str(e)})
+
+
+async def post_plan(request):
+    """The server's plan of an API prompt, for the editor: roles, refusals, expected price and time."""
+    try:
+        body = await request.json()
+        prompt = body.get("prompt") or {}
+        res = await asyncio.to_thread(hook.plan_prompt, prompt)
+    except Exception as e:  # noqa: BLE001 - the editor shows it
+        return web.json_response({"ok": False, "message": f"{type(e).__name__}: {e}"})
+    j = cloud.journal()
+    expected = {g: j.history(p.get("hash")) for g, p in res.plans.items() if p.get("hash")}
+    return web.json_response({"ok": True, "roles": res.roles, "refusals": res.refusals, "groups": res.groups,
+                              "expected": expected})
+
+
+def install(server) -> None:
+    if getattr(server, "_gpugeek_routes", False):
+        return
+    r = server.routes
+    r.get("/gpugeek/config")(get_config)
+    r.post("/gpugeek/config")(post_config)
+    r.post("/gpugeek/test")(post_test)
+    r.get("/gpugeek/tasks")(get_tasks)
+    r.post("/gpugeek/tasks/{pid}/cancel")(post_cancel)
+    r.post("/gpugeek/tasks/{pid}/refresh")(post_refresh)
+    r.post("/gpugeek/plan")(post_plan)
+    server._gpugeek_routes = True

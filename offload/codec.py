@@ -1,0 +1,279 @@
+"""Image bytes <-> ComfyUI tensors (IMAGE: float32 [B,H,W,3] in 0..1; MASK: float32 [B,H,W]).
+
+Decoding follows ComfyUI's own LoadImage: EXIF orientation applied, alpha inverted into the mask
+(mask = 1 - alpha), a 64x64 zero mask when no file has alpha. Where ComfyUI mangles 16-bit files, this
+scales them to 0..1 properly. A batch is written straight into one preallocated tensor. Files of a
+different size than the first are fitted to it (scaled and centre-cropped, as ComfyUI's ImageBatch does).
+
+PNG decoding uses pyspng (libspng) when it is installed and the file has no EXIF chunk, Pillow otherwise;
+encoding uses Pillow at compress level 1 (Pillow's default level 6 is ~8x slower for ~the same size).
+"""
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ResultError
+
+try:  # optional, measured faster (bench/codec.py); Pillow is the fallback everywhere
+    import pyspng  # type: ignore
+except Exception:  # pragma: no cover - depends on the environment
+    pyspng = None
+
+# Largest image accepted: 64 megapixels (8192x8192). A float32 RGB tensor of it is 768 MB.
+MAX_PIXELS = 8192 * 8192
+# Largest decoded batch (float32 IMAGE + MASK) accepted in one go.
+MAX_BATCH_BYTES = 4 * 1024**3
+# PNG compression for uploads: level 1 is several times faster than 6 at nearly the same size.
+PNG_LEVEL = 1
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def sniff(data: bytes) -> str:
+    if data[:8] == _PNG_SIG:
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    return "unknown"
+
+
+def _png_header(data: bytes):
+    """(width, height, bit depth, colour type, has_exif) from the chunks before the first IDAT."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ResultError("A result file is not a valid PNG", call="decode")
+    w, h, depth, ctype = struct.unpack(">IIBB", data[16:26])
+    pos, exif = 8, False
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            break
+        if kind == b"eXIf":
+            exif = True
+        pos += 12 + length
+    return w, h, depth, ctype, exif
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    kind = sniff(data)
+    if kind == "png":
+        w, h, *_ = _png_header(data)
+        return w, h
+    if kind == "unknown":
+        raise ResultError("A result file is not an image (PNG, JPEG, WebP or GIF)", call="decode")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception as e:
+        raise ResultError(f"A result file could not be read as an image ({type(e).__name__})", call="decode") from None
+
+
+def check_size(w: int, h: int) -> None:
+    if w <= 0 or h <= 0 or w * h > MAX_PIXELS:
+        raise ResultError(f"A result image of {w}x{h} pixels is beyond the {MAX_PIXELS // 1_000_000} megapixel "
+                          "limit", call="decode")
+
+
+def _pil_array(data: bytes):
+    """Decode with Pillow the way LoadImage does; returns (HxWxC uint8 or float32 array, has_alpha)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+            im = ImageOps.exif_transpose(im)
+        except Exception as e:
+            raise ResultError(f"A result file could not be decoded ({type(e).__name__})", call="decode") from None
+    check_size(*im.size)
+    try:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im).astype(np.float32)
+            scale = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+            g = np.clip(arr / scale, 0, 1)
+            return np.repeat(g[..., None], 3, axis=2), None
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA", "PA"):
+            im = im.convert("RGBA")
+            arr = np.asarray(im)
+            return arr[..., :3], arr[..., 3]
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        return np.asarray(im), None
+    except ResultError:
+        raise
+    except Exception as e:
+        raise ResultError(f"A result file could not be decoded ({type(e).__name__})", call="decode") from None
+
+
+def decode_array(data: bytes):
+    """Bytes -> (rgb, alpha): rgb HxWx3 uint8/uint16/float32, alpha HxW or None (same integer depth)."""
+    if not data:
+        raise ResultError("A result file is empty", call="decode")
+    kind = sniff(data)
+    if kind == "unknown":
+        raise ResultError("A result file is not an image (PNG, JPEG, WebP or GIF)", call="decode")
+    if kind == "png":
+        w, h, depth, ctype, exif = _png_header(data)
+        check_size(w, h)
+        if pyspng is not None and not exif and ctype != 3:
+            try:
+                arr = pyspng.load(data)
+            except Exception as e:
+                raise ResultError(f"A PNG result could not be decoded ({type(e).__name__})", call="decode") from None
+            if arr.ndim == 2:
+                arr = arr[..., None]
+            c = arr.shape[2]
+            if c == 1:
+                return np.repeat(arr, 3, axis=2), None
+            if c == 2:
+                return np.repeat(arr[..., :1], 3, axis=2), arr[..., 1]
+            if c == 4:
+                return arr[..., :3], arr[..., 3]
+            return arr, None
+    return _pil_array(data)
+
+
+def _scale_of(arr) -> float:
+    if arr.dtype == np.uint8:
+        return 1 / 255.0
+    if arr.dtype == np.uint16:
+        return 1 / 65535.0
+    return 1.0
+
+
+def _fit(rgb, alpha, w: int, h: int):
+    """Scale and centre-crop an array to w x h (ComfyUI's ImageBatch behaviour for mismatched sizes)."""
+    def fit_one(a):
+        if a.dtype != np.uint8:
+            a = (np.clip(a * _scale_of(a), 0, 1) * 255).astype(np.uint8)
+        mode = "L" if a.ndim == 2 else "RGB"
+        im = ImageOps.fit(Image.fromarray(a, mode), (w, h), Image.BILINEAR, centering=(0.5, 0.5))
+        return np.asarray(im)
+    return fit_one(rgb), (fit_one(alpha) if alpha is not None else None)
+
+
+def decode_batch(files: list[bytes]):
+    """Several files -> (IMAGE [B,H,W,3], MASK [B,H,W] or [B,64,64] zeros when none has alpha)."""
+    if not files:
+        raise ResultError("No result files to decode", call="decode")
+    for d in files:
+        check_size(*image_size(d))
+    return assemble([decode_array(d) for d in files])
+
+
+def assemble(arrays: list):
+    """Decoded (rgb, alpha) arrays -> one IMAGE batch and its MASK, each written into one preallocated
+    tensor. The first array's size (after EXIF rotation) is the batch's; others are fitted to it."""
+    import torch
+
+    if not arrays:
+        raise ResultError("No result files to decode", call="decode")
+    h0, w0 = arrays[0][0].shape[:2]
+    b = len(arrays)
+    need = b * h0 * w0 * 4 * 4
+    if need > MAX_BATCH_BYTES:
+        raise ResultError(f"{b} result images of {w0}x{h0} would need {need >> 20} MB of memory, above the "
+                          f"{MAX_BATCH_BYTES >> 20} MB limit", call="decode")
+    image = torch.empty((b, h0, w0, 3), dtype=torch.float32)
+    mask = None
+    for i, (rgb, alpha) in enumerate(arrays):
+        if rgb.shape[:2] != (h0, w0):
+            rgb, alpha = _fit(rgb, alpha, w0, h0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only numpy views: torch only reads them
+            torch.mul(torch.from_numpy(np.ascontiguousarray(rgb)), _scale_of(rgb), out=image[i])
+            if alpha is not None:
+                if mask is None:
+                    mask = torch.zeros((b, h0, w0), dtype=torch.float32)
+                torch.mul(torch.from_numpy(np.ascontiguousarray(alpha)), -_scale_of(alpha), out=mask[i])
+                mask[i].add_(1.0)
+        arrays[i] = None  # free each decoded file as soon as it is copied (bounded peak memory)
+    if mask is None:
+        mask = torch.zeros((b, 64, 64), dtype=torch.float32)
+    return image, mask
+
+
+def decode_mask_batch(files: list[bytes]):
+    """Files that carry a mask in their first channel (a cloud MaskToImage + SaveImage) -> MASK [B,H,W]."""
+    image, _ = decode_batch(files)
+    return image[..., 0].contiguous()
+
+
+def decode_image(data: bytes):
+    return decode_batch([data])
+
+
+# ---- encoding ---------------------------------------------------------------------------------------
+def _to_uint8(t) -> np.ndarray:
+    import torch
+    if isinstance(t, torch.Tensor):
+        t = t.detach()
+        if t.dtype != torch.uint8:
+            t = (t.float().clamp(0, 1) * 255).round_().to(torch.uint8)
+        return t.cpu().numpy()
+    arr = np.asarray(t)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+    return arr
+
+
+def encode_png(image, mask=None, *, level: int = PNG_LEVEL) -> bytes:
+    """One IMAGE frame [H,W,3] (and optional MASK [H,W], stored as alpha = 1 - mask) -> PNG bytes."""
+    rgb = _to_uint8(image)
+    if rgb.ndim == 4:
+        if rgb.shape[0] != 1:
+            raise ValueError("encode_png takes one frame; split the batch first")
+        rgb = rgb[0]
+    if rgb.ndim == 2:
+        im = Image.fromarray(rgb, "L")
+    else:
+        im = Image.fromarray(np.ascontiguousarray(rgb[..., :3]), "RGB")
+    if mask is not None:
+        import torch
+        m = mask[0] if getattr(mask, "ndim", 0) == 3 else mask
+        m = 1.0 - (m.float() if isinstance(m, torch.Tensor) else torch.as_tensor(np.asarray(m), dtype=torch.float32))
+        a = _to_uint8(m)
+        if a.shape != (im.height, im.width):
+            a = np.asarray(Image.fromarray(a, "L").resize((im.width, im.height), Image.BILINEAR))
+        im = im.convert("RGB")
+        im.putalpha(Image.fromarray(a, "L"))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=level)
+    return buf.getvalue()
+
+
+def encode_mask_png(mask, *, level: int = PNG_LEVEL) -> bytes:
+    """A MASK frame [H,W] as an 8-bit grayscale PNG (read back in the cloud by LoadImageMask, channel red)."""
+    m = mask[0] if getattr(mask, "ndim", 0) == 3 else mask
+    buf = io.BytesIO()
+    Image.fromarray(_to_uint8(m), "L").save(buf, "PNG", compress_level=level)
+    return buf.getvalue()
+
+
+def tensor_digest(*tensors) -> str:
+    """A content hash of pixels (used for upload dedup): shape, dtype and bytes of each tensor."""
+    import hashlib
+
+    import torch
+    h = hashlib.blake2b(digest_size=20)
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        else:
+            a = np.ascontiguousarray(t)
+            h.update(f"{a.shape}{a.dtype}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()

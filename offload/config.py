@@ -1,0 +1,255 @@
+"""Configuration: API key, base URL, default workflow id, daily spending limit.
+
+Precedence: environment variable, then what the user saved from the editor's settings (kept in the pack's
+data folder: ComfyUI's user directory when ComfyUI is present, ``~/.config/comfyui-gpugeek`` otherwise, or
+``GPUGEEK_HOME``). The key file is written owner-only and never read back to the browser.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .redact import register_secret
+
+DEFAULT_BASE_URL = "https://comfyapi.gpugeek.com"
+KEY_FILE = "api_key"
+SETTINGS_FILE = "settings.json"
+_data_dir: Path | None = None
+
+
+def set_data_dir(path) -> None:
+    """Called by the node layer with ``<ComfyUI user dir>/gpugeek`` so nothing lives in the pack folder."""
+    global _data_dir
+    _data_dir = Path(path)
+
+
+def data_dir() -> Path:
+    if os.environ.get("GPUGEEK_HOME"):
+        d = Path(os.environ["GPUGEEK_HOME"])
+    elif _data_dir is not None:
+        d = _data_dir
+    else:
+        d = Path.home() / ".config" / "comfyui-gpugeek"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+class ApiKey:
+    """A key that never shows itself: repr, str and format all print a mask."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        value = (value or "").strip()
+        if not value:
+            raise ConfigError("The API key is empty")
+        if any(c.isspace() for c in value) or not value.isprintable():
+            raise ConfigError("The API key contains spaces or unprintable characters; paste it again")
+        self._value = value
+        register_secret(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def last4(self) -> str:
+        return self._value[-4:]
+
+    def __repr__(self) -> str:
+        return f"ApiKey(...{'*' * 4})"
+
+    __str__ = __repr__
+
+    def __format__(self, spec) -> str:
+        return repr(self)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("ApiKey", len(self._value)))
+
+    def __reduce__(self):  # never pickled into anything (history, caches)
+        raise TypeError("ApiKey cannot be pickled")
+
+
+_WF_RE = re.compile(r"^\s*(\d{1,19})\s*$")
+
+
+def parse_workflow_id(value) -> int:
+    """A GPUGeek workflow id: a positive integer (15 digits in practice), kept exact."""
+    if isinstance(value, bool):
+        raise ConfigError("The workflow id must be a number such as 123456789012345, not true/false")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ConfigError("The workflow id must be a positive number")
+        return value
+    if isinstance(value, float):
+        raise ConfigError("The workflow id must be written as text or an integer: a float loses digits")
+    text = "" if value is None else str(value)
+    if not text.strip():
+        raise ConfigError("No workflow id: fill in the gateway's workflow_id, or set a default in "
+                          "Settings > GPUGeek (or GPUGEEK_WORKFLOW_ID)")
+    m = _WF_RE.match(text)
+    if not m or int(m.group(1)) <= 0:
+        raise ConfigError(f"The workflow id {text.strip()[:40]!r} is not a number: copy the digits of the "
+                          "workflow id from the GPUGeek console")
+    return int(m.group(1))
+
+
+def check_base_url(url: str, *, allow_lan_http: bool = False) -> str:
+    """https anywhere; plain http only for loopback (or, when asked, a LAN address)."""
+    url = (url or "").strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"The base URL {url[:80]!r} is not an http(s) URL such as {DEFAULT_BASE_URL}")
+    if parts.username or parts.password:
+        raise ConfigError("The base URL must not contain a user name or password")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        if not (allow_lan_http and is_private(parts.hostname)):
+            raise ConfigError(f"The base URL {url[:80]!r} uses plain http to a remote host, which would send "
+                              "your API key unencrypted: use https")
+    return url
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_private(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_private
+    except ValueError:
+        return host.endswith(".local") or "." not in host
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomically write a file readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.chmod(tmp, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        os.chmod(path, 0o600)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_api_key(value: str | None) -> None:
+    """Save (or with ``None``/empty, forget) the key entered in the editor."""
+    path = data_dir() / KEY_FILE
+    if not value or not value.strip():
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    key = ApiKey(value)
+    _write_private(path, key.reveal())
+
+
+def load_settings() -> dict:
+    try:
+        return json.loads((data_dir() / SETTINGS_FILE).read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def save_settings(**changes) -> dict:
+    current = load_settings()
+    for k, v in changes.items():
+        if v is None or v == "":
+            current.pop(k, None)
+        else:
+            current[k] = v
+    _write_private(data_dir() / SETTINGS_FILE, json.dumps(current, indent=1))
+    return current
+
+
+@dataclass
+class Config:
+    api_key: ApiKey | None
+    base_url: str = DEFAULT_BASE_URL
+    workflow_id: int | None = None
+    daily_limit: float | None = None
+    key_source: str = "none"
+    problems: list = field(default_factory=list)
+
+    def require_key(self) -> ApiKey:
+        if self.api_key is None:
+            raise ConfigError("No GPUGeek API key is set: paste it in Settings > GPUGeek (or set "
+                              "GPUGEEK_API_KEY) and run again", hint="")
+        return self.api_key
+
+    def resolve_workflow_id(self, widget_value) -> int:
+        if widget_value not in (None, "") and str(widget_value).strip():
+            return parse_workflow_id(widget_value)
+        if self.workflow_id is None:
+            return parse_workflow_id(None)
+        return self.workflow_id
+
+    def public(self) -> dict:
+        """What the browser may learn: whether a key is set and its last four characters, never the key."""
+        return {"key_set": self.api_key is not None,
+                "key_last4": self.api_key.last4 if self.api_key else None,
+                "key_source": self.key_source, "base_url": self.base_url,
+                "workflow_id": str(self.workflow_id) if self.workflow_id else "",
+                "daily_limit": self.daily_limit, "problems": list(self.problems)}
+
+
+def load_config(env=None) -> Config:
+    """Read the configuration fresh (cheap: two small files), so a key saved in the editor applies at once."""
+    env = os.environ if env is None else env
+    saved = load_settings()
+    problems = []
+    key, source = None, "none"
+    raw = env.get("GPUGEEK_API_KEY", "").strip()
+    if raw:
+        key, source = ApiKey(raw), "environment"
+    else:
+        try:
+            text = (data_dir() / KEY_FILE).read_text("utf-8").strip()
+            if text:
+                key, source = ApiKey(text), "saved"
+        except FileNotFoundError:
+            pass
+    base = env.get("GPUGEEK_BASE_URL", "").strip() or saved.get("base_url") or DEFAULT_BASE_URL
+    base = check_base_url(base)
+    wf = None
+    wf_raw = env.get("GPUGEEK_WORKFLOW_ID", "").strip() or str(saved.get("workflow_id") or "")
+    if wf_raw:
+        try:
+            wf = parse_workflow_id(wf_raw)
+        except ConfigError as e:
+            problems.append(str(e))
+    limit = None
+    lim_raw = env.get("GPUGEEK_DAILY_LIMIT", "").strip() or str(saved.get("daily_limit") or "")
+    if lim_raw:
+        try:
+            limit = float(lim_raw)
+            if limit <= 0:
+                limit = None
+        except ValueError:
+            problems.append(f"GPUGEEK_DAILY_LIMIT {lim_raw[:20]!r} is not a number; no limit applies")
+    return Config(api_key=key, base_url=base, workflow_id=wf, daily_limit=limit, key_source=source,
+                  problems=problems)

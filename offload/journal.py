@@ -1,0 +1,218 @@
+"""Durable records: every task the pack submits, and every upload it can reuse.
+
+A store is an append-only JSON-lines file: each line is ``{"key": ..., <changed fields>}`` and a record is
+the merge of its lines, in order. A line is flushed and fsync'd before the call returns, so a record
+written before a submit survives ComfyUI being killed; a line cut mid-write (the crash case) is skipped
+on reading, losing at most that one change. The file is compacted (rewritten atomically) when it grows.
+The stores live in the pack's data folder (ComfyUI's user directory), never in the pack's own folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from .config import data_dir
+
+# Compact when the file holds this many more lines than records (a long-running install stays small).
+COMPACT_SLACK = 2000
+# Keep at most this many task records (the newest); older ones are dropped at compaction.
+MAX_TASKS = 5000
+
+SUBMITTING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN = (
+    "submitting", "queued", "running", "succeeded", "failed", "cancelled", "unknown")
+ACTIVE = (SUBMITTING, QUEUED, RUNNING, UNKNOWN)
+
+
+class JsonlStore:
+    def __init__(self, path: Path, max_records: int | None = None):
+        self.path = Path(path)
+        self.max_records = max_records
+        self._lock = threading.Lock()
+        self._records: dict[str, dict] = {}
+        self._lines = 0
+        self._mtime = None
+        self._load()
+
+    def _load(self) -> None:
+        records: dict[str, dict] = {}
+        lines = 0
+        try:
+            with open(self.path, "rb") as f:
+                for raw in f:
+                    lines += 1
+                    try:
+                        rec = json.loads(raw)
+                    except ValueError:
+                        continue  # a line cut by a crash
+                    if isinstance(rec, dict) and isinstance(rec.get("key"), str):
+                        records.setdefault(rec["key"], {}).update(rec)
+            self._mtime = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            self._mtime = None
+        self._records, self._lines = records, lines
+
+    def refresh(self) -> None:
+        """Re-read if another process (the command line, a restarted ComfyUI) wrote to the file."""
+        with self._lock:
+            try:
+                m = os.stat(self.path).st_mtime_ns
+            except FileNotFoundError:
+                m = None
+            if m != self._mtime:
+                self._load()
+
+    def put(self, key: str, **fields) -> dict:
+        fields["key"] = key
+        line = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                # a crash may have left a partial last line: start ours on a fresh line
+                if os.fstat(fd).st_size and not self._ends_with_newline():
+                    line = "\n" + line
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            rec = self._records.setdefault(key, {})
+            rec.update(fields)
+            self._lines += 1
+            self._mtime = os.stat(self.path).st_mtime_ns
+            if self._lines > len(self._records) + COMPACT_SLACK:
+                self._compact()
+            return dict(rec)
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def _compact(self) -> None:
+        recs = list(self._records.values())
+        if self.max_records and len(recs) > self.max_records:
+            recs.sort(key=lambda r: r.get("created", 0))
+            recs = recs[-self.max_records:]
+            self._records = {r["key"]: r for r in recs}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".journal-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+        self._lines = len(recs)
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            r = self._records.get(key)
+            return dict(r) if r else None
+
+    def all(self) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self._records.values()]
+
+
+class Journal:
+    """Task records. ``begin`` before a submit, ``update`` at every change."""
+
+    def __init__(self, path: Path | None = None):
+        self.store = JsonlStore(path or (data_dir() / "journal.jsonl"), max_records=MAX_TASKS)
+
+    def begin(self, **fields) -> str:
+        key = uuid.uuid4().hex[:16]
+        now = time.time()
+        self.store.put(key, created=now, updated=now, status=SUBMITTING, **fields)
+        return key
+
+    def update(self, key: str, **fields) -> dict:
+        fields["updated"] = time.time()
+        return self.store.put(key, **fields)
+
+    def get(self, key: str) -> dict | None:
+        return self.store.get(key)
+
+    def by_prompt_id(self, prompt_id: str) -> dict | None:
+        self.store.refresh()
+        pid = str(prompt_id).strip()
+        hits = [r for r in self.store.all() if str(r.get("prompt_id", "")) == pid]
+        return max(hits, key=lambda r: r.get("created", 0)) if hits else None
+
+    def tasks(self, limit: int = 200) -> list[dict]:
+        self.store.refresh()
+        recs = sorted(self.store.all(), key=lambda r: r.get("created", 0), reverse=True)
+        return recs[:limit]
+
+    def latest(self) -> dict | None:
+        t = [r for r in self.tasks(50) if r.get("prompt_id")]
+        return t[0] if t else None
+
+    def spent_today(self, now: float | None = None) -> float:
+        day = datetime.fromtimestamp(now or time.time()).date()
+        total = 0.0
+        for r in self.store.all():
+            if datetime.fromtimestamp(r.get("created", 0)).date() == day and r.get("price"):
+                try:
+                    total += float(r["price"])
+                except (TypeError, ValueError):
+                    pass
+        return round(total, 6)
+
+    def history(self, plan_hash: str) -> dict | None:
+        """Median price and run time of earlier successful runs of the same cloud part."""
+        runs = [r for r in self.store.all() if r.get("plan_hash") == plan_hash and r.get("status") == SUCCEEDED]
+        if not runs:
+            return None
+        prices = [float(r["price"]) for r in runs if r.get("price") is not None]
+        times = [float(r["run_ms"]) for r in runs if r.get("run_ms") is not None]
+        queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
+        return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
+                "run_ms": statistics.median(times) if times else None,
+                "queue_ms": statistics.median(queue) if queue else None}
+
+
+class UploadCache:
+    """Content hash -> uploaded URL, valid until its expiry, across runs and restarts."""
+
+    # A URL is reused only while it has at least this long to live (the cloud must still read it).
+    MARGIN_S = 15 * 60
+    # When the platform gives no expiry we assume the object lives this long.
+    DEFAULT_LIFETIME_S = 24 * 3600
+
+    def __init__(self, path: Path | None = None):
+        self.store = JsonlStore(path or (data_dir() / "uploads.jsonl"), max_records=20000)
+
+    def get(self, digest: str, now: float | None = None) -> str | None:
+        r = self.store.get(digest)
+        now = now or time.time()
+        if r and r.get("url") and float(r.get("expires", 0)) - self.MARGIN_S > now:
+            return r["url"]
+        return None
+
+    def put(self, digest: str, url: str, expires_at=None) -> None:
+        exp = parse_expiry(expires_at) or (time.time() + self.DEFAULT_LIFETIME_S)
+        self.store.put(digest, url=url, expires=exp, created=time.time())
+
+
+def parse_expiry(value) -> float | None:
+    """``expired_at`` may be epoch seconds or ms, ``YYYY-MM-DD HH:MM:SS`` (platform time) or ISO 8601."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().isdigit()):
+        v = float(value)
+        return v / 1000.0 if v > 1e11 else v
+    text = str(value).strip().replace("T", " ").replace("Z", "")
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"):
+        try:
+            return datetime.strptime(text[:26], fmt).timestamp()
+        except ValueError:
+            continue
+    return None

@@ -1,0 +1,52 @@
+"""When to ask for a task's status next (GPUGeek has no push: completion is found by polling call 5).
+
+The aim (DESIGN.md): notice a finished task within ~100 ms while asking no more than about once a
+second over a long task. What the platform tells is used: while queued, the position; while running,
+the run time it reports (``run_duration``), compared with the median run time of earlier runs of the same
+cloud part from the journal. With that expectation the schedule halves the distance to the expected end
+(few polls far from it) and polls densely in a narrow window around it; without one it backs off from
+fast to one poll a second.
+"""
+from __future__ import annotations
+
+from .wire import QUEUED, RUNNING, TaskDetail
+
+# Densest polling, used in the window around the expected end: the median lag is about half of it.
+MIN_DELAY_S = 0.1
+# Sparsest polling while running: a task that ends unexpectedly early is noticed within this.
+MAX_RUNNING_DELAY_S = 3.0
+# Without an expectation: start fast (short tasks end in a second or two), slow to ~1 poll a second.
+BLIND_START_S = 0.15
+BLIND_SLOPE = 0.2
+BLIND_CAP_S = 1.0
+# While queued: the start of the run is not urgent (the run time is measured by the platform anyway).
+QUEUED_DELAY_S = 1.0
+QUEUED_FAR_DELAY_S = 2.0
+# How often the interruption flag is checked while waiting between polls (the bar is 200 ms).
+INTERRUPT_CHECK_S = 0.05
+
+
+class PollSchedule:
+    def __init__(self, expected_run_s: float | None = None, spread_s: float | None = None):
+        self.expected = expected_run_s if expected_run_s and expected_run_s > 0 else None
+        # half-width of the dense window: the observed spread of past runs, within sane bounds
+        base = spread_s if spread_s is not None else (self.expected or 0) * 0.03
+        self.window = min(1.0, max(0.15, base or 0.15))
+        self._overdue_polls = 0
+
+    def next_delay(self, d: TaskDetail) -> float:
+        if d.status == QUEUED:
+            return QUEUED_DELAY_S if d.current_position <= 2 else QUEUED_FAR_DELAY_S
+        if d.status != RUNNING:
+            return MIN_DELAY_S
+        ran = max(0.0, d.run_duration_ms / 1000.0)
+        if self.expected is None:
+            return min(BLIND_CAP_S, BLIND_START_S + BLIND_SLOPE * ran)
+        remaining = self.expected - ran
+        if remaining > self.window:
+            return max(MIN_DELAY_S, min(MAX_RUNNING_DELAY_S, remaining - self.window, remaining / 2))
+        if remaining > -self.window:
+            return MIN_DELAY_S
+        # later than expected: back off gently to the blind schedule
+        self._overdue_polls += 1
+        return min(BLIND_CAP_S, MIN_DELAY_S * (1.3 ** self._overdue_polls))

@@ -1,0 +1,294 @@
+"""One cloud run, from a plan to downloaded results: upload, submit once, wait, fetch.
+
+Used by the gateway node and the command line alike. ComfyUI is not imported: the caller passes how to
+learn of an interruption (``interrupted``) and where status goes (``on_event``).
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import codec
+from . import errors as E
+from .journal import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
+from .poll import INTERRUPT_CHECK_S, PollSchedule
+from .redact import get_logger
+from .transfer import digest_bytes, gather_bounded, upload_once
+from .wire import CANCELLED as S_CANCELLED
+from .wire import FAILED as S_FAILED
+from .wire import QUEUED as S_QUEUED
+from .wire import SUCCEEDED as S_SUCCEEDED
+from .wire import STATUS_NAMES, TaskDetail
+
+log = get_logger("gpugeek.run")
+
+# Default wait for a cloud task before it is cancelled (the gateway's timeout_s input overrides it):
+# long enough for a queue at peak hours plus a video model's run, short enough that a stuck task does
+# not run up a bill overnight.
+DEFAULT_TIMEOUT_S = 1800
+# While status calls fail (network down), wait this long between tries; the task keeps running remotely.
+STATUS_RETRY_S = 2.0
+
+
+class Interrupted(Exception):
+    """The user stopped the run; the remote task (if any) has been asked to cancel."""
+
+    def __init__(self, task_id: str | None = None):
+        super().__init__("interrupted")
+        self.task_id = task_id
+
+
+@dataclass
+class RunOutcome:
+    prompt_id: str
+    detail: TaskDetail
+    files: dict = field(default_factory=dict)   # node id -> [(url, bytes)]
+    journal_key: str = ""
+    uploaded_bytes: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+async def sleep_interruptible(seconds: float, interrupted: Callable[[], bool]) -> bool:
+    """Sleep, checking ``interrupted`` every 50 ms; True if it fired."""
+    end = time.monotonic() + seconds
+    while True:
+        if interrupted():
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(INTERRUPT_CHECK_S, left))
+
+
+def fill_crossings(plan: dict, values: dict) -> dict:
+    """The cloud prompt with literal crossings written in; loaders are filled by :func:`prepare`."""
+    prompt = copy.deepcopy(plan["prompt"])
+    for c in plan.get("crossings", []):
+        if c["kind"] == "literal":
+            for node, name in c["targets"]:
+                prompt[node]["inputs"][name] = values.get(c["input"])
+    return prompt
+
+
+async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_file=None, stats=None) -> dict:
+    """Upload what crosses in (images, masks, local files) once per content; return the cloud prompt."""
+    prompt = fill_crossings(plan, values)
+    jobs, where = [], []
+    for c in plan.get("crossings", []):
+        v = values.get(c["input"])
+        if c["kind"] == "url":
+            lines = [u.strip() for u in str(v or "").splitlines() if u.strip()]
+            if not lines or not all(u.startswith(("http://", "https://")) for u in lines):
+                raise E.PlanError(f"The Upload Image node #{c['from'][0]} gave no URL", hint="Run it again.")
+            prompt[c["loader"]]["inputs"]["image"] = lines[0]
+            if len(lines) > 1:
+                _batch_loaders(prompt, c["loader"], lines[1:])
+        elif c["kind"] in ("image", "mask"):
+            if v is None:
+                raise E.PlanError(f"Node #{c['from'][0]} gave no {c['kind']} for the cloud part", hint="Check its inputs.")
+            frames = v if getattr(v, "ndim", 0) == (4 if c["kind"] == "image" else 3) else v[None]
+            for i in range(int(frames.shape[0])):
+                digest = codec.tensor_digest(frames[i])
+                data_fn = (lambda f=frames[i], k=c["kind"]: codec.encode_mask_png(f) if k == "mask" else codec.encode_png(f))
+                jobs.append((digest, data_fn, f"gpugeek_{digest[:16]}.png"))
+                where.append((c, i))
+    for f in plan.get("local_files", []):
+        if read_file is None:
+            continue
+        data = read_file(f["file"])
+        jobs.append((digest_bytes(data), (lambda d=data: d), f"gpugeek_{digest_bytes(data)[:16]}_{_tail(f['file'])}"))
+        where.append((f, None))
+
+    async def one(digest, data_fn, name):
+        key = f"{getattr(target, 'name', 'target')}:{digest}"
+        if uploads.get(key):
+            if stats is not None:
+                stats["reused"] = stats.get("reused", 0) + 1
+            return uploads.get(key)
+        data = await asyncio.to_thread(data_fn)
+        return await upload_once(target, uploads, data, name, digest=digest, stats=stats)
+
+    urls = await gather_bounded([one(*j) for j in jobs])
+    extra_loaders: dict = {}
+    for (spec, i), url in zip(where, urls):
+        if i is None:
+            prompt[spec["node"]]["inputs"]["image"] = url
+            continue
+        if i == 0:
+            prompt[spec["loader"]]["inputs"]["image"] = url
+        else:  # a batch crosses as one loader per frame, joined again in the cloud
+            extra_loaders.setdefault(spec["loader"], []).append(url)
+    for loader, more in extra_loaders.items():
+        _batch_loaders(prompt, loader, more)
+    return prompt
+
+
+def _tail(name: str) -> str:
+    import os
+    import re
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(name.replace("\\", "/")))[-60:]
+
+
+def _batch_loaders(prompt: dict, loader: str, urls: list) -> None:
+    """Frames 2..n of a batch: more loaders joined with ImageBatch, consumers pointed at the join."""
+    base = prompt[loader]
+    last = [loader, 0]
+    for j, url in enumerate(urls, start=1):
+        lid, bid = f"{loader}_f{j}", f"{loader}_b{j}"
+        prompt[lid] = {"class_type": base["class_type"], "inputs": dict(base["inputs"], image=url)}
+        prompt[bid] = {"class_type": "ImageBatch", "inputs": {"image1": last, "image2": [lid, 0]}}
+        last = [bid, 0]
+    for nid, node in prompt.items():
+        if nid.startswith(loader + "_"):
+            continue
+        for k, v in node["inputs"].items():
+            if v == [loader, 0]:
+                node["inputs"][k] = last
+
+
+def expected_for(journal: Journal, plan_hash: str | None):
+    h = journal.history(plan_hash) if plan_hash else None
+    return (h or {}).get("run_ms"), (h or {}).get("price"), h
+
+
+def check_spend(journal: Journal, limit: float | None, plan_hash: str | None) -> None:
+    if not limit:
+        return
+    spent = journal.spent_today()
+    _, price, _ = expected_for(journal, plan_hash)
+    if spent + (price or 0) > limit or spent >= limit:
+        raise E.SpendLimitError(
+            f"Today's GPUGeek spending is {spent:g} and this run is expected to cost {price or 0:g}, which would "
+            f"pass the daily limit of {limit:g}")
+
+
+async def run_plan(plan: dict, *, target, journal: Journal, uploads: UploadCache, values: dict,
+                   workflow_id: int | None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                   interrupted: Callable[[], bool] = lambda: False, on_event: Callable = lambda *a, **k: None,
+                   read_file=None, daily_limit: float | None = None, label: str = "GPUGeek Cloud Execute",
+                   meta: dict | None = None, fetch_nodes=None) -> RunOutcome:
+    t0 = time.monotonic()
+    stats: dict = {}
+    check_spend(journal, daily_limit, plan.get("hash"))
+    on_event("uploading")
+    prompt = await prepare(plan, values, target, uploads, read_file, stats)
+    t_up = time.monotonic()
+    if interrupted():
+        raise Interrupted(None)
+    key = journal.begin(plan_hash=plan.get("hash"), workflow_id=str(workflow_id or ""), gateway=label,
+                        target=getattr(target, "name", "?"), **(meta or {}))
+    try:
+        prompt_id = await target.submit(prompt, workflow_id)
+    except E.SubmitUnknownError as e:
+        journal.update(key, status=UNKNOWN, error=e.to_dict()["text"])
+        raise
+    except E.GPUGeekError as e:
+        journal.update(key, status=FAILED, error=e.to_dict()["text"], price=0)
+        raise
+    journal.update(key, prompt_id=prompt_id, status=QUEUED)
+    on_event("submitted", prompt_id=prompt_id)
+    detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
+                             interrupted=interrupted, on_event=on_event, plan_hash=plan.get("hash"), label=label)
+    t_done = time.monotonic()
+    files = await fetch_results(detail, target, fetch_nodes)
+    t_dl = time.monotonic()
+    return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
+                      {"upload_s": t_up - t0, "wait_s": t_done - t_up, "download_s": t_dl - t_done})
+
+
+async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None, timeout_s: float,
+                    interrupted: Callable[[], bool], on_event: Callable, plan_hash: str | None = None,
+                    label: str = "GPUGeek Cloud Execute") -> TaskDetail:
+    """Poll until the task ends; cancel it remotely on interruption or timeout."""
+    exp_ms, _, hist = expected_for(journal, plan_hash)
+    sched = PollSchedule(exp_ms / 1000.0 if exp_ms else None)
+    deadline = time.monotonic() + (timeout_s if timeout_s and timeout_s > 0 else DEFAULT_TIMEOUT_S)
+    last_status = None
+    while True:
+        try:
+            d = await target.status(prompt_id)
+        except (E.BusyError, E.TransportError) as e:
+            log.warning("%s: status of task %s failed (%s); still waiting", label, prompt_id, e.message)
+            on_event("status_error", prompt_id=prompt_id, error=e.message)
+            d, delay = None, STATUS_RETRY_S
+        else:
+            delay = sched.next_delay(d)
+            if d.status != last_status:
+                last_status = d.status
+                if key:
+                    journal.update(key, status=_jstatus(d.status), queue_ms=d.queue_duration_ms,
+                                   run_ms=d.run_duration_ms)
+            on_event("status", detail=d, expected=hist)
+            if d.final:
+                return _finish(d, journal, key, label)
+        if time.monotonic() + min(delay, 0) >= deadline:
+            await _cancel(target, prompt_id, journal, key, "timeout")
+            raise E.TaskTimeoutError(f"{label}: the cloud task did not finish within {timeout_s:g} s and was cancelled",
+                                     task_id=prompt_id)
+        delay = min(delay, max(0.0, deadline - time.monotonic()))
+        if await sleep_interruptible(delay, interrupted):
+            await _cancel(target, prompt_id, journal, key, "interrupted")
+            raise Interrupted(prompt_id)
+
+
+def _jstatus(s: int) -> str:
+    return {1: QUEUED, 2: RUNNING, 3: SUCCEEDED, 4: FAILED, 5: CANCELLED}.get(s, UNKNOWN)
+
+
+def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str) -> TaskDetail:
+    if key:
+        journal.update(key, status=_jstatus(d.status), queue_ms=d.queue_duration_ms, run_ms=d.run_duration_ms,
+                       price=d.origin_price, result_url=d.result_url, error=d.error_msg or None)
+    if d.status == S_FAILED:
+        raise E.TaskFailedError(f"{label}: the cloud run failed: {d.error_msg or 'no reason given'}",
+                                task_id=d.prompt_id)
+    if d.status == S_CANCELLED:
+        raise E.TaskCancelledError(f"{label}: the cloud task was cancelled", task_id=d.prompt_id)
+    return d
+
+
+async def _cancel(target, prompt_id: str, journal: Journal, key: str | None, why: str) -> None:
+    """Best effort: one cancel; its failure is logged, never raised over the real reason."""
+    try:
+        await target.cancel(prompt_id)
+    except Exception as e:  # noqa: BLE001 - the interruption/timeout is what the user must see
+        log.warning("Cancelling task %s after %s failed: %s", prompt_id, why, e)
+    if key:
+        journal.update(key, status=CANCELLED, error=why)
+
+
+async def fetch_results(detail: TaskDetail, target, nodes=None) -> dict:
+    """Download the result files of the given output nodes (all when ``nodes`` is None) in parallel."""
+    wanted = [(n, u) for n, u in detail.all_urls() if nodes is None or n in nodes]
+    datas = await gather_bounded([target.fetch(u) for _, u in wanted])
+    files: dict = {}
+    for (n, u), data in zip(wanted, datas):
+        files.setdefault(n, []).append((u, data))
+    return files
+
+
+def status_text(d: TaskDetail, expected: dict | None = None, lang: str = "en") -> str:
+    """One line for the node: queued (position N of M), running (elapsed), done (time, price)."""
+    zh = lang.startswith("zh")
+    if d.status == S_QUEUED:
+        if zh:
+            return f"排队中：第 {d.current_position} 位，共 {d.queue_size} 个" if d.current_position else "排队中"
+        return f"Queued: position {d.current_position} of {d.queue_size}" if d.current_position else "Queued"
+    if d.status == S_SUCCEEDED:
+        price = f", price {d.origin_price:g}" if d.origin_price is not None else ""
+        if zh:
+            return f"完成：运行 {d.run_duration_ms / 1000:.1f} 秒" + (f"，费用 {d.origin_price:g}" if d.origin_price is not None else "")
+        return f"Done: ran {d.run_duration_ms / 1000:.1f} s{price}"
+    if d.status == S_FAILED:
+        return ("失败：" if zh else "Failed: ") + (d.error_msg or "")
+    if d.status == S_CANCELLED:
+        return "已取消" if zh else "Cancelled"
+    run = d.run_duration_ms / 1000
+    exp = f" of ~{expected['run_ms'] / 1000:.0f} s" if expected and expected.get("run_ms") else ""
+    return (f"运行中：{run:.1f} 秒" if zh else f"Running: {run:.1f} s{exp}")
+
+
+STATUS = STATUS_NAMES

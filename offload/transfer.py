@@ -1,0 +1,84 @@
+"""Moving bytes: uploads with content-hash dedup, bounded parallel downloads, safe output file names."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import ResultError
+
+# Parallel transfers per run: enough to fill a home uplink, few enough not to trip rate limits.
+PARALLEL_TRANSFERS = 4
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SAVE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi", ".flac", ".mp3",
+             ".wav", ".ogg", ".opus", ".m4a", ".json", ".txt", ".glb", ".obj", ".safetensors", ".latent"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
+
+
+def digest_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+async def upload_once(target, cache, data: bytes, file_name: str, digest: str | None = None, stats=None) -> str:
+    """Upload unless the same content already has a live URL (across runs and restarts)."""
+    key = f"{getattr(target, 'name', 'target')}:{digest or digest_bytes(data)}"
+    url = cache.get(key)
+    if url:
+        if stats is not None:
+            stats["reused"] = stats.get("reused", 0) + 1
+        return url
+    url, expires = await target.upload(data, file_name)
+    cache.put(key, url, expires)
+    if stats is not None:
+        stats["uploaded_bytes"] = stats.get("uploaded_bytes", 0) + len(data)
+    return url
+
+
+async def gather_bounded(coros, limit: int = PARALLEL_TRANSFERS):
+    """Run coroutines with at most ``limit`` at once; the first error cancels the rest."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c):
+        async with sem:
+            return await c
+    tasks = [asyncio.ensure_future(one(c)) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def safe_file_name(url: str, fallback: str) -> str:
+    """A file name from a URL that can never leave the folder it is joined to."""
+    raw = unquote(os.path.basename(urlsplit(url).path.replace("\\", "/")))
+    name = _SAFE.sub("_", raw).strip("._")[:120]
+    stem, ext = os.path.splitext(name)
+    if ext.lower() not in SAVE_EXTS:
+        ext = ".bin"
+    stem = stem or fallback
+    return f"{_SAFE.sub('_', stem)}{ext.lower()}"
+
+
+def save_into(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` as ``folder/name`` (never outside ``folder``, never over an existing file)."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, ext = os.path.splitext(name)
+    for i in range(10000):
+        candidate = (folder / (f"{stem}{ext}" if i == 0 else f"{stem}_{i}{ext}")).resolve()
+        if os.path.commonpath([folder, candidate]) != str(folder):
+            raise ResultError(f"Refused to save a result outside the output folder: {name!r}", call="save")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return candidate
+    raise ResultError(f"Too many files named {name!r} in {folder}", call="save")

@@ -1,0 +1,408 @@
+"""A fake GPUGeek server, faithful to ../shared/GPUGEEK_API.md, reached through a real socket on 127.0.0.1.
+
+It runs in its own thread and event loop, so tests (sync or async) talk to it as a client talks to the
+platform. Tasks go 1 -> 2 -> 3 on a clock the test sets (queue and run seconds), or fail with ``error_msg``,
+or are cancelled. Pre-signed PUT uploads are kept in memory and served back; result files are served.
+
+Variants (each side of the doc's contradictions): ``camel_upload`` (signedUrl/expiredAt), ``post_only_presign``
+(GET answers 405, POST with fileName works), ``prompt_id_int`` (integer prompt ids instead of strings),
+``result_url_str`` (a string instead of a list), ``errors_as_200`` (HTTP 200 + non-zero code).
+Faults, queued per call name with :meth:`FakeGPUGeek.fault`: ``http500``, ``http502html``, ``http429``,
+``http401``, ``code_error``, ``reset`` (connection closed, nothing done), ``lost`` (the call is carried out,
+then the connection is closed: the answer is lost), ``slow:<seconds>``, ``expired`` (403 on a signed PUT/GET),
+``truncate`` (a download cut short).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import itertools
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiohttp import web
+from PIL import Image
+
+CALL_PRESIGN, CALL_COMMIT, CALL_SUBMIT, CALL_CANCEL, CALL_TASK = "presign", "commit", "submit", "cancel", "task"
+CALL_PUT, CALL_FILE = "put", "file"
+
+
+def photo_png(w=64, h=64, seed=0, mode="RGB", bits=8) -> bytes:
+    """A deterministic, photo-like image (smooth gradients plus noise), encoded as PNG."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([np.sin(x / (7 + seed % 5)) , np.cos(y / 11.0), np.sin((x + y) / 17.0)], -1) * 0.35 + 0.5
+    img = np.clip(base + rng.normal(0, 0.012, base.shape), 0, 1)
+    if bits == 16:
+        arr = (img[..., 0] * 65535).astype(np.uint16)
+        im = Image.fromarray(arr)
+    else:
+        arr = (img * 255).astype(np.uint8)
+        im = Image.fromarray(arr, "RGB")
+        if mode == "RGBA":
+            a = (np.linspace(0, 255, w, dtype=np.float32)[None, :].repeat(h, 0)).astype(np.uint8)
+            im = Image.fromarray(np.dstack([arr, a]), "RGBA")
+        elif mode != "RGB":
+            im = im.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@dataclass
+class Task:
+    prompt_id: str
+    workflow_id: int
+    prompt: dict
+    created: float
+    queue_s: float
+    run_s: float
+    fail: str | None = None
+    cancelled_at: float | None = None
+    files: dict = field(default_factory=dict)      # node id -> [(name, bytes)]
+    result_override: object = None
+    price: float = 0.25
+    polls: int = 0
+    finished_at: float | None = None
+
+
+class FakeGPUGeek:
+    def __init__(self, api_key="sk-test-0123456789abcdef", *, queue_s=0.0, run_s=0.05):
+        self.api_key = api_key
+        self.queue_s, self.run_s = queue_s, run_s
+        self.variants: set[str] = set()
+        self.faults: dict[str, list[str]] = {}
+        self.tasks: dict[str, Task] = {}
+        self.uploads: dict[str, bytes] = {}
+        self.calls: list[tuple[str, str]] = []   # (call, path)
+        self.bodies: list[tuple[str, object]] = []
+        self.bytes_uploaded = 0
+        self.runner = self.default_runner
+        self.task_opts: dict = {}
+        self._ids = itertools.count(int(time.time()) * 1000 % 10**12 + 10**14)
+        self._lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.base_url = ""
+
+    # ---- control -------------------------------------------------------------------------------------
+    def fault(self, call: str, *kinds: str) -> None:
+        with self._lock:
+            self.faults.setdefault(call, []).extend(kinds)
+
+    def _take_fault(self, call: str):
+        with self._lock:
+            q = self.faults.get(call)
+            return q.pop(0) if q else None
+
+    def count(self, call: str) -> int:
+        return sum(1 for c, _ in self.calls if c == call)
+
+    def running_tasks(self) -> list[Task]:
+        return [t for t in self.tasks.values() if self.status_of(t)[0] in (1, 2)]
+
+    # ---- the task clock ------------------------------------------------------------------------------
+    def status_of(self, t: Task):
+        now = time.monotonic()
+        if t.cancelled_at is not None:
+            return 5, now
+        start_run = t.created + t.queue_s
+        end = start_run + t.run_s
+        if now < start_run:
+            return 1, now
+        if now < end:
+            return 2, now
+        if t.finished_at is None:
+            t.finished_at = end
+        return (4 if t.fail else 3), now
+
+    def detail(self, t: Task) -> dict:
+        st, now = self.status_of(t)
+        ahead = [o for o in self.tasks.values() if self.status_of(o)[0] == 1 and o.created < t.created]
+        queued = [o for o in self.tasks.values() if self.status_of(o)[0] == 1]
+        pid = int(t.prompt_id) if "prompt_id_int" in self.variants else t.prompt_id
+        qd = int(1000 * min(max(now - t.created, 0), t.queue_s))
+        rd = int(1000 * max(0.0, min(now - t.created - t.queue_s, t.run_s))) if st != 1 else 0
+        d = {"prompt_id": pid, "workflow_id": t.workflow_id, "env_id": "env-1", "status": st,
+             "queue_duration": qd, "run_duration": rd, "result_url": {}, "error_msg": "",
+             "queue_size": len(queued), "current_position": (len(ahead) + 1) if st == 1 else 0,
+             "origin_price": t.price if st in (3, 4) else 0,
+             "created_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if st == 4:
+            d["error_msg"] = t.fail
+        if st == 3:
+            if t.result_override is not None:
+                d["result_url"] = t.result_override
+            else:
+                res = {}
+                for node, files in t.files.items():
+                    urls = [f"{self.base_url}/files/{t.prompt_id}/{name}" for name, _ in files]
+                    res[node] = urls[0] if ("result_url_str" in self.variants and len(urls) == 1) else urls
+                d["result_url"] = res
+        return d
+
+    def default_runner(self, prompt: dict, task: Task) -> dict:
+        """Produce files for every SaveImage/PreviewImage: the uploaded image it reads by URL (through a
+        LoadImage chain), or a generated photo-like image."""
+        files = {}
+        for nid, node in prompt.items():
+            if node.get("class_type") not in ("SaveImage", "PreviewImage"):
+                continue
+            src = node["inputs"].get("images")
+            data = None
+            if isinstance(src, list):
+                up = prompt.get(str(src[0]), {})
+                if up.get("class_type") == "MaskToImage":
+                    up = prompt.get(str(up["inputs"]["mask"][0]), {})
+                if up.get("class_type") in ("LoadImage", "LoadImageMask"):
+                    url = str(up["inputs"].get("image", ""))
+                    key = url.split("/oss/", 1)[-1].split("?")[0]
+                    data = self.uploads.get(key)
+            if data is None:
+                size = int(self.task_opts.get("size", 64))
+                seed = int(hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:6], 16)
+                data = photo_png(size, size, seed=seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16))
+            count = int(self.task_opts.get("batch", 1))
+            files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.png", data) for i in range(count)]
+        return files
+
+    # ---- HTTP ----------------------------------------------------------------------------------------
+    def _env(self, data=None, code=0, message="success", status=200):
+        body = {"code": code, "message": message, "traceid": uuid.uuid4().hex[:16], "data": data}
+        return web.json_response(body, status=status)
+
+    def _error(self, status, code, message):
+        if "errors_as_200" in self.variants:
+            status = 200
+        return self._env(None, code=code, message=message, status=status)
+
+    async def _apply_fault(self, request, call, kind):
+        """Return a response for a fault, or None to carry on (``lost`` is handled by the caller)."""
+        if kind.startswith("slow:"):
+            await asyncio.sleep(float(kind.split(":", 1)[1]))
+            return None
+        if kind == "http500":
+            return self._env(None, code=50000, message="internal error", status=500)
+        if kind == "http502html":
+            return web.Response(status=502, text="<html><body><h1>502 Bad Gateway</h1>nginx</body></html>",
+                                content_type="text/html")
+        if kind == "http429":
+            return web.json_response({"code": 42900, "message": "too many requests", "traceid": "t429",
+                                      "data": None}, status=429, headers={"Retry-After": "0"})
+        if kind == "http401":
+            return self._error(401, 40100, "token invalid")
+        if kind == "code_error":
+            return self._env(None, code=10086, message="workflow not belong to user", status=200)
+        if kind == "reset":
+            request.transport.close()
+            raise ConnectionResetError("fault: reset")
+        if kind == "expired":
+            return web.Response(status=403, text="<Error><Code>AccessDenied</Code><Message>Request has expired"
+                                                 "</Message></Error>", content_type="application/xml")
+        return None
+
+    async def _guard(self, request, call):
+        self.calls.append((call, request.path))
+        kind = self._take_fault(call)
+        if kind and kind not in ("lost", "truncate"):
+            resp = await self._apply_fault(request, call, kind)
+            if resp is not None:
+                return resp, kind
+        if call in (CALL_PUT, CALL_FILE):
+            return None, kind
+        auth = request.headers.get("Authorization", "")
+        if auth != f"Bearer {self.api_key}":
+            return self._error(401, 40100, "Unauthorized: invalid token"), kind
+        return None, kind
+
+    def _lose(self, request):
+        request.transport.close()
+        raise ConnectionResetError("fault: answer lost")
+
+    async def h_presign(self, request):
+        call = CALL_PRESIGN
+        resp, kind = await self._guard(request, call)
+        if resp is not None:
+            return resp
+        if request.method == "GET":
+            if "post_only_presign" in self.variants:
+                return web.json_response({"code": 405, "message": "method not allowed", "data": None}, status=405)
+            name = request.query.get("file_name")
+        else:
+            body = await request.json()
+            name = body.get("fileName") or body.get("file_name")
+        if not name:
+            return self._error(400, 40000, "file_name is required")
+        key = f"comfy/input/{uuid.uuid4().hex[:12]}_{name}"
+        signed = f"{self.base_url}/oss/{key}?Expires=9999999999&Signature=abc"
+        data = ({"signedUrl": signed, "expiredAt": "2099-01-01 00:00:00"} if "camel_upload" in self.variants
+                else {"signed_url": signed, "expired_at": "2099-01-01 00:00:00"})
+        if kind == "lost":
+            self._lose(request)
+        return self._env(data)
+
+    async def h_put(self, request):
+        resp, kind = await self._guard(request, CALL_PUT)
+        if resp is not None:
+            return resp
+        if "Signature" not in request.query:
+            return web.Response(status=403, text="missing signature")
+        body = await request.read()
+        key = request.match_info["key"]
+        self.uploads[key] = body
+        self.bytes_uploaded += len(body)
+        if kind == "lost":
+            self._lose(request)
+        return web.Response(status=200)
+
+    async def h_get_object(self, request):
+        resp, kind = await self._guard(request, CALL_FILE)
+        if resp is not None:
+            return resp
+        data = self.uploads.get(request.match_info["key"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def h_commit(self, request):
+        resp, kind = await self._guard(request, CALL_COMMIT)
+        if resp is not None:
+            return resp
+        body = await request.json()
+        url = body.get("oss_url")
+        if not isinstance(url, str) or not url.startswith("http"):
+            return self._error(400, 40001, "oss_url invalid")
+        if kind == "lost":
+            self._lose(request)
+        return self._env({"oss_url": url})
+
+    async def h_submit(self, request):
+        resp, kind = await self._guard(request, CALL_SUBMIT)
+        if resp is not None:
+            return resp
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, 40000, "invalid json")
+        self.bodies.append((CALL_SUBMIT, body))
+        wf = body.get("workflow_id")
+        if not isinstance(wf, int) or isinstance(wf, bool):
+            return self._error(400, 40002, "workflow_id must be an integer")
+        if body.get("task_type") != 1:
+            return self._error(400, 40003, "task_type invalid")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, dict) or not prompt:
+            return self._error(400, 40004, "prompt is empty")
+        if wf == 404:
+            return self._error(200, 10004, "workflow not exist")
+        with self._lock:
+            pid = str(next(self._ids))
+        opts = self.task_opts
+        t = Task(pid, wf, prompt, time.monotonic(), float(opts.get("queue_s", self.queue_s)),
+                 float(opts.get("run_s", self.run_s)), fail=opts.get("fail"), price=float(opts.get("price", 0.25)))
+        try:
+            t.files = self.runner(prompt, t) or {}
+        except Exception as e:  # the cloud's own failure text
+            t.fail = f"{type(e).__name__}: {e}"
+        if "result_override" in opts:
+            t.result_override = opts["result_override"]
+        self.tasks[pid] = t
+        if kind == "lost":
+            self._lose(request)
+        return self._env({"prompt_id": int(pid) if "prompt_id_int" in self.variants else pid})
+
+    async def h_cancel(self, request):
+        resp, kind = await self._guard(request, CALL_CANCEL)
+        if resp is not None:
+            return resp
+        body = await request.json()
+        self.bodies.append((CALL_CANCEL, body))
+        tid = body.get("task_id")
+        if not isinstance(tid, int):
+            return self._error(400, 40005, "task_id must be an integer")
+        t = self.tasks.get(str(tid))
+        if t is None:
+            return self._error(404, 40400, "task not exist")
+        if self.status_of(t)[0] in (1, 2):
+            t.cancelled_at = time.monotonic()
+        if kind == "lost":
+            self._lose(request)
+        return self._env(None)
+
+    async def h_task(self, request):
+        resp, kind = await self._guard(request, CALL_TASK)
+        if resp is not None:
+            return resp
+        t = self.tasks.get(request.match_info["pid"])
+        if t is None:
+            return self._error(404, 40400, "task not exist")
+        t.polls += 1
+        d = self.detail(t)
+        if kind == "lost":
+            self._lose(request)
+        return self._env(d)
+
+    async def h_file(self, request):
+        resp, kind = await self._guard(request, CALL_FILE)
+        if resp is not None:
+            return resp
+        t = self.tasks.get(request.match_info["pid"])
+        name = request.match_info["name"]
+        for files in (t.files.values() if t else []):
+            for n, data in files:
+                if n == name:
+                    if kind == "truncate":
+                        resp = web.StreamResponse(headers={"Content-Length": str(len(data))})
+                        await resp.prepare(request)
+                        await resp.write(data[: len(data) // 2])
+                        request.transport.close()
+                        return resp
+                    return web.Response(body=data, content_type="image/png")
+        return web.Response(status=404, text="no such file")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 30)
+        p = "/api/v1"
+        app.router.add_get(p + "/file/upload/pre-signed-url", self.h_presign)
+        app.router.add_post(p + "/file/upload/pre-signed-url", self.h_presign)
+        app.router.add_post(p + "/file/upload/commit", self.h_commit)
+        app.router.add_post(p + "/prompt", self.h_submit)
+        app.router.add_post(p + "/task/cancel", self.h_cancel)
+        app.router.add_get(p + "/task/{pid}", self.h_task)
+        app.router.add_put("/oss/{key:.+}", self.h_put)
+        app.router.add_get("/oss/{key:.+}", self.h_get_object)
+        app.router.add_get("/files/{pid}/{name}", self.h_file)
+        return app
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> "FakeGPUGeek":
+        ready = threading.Event()
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            runner = web.AppRunner(self.app(), access_log=None)
+            self.loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            port = site._server.sockets[0].getsockname()[1]
+            self.base_url = f"http://127.0.0.1:{port}"
+            self._runner = runner
+            ready.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(runner.cleanup())
+            self.loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="fake-gpugeek")
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self.loop:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
