@@ -141,11 +141,12 @@ def decode_array(data: bytes):
     return _pil_array(data)
 
 
-def _scale_of(arr) -> float:
+def _max_of(arr) -> float:
+    """The divisor that maps an array's values to 0..1 (division, as ComfyUI's LoadImage: bit-exact)."""
     if arr.dtype == np.uint8:
-        return 1 / 255.0
+        return 255.0
     if arr.dtype == np.uint16:
-        return 1 / 65535.0
+        return 65535.0
     return 1.0
 
 
@@ -153,7 +154,7 @@ def _fit(rgb, alpha, w: int, h: int):
     """Scale and centre-crop an array to w x h (ComfyUI's ImageBatch behaviour for mismatched sizes)."""
     def fit_one(a):
         if a.dtype != np.uint8:
-            a = (np.clip(a * _scale_of(a), 0, 1) * 255).astype(np.uint8)
+            a = (np.clip(a / _max_of(a), 0, 1) * 255).astype(np.uint8)
         mode = "L" if a.ndim == 2 else "RGB"
         im = ImageOps.fit(Image.fromarray(a, mode), (w, h), Image.BILINEAR, centering=(0.5, 0.5))
         return np.asarray(im)
@@ -189,12 +190,12 @@ def assemble(arrays: list):
             rgb, alpha = _fit(rgb, alpha, w0, h0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only numpy views: torch only reads them
-            torch.mul(torch.from_numpy(np.ascontiguousarray(rgb)), _scale_of(rgb), out=image[i])
+            torch.div(torch.from_numpy(np.ascontiguousarray(rgb)), _max_of(rgb), out=image[i])
             if alpha is not None:
                 if mask is None:
                     mask = torch.zeros((b, h0, w0), dtype=torch.float32)
-                torch.mul(torch.from_numpy(np.ascontiguousarray(alpha)), -_scale_of(alpha), out=mask[i])
-                mask[i].add_(1.0)
+                torch.div(torch.from_numpy(np.ascontiguousarray(alpha)), _max_of(alpha), out=mask[i])
+                torch.sub(1.0, mask[i], out=mask[i])
         arrays[i] = None  # free each decoded file as soon as it is copied (bounded peak memory)
     if mask is None:
         mask = torch.zeros((b, 64, 64), dtype=torch.float32)

@@ -82,6 +82,7 @@ class FakeGPUGeek:
         self.calls: list[tuple[str, str]] = []   # (call, path)
         self.bodies: list[tuple[str, object]] = []
         self.bytes_uploaded = 0
+        self.storage_auth: list = []   # Authorization headers seen on storage requests (must be None)
         self.runner = self.default_runner
         self.task_opts: dict = {}
         self._ids = itertools.count(int(time.time()) * 1000 % 10**12 + 10**14)
@@ -213,6 +214,7 @@ class FakeGPUGeek:
             if resp is not None:
                 return resp, kind
         if call in (CALL_PUT, CALL_FILE):
+            self.storage_auth.append(request.headers.get("Authorization"))
             return None, kind
         auth = request.headers.get("Authorization", "")
         if auth != f"Bearer {self.api_key}":

@@ -1,0 +1,330 @@
+"""The three nodes, run as ComfyUI runs them (tests/mini_comfy.py), against the fake GPUGeek server."""
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mini_comfy
+from conftest import SECRET_KEY, core, load_pack, produced
+from fake_gpugeek import photo_png
+
+pack = load_pack()
+import folder_paths  # noqa: E402  (the stub installed by load_pack)
+import comfy.model_management as mm  # noqa: E402
+from server import PromptServer  # noqa: E402
+
+E = core("errors")
+WF = "123456789012345"
+
+
+@pytest.fixture
+def env(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    folder_paths.base = str(tmp_path / "comfy")
+    for d in ("input", "output", "temp", "user"):
+        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
+    import nodes
+    classes = mini_comfy.stub_classes()
+    classes.update(pack.NODE_CLASS_MAPPINGS)
+    nodes.NODE_CLASS_MAPPINGS.clear()
+    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    mm.interrupt_flag = False
+    PromptServer.instance.progress_texts.clear()
+    PromptServer.instance.sent.clear()
+    mini_comfy.SAVED.clear()
+    return classes
+
+
+def t2i(**gw):
+    L = lambda n, s=0: [n, s]  # noqa: E731
+    p = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "cloud_only.safetensors"}},
+         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": L("4", 1)}},
+         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": L("4", 1)}},
+         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+         "3": {"class_type": "KSampler", "inputs": {"seed": 1, "model": L("4"), "positive": L("6"),
+                                                    "negative": L("7"), "latent_image": L("5")}},
+         "8": {"class_type": "VAEDecode", "inputs": {"samples": L("3"), "vae": L("4", 2)}},
+         "10": {"class_type": "GPUGeekCloudExecute",
+                "inputs": {"workflow_id": WF, "run_on": "cloud", "timeout_s": 60, "image_1": L("8"), **gw}},
+         "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "local", "images": L("10", 0)}}}
+    return p
+
+
+def execute(prompt, classes):
+    return asyncio.run(mini_comfy.execute(prompt, classes, PromptServer.instance))
+
+
+def png_tensor(data):
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    return torch.from_numpy(np.asarray(im).astype(np.float32) / 255.0)
+
+
+def test_text_to_image_returns_cloud_pixels_exactly(env, fake):
+    results, ui, local = execute(t2i(), env)
+    assert sorted(local) == ["10", "12"]  # the checkpoint never reaches local validation
+    task = next(iter(fake.tasks.values()))
+    (name, data), = next(iter(task.files.values()))
+    img = results["10"][0]
+    assert img.shape == (1, 64, 64, 3) and img.dtype == torch.float32
+    assert torch.equal(img[0], png_tensor(data))
+    assert results["10"][6] == task.prompt_id
+    assert mini_comfy.SAVED[0] is img
+    # the cloud prompt is exactly the cloud part plus the save the gateway needs
+    assert sorted(task.prompt) == ["3", "4", "5", "6", "7", "8", "gpugeek_out_0"]
+    # previews and the file kept in output/gpugeek
+    prev = ui["10"]["images"]
+    assert prev and prev[0]["subfolder"] == "gpugeek" and prev[0]["type"] == "output"
+    saved = Path(folder_paths.get_output_directory(), "gpugeek", prev[0]["filename"])
+    assert saved.read_bytes() == data
+    texts = [t for t, n in PromptServer.instance.progress_texts if n == "10"]
+    assert any(t.startswith("Done: ran") and "price 0.25" in t for t in texts)
+    rec = pack.nodes.cloud.journal().by_prompt_id(task.prompt_id)
+    assert rec["status"] == "succeeded" and rec["price"] == 0.25 and rec["files"] == [str(saved)]
+
+
+def test_same_input_image_uploads_zero_bytes_the_second_time(env, fake):
+    Image.open(io.BytesIO(photo_png(48, 40, seed=5))).save(Path(folder_paths.get_input_directory(), "photo.png"))
+    p = t2i()
+    p["20"] = {"class_type": "LoadImage", "inputs": {"image": "photo.png"}}
+    p["22"] = {"class_type": "GPUGeekUploadImage", "inputs": {"image": ["20", 0]}}
+    p["23"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["22", 0], "vae": ["4", 2]}}
+    p["3"]["inputs"]["latent_image"] = ["23", 0]
+    del p["5"]
+    execute(json.loads(json.dumps(p)), env)
+    first = fake.bytes_uploaded
+    assert first > 0 and fake.count("put") == 1
+    task = list(fake.tasks.values())[-1]
+    loader = task.prompt["gpugeek_in_0"]
+    assert loader["class_type"] == "LoadImage" and loader["inputs"]["image"].startswith(fake.base_url + "/oss/")
+    assert task.prompt["23"]["inputs"]["pixels"] == ["gpugeek_in_0", 0]
+    execute(json.loads(json.dumps(p)), env)
+    assert fake.bytes_uploaded == first and fake.count("put") == 1 and len(fake.tasks) == 2
+
+
+def test_local_file_in_cloud_loadimage_uploaded_once_and_absent_passed_by_name(env, fake):
+    Image.open(io.BytesIO(photo_png(32, 32, seed=9))).save(Path(folder_paths.get_input_directory(), "here.png"))
+    p = t2i()
+    p["20"] = {"class_type": "LoadImage", "inputs": {"image": "here.png"}}
+    p["21"] = {"class_type": "LoadImage", "inputs": {"image": "cloud_only.png"}}
+    p["23"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["20", 0], "vae": ["4", 2]}}
+    p["24"] = {"class_type": "ImageInvert", "inputs": {"image": ["21", 0]}}
+    p["3"]["inputs"]["latent_image"] = ["23", 0]
+    p["10"]["inputs"]["image_2"] = ["24", 0]
+    del p["5"]
+    results, _, _ = execute(json.loads(json.dumps(p)), env)
+    task = list(fake.tasks.values())[-1]
+    assert task.prompt["20"]["inputs"]["image"].startswith(fake.base_url + "/oss/")
+    assert task.prompt["21"]["inputs"]["image"] == "cloud_only.png"
+    execute(json.loads(json.dumps(p)), env)
+    assert fake.count("put") == 1
+    assert results["10"][1] is not None and results["10"][2] is None
+
+
+@pytest.mark.parametrize("phase", ["queued", "running"])
+def test_interrupt_cancels_the_remote_task_once_within_a_second(env, fake, phase):
+    fake.task_opts.update(queue_s=30 if phase == "queued" else 0, run_s=30)
+    stopped_at = {}
+
+    def stopper():
+        while not fake.tasks:
+            time.sleep(0.01)
+        t = next(iter(fake.tasks.values()))
+        while fake.status_of(t)[0] != (1 if phase == "queued" else 2) or t.polls < 1:
+            time.sleep(0.01)
+        stopped_at["t"] = time.monotonic()
+        mm.interrupt_flag = True
+    threading.Thread(target=stopper, daemon=True).start()
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(t2i(), env)
+    t = next(iter(fake.tasks.values()))
+    assert fake.count("cancel") == 1 and t.cancelled_at is not None
+    assert t.cancelled_at - stopped_at["t"] < 1.0
+    assert fake.running_tasks() == []
+    rec = pack.nodes.cloud.journal().by_prompt_id(t.prompt_id)
+    assert rec["status"] == "cancelled"
+
+
+def test_timeout_cancels_remotely(env, fake):
+    fake.task_opts.update(run_s=30)
+    with pytest.raises(E.TaskTimeoutError) as ei:
+        execute(t2i(timeout_s=1), env)
+    assert fake.count("cancel") == 1 and fake.running_tasks() == []
+    assert "GPUGeek Cloud Execute #10" in str(ei.value)
+
+
+def test_cloud_failure_surfaces_error_msg_with_node_and_task(env, fake):
+    fake.task_opts.update(fail="CUDA out of memory in KSampler")
+    with pytest.raises(E.TaskFailedError) as ei:
+        execute(t2i(), env)
+    text = str(ei.value)
+    produced(text)
+    assert "CUDA out of memory in KSampler" in text and "GPUGeek Cloud Execute #10" in text
+    assert next(iter(fake.tasks)) in text
+
+
+def test_lost_submit_answer_never_resubmits(env, fake):
+    fake.fault("submit", "lost")
+    with pytest.raises(E.SubmitUnknownError) as ei:
+        execute(t2i(), env)
+    assert fake.count("submit") == 1 and len(fake.tasks) == 1
+    assert "paid task may exist" in str(ei.value)
+    recs = pack.nodes.cloud.journal().tasks()
+    assert recs[0]["status"] == "unknown"
+
+
+def test_refusal_is_a_validation_error_on_the_gateway(env, fake):
+    p = t2i()
+    p["13"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}
+    p["14"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["13", 0]}}
+    with pytest.raises(mini_comfy.ValidationError) as ei:
+        execute(p, env)
+    assert list(ei.value.node_errors) == ["10"]
+    assert "LATENT cannot cross" in json.dumps(ei.value.node_errors)
+    assert fake.calls == []
+
+
+def test_run_here_passes_inputs_through_without_cloud(env, fake, monkeypatch):
+    monkeypatch.delenv("GPUGEEK_API_KEY")
+    p = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+         "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "local",
+                                                                "timeout_s": 60, "image_1": ["1", 0]}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["10", 0]}}}
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(Path(folder_paths.get_input_directory(), "a.png"))
+    results, _, _ = execute(p, env)
+    assert torch.equal(results["10"][0], results["1"][0]) and fake.calls == []
+
+
+def test_two_gateways_run_their_tasks_at_the_same_time(env, fake):
+    fake.task_opts.update(run_s=0.6)
+    p = t2i()
+    p["33"] = {"class_type": "LoadImage", "inputs": {"image": "cloud_b.png"}}
+    p["34"] = {"class_type": "ImageInvert", "inputs": {"image": ["33", 0]}}
+    p["30"] = {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": WF, "run_on": "cloud",
+                                                               "timeout_s": 60, "image_1": ["34", 0]}}
+    t0 = time.monotonic()
+    results, _, _ = execute(p, env)
+    wall = time.monotonic() - t0
+    assert len(fake.tasks) == 2
+    a, b = sorted(fake.tasks.values(), key=lambda t: t.created)
+    assert b.created < a.created + a.queue_s + a.run_s  # the second started before the first ended
+    assert results["30"][0] is not None and wall < 1.2 + 1.0
+
+
+def test_merged_gateways_share_one_task(env, fake):
+    p = t2i()
+    p["38"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}
+    p["39"] = {"class_type": "ImageInvert", "inputs": {"image": ["38", 0]}}
+    p["30"] = {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": WF, "run_on": "cloud",
+                                                               "timeout_s": 60, "image_1": ["39", 0]}}
+    results, _, _ = execute(p, env)
+    assert len(fake.tasks) == 1 and fake.count("submit") == 1
+    assert results["30"][0].shape == (1, 64, 64, 3) and results["30"][6] == results["10"][6]
+    assert not torch.equal(results["30"][0], results["10"][0])
+
+
+def test_load_result_by_task_id_and_by_urls(env, fake):
+    results, _, _ = execute(t2i(), env)
+    pid = results["10"][6]
+    L = pack.NODE_CLASS_MAPPINGS["GPUGeekLoadResult"]
+    img, mask = asyncio.run(L().load(prompt_id=pid, unique_id="50"))
+    assert torch.equal(img, results["10"][0]) and mask.shape == (1, 64, 64)
+    url = fake.detail(fake.tasks[pid])["result_url"]["gpugeek_out_0"][0]
+    img2, _ = asyncio.run(L().load(prompt_id="", urls=url + "\n", unique_id="51"))
+    assert torch.equal(img2, img)
+    assert L.VALIDATE_INPUTS(prompt_id="", urls="") != True  # noqa: E712
+
+
+def test_load_result_waits_for_a_running_task(env, fake):
+    fake.task_opts.update(run_s=0.5)
+    from fake_gpugeek import FakeGPUGeek  # noqa: F401
+    pid = asyncio.run(_submit_directly(fake))
+    L = pack.NODE_CLASS_MAPPINGS["GPUGeekLoadResult"]
+    img, _ = asyncio.run(L().load(prompt_id=pid, unique_id="50"))
+    assert img.shape[0] == 1 and fake.tasks[pid].polls >= 2
+
+
+async def _submit_directly(fake):
+    client = core("client")
+    C = core("config")
+    async with client.GPUGeekClient.open(fake.base_url, C.ApiKey(SECRET_KEY)) as c:
+        return await c.submit(int(WF), {"9": {"class_type": "SaveImage", "inputs": {"images": None}}})
+
+
+def test_upload_node_passes_through_and_dedups(env, fake):
+    U = pack.NODE_CLASS_MAPPINGS["GPUGeekUploadImage"]
+    img = torch.rand((2, 16, 16, 3))
+    mask = torch.zeros((1, 16, 16))
+    out = asyncio.run(U().upload(img, mask, unique_id="5"))["result"]
+    assert out[0] is img and out[2] is mask and len(out[1].splitlines()) == 2
+    asyncio.run(U().upload(img, mask, unique_id="5"))
+    assert fake.count("put") == 2
+    up = list(fake.uploads.values())[0]
+    assert Image.open(io.BytesIO(up)).mode == "RGBA"
+
+
+def test_no_key_is_a_clear_error_before_anything_is_sent(env, fake, monkeypatch):
+    monkeypatch.delenv("GPUGEEK_API_KEY")
+    with pytest.raises(E.ConfigError) as ei:
+        execute(t2i(), env)
+    assert "No GPUGeek API key" in str(ei.value) and fake.calls == []
+
+
+@pytest.mark.parametrize("wf,words", [("abc", "not a number"), ("", "No workflow id")])
+def test_bad_workflow_id_is_a_clear_error(env, fake, wf, words):
+    with pytest.raises(E.ConfigError) as ei:
+        execute(t2i(workflow_id=wf), env)
+    assert words in str(ei.value) and fake.count("submit") == 0
+
+
+def test_spending_limit_refuses_before_submitting(env, fake, monkeypatch):
+    execute(t2i(), env)   # 0.25 spent
+    monkeypatch.setenv("GPUGEEK_DAILY_LIMIT", "0.4")
+    with pytest.raises(E.SpendLimitError) as ei:
+        execute(t2i(), env)   # same cloud part: expected 0.25 more
+    assert "0.25" in str(ei.value) and "daily limit of 0.4" in str(ei.value)
+    assert fake.count("submit") == 1
+
+
+CHILD = r"""
+import asyncio, sys, json
+sys.path.insert(0, sys.argv[1])
+from conftest import load_pack
+pack = load_pack()
+import nodes, mini_comfy
+from server import PromptServer
+classes = mini_comfy.stub_classes(); classes.update(pack.NODE_CLASS_MAPPINGS)
+nodes.NODE_CLASS_MAPPINGS.update(classes)
+prompt = json.loads(sys.argv[2])
+asyncio.run(mini_comfy.execute(prompt, classes, PromptServer.instance))
+"""
+
+
+def test_task_survives_a_killed_process_and_loads_in_a_new_one(env, fake, tmp_path):
+    fake.task_opts.update(run_s=1.5)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(Path(__file__).parent), json.dumps(t2i())],
+                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not fake.tasks or next(iter(fake.tasks.values())).polls < 1:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    pid = next(iter(fake.tasks))
+    rec = pack.nodes.cloud.journal().by_prompt_id(pid)
+    assert rec and rec["status"] in ("queued", "running")
+    L = pack.NODE_CLASS_MAPPINGS["GPUGeekLoadResult"]
+    img, _ = asyncio.run(L().load(prompt_id=pid, unique_id="60"))
+    (name, data), = next(iter(fake.tasks[pid].files.values()))
+    assert torch.equal(img[0], png_tensor(data))
+    assert pack.nodes.cloud.journal().by_prompt_id(pid)["status"] == "succeeded"
