@@ -63,6 +63,8 @@ def _png_header(data: bytes):
 
 
 def image_size(data: bytes) -> tuple[int, int]:
+    if not data:
+        raise ResultError("A result file is empty", call="decode")
     kind = sniff(data)
     if kind == "png":
         w, h, *_ = _png_header(data)
@@ -126,8 +128,8 @@ def decode_array(data: bytes):
         if pyspng is not None and not exif and ctype != 3:
             try:
                 arr = pyspng.load(data)
-            except Exception as e:
-                raise ResultError(f"A PNG result could not be decoded ({type(e).__name__})", call="decode") from None
+            except Exception:  # a layout libspng does not take (or a broken file): Pillow decides
+                return _pil_array(data)
             if arr.ndim == 2:
                 arr = arr[..., None]
             c = arr.shape[2]

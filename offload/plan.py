@@ -23,7 +23,8 @@ The rules are DESIGN.md's "What goes to the cloud, exactly"; the cases a user hi
 * A cloud LoadImage whose file exists in the local input folder (``file_exists`` says) is uploaded and
   pointed at its URL at run time; a file that does not exist here is passed on by name.
 * Nodes of a region that no local node needs are removed from the local prompt, so local validation never
-  sees cloud-only models, files or node types. A prompt without gateways is returned unchanged.
+  sees cloud-only models, files or node types; a refused group keeps them (no dangling links in ComfyUI's
+  report). A prompt without gateways is returned unchanged.
 """
 from __future__ import annotations
 
@@ -259,11 +260,15 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
 
     # ---- build the local prompt and the plans --------------------------------------------------------
     local = copy.deepcopy(prompt)
+    # A refused group keeps its nodes here, so ComfyUI reports only real problems besides the refusal
+    # (never a dangling link); nothing of it runs, as the gateway fails validation.
+    refused_groups = {L for L in members if any(refusals[g] for g in members[L])}
     for n in owner:
-        if n not in needed:
+        if n not in needed and owner[n] not in refused_groups:
             local.pop(n, None)
     for n, name, g, idx in cross_out.pop("__rewire__", []):
-        local[n]["inputs"][name] = [g, idx]
+        if groups[g] not in refused_groups:
+            local[n]["inputs"][name] = [g, idx]
 
     plans: dict = {}
     for g in gateways:

@@ -69,6 +69,8 @@ class Task:
     price: float = 0.25
     polls: int = 0
     finished_at: float | None = None
+    backend_done: bool | None = None   # None: the clock decides; False/True: a real backend runs it
+    backend_started: float | None = None
 
 
 class FakeGPUGeek:
@@ -84,6 +86,7 @@ class FakeGPUGeek:
         self.bytes_uploaded = 0
         self.storage_auth: list = []   # Authorization headers seen on storage requests (must be None)
         self.runner = self.default_runner
+        self.backend = None   # an object with run(prompt, fake) -> files, run in a thread (a real ComfyUI)
         self.task_opts: dict = {}
         self._ids = itertools.count(int(time.time()) * 1000 % 10**12 + 10**14)
         self._lock = threading.Lock()
@@ -111,6 +114,12 @@ class FakeGPUGeek:
         now = time.monotonic()
         if t.cancelled_at is not None:
             return 5, now
+        if t.backend_done is not None:
+            if not t.backend_done:
+                return (2 if t.backend_started else 1), now
+            if t.finished_at is None:
+                t.finished_at = now
+            return (4 if t.fail else 3), now
         start_run = t.created + t.queue_s
         end = start_run + t.run_s
         if now < start_run:
@@ -145,6 +154,14 @@ class FakeGPUGeek:
                     res[node] = urls[0] if ("result_url_str" in self.variants and len(urls) == 1) else urls
                 d["result_url"] = res
         return d
+
+    def _run_backend(self, t: Task) -> None:
+        try:
+            t.backend_started = time.monotonic()
+            t.files = self.backend.run(t.prompt, self) or {}
+        except Exception as e:
+            t.fail = f"{type(e).__name__}: {e}"
+        t.backend_done = True
 
     def default_runner(self, prompt: dict, task: Task) -> dict:
         """Produce files for every SaveImage/PreviewImage: the uploaded image it reads by URL (through a
@@ -306,10 +323,14 @@ class FakeGPUGeek:
         opts = self.task_opts
         t = Task(pid, wf, prompt, time.monotonic(), float(opts.get("queue_s", self.queue_s)),
                  float(opts.get("run_s", self.run_s)), fail=opts.get("fail"), price=float(opts.get("price", 0.25)))
-        try:
-            t.files = self.runner(prompt, t) or {}
-        except Exception as e:  # the cloud's own failure text
-            t.fail = f"{type(e).__name__}: {e}"
+        if self.backend is not None:
+            t.backend_done = False
+            threading.Thread(target=self._run_backend, args=(t,), daemon=True).start()
+        else:
+            try:
+                t.files = self.runner(prompt, t) or {}
+            except Exception as e:  # the cloud's own failure text
+                t.fail = f"{type(e).__name__}: {e}"
         if "result_override" in opts:
             t.result_override = opts["result_override"]
         self.tasks[pid] = t
@@ -331,6 +352,8 @@ class FakeGPUGeek:
             return self._error(404, 40400, "task not exist")
         if self.status_of(t)[0] in (1, 2):
             t.cancelled_at = time.monotonic()
+            if self.backend is not None:
+                self.backend.cancel(t)
         if kind == "lost":
             self._lose(request)
         return self._env(None)
@@ -408,3 +431,34 @@ class FakeGPUGeek:
         if self.loop:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+
+
+def main(argv=None):
+    """Run the fake as a server: ``python tests/fake_gpugeek.py --port 8190 [--comfy URL]``.
+
+    With ``--comfy`` every task runs on that (real) ComfyUI server, so a real ComfyUI can offload to a
+    GPUGeek-compatible endpoint whose tasks really run (tests/comfy_backend.py)."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=8190)
+    ap.add_argument("--key", default="sk-local-test-key")
+    ap.add_argument("--comfy", default="")
+    ap.add_argument("--queue-s", type=float, default=0.0)
+    ap.add_argument("--run-s", type=float, default=1.0)
+    args = ap.parse_args(argv)
+    srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s)
+    if args.comfy:
+        from comfy_backend import ComfyBackend
+        srv.backend = ComfyBackend(args.comfy)
+    loop = asyncio.new_event_loop()
+    srv.loop = loop
+    runner = web.AppRunner(srv.app(), access_log=None)
+    loop.run_until_complete(runner.setup())
+    srv.base_url = f"http://127.0.0.1:{args.port}"
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", args.port).start())
+    print(f"fake GPUGeek on {srv.base_url}", flush=True)
+    loop.run_forever()
+
+
+if __name__ == "__main__":
+    main()
