@@ -185,8 +185,7 @@ class GPUGeekCloudExecute:
             if not got:
                 raise E.ResultError(f"The cloud task returned no file for {P.GATEWAY_OUTPUTS[o['slot']]}",
                                     task_id=detail.prompt_id, call="results")
-            arrays = await gather_bounded([asyncio.to_thread(codec.decode_array, d) for d in got], limit=2)
-            image, mask = await asyncio.to_thread(codec.assemble, list(arrays))
+            image, mask = await asyncio.to_thread(codec.decode_batch, got, 2)
             return o, (image[..., 0].contiguous() if o["kind"] == "mask" else image)
 
         for o in plan.get("outputs", []):

@@ -51,8 +51,7 @@ class GPUGeekLoadResult:
             if not files:
                 raise E.ResultError(f"Task {prompt_id} has no image results", call="results",
                                     hint="Check the task in the GPUGeek tasks tab.")
-            arrays = await gather_bounded([asyncio.to_thread(codec.decode_array, d) for d in files], limit=2)
-            image, mask = await asyncio.to_thread(codec.assemble, list(arrays))
+            image, mask = await asyncio.to_thread(codec.decode_batch, files, 2)
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, asyncio.CancelledError):
                 raise

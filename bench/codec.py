@@ -1,0 +1,107 @@
+"""Decode and encode speed for 1024x1024 photo-like images, as ratios against plain Pillow in this process.
+
+Decode: bytes -> float32 IMAGE, ours (pyspng where installed, Pillow otherwise) against ComfyUI-style
+Pillow decoding and against the fastest raw decoder measured here. Memory: a batch written into one
+preallocated tensor, peak extra memory against the final tensor (tracemalloc sees numpy; torch's own
+allocations are counted through the tensor sizes). Encode: our upload PNG against Pillow's default level.
+Run: python bench/codec.py
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tracemalloc
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import core, header, row, timeit  # noqa: E402
+from fake_gpugeek import photo_png  # noqa: E402
+
+codec = core("codec")
+
+
+def pillow_comfy(data):
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    return torch.from_numpy(np.array(im).astype(np.float32) / 255.0)[None]
+
+
+def main(n_batch: int = 4) -> dict:
+    data = photo_png(1024, 1024, seed=7)
+    out = {}
+    header(f"codec: 1024x1024 photo-like PNG ({len(data) / 1e6:.1f} MB), median of 15")
+    t_ours = timeit(lambda: codec.decode_batch([data]))
+    t_pil = timeit(lambda: pillow_comfy(data))
+    raw = {"pillow raw": timeit(lambda: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))}
+    if codec.pyspng is not None:
+        raw["pyspng raw"] = timeit(lambda: codec.pyspng.load(data))
+    fastest_name, fastest = min(raw.items(), key=lambda kv: kv[1])
+    row("decode to IMAGE (ours)", f"{t_ours * 1e3:.1f} ms", f"{t_pil * 1e3:.1f} ms", t_pil / t_ours,
+        "vs ComfyUI-style Pillow")
+    ratio = t_ours / fastest
+    row(f"decode vs fastest raw decoder ({fastest_name})", f"{t_ours * 1e3:.1f} ms", f"{fastest * 1e3:.1f} ms",
+        ratio, "<= 1.30x", ratio <= 1.3)
+    out.update(decode_ms=t_ours * 1e3, pillow_ms=t_pil * 1e3, fastest_ms=fastest * 1e3, decode_ratio=ratio)
+
+    # peak memory of a batch, measured as the growth of the process's peak RSS in a fresh child process
+    ratio_mem, final = peak_rss_ratio(n_batch)
+    row(f"batch of {n_batch}: peak extra RSS / final tensor", f"{ratio_mem * final / 2**20:.0f} MB",
+        f"{final / 2**20:.0f} MB", ratio_mem, "< 1.30x", ratio_mem < 1.3)
+    out.update(batch_peak_ratio=ratio_mem)
+    img, _ = codec.decode_batch([data])
+
+    img1 = img[0]
+    enc = {lvl: timeit(lambda lvl=lvl: codec.encode_png(img1, level=lvl), repeat=5, warmup=1) for lvl in (codec.PNG_LEVEL, 6)}
+    size = {lvl: len(codec.encode_png(img1, level=lvl)) for lvl in (codec.PNG_LEVEL, 6)}
+    row(f"encode PNG level {codec.PNG_LEVEL} (ours)", f"{enc[codec.PNG_LEVEL] * 1e3:.0f} ms", f"{enc[6] * 1e3:.0f} ms",
+        enc[6] / enc[codec.PNG_LEVEL], "faster than Pillow default (6)", enc[6] > enc[codec.PNG_LEVEL])
+    row("encoded size vs level 6", f"{size[codec.PNG_LEVEL] / 1e6:.2f} MB", f"{size[6] / 1e6:.2f} MB",
+        size[codec.PNG_LEVEL] / size[6])
+    out.update(encode_ms=enc[codec.PNG_LEVEL] * 1e3, encode6_ms=enc[6] * 1e3)
+    return out
+
+
+CHILD = r"""
+import resource, sys, os
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from _common import core
+from fake_gpugeek import photo_png
+codec = core("codec")
+import torch
+files = [open(p, "rb").read() for p in sys.argv[2:]]
+codec.decode_batch([photo_png(64, 64)])  # warm the code paths
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current RSS
+before = rss()
+img, mask = codec.decode_batch(files)
+print(hwm() - before, img.numel() * 4 + mask.numel() * 4)
+"""
+
+
+def peak_rss_ratio(n: int):
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for s in range(n):
+            paths.append(os.path.join(d, f"{s}.png"))
+            with open(paths[-1], "wb") as f:
+                f.write(photo_png(1024, 1024, seed=s))
+        res = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(__file__), *paths], capture_output=True,
+                             text=True, check=True)
+    grown, final = map(int, res.stdout.split())
+    return grown / final, final
+
+
+if __name__ == "__main__":
+    main()

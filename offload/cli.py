@@ -1,0 +1,229 @@
+"""The command line, on the same core as the nodes: run a saved API-format workflow on GPUGeek, and read,
+cancel and load tasks (from the journal that the nodes write too).
+
+  python cli.py run workflow_api.json --workflow-id 123456789012345 --out results/
+  python cli.py status [TASK_ID]        # default: the journal's latest task
+  python cli.py cancel [TASK_ID]
+  python cli.py results [TASK_ID] --out results/
+  python cli.py tasks                   # the journal, newest first
+  python cli.py demo --out results/     # the whole path against a local stand-in of GPUGeek (no account)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import config as C
+from . import errors as E
+from . import plan as P
+from .client import GPUGeekClient
+from .journal import Journal, UploadCache
+from .run import Interrupted, fetch_results, run_plan, status_text, wait_task
+from .target import GPUGeekTarget
+from .transfer import safe_file_name, save_into
+from .wire import SUCCEEDED, TaskDetail
+
+
+class Line:
+    """A one-line progress display that rewrites itself on a terminal and prints changes otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.tty, self.last = stream, stream.isatty(), ""
+
+    def show(self, text: str) -> None:
+        if text == self.last:
+            return
+        self.last = text
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+
+
+def _bar(frac: float, width: int = 20) -> str:
+    n = int(max(0.0, min(1.0, frac)) * width)
+    return "[" + "#" * n + "-" * (width - n) + "]"
+
+
+def whole_prompt_plan(prompt: dict, input_dir: Path) -> dict:
+    """A saved workflow run whole in the cloud: every node is the cloud part; local input files go up."""
+    if any(isinstance(v, dict) and v.get("class_type") in (P.GATEWAY, P.UPLOAD) for v in prompt.values()):
+        raise E.PlanError("This workflow contains GPUGeek nodes: run it in ComfyUI, or export only the cloud part",
+                          hint="")
+    files = [{"node": n, "file": v["inputs"]["image"]} for n, v in sorted(prompt.items())
+             if isinstance(v, dict) and v.get("class_type") in ("LoadImage", "LoadImageMask")
+             and isinstance(v.get("inputs", {}).get("image"), str) and (input_dir / v["inputs"]["image"]).is_file()]
+    return {"mode": "cloud", "prompt": prompt, "crossings": [], "local_files": files, "outputs": [],
+            "hash": P.plan_hash(prompt)}
+
+
+def save_files(files: dict, out: Path, task_id: str) -> list[Path]:
+    saved = []
+    for node, items in sorted(files.items()):
+        for i, (url, data) in enumerate(items):
+            saved.append(save_into(out, f"{task_id}_{safe_file_name(url, f'{node}_{i}')}", data))
+    return saved
+
+
+async def cmd_run(args, cfg) -> int:
+    prompt = json.loads(Path(args.workflow).read_text("utf-8"))
+    if isinstance(prompt, dict) and "prompt" in prompt and isinstance(prompt["prompt"], dict):
+        prompt = prompt["prompt"]
+    if not isinstance(prompt, dict) or not prompt or "nodes" in prompt:
+        raise E.PlanError("The file is not an API-format workflow: in ComfyUI use Workflow > Export (API)", hint="")
+    input_dir = Path(args.input_dir or Path(args.workflow).parent)
+    plan = whole_prompt_plan(prompt, input_dir)
+    wf = cfg.resolve_workflow_id(args.workflow_id)
+    line = Line()
+    t0 = time.monotonic()
+    stop = {"flag": False}
+    try:  # Ctrl-C cancels the remote task instead of leaving it running (and billed)
+        import signal
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: stop.update(flag=True))
+    except (NotImplementedError, RuntimeError):
+        pass
+
+    def on_event(kind, detail: TaskDetail | None = None, expected=None, **info):
+        if kind == "uploading":
+            line.show("Uploading inputs…")
+        elif kind == "submitted":
+            line.show(f"Submitted task {info['prompt_id']}")
+        elif kind == "status" and detail is not None:
+            frac = 0.0
+            if expected and expected.get("run_ms") and detail.run_duration_ms:
+                frac = detail.run_duration_ms / expected["run_ms"]
+            line.show(f"{_bar(frac if detail.status == 2 else (1.0 if detail.final else 0.0))} "
+                      f"{status_text(detail, expected)}  ({time.monotonic() - t0:.1f} s)")
+    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
+        target = GPUGeekTarget(client)
+        outcome = await run_plan(plan, target=target, journal=Journal(), uploads=UploadCache(), values={},
+                                 workflow_id=wf, timeout_s=args.timeout, on_event=on_event,
+                                 interrupted=lambda: stop["flag"],
+                                 read_file=lambda name: (input_dir / name).read_bytes(),
+                                 daily_limit=cfg.daily_limit, label="gpugeek run")
+    line.done()
+    out = Path(args.out)
+    saved = save_files(outcome.files, out, outcome.prompt_id)
+    Journal().update(outcome.journal_key, files=[str(p) for p in saved])
+    price = outcome.detail.origin_price
+    print(f"task {outcome.prompt_id}: {len(saved)} file(s) in {out}; ran {outcome.detail.run_duration_ms / 1000:.1f} s"
+          + (f", price {price:g}" if price is not None else ""))
+    for p in saved:
+        print(f"  {p}")
+    return 0
+
+
+def _task_id(args) -> str:
+    if args.task_id:
+        return str(args.task_id).strip()
+    rec = Journal().latest()
+    if not rec:
+        raise E.NotFoundError("The journal has no task yet: give a task id", hint="")
+    return rec["prompt_id"]
+
+
+async def cmd_status(args, cfg) -> int:
+    pid = _task_id(args)
+    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
+        d = await GPUGeekTarget(client).status(pid)
+    print(json.dumps({"task_id": d.prompt_id, "status": d.status_name, "position": d.current_position,
+                      "queue_size": d.queue_size, "queue_ms": d.queue_duration_ms, "run_ms": d.run_duration_ms,
+                      "price": d.origin_price, "error": d.error_msg, "results": d.result_url}, ensure_ascii=False,
+                     indent=1))
+    return 0
+
+
+async def cmd_cancel(args, cfg) -> int:
+    pid = _task_id(args)
+    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
+        await GPUGeekTarget(client).cancel(pid)
+    rec = Journal().by_prompt_id(pid)
+    if rec:
+        Journal().update(rec["key"], status="cancelled", error="cancelled from the command line")
+    print(f"task {pid}: cancel requested")
+    return 0
+
+
+async def cmd_results(args, cfg) -> int:
+    pid = _task_id(args)
+    j = Journal()
+    rec = j.by_prompt_id(pid)
+    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
+        target = GPUGeekTarget(client)
+        if rec and rec.get("status") == SUCCEEDED and rec.get("result_url"):
+            from .wire import result_urls
+            detail = TaskDetail(prompt_id=pid, status=SUCCEEDED, result_url=result_urls(rec["result_url"]))
+        else:
+            line = Line()
+            detail = await wait_task(pid, target=target, journal=j, key=(rec or {}).get("key"),
+                                     timeout_s=args.timeout, interrupted=lambda: False,
+                                     on_event=lambda kind, detail=None, **k: detail and line.show(status_text(detail)))
+            line.done()
+        files = await fetch_results(detail, target)
+    saved = save_files(files, Path(args.out), pid)
+    print(f"task {pid}: {len(saved)} file(s) in {args.out}")
+    for p in saved:
+        print(f"  {p}")
+    return 0
+
+
+async def cmd_tasks(args, cfg) -> int:
+    for r in Journal().tasks(args.limit):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("created", 0)))
+        price = r.get("price")
+        print(f"{when}  {r.get('prompt_id') or '-':>18}  {r.get('status', '?'):10}  "
+              f"{(r.get('run_ms') or 0) / 1000:7.1f} s  {'' if price is None else price}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="gpugeek", description="Run ComfyUI workflows on GPUGeek's cloud GPUs.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a saved API-format workflow on GPUGeek")
+    r.add_argument("workflow")
+    r.add_argument("--workflow-id", default="", help="GPUGeek workflow id (default: GPUGEEK_WORKFLOW_ID)")
+    r.add_argument("--out", default="gpugeek-results")
+    r.add_argument("--input-dir", default="", help="where LoadImage files are (default: the workflow's folder)")
+    r.add_argument("--timeout", type=float, default=1800)
+    for name in ("status", "cancel", "results"):
+        s = sub.add_parser(name, help=f"{name} of a task (default: the journal's latest)")
+        s.add_argument("task_id", nargs="?")
+        if name == "results":
+            s.add_argument("--out", default="gpugeek-results")
+            s.add_argument("--timeout", type=float, default=1800)
+    t = sub.add_parser("tasks", help="the journal's tasks, newest first")
+    t.add_argument("--limit", type=int, default=30)
+    d = sub.add_parser("demo", help="the whole path against a local stand-in of GPUGeek (no account needed)")
+    d.add_argument("--out", default="gpugeek-demo")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "demo":
+            from .demo import run_demo
+            return run_demo(args.out)
+        cfg = C.load_config()
+        fn = {"run": cmd_run, "status": cmd_status, "cancel": cmd_cancel, "results": cmd_results,
+              "tasks": cmd_tasks}[args.cmd]
+        return asyncio.run(fn(args, cfg))
+    except E.GPUGeekError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"stopped; task {e.task_id} was asked to cancel" if e.task_id else "stopped before submitting",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
