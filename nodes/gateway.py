@@ -118,16 +118,19 @@ class GPUGeekCloudExecute:
         wf = cfg.resolve_workflow_id(workflow_id)
         bar = comfy.Bar(unique_id)
         values = {c["input"]: kw.get(c["input"]) for c in plan.get("crossings", [])}
-        lang = os.environ.get("GPUGEEK_LANG", "en")
+        from .routes import UI_LANG
+        lang = os.environ.get("GPUGEEK_LANG") or UI_LANG["lang"]
         started = time.monotonic()
 
         def on_event(kind, detail: TaskDetail | None = None, expected=None, **info):
             if kind == "uploading":
                 comfy.progress_text("Uploading inputs…" if lang == "en" else "正在上传输入…", unique_id)
             elif kind == "submitted":
-                comfy.progress_text(f"Submitted: task {info.get('prompt_id')}", unique_id)
+                comfy.progress_text(("已提交：任务 " if lang == "zh" else "Submitted: task ") + str(info.get("prompt_id")),
+                                    unique_id)
             elif kind == "status_error":
-                comfy.progress_text(f"Waiting (status check failed: {info.get('error')})", unique_id)
+                comfy.progress_text(("等待中（状态查询失败：" if lang == "zh" else "Waiting (status check failed: ")
+                                    + str(info.get("error")) + ("）" if lang == "zh" else ")"), unique_id)
             elif kind == "status" and detail is not None:
                 comfy.progress_text(status_text(detail, expected, lang), unique_id)
                 if detail.status == RUNNING and expected and expected.get("run_ms"):

@@ -119,6 +119,19 @@ async def post_plan(request):
                               "expected": expected})
 
 
+# The editor's language, for the progress text the nodes write (the last editor to say wins).
+UI_LANG = {"lang": "en"}
+
+
+async def post_locale(request):
+    try:
+        body = await request.json()
+    except ValueError:
+        body = {}
+    UI_LANG["lang"] = "zh" if str(body.get("locale", "")).lower().startswith("zh") else "en"
+    return web.json_response({"ok": True, "lang": UI_LANG["lang"]})
+
+
 def install(server) -> None:
     if getattr(server, "_gpugeek_routes", False):
         return
@@ -130,4 +143,5 @@ def install(server) -> None:
     r.post("/gpugeek/tasks/{pid}/cancel")(post_cancel)
     r.post("/gpugeek/tasks/{pid}/refresh")(post_refresh)
     r.post("/gpugeek/plan")(post_plan)
+    r.post("/gpugeek/locale")(post_locale)
     server._gpugeek_routes = True

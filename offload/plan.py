@@ -99,7 +99,9 @@ def out_type(prompt: dict, classes: ClassTable, nid: str, slot: int, consumer: t
 
 
 def plan_hash(cloud_prompt: dict) -> str:
-    return hashlib.sha256(json.dumps(cloud_prompt, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    """Identity of a cloud part for price/time history: classes and inputs only (titles do not count)."""
+    core = {n: {"class_type": v.get("class_type"), "inputs": v.get("inputs")} for n, v in cloud_prompt.items()}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bool] | None = None) -> PlanResult:

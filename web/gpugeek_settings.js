@@ -1,0 +1,86 @@
+// Settings › GPUGeek: the API key (write-only: stored on the server through the pack's route; the browser
+// only learns whether a key is set and its last four characters), base URL, default workflow id, daily
+// limit, marking; a "test connection" action. Non-secret values are mirrored to the server on change.
+import { app, call, tr, toast, EXT } from "./gpugeek_common.js";
+
+async function saveServer(field, value) {
+  const res = await call("config", { [field]: value });
+  if (!res.ok) toast("error", "GPUGeek", res.error || res.message || "");
+  return res;
+}
+
+export async function testConnection() {
+  const res = await call("test", {});
+  toast(res.ok ? "success" : "error", tr("test"), res.message || "");
+  return res;
+}
+
+// The key's own form item: never stored in the frontend's settings, never read back.
+function keyField() {
+  const wrap = document.createElement("div");
+  wrap.style.cssText = "display:flex;gap:6px;align-items:center;flex-wrap:wrap";
+  const status = document.createElement("span");
+  status.style.cssText = "font-size:12px;opacity:.8";
+  const input = document.createElement("input");
+  input.type = "password";
+  input.autocomplete = "off";
+  input.placeholder = tr("keyPlaceholder");
+  input.className = "p-inputtext";
+  input.style.minWidth = "220px";
+  const btn = (label, fn) => {
+    const b = document.createElement("button");
+    b.textContent = label;
+    b.className = "p-button p-component p-button-sm";
+    b.onclick = fn;
+    return b;
+  };
+  const show = (cfg) => {
+    status.textContent = cfg?.key_set ? tr("keySet", { last4: cfg.key_last4, source: cfg.key_source }) : tr("keyNotSet");
+  };
+  call("config").then(show);
+  wrap.append(input,
+    btn(tr("save"), async () => {
+      const value = input.value.trim();
+      input.value = "";
+      if (!value) return;
+      const res = await saveServer("api_key", value);
+      if (res.ok) { toast("success", tr("saved"), ""); show(res); }
+    }),
+    btn(tr("clear"), async () => {
+      const res = await saveServer("api_key", "");
+      if (res.ok) { toast("info", tr("cleared"), ""); show(res); }
+    }),
+    btn(tr("test"), testConnection),
+    status);
+  return wrap;
+}
+
+function mirrored(field) {
+  return (value, old) => {
+    if (old === undefined || value === old) return;  // the frontend calls onChange once at load
+    saveServer(field, value === "" ? "" : String(value));
+  };
+}
+
+app.registerExtension({
+  name: `${EXT}.settings`,
+  settings: [
+    { id: "GPUGeek.ApiKey", category: ["GPUGeek", "Connection", "API key"], name: "API key",
+      tooltip: "Stored on the ComfyUI server (owner-only file); never sent back to the browser.",
+      type: () => keyField(), defaultValue: "" },
+    { id: "GPUGeek.BaseURL", category: ["GPUGeek", "Connection", "Base URL"], name: "Base URL", type: "text",
+      defaultValue: "", tooltip: "Default https://comfyapi.gpugeek.com; remote addresses must use https.",
+      onChange: mirrored("base_url") },
+    { id: "GPUGeek.WorkflowId", category: ["GPUGeek", "Connection", "Default workflow id"], name: "Default workflow id",
+      type: "text", defaultValue: "", tooltip: "Used when a gateway's workflow_id is empty (15 digits).",
+      onChange: mirrored("workflow_id") },
+    { id: "GPUGeek.DailyLimit", category: ["GPUGeek", "Spending", "Daily spending limit"], name: "Daily spending limit",
+      type: "number", defaultValue: 0, tooltip: "Refuse new tasks that would pass it; 0 means no limit.",
+      onChange: mirrored("daily_limit") },
+    { id: "GPUGeek.MarkCloud", category: ["GPUGeek", "Editor", "Mark cloud nodes"], name: "Mark cloud nodes",
+      type: "boolean", defaultValue: true, tooltip: "Mark the nodes that will run in the cloud in the editor." },
+  ],
+  commands: [
+    { id: "GPUGeek.TestConnection", label: "Test GPUGeek connection", icon: "pi pi-bolt", function: testConnection },
+  ],
+});

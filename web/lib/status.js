@@ -1,0 +1,37 @@
+// What the gateway shows about its task, as lines of text (pure: the drawing is in gpugeek_status.js).
+import { t, seconds } from "./i18n.js";
+
+export function statusLines(state, lang) {
+  if (!state) return [];
+  const lines = [];
+  const s = state.status;
+  if (state.phase === "uploading") lines.push(t(lang, "uploading"));
+  else if (s === 1) lines.push(t(lang, "queued", { pos: state.position || "?", size: state.queue_size || "?" }));
+  else if (s === 2) lines.push(t(lang, "running", { t: seconds(state.run_ms) }));
+  else if (s === 3) lines.push(t(lang, "done", { t: seconds(state.run_ms), price: state.price ?? "?" }));
+  else if (s === 4) lines.push(t(lang, "failed", { msg: state.error || "" }));
+  else if (s === 5) lines.push(t(lang, "cancelled"));
+  if (state.task_id) lines.push(t(lang, "taskId", { id: state.task_id }));
+  return lines;
+}
+
+export function expectedLine(expected, lang) {
+  if (!expected) return t(lang, "expectedNone");
+  return t(lang, "expected", { price: expected.price ?? "?", time: seconds(expected.run_ms), n: expected.runs });
+}
+
+// object_info -> the class table the plan needs (output types, output nodes, input types)
+export function classTable(defs) {
+  const out = {};
+  for (const [name, d] of Object.entries(defs || {})) {
+    const inputs = {};
+    for (const cat of ["required", "optional"]) {
+      for (const [k, v] of Object.entries((d.input || {})[cat] || {})) {
+        inputs[k] = Array.isArray(v) && typeof v[0] === "string" ? v[0] : "COMBO";
+      }
+    }
+    out[name] = { outputs: (d.output || []).map((o) => (typeof o === "string" ? o : "COMBO")),
+                  output_node: !!d.output_node, inputs };
+  }
+  return out;
+}
