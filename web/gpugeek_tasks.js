@@ -79,8 +79,11 @@ function render(root) {
   panel.append(title, summary, list);
   root.append(panel);
   let timer = null;
+  let shown = false;
   const load = async () => {
-    if (!root.isConnected) { clearInterval(timer); return; }
+    // the tab may render before it is attached; stop polling once it has been shown and then closed
+    if (root.isConnected) shown = true;
+    else if (shown) { clearInterval(timer); return; }
     const data = await call("tasks").catch(() => ({ tasks: [] }));
     const tasks = data.tasks || [];
     const today = new Date().toDateString();
