@@ -1,8 +1,6 @@
 """Shared helpers for the benchmarks: import the pack the way ComfyUI does and time things robustly."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import statistics
 import sys
 import time
@@ -10,17 +8,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-PACK = "comfyui-gpugeek"
 
 
 def core(name: str):
-    """A core module without ComfyUI: the pack's core package loaded under the hyphenated pack name."""
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_loader(PACK, loader=None, is_package=True)
-        mod = importlib.util.module_from_spec(spec)
-        mod.__path__ = [str(ROOT)]
-        sys.modules[PACK] = mod
-    return importlib.import_module(f"{PACK}.offload.{name}")
+    """A core module, from the pack imported the way ComfyUI imports it (tests/conftest.py)."""
+    from conftest import core as _core
+    return _core(name)
 
 
 def timeit(fn, repeat: int = 15, warmup: int = 2) -> float:

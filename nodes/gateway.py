@@ -194,20 +194,26 @@ class GPUGeekCloudExecute:
         for o in plan.get("outputs", []):
             if o["kind"] == "pass":
                 outs[o["slot"]] = kw.get(o["input"])
-        decoded = await gather_bounded([decode(o) for o in plan.get("outputs", []) if o["kind"] != "pass"], limit=4)
-        for o, t in decoded:
-            outs[o["slot"]] = t
-        # keep every paid file: results into output/gpugeek, previewed on the node
+        # keep every paid file: results into output/gpugeek, previewed on the node (saved while decoding)
         nodes = [o["save"] for o in plan.get("outputs", []) if o.get("save")]
         if save_user_outputs:
             nodes += plan.get("user_outputs", [])
-        for node in nodes:
-            for i, (url, data) in enumerate(files.get(node, [])):
-                name = safe_file_name(url, f"{detail.prompt_id}_{node}_{i}")
-                path = await asyncio.to_thread(save_into, folder, f"{detail.prompt_id}_{name}", data)
-                saved.append(str(path))
-                if path.suffix.lower() in IMAGE_EXTS:
-                    previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
+
+        def save_all():
+            for node in nodes:
+                for i, (url, data) in enumerate(files.get(node, [])):
+                    name = safe_file_name(url, f"{detail.prompt_id}_{node}_{i}")
+                    path = save_into(folder, f"{detail.prompt_id}_{name}", data)
+                    saved.append(str(path))
+                    if path.suffix.lower() in IMAGE_EXTS:
+                        previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
+        saving = asyncio.ensure_future(asyncio.to_thread(save_all))
+        try:
+            decoded = await gather_bounded([decode(o) for o in plan.get("outputs", []) if o["kind"] != "pass"], limit=4)
+        finally:
+            await saving
+        for o, t in decoded:
+            outs[o["slot"]] = t
         if journal_key:
             cloud.journal().update(journal_key, files=saved)
         return {"ui": {"images": previews}, "result": tuple(outs) + (detail.prompt_id,)}

@@ -176,6 +176,7 @@ class Journal:
         queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
         return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
                 "run_ms": statistics.median(times) if times else None,
+                "run_ms_spread": statistics.stdev(times) if len(times) >= 2 else None,
                 "queue_ms": statistics.median(queue) if queue else None}
 
 

@@ -12,27 +12,37 @@ from __future__ import annotations
 from .wire import QUEUED, RUNNING, TaskDetail
 
 # Densest polling, used in the window around the expected end: the median lag is about half of it.
-MIN_DELAY_S = 0.1
-# Sparsest polling while running: a task that ends unexpectedly early is noticed within this.
-MAX_RUNNING_DELAY_S = 3.0
+MIN_DELAY_S = 0.04
+# Sparsest polling while running, far from the expected end: a task that ends unexpectedly early is
+# noticed within this.
+MAX_RUNNING_DELAY_S = 5.0
+# Share of the poll budget (one request per second of task time) spent in the window around the end.
+WINDOW_BUDGET = 0.75
 # Without an expectation: start fast (short tasks end in a second or two), slow to ~1 poll a second.
 BLIND_START_S = 0.15
 BLIND_SLOPE = 0.2
-BLIND_CAP_S = 1.0
+BLIND_CAP_S = 1.1
 # While queued: the start of the run is not urgent (the run time is measured by the platform anyway).
 QUEUED_DELAY_S = 1.0
 QUEUED_FAR_DELAY_S = 2.0
 # How often the interruption flag is checked while waiting between polls (the bar is 200 ms).
 INTERRUPT_CHECK_S = 0.05
+# When earlier runs do not say how much they vary, assume this share of the expected run time.
+DEFAULT_SPREAD = 0.03
 
 
 class PollSchedule:
+    """``expected_run_s``: median run time of earlier runs of the same cloud part; ``spread_s``: how much
+    they vary (standard deviation). The window around the expected end is two spreads wide each side,
+    and polled as densely as the budget allows."""
+
     def __init__(self, expected_run_s: float | None = None, spread_s: float | None = None):
         self.expected = expected_run_s if expected_run_s and expected_run_s > 0 else None
-        # half-width of the dense window: the observed spread of past runs, within sane bounds
-        base = spread_s if spread_s is not None else (self.expected or 0) * 0.03
-        self.window = min(1.0, max(0.15, base or 0.15))
-        self._overdue_polls = 0
+        if self.expected:
+            spread = spread_s if spread_s is not None and spread_s > 0 else self.expected * DEFAULT_SPREAD
+            self.window = min(self.expected / 2, max(0.15, 2 * spread))
+            self.dense = min(BLIND_CAP_S, max(MIN_DELAY_S, 2 * self.window / (WINDOW_BUDGET * self.expected)))
+        self._overdue = 0
 
     def next_delay(self, d: TaskDetail) -> float:
         if d.status == QUEUED:
@@ -42,11 +52,12 @@ class PollSchedule:
         ran = max(0.0, d.run_duration_ms / 1000.0)
         if self.expected is None:
             return min(BLIND_CAP_S, BLIND_START_S + BLIND_SLOPE * ran)
-        remaining = self.expected - ran
-        if remaining > self.window:
-            return max(MIN_DELAY_S, min(MAX_RUNNING_DELAY_S, remaining - self.window, remaining / 2))
-        if remaining > -self.window:
-            return MIN_DELAY_S
-        # later than expected: back off gently to the blind schedule
-        self._overdue_polls += 1
-        return min(BLIND_CAP_S, MIN_DELAY_S * (1.3 ** self._overdue_polls))
+        to_window = (self.expected - self.window) - ran
+        if to_window > 0:
+            # far from the end: halve the distance to the window, within bounds
+            return max(min(to_window, MIN_DELAY_S * 2), min(MAX_RUNNING_DELAY_S, to_window / 2 + 0.01, to_window))
+        if ran < self.expected + self.window:
+            return self.dense
+        # later than expected: back off gently towards one poll a second
+        self._overdue += 1
+        return min(BLIND_CAP_S, self.dense * (1.3 ** self._overdue))

@@ -16,7 +16,7 @@ from . import errors as E
 from .journal import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
 from .poll import INTERRUPT_CHECK_S, PollSchedule
 from .redact import get_logger
-from .transfer import digest_bytes, gather_bounded, upload_once
+from .transfer import PARALLEL_TRANSFERS, digest_bytes, gather_bounded, upload_once
 from .wire import CANCELLED as S_CANCELLED
 from .wire import FAILED as S_FAILED
 from .wire import QUEUED as S_QUEUED
@@ -73,7 +73,8 @@ def fill_crossings(plan: dict, values: dict) -> dict:
     return prompt
 
 
-async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_file=None, stats=None) -> dict:
+async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_file=None, stats=None,
+                  limit: int = PARALLEL_TRANSFERS) -> dict:
     """Upload what crosses in (images, masks, local files) once per content; return the cloud prompt."""
     prompt = fill_crossings(plan, values)
     jobs, where = [], []
@@ -111,7 +112,7 @@ async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_f
         data = await asyncio.to_thread(data_fn)
         return await upload_once(target, uploads, data, name, digest=digest, stats=stats)
 
-    urls = await gather_bounded([one(*j) for j in jobs])
+    urls = await gather_bounded([one(*j) for j in jobs], limit)
     extra_loaders: dict = {}
     for (spec, i), url in zip(where, urls):
         if i is None:
@@ -204,7 +205,8 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
                     label: str = "GPUGeek Cloud Execute") -> TaskDetail:
     """Poll until the task ends; cancel it remotely on interruption or timeout."""
     exp_ms, _, hist = expected_for(journal, plan_hash)
-    sched = PollSchedule(exp_ms / 1000.0 if exp_ms else None)
+    spread = (hist or {}).get("run_ms_spread")
+    sched = PollSchedule(exp_ms / 1000.0 if exp_ms else None, spread / 1000.0 if spread else None)
     deadline = time.monotonic() + (timeout_s if timeout_s and timeout_s > 0 else DEFAULT_TIMEOUT_S)
     last_status = None
     while True:

@@ -1,0 +1,88 @@
+"""Finished-task detection: lag between a task finishing and the client noticing, and status requests per
+second of task time, over tasks of varied length.
+
+The schedule (offload/poll.py) is a pure function of what the platform reports, so it is replayed on a
+virtual clock: tasks from 2 s to 10 min, a queue before each, the platform's run_duration as it would be
+reported; each task's length varies +-5% around its nominal length, and the journal knows five earlier
+runs of the same cloud part (their median and spread), which vary the same way. Baselines on the same tasks: a fixed 1 s poll and a fixed 5 s poll. A short real check
+against the fake server follows (bench/overhead.py measures the whole path).
+Bars (DESIGN.md): median lag under 100 ms; at most one status request per second of task time on average.
+Run: python bench/poll.py
+"""
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import core, header, row  # noqa: E402
+
+poll = core("poll")
+wire = core("wire")
+
+
+def simulate(length_s: float, queue_s: float, schedule, position: int = 3):
+    """Replay polling on a virtual clock; returns (lag_s, polls)."""
+    t, polls = 0.0, 0
+    while True:
+        polls += 1
+        if t < queue_s:
+            d = wire.TaskDetail(prompt_id="1", status=wire.QUEUED, current_position=max(1, position - int(t)),
+                                queue_size=position)
+        elif t < queue_s + length_s:
+            d = wire.TaskDetail(prompt_id="1", status=wire.RUNNING, run_duration_ms=int((t - queue_s) * 1000))
+        else:
+            return t - (queue_s + length_s), polls
+        t += schedule(d)
+
+
+def fixed(seconds):
+    return lambda d: seconds
+
+
+def main(seed: int = 7) -> dict:
+    rng = random.Random(seed)
+    lengths = [2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120, 180, 300, 600]
+    tasks = [(L * rng.uniform(0.95, 1.05), rng.uniform(0, 5), L) for L in lengths for _ in range(5)]
+    hist = {}
+    for L in lengths:
+        past = [L * rng.uniform(0.95, 1.05) for _ in range(5)]
+        hist[L] = (statistics.median(past), statistics.stdev(past))
+    results = {}
+    for name, make in [
+        ("ours, with history", lambda n: poll.PollSchedule(*hist[n]).next_delay),
+        ("ours, first run (no history)", lambda n: poll.PollSchedule(None).next_delay),
+        ("fixed 1 s", lambda n: fixed(1.0)),
+        ("fixed 5 s", lambda n: fixed(5.0)),
+    ]:
+        lags, polls, total = [], 0, 0.0
+        for L, q, nominal in tasks:
+            lag, n = simulate(L, q, make(nominal))
+            lags.append(lag)
+            polls += n
+            total += L + q
+        results[name] = (statistics.median(lags), polls / total)
+    header(f"finished-task detection: {len(tasks)} tasks of 2 s to 10 min (virtual clock)")
+    base_lag = results["fixed 1 s"][0]
+    for name, (lag, rate) in results.items():
+        ok = (lag < 0.100 and rate <= 1.0) if name.startswith("ours, with") else None
+        row(f"{name}: median lag", f"{lag * 1e3:.0f} ms", f"{base_lag * 1e3:.0f} ms", base_lag / max(lag, 1e-9),
+            "< 100 ms", ok)
+        row(f"{name}: requests per task-second", f"{rate:.2f}", "", None, "<= 1.0 (all tasks)",
+            (rate <= 1.0) if name.startswith("ours") else None)
+    short = [(L, q, nominal) for L, q, nominal in tasks if nominal < 10]
+    lag_s, n_s, t_s = [], 0, 0.0
+    for L, q, nominal in short:
+        lag, n = simulate(L, q, poll.PollSchedule(*hist[nominal]).next_delay)
+        lag_s.append(lag)
+        n_s += n
+        t_s += L + q
+    row("ours, with history, tasks under 10 s: req/s", f"{n_s / t_s:.2f}", "", None,
+        f"median lag {statistics.median(lag_s) * 1e3:.0f} ms")
+    return {k: {"median_lag_ms": v[0] * 1e3, "requests_per_s": v[1]} for k, v in results.items()}
+
+
+if __name__ == "__main__":
+    main()

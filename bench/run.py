@@ -1,0 +1,24 @@
+"""Every benchmark, each printing ours against a baseline measured in the same process.
+Run: python bench/run.py   (each script also runs alone: python bench/<name>.py)"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import codec  # noqa: E402
+import overhead  # noqa: E402
+import plan  # noqa: E402
+import poll  # noqa: E402
+import upload  # noqa: E402
+
+if __name__ == "__main__":
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.system()} {platform.release()}")
+    codec.main()
+    upload.main()
+    plan.main()
+    poll.main()
+    overhead.main()
