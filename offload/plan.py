@@ -271,6 +271,14 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
     for n, name, g, idx in cross_out.pop("__rewire__", []):
         if groups[g] not in refused_groups:
             local[n]["inputs"][name] = [g, idx]
+    # Nodes that no output needs never run; those that read a removed node go too (no dangling links).
+    changed = True
+    while changed:
+        changed = False
+        for n in [n for n in local if n not in needed and n not in owner]:
+            if any(src in prompt and src not in local for _, src, _ in _links(local[n])):
+                del local[n]
+                changed = True
 
     plans: dict = {}
     for g in gateways:
@@ -318,7 +326,10 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
 
     for g in gateways:
         if refusals[g]:
-            plans[g] = {"mode": "refused", "gateway": g, "refusals": refusals[g]}
+            refused = {"mode": "refused", "gateway": g, "refusals": refusals[g]}
+            if "nodes" in plans[g]:
+                refused["nodes"] = plans[g]["nodes"]  # what would have gone (the editor marks it)
+            plans[g] = refused
         local[g]["inputs"][PLAN_INPUT] = json.dumps(plans[g], sort_keys=True, separators=(",", ":"))
 
     # An Upload Image whose URL nobody needs any more (its consumers run here) does not upload.

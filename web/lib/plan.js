@@ -218,7 +218,16 @@ export function makePlan(prompt, classes) {
   const roles = {};
   for (const n of ids) roles[n] = n in owner ? (needed.has(n) ? "both" : "cloud") : "local";
   const refusedGroups = new Set(Object.keys(members).filter((L) => members[L].some((g) => refusals[g].length)));
-  const localNodes = sorted(ids.filter((n) => !(n in owner) || needed.has(n) || refusedGroups.has(owner[n])));
+  const local = new Set(ids.filter((n) => !(n in owner) || needed.has(n) || refusedGroups.has(owner[n])));
+  // nodes no output needs never run; those that read a removed node go too (as the server does)
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const n of [...local]) {
+      if (needed.has(n) || n in owner) continue;
+      if ([...links(prompt[n])].some(([, src]) => src in prompt && !local.has(src))) { local.delete(n); changed = true; }
+    }
+  }
+  const localNodes = sorted(local);
   const regions = {};
   for (const [L, nodes] of Object.entries(groupRegion)) regions[L] = sorted(nodes);
   return {
