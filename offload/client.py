@@ -240,7 +240,7 @@ class GPUGeekClient:
                 last = E.TransportError(f"The upload connection failed ({type(e).__name__})", call=call)
         raise last
 
-    async def download(self, url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
+    async def download(self, url: str, *, max_bytes: int | None = None) -> bytes:
         """GET a result file: http(s) only, same-host redirects only, size bounded, length verified."""
         return await download(self.session, url, max_bytes=max_bytes, retry=self.retry, log_calls=self.calls)
 
@@ -254,9 +254,10 @@ def check_result_url(url: str) -> str:
     return url.strip()
 
 
-async def download(session: aiohttp.ClientSession, url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES,
+async def download(session: aiohttp.ClientSession, url: str, *, max_bytes: int | None = None,
                    retry: RetryPolicy | None = None, log_calls: list | None = None, headers=None) -> bytes:
     retry = retry or RetryPolicy()
+    max_bytes = max_bytes or MAX_DOWNLOAD_BYTES
     url = check_result_url(url)
     host = urlsplit(url).netloc
     call = "download"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .client import MAX_DOWNLOAD_BYTES, GPUGeekClient
+from .client import GPUGeekClient
 from .wire import TaskDetail
 
 
@@ -20,7 +20,7 @@ class Target(Protocol):
     async def submit(self, prompt: dict, workflow_id: int | None) -> str: ...
     async def status(self, task_id: str) -> TaskDetail: ...
     async def cancel(self, task_id: str) -> None: ...
-    async def fetch(self, url: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes: ...
+    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes: ...
 
 
 def strip_query(url: str) -> str:
@@ -53,5 +53,5 @@ class GPUGeekTarget:
     async def cancel(self, task_id: str) -> None:
         await self.client.cancel(task_id)
 
-    async def fetch(self, url: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
+    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
         return await self.client.download(url, max_bytes=max_bytes)

@@ -24,6 +24,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from urllib.parse import quote, unquote
+
 import numpy as np
 from aiohttp import web
 from PIL import Image
@@ -150,7 +152,7 @@ class FakeGPUGeek:
             else:
                 res = {}
                 for node, files in t.files.items():
-                    urls = [f"{self.base_url}/files/{t.prompt_id}/{name}" for name, _ in files]
+                    urls = [f"{self.base_url}/files/{t.prompt_id}/{quote(name, safe='')}" for name, _ in files]
                     res[node] = urls[0] if ("result_url_str" in self.variants and len(urls) == 1) else urls
                 d["result_url"] = res
         return d
@@ -376,7 +378,7 @@ class FakeGPUGeek:
         if resp is not None:
             return resp
         t = self.tasks.get(request.match_info["pid"])
-        name = request.match_info["name"]
+        name = unquote(request.raw_path.split("?")[0].rsplit("/", 1)[-1])
         for files in (t.files.values() if t else []):
             for n, data in files:
                 if n == name:
@@ -400,7 +402,7 @@ class FakeGPUGeek:
         app.router.add_get(p + "/task/{pid}", self.h_task)
         app.router.add_put("/oss/{key:.+}", self.h_put)
         app.router.add_get("/oss/{key:.+}", self.h_get_object)
-        app.router.add_get("/files/{pid}/{name}", self.h_file)
+        app.router.add_get("/files/{pid}/{name:.+}", self.h_file)
         return app
 
     # ---- lifecycle -----------------------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""Every fault of the fake server injected at every step of a gateway run (pre-signed URL, upload, submit,
+status, cancel, download): safe calls retry, the rest end with a sentence that names the gateway and the
+step; a submit is never sent twice; nothing is left running that we could cancel; the journal is right."""
+import asyncio
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import mini_comfy
+from conftest import SECRET_KEY, core, load_pack, produced
+from fake_gpugeek import photo_png
+
+pack = load_pack()
+import folder_paths  # noqa: E402
+import comfy.model_management as mm  # noqa: E402
+from server import PromptServer  # noqa: E402
+
+E = core("errors")
+client_mod = core("client")
+TRANSIENT = ["http429", "http500", "http502html", "reset", "slow:0.3"]
+STEPS = {"presign": "pre-signed URL", "put": "upload", "submit": "submit", "task": "task status", "file": "download"}
+
+
+@pytest.fixture
+def env(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    monkeypatch.setattr(client_mod.RetryPolicy, "base_s", 0.01)
+    folder_paths.base = str(tmp_path / "comfy")
+    for d in ("input", "output", "temp", "user"):
+        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
+    Image.open(io.BytesIO(photo_png(32, 32, seed=4))).save(Path(folder_paths.get_input_directory(), "here.png"))
+    import nodes
+    classes = mini_comfy.stub_classes()
+    classes.update(pack.NODE_CLASS_MAPPINGS)
+    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    mm.interrupt_flag = False
+    fake.task_opts.update(run_s=0.2)
+    return classes
+
+
+PROMPT = {"20": {"class_type": "LoadImage", "inputs": {"image": "here.png"}},
+          "21": {"class_type": "ImageInvert", "inputs": {"image": ["20", 0]}},
+          "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "123456789012345", "run_on": "cloud",
+                                                                 "timeout_s": 30, "image_1": ["21", 0]}}}
+
+
+def execute(classes):
+    return asyncio.run(mini_comfy.execute(json.loads(json.dumps(PROMPT)), classes, PromptServer.instance))
+
+
+def journal():
+    return pack.nodes.cloud.journal().tasks()
+
+
+@pytest.mark.parametrize("step", ["presign", "put", "task", "file"])
+@pytest.mark.parametrize("fault", TRANSIENT)
+def test_safe_steps_retry_transient_faults(env, fake, step, fault):
+    fake.fault(step, fault, fault)
+    results, _, _ = execute(env)
+    assert results["10"][0].shape[0] == 1
+    assert fake.count("submit") == 1 and fake.running_tasks() == []
+    assert journal()[0]["status"] == "succeeded"
+
+
+def test_truncated_download_retried(env, fake):
+    fake.fault("file", "truncate", "truncate")
+    results, _, _ = execute(env)
+    assert results["10"][0].shape[0] == 1 and fake.count("file") == 3
+
+
+@pytest.mark.parametrize("step", ["presign", "put", "task", "file"])
+def test_persistent_fault_ends_with_the_gateway_and_step_named(env, fake, step):
+    fake.fault(step, *["http502html"] * 10)
+    if step in ("task",):
+        # status failures are waited out (the task runs on remotely) until the gateway's timeout
+        p = json.loads(json.dumps(PROMPT))
+        p["10"]["inputs"]["timeout_s"] = 1
+        with pytest.raises(E.TaskTimeoutError) as ei:
+            asyncio.run(mini_comfy.execute(p, env, PromptServer.instance))
+        assert fake.count("cancel") == 1 and fake.running_tasks() == []
+    else:
+        with pytest.raises(E.GPUGeekError) as ei:
+            execute(env)
+        assert f"call: {STEPS[step]}" in str(ei.value)
+    text = str(ei.value)
+    produced(text)
+    assert "GPUGeek Cloud Execute #10" in text and fake.count("submit") <= 1
+    if step in ("presign", "put"):
+        assert fake.count("submit") == 0 and journal() == []
+
+
+@pytest.mark.parametrize("fault", ["http500", "http502html", "reset", "lost"])
+def test_submit_faults_never_resubmit(env, fake, fault):
+    fake.fault("submit", fault)
+    with pytest.raises(E.SubmitUnknownError) as ei:
+        execute(env)
+    assert fake.count("submit") == 1
+    assert "paid task may exist" in str(ei.value) and "GPUGeek Cloud Execute #10" in str(ei.value)
+    assert journal()[0]["status"] == "unknown"
+
+
+@pytest.mark.parametrize("fault,cls", [("http429", E.BusyError), ("http401", E.AuthError),
+                                       ("code_error", E.BadRequestError)])
+def test_submit_refused_is_clear_and_not_unknown(env, fake, fault, cls):
+    fake.fault("submit", fault)
+    with pytest.raises(cls) as ei:
+        execute(env)
+    assert not isinstance(ei.value, E.SubmitUnknownError) and fake.count("submit") == 1
+    assert journal()[0]["status"] == "failed" and fake.tasks == {}
+
+
+@pytest.mark.parametrize("step", ["presign", "task", "file"])
+def test_401_anywhere_says_fix_the_key(env, fake, step):
+    fake.fault(step, "http401")
+    with pytest.raises(E.AuthError) as ei:
+        execute(env)
+    assert "Settings > GPUGeek" in str(ei.value)
+
+
+def test_expired_signed_url_is_clear(env, fake):
+    fake.fault("put", "expired")
+    with pytest.raises(E.AuthError) as ei:
+        execute(env)
+    assert "expired" in str(ei.value) and fake.count("submit") == 0
+
+
+@pytest.mark.parametrize("fault", ["http500", "reset"])
+def test_cancel_fault_is_retried_and_never_hides_the_interrupt(env, fake, fault):
+    fake.task_opts.update(run_s=30)
+    fake.fault("cancel", fault)
+
+    def stop():
+        while not fake.tasks or next(iter(fake.tasks.values())).polls < 1:
+            time.sleep(0.01)
+        mm.interrupt_flag = True
+    threading.Thread(target=stop, daemon=True).start()
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(env)
+    assert fake.count("cancel") == 2 and fake.running_tasks() == []
+    assert journal()[0]["status"] == "cancelled"
+
+
+def test_cancel_that_keeps_failing_still_ends_as_interrupted(env, fake):
+    fake.task_opts.update(run_s=30)
+    fake.fault("cancel", *["http500"] * 10)
+
+    def stop():
+        while not fake.tasks or next(iter(fake.tasks.values())).polls < 1:
+            time.sleep(0.01)
+        mm.interrupt_flag = True
+    threading.Thread(target=stop, daemon=True).start()
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(env)
+    assert fake.count("cancel") == 4  # retried, then given up: the interruption is what the user sees
+    for t in fake.tasks.values():
+        t.cancelled_at = time.monotonic()  # tidy the fake
+
+
+@pytest.mark.parametrize("override,words", [
+    ({"gpugeek_out_0": ["file:///etc/passwd"]}, "not http"),
+    ({"gpugeek_out_0": ["ftp://example.org/x.png"]}, "not http"),
+    ({}, "no file for image_1"),
+])
+def test_hostile_result_urls(env, fake, override, words):
+    fake.task_opts["result_override"] = override
+    with pytest.raises(E.ResultError) as ei:
+        execute(env)
+    assert words in str(ei.value)
+
+
+@pytest.mark.parametrize("payload,words", [
+    (b"<html>hello</html>", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (100000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00" + b"\x00" * 20,
+     "megapixel"),
+])
+def test_hostile_result_files(env, fake, payload, words):
+    fake.runner = lambda prompt, task: {n: [("x.png", payload)] for n, v in prompt.items()
+                                        if v["class_type"] == "SaveImage"}
+    with pytest.raises(E.ResultError) as ei:
+        execute(env)
+    assert words in str(ei.value)
+
+
+def test_result_file_name_cannot_escape_the_output_folder(env, fake):
+    fake.runner = lambda prompt, task: {n: [("../../evil.png", photo_png(8, 8))] for n, v in prompt.items()
+                                        if v["class_type"] == "SaveImage"}
+    execute(env)
+    out = Path(folder_paths.get_output_directory()).resolve()
+    files = [p for p in Path(folder_paths.base).rglob("*.png") if "input" not in p.parts]
+    assert files and all(out in p.resolve().parents for p in files)
+
+
+def test_huge_download_refused_with_bounded_memory(env, fake, monkeypatch):
+    monkeypatch.setattr(client_mod, "MAX_DOWNLOAD_BYTES", 10_000)
+    fake.runner = lambda prompt, task: {n: [("big.png", photo_png(256, 256))] for n, v in prompt.items()
+                                        if v["class_type"] == "SaveImage"}
+    with pytest.raises(E.ResultError) as ei:
+        execute(env)
+    assert "limit" in str(ei.value)
