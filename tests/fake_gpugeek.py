@@ -158,6 +158,13 @@ class FakeGPUGeek:
         return d
 
     def _run_backend(self, t: Task) -> None:
+        hold = float(self.task_opts.get("hold_s", 0))  # a stand-in for a long cloud run
+        end = time.monotonic() + hold
+        while time.monotonic() < end and t.cancelled_at is None:
+            time.sleep(0.02)
+        if t.cancelled_at is not None:
+            t.backend_done = True
+            return
         try:
             t.backend_started = time.monotonic()
             t.files = self.backend.run(t.prompt, self) or {}
@@ -391,6 +398,21 @@ class FakeGPUGeek:
                     return web.Response(body=data, content_type="image/png")
         return web.Response(status=404, text="no such file")
 
+    async def h_opts(self, request):
+        """Test control (not part of GPUGeek's API): set task options such as hold_s."""
+        self.task_opts.update(await request.json())
+        return web.json_response(self.task_opts)
+
+    async def h_stats(self, request):
+        """For end-to-end tests that run the fake as a separate process (not part of GPUGeek's API)."""
+        now = time.monotonic()
+        tasks = [{"prompt_id": t.prompt_id, "status": self.status_of(t)[0], "created_ago": now - t.created,
+                  "finished_ago": (now - t.finished_at) if t.finished_at else None,
+                  "cancelled": t.cancelled_at is not None, "polls": t.polls} for t in self.tasks.values()]
+        return web.json_response({"calls": {c: self.count(c) for c in (CALL_PRESIGN, CALL_PUT, CALL_SUBMIT,
+                                                                         CALL_CANCEL, CALL_TASK, CALL_FILE)},
+                                  "tasks": tasks})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
         p = "/api/v1"
@@ -403,6 +425,8 @@ class FakeGPUGeek:
         app.router.add_put("/oss/{key:.+}", self.h_put)
         app.router.add_get("/oss/{key:.+}", self.h_get_object)
         app.router.add_get("/files/{pid}/{name:.+}", self.h_file)
+        app.router.add_get("/_fake/stats", self.h_stats)
+        app.router.add_post("/_fake/opts", self.h_opts)
         return app
 
     # ---- lifecycle -----------------------------------------------------------------------------------
