@@ -232,7 +232,7 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
     pw = pytest.importorskip("playwright.sync_api")
     shots = Path(os.environ.get("GPUGEEK_SCREENSHOTS", stack["tmp"] / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
-    wf = json.loads((ROOT / "example_workflows" / "cloud_edit_local_upscale_api.json").read_text())
+    wf = json.loads((ROOT / "example_workflows" / "api" / "no_model_demo_api.json").read_text())
     frames = []
     with pw.sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium",
