@@ -31,6 +31,7 @@ function keyField() {
     const b = document.createElement("button");
     b.textContent = label;
     b.className = "p-button p-component p-button-sm";
+    b.style.cssText = "background:#3b82f6;color:#fff;border:none;border-radius:6px;padding:4px 10px;cursor:pointer";
     b.onclick = fn;
     return b;
   };
