@@ -3,14 +3,12 @@ and turning the core's errors into what ComfyUI shows."""
 from __future__ import annotations
 
 import os
-from contextlib import asynccontextmanager
 
 from ..offload import config as C
 from ..offload import errors as E
-from ..offload.client import GPUGeekClient
+from ..offload import target as T
 from ..offload.journal import Journal, UploadCache
 from ..offload.run import Interrupted
-from ..offload.target import GPUGeekTarget
 from . import comfy
 
 _stores: dict = {}
@@ -38,13 +36,13 @@ def uploads() -> UploadCache:
     return _stores[("uploads", path)]
 
 
-@asynccontextmanager
-async def open_target(cfg: C.Config | None = None):
+def target_of(cfg: C.Config, override: str | None = None) -> str:
+    return T.target_of(cfg, override)
+
+
+def open_target(cfg: C.Config | None = None, override: str | None = None):
     """A target on a session created for this run (ComfyUI gives each prompt its own event loop)."""
-    cfg = cfg or C.load_config()
-    key = cfg.require_key()
-    async with GPUGeekClient.open(cfg.base_url, key) as client:
-        yield GPUGeekTarget(client)
+    return T.open_target(cfg or C.load_config(), override)
 
 
 def labelled(err: E.GPUGeekError, label: str) -> E.GPUGeekError:

@@ -53,7 +53,9 @@ class GPUGeekCloudExecute:
                                       "tooltip": "Cancel the cloud task if it has not finished after this many "
                                                  "seconds (queue time included)."}),
             },
-            "optional": opt,
+            "optional": {**opt, "target": ("STRING", {"default": "", "tooltip": "Where this cloud part runs: empty "
+                         "for the target in Settings (GPUGeek by default), or the URL of a ComfyUI server such as "
+                         "http://127.0.0.1:8188."})},
             "hidden": {P.PLAN_INPUT: "GPUGEEK_PLAN", "unique_id": "UNIQUE_ID"},
         }
 
@@ -86,7 +88,7 @@ class GPUGeekCloudExecute:
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=DEFAULT_TIMEOUT_S, gpugeek_plan=None,
-                      unique_id=None, **kw):
+                      unique_id=None, target="", **kw):
         label = cloud.node_label("GPUGeek Cloud Execute", unique_id)
         if gpugeek_plan is None:
             if run_on == "local":
@@ -100,8 +102,8 @@ class GPUGeekCloudExecute:
             raise E.PlanError(f"{label}: " + " ".join(plan.get("refusals", [])))
         try:
             if plan.get("lead") != plan.get("gateway"):
-                return await self._follow(plan, kw, label, unique_id)
-            return await self._lead(plan, kw, label, unique_id, workflow_id, timeout_s)
+                return await self._follow(plan, kw, label, unique_id, target)
+            return await self._lead(plan, kw, label, unique_id, workflow_id, timeout_s, target)
         except BaseException as e:  # noqa: BLE001 - mapped below
             if isinstance(e, asyncio.CancelledError):
                 raise
@@ -113,14 +115,25 @@ class GPUGeekCloudExecute:
         outs = [kw.get(n) for n in P.GATEWAY_OUTPUTS]
         return {"ui": {"gpugeek": [{"state": "local"}]}, "result": tuple(outs) + ("",)}
 
-    async def _lead(self, plan, kw, label, unique_id, workflow_id, timeout_s):
+    async def _lead(self, plan, kw, label, unique_id, workflow_id, timeout_s, target):
         cfg = C.load_config()
-        wf = cfg.resolve_workflow_id(workflow_id)
+        where = cloud.target_of(cfg, target)
+        wf = None if C.is_comfy_target(where) else cfg.resolve_workflow_id(workflow_id)
         bar = comfy.Bar(unique_id)
         values = {c["input"]: kw.get(c["input"]) for c in plan.get("crossings", [])}
         from .routes import UI_LANG
         lang = os.environ.get("GPUGEEK_LANG") or UI_LANG["lang"]
         started = time.monotonic()
+        last_sent = {"key": None, "at": 0.0}
+
+        def changed(detail) -> bool:
+            """Tell the editor when something it shows changed, or every half second (elapsed time)."""
+            key = (detail.status, detail.current_position, detail.node, detail.node_value)
+            now = time.monotonic()
+            if key == last_sent["key"] and now - last_sent["at"] < 0.5:
+                return False
+            last_sent.update(key=key, at=now)
+            return True
 
         def on_event(kind, detail: TaskDetail | None = None, expected=None, **info):
             if kind == "uploading":
@@ -131,8 +144,11 @@ class GPUGeekCloudExecute:
             elif kind == "status_error":
                 comfy.progress_text(("等待中（状态查询失败：" if lang == "zh" else "Waiting (status check failed: ")
                                     + str(info.get("error")) + ("）" if lang == "zh" else ")"), unique_id)
-            elif kind == "status" and detail is not None:
-                comfy.progress_text(status_text(detail, expected, lang), unique_id)
+            elif kind == "status" and detail is not None and changed(detail):
+                text = status_text(detail, expected, lang)
+                if detail.node and detail.status == RUNNING:
+                    text += f" · #{detail.node}" + (f" {detail.node_value}/{detail.node_max}" if detail.node_max else "")
+                comfy.progress_text(text, unique_id)
                 if detail.status == RUNNING and expected and expected.get("run_ms"):
                     bar.set(95 * min(1.0, detail.run_duration_ms / expected["run_ms"]))
                 elif detail.status == RUNNING:
@@ -141,16 +157,18 @@ class GPUGeekCloudExecute:
                                               "status": detail.status, "position": detail.current_position,
                                               "queue_size": detail.queue_size, "run_ms": detail.run_duration_ms,
                                               "price": detail.origin_price, "error": detail.error_msg,
-                                              "expected": expected})
+                                              "expected": expected, "cloud_node": detail.node,
+                                              "cloud_value": detail.node_value, "cloud_max": detail.node_max})
 
         wanted = {o["save"] for m in [plan] for o in plan.get("outputs", []) if o.get("save")}
         wanted |= set(plan.get("user_outputs", []))
-        async with cloud.open_target(cfg) as target:
+        async with cloud.open_target(cfg, where) as tgt:
             outcome = await run_plan(
-                plan, target=target, journal=cloud.journal(), uploads=cloud.uploads(), values=values,
+                plan, target=tgt, journal=cloud.journal(), uploads=cloud.uploads(), values=values,
                 workflow_id=wf, timeout_s=timeout_s, interrupted=comfy.interrupted, on_event=on_event,
                 read_file=_read_input_file, daily_limit=cfg.daily_limit, label=label,
-                meta={"node": str(unique_id)}, fetch_nodes=None if plan.get("members", [None])[1:] else wanted)
+                meta={"node": str(unique_id), "target_url": where},
+                fetch_nodes=None if plan.get("members", [None])[1:] else wanted)
         bar.set(100)
         result = await self._deliver(plan, kw, outcome.detail, outcome.files, outcome.journal_key)
         elapsed = time.monotonic() - started
@@ -162,7 +180,7 @@ class GPUGeekCloudExecute:
             _FILES.pop(next(iter(_FILES)))
         return result
 
-    async def _follow(self, plan, kw, label, unique_id):
+    async def _follow(self, plan, kw, label, unique_id, target=""):
         """A gateway merged into another's task: take this gateway's images from that task."""
         task_id = kw.get(P.LEAD_INPUT)
         if not task_id:
@@ -171,8 +189,8 @@ class GPUGeekCloudExecute:
         if files is None:
             rec = cloud.journal().by_prompt_id(task_id) or {}
             detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED, result_url=rec.get("result_url") or {})
-            async with cloud.open_target() as target:
-                files = await fetch_results(detail, target, {o.get("save") for o in plan["outputs"]})
+            async with cloud.open_target(override=rec.get("target_url") or target) as tgt:
+                files = await fetch_results(detail, tgt, {o.get("save") for o in plan["outputs"]})
         comfy.progress_text(f"Shared task {task_id}", unique_id)
         detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED)
         return await self._deliver(plan, kw, detail, files, None, save_user_outputs=False)

@@ -70,7 +70,7 @@ class GPUGeekLoadResult:
                      and os.path.isfile(p)]
             if local:
                 return [open(p, "rb").read() for p in local]
-        async with cloud.open_target() as target:
+        async with cloud.open_target(override=(rec or {}).get("target_url")) as target:
             if rec and rec.get("status") == "succeeded" and rec.get("result_url"):
                 detail = TaskDetail(prompt_id=pid, status=SUCCEEDED, result_url=result_urls(rec["result_url"]))
             else:

@@ -13,9 +13,6 @@ from ..offload.journal import ACTIVE, CANCELLED
 from . import cloud, hook
 
 log = logging.getLogger("gpugeek.routes")
-# The "test connection" probe asks for a task id that cannot exist: a "not found" answer proves that the
-# URL is reached and the key accepted, without creating or paying anything.
-PROBE_TASK_ID = "0"
 # The tasks tab shows at most this many tasks.
 TASKS_SHOWN = 200
 
@@ -57,15 +54,10 @@ async def post_config(request):
 
 
 async def post_test(request):
-    """One sentence: do the key and URL work?"""
+    """One sentence: do the key and URL work (or: does the ComfyUI server answer)?"""
     try:
-        cfg = C.load_config()
-        async with cloud.open_target(cfg) as target:
-            try:
-                await target.status(PROBE_TASK_ID)
-            except (E.NotFoundError, E.BadRequestError):
-                pass
-        return web.json_response({"ok": True, "message": f"Connected to {cfg.base_url}: the API key works."})
+        async with cloud.open_target(C.load_config()) as target:
+            return web.json_response({"ok": True, "message": await target.ping()})
     except E.AuthError as e:
         return web.json_response({"ok": False, "message": f"GPUGeek rejected the API key ({e.message})."})
     except E.GPUGeekError as e:

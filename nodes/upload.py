@@ -26,16 +26,16 @@ class GPUGeekUploadImage:
         return {"required": {"image": ("IMAGE", {"tooltip": "The image the cloud part should read."})},
                 "optional": {"mask": ("MASK", {"tooltip": "Optional mask, sent as the image's alpha channel "
                                                           "(a cloud LoadImage gives it back as its MASK)."})},
-                "hidden": {"gpugeek_skip": "GPUGEEK_SKIP", "unique_id": "UNIQUE_ID"}}
+                "hidden": {"gpugeek_skip": "GPUGEEK_SKIP", "gpugeek_target": "GPUGEEK_TARGET", "unique_id": "UNIQUE_ID"}}
 
-    async def upload(self, image, mask=None, gpugeek_skip=False, unique_id=None):
+    async def upload(self, image, mask=None, gpugeek_skip=False, gpugeek_target="", unique_id=None):
         import torch
         out_mask = mask if mask is not None else torch.zeros((1, 64, 64), dtype=torch.float32)
         if gpugeek_skip:
             return {"ui": {"gpugeek": [{"state": "skipped"}]}, "result": (image, "", out_mask)}
         label = cloud.node_label("GPUGeek Upload Image", unique_id)
         try:
-            async with cloud.open_target() as target:
+            async with cloud.open_target(override=gpugeek_target) as target:
                 urls = []
                 for i in range(int(image.shape[0])):
                     m = None

@@ -21,10 +21,9 @@ from pathlib import Path
 from . import config as C
 from . import errors as E
 from . import plan as P
-from .client import GPUGeekClient
 from .journal import Journal, UploadCache
 from .run import Interrupted, fetch_results, run_plan, status_text, wait_task
-from .target import GPUGeekTarget
+from .target import open_target, target_of
 from .transfer import safe_file_name, save_into
 from .wire import SUCCEEDED, TaskDetail
 
@@ -83,7 +82,8 @@ async def cmd_run(args, cfg) -> int:
         raise E.PlanError("The file is not an API-format workflow: in ComfyUI use Workflow > Export (API)", hint="")
     input_dir = Path(args.input_dir or Path(args.workflow).parent)
     plan = whole_prompt_plan(prompt, input_dir)
-    wf = cfg.resolve_workflow_id(args.workflow_id)
+    where = target_of(cfg, args.target)
+    wf = None if C.is_comfy_target(where) else cfg.resolve_workflow_id(args.workflow_id)
     line = Line()
     t0 = time.monotonic()
     stop = {"flag": False}
@@ -104,13 +104,12 @@ async def cmd_run(args, cfg) -> int:
                 frac = detail.run_duration_ms / expected["run_ms"]
             line.show(f"{_bar(frac if detail.status == 2 else (1.0 if detail.final else 0.0))} "
                       f"{status_text(detail, expected)}  ({time.monotonic() - t0:.1f} s)")
-    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
-        target = GPUGeekTarget(client)
+    async with open_target(cfg, args.target) as target:
         outcome = await run_plan(plan, target=target, journal=Journal(), uploads=UploadCache(), values={},
                                  workflow_id=wf, timeout_s=args.timeout, on_event=on_event,
                                  interrupted=lambda: stop["flag"],
                                  read_file=lambda name: (input_dir / name).read_bytes(),
-                                 daily_limit=cfg.daily_limit, label="gpugeek run")
+                                 daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where})
     line.done()
     out = Path(args.out)
     saved = save_files(outcome.files, out, outcome.prompt_id)
@@ -121,6 +120,14 @@ async def cmd_run(args, cfg) -> int:
     for p in saved:
         print(f"  {p}")
     return 0
+
+
+def _target_for(args, pid: str) -> str | None:
+    """--target, else where the journal says the task ran."""
+    if getattr(args, "target", ""):
+        return args.target
+    rec = Journal().by_prompt_id(pid) or {}
+    return rec.get("target_url")
 
 
 def _task_id(args) -> str:
@@ -134,8 +141,8 @@ def _task_id(args) -> str:
 
 async def cmd_status(args, cfg) -> int:
     pid = _task_id(args)
-    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
-        d = await GPUGeekTarget(client).status(pid)
+    async with open_target(cfg, _target_for(args, pid)) as target:
+        d = await target.status(pid)
     print(json.dumps({"task_id": d.prompt_id, "status": d.status_name, "position": d.current_position,
                       "queue_size": d.queue_size, "queue_ms": d.queue_duration_ms, "run_ms": d.run_duration_ms,
                       "price": d.origin_price, "error": d.error_msg, "results": d.result_url}, ensure_ascii=False,
@@ -145,8 +152,8 @@ async def cmd_status(args, cfg) -> int:
 
 async def cmd_cancel(args, cfg) -> int:
     pid = _task_id(args)
-    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
-        await GPUGeekTarget(client).cancel(pid)
+    async with open_target(cfg, _target_for(args, pid)) as target:
+        await target.cancel(pid)
     rec = Journal().by_prompt_id(pid)
     if rec:
         Journal().update(rec["key"], status="cancelled", error="cancelled from the command line")
@@ -158,8 +165,7 @@ async def cmd_results(args, cfg) -> int:
     pid = _task_id(args)
     j = Journal()
     rec = j.by_prompt_id(pid)
-    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
-        target = GPUGeekTarget(client)
+    async with open_target(cfg, _target_for(args, pid)) as target:
         if rec and rec.get("status") == SUCCEEDED and rec.get("result_url"):
             from .wire import result_urls
             detail = TaskDetail(prompt_id=pid, status=SUCCEEDED, result_url=result_urls(rec["result_url"]))
@@ -195,9 +201,12 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="gpugeek-results")
     r.add_argument("--input-dir", default="", help="where LoadImage files are (default: the workflow's folder)")
     r.add_argument("--timeout", type=float, default=1800)
+    r.add_argument("--target", default="", help="the URL of a ComfyUI server to run on instead of GPUGeek "
+                                                "(default: GPUGEEK_TARGET)")
     for name in ("status", "cancel", "results"):
         s = sub.add_parser(name, help=f"{name} of a task (default: the journal's latest)")
         s.add_argument("task_id", nargs="?")
+        s.add_argument("--target", default="")
         if name == "results":
             s.add_argument("--out", default="gpugeek-results")
             s.add_argument("--timeout", type=float, default=1800)

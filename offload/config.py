@@ -20,6 +20,7 @@ from .redact import register_secret
 
 DEFAULT_BASE_URL = "https://comfyapi.gpugeek.com"
 KEY_FILE = "api_key"
+TOKEN_FILE = "target_token"
 SETTINGS_FILE = "settings.json"
 _data_dir: Path | None = None
 
@@ -194,6 +195,13 @@ class Config:
     daily_limit: float | None = None
     key_source: str = "none"
     problems: list = field(default_factory=list)
+    target: str = "gpugeek"            # "gpugeek" or the URL of a ComfyUI server
+    target_token: str | None = None    # bearer token or user:password for a ComfyUI server behind a proxy
+    allow_lan_http: bool = False       # plain http to a LAN ComfyUI server, only when the user opts in
+
+    def __repr__(self) -> str:
+        return (f"Config(target={self.target!r}, base_url={self.base_url!r}, key_set={self.api_key is not None}, "
+                f"workflow_id={self.workflow_id!r})")
 
     def require_key(self) -> ApiKey:
         if self.api_key is None:
@@ -214,7 +222,8 @@ class Config:
                 "key_last4": self.api_key.last4 if self.api_key else None,
                 "key_source": self.key_source, "base_url": self.base_url,
                 "workflow_id": str(self.workflow_id) if self.workflow_id else "",
-                "daily_limit": self.daily_limit, "problems": list(self.problems)}
+                "daily_limit": self.daily_limit, "problems": list(self.problems), "target": self.target,
+                "target_token_set": bool(self.target_token), "allow_lan_http": self.allow_lan_http}
 
 
 def load_config(env=None) -> Config:
@@ -251,5 +260,38 @@ def load_config(env=None) -> Config:
                 limit = None
         except ValueError:
             problems.append(f"GPUGEEK_DAILY_LIMIT {lim_raw[:20]!r} is not a number; no limit applies")
+    target = (env.get("GPUGEEK_TARGET", "").strip() or str(saved.get("target") or "") or "gpugeek").rstrip("/")
+    allow_lan = (env.get("GPUGEEK_ALLOW_LAN_HTTP", "").strip().lower() in ("1", "true", "yes")
+                 or bool(saved.get("allow_lan_http")))
+    if target.lower() != "gpugeek":
+        try:
+            target = check_base_url(target, allow_lan_http=allow_lan)
+        except ConfigError as e:
+            problems.append(str(e))
+    token = env.get("GPUGEEK_TARGET_TOKEN", "").strip()
+    if not token:
+        try:
+            token = (data_dir() / TOKEN_FILE).read_text("utf-8").strip()
+        except FileNotFoundError:
+            token = ""
+    if token:
+        register_secret(token)
     return Config(api_key=key, base_url=base, workflow_id=wf, daily_limit=limit, key_source=source,
-                  problems=problems)
+                  problems=problems, target=target, target_token=token or None, allow_lan_http=allow_lan)
+
+
+def save_target_token(value: str | None) -> None:
+    """A ComfyUI server's token (or user:password), kept like the API key: owner-only, never read back."""
+    path = data_dir() / TOKEN_FILE
+    if not value or not value.strip():
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    register_secret(value.strip())
+    _write_private(path, value.strip())
+
+
+def is_comfy_target(target: str | None) -> bool:
+    return bool(target) and target.strip().lower() != "gpugeek"

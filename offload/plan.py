@@ -47,6 +47,7 @@ PLAN_INPUT = "gpugeek_plan"          # hidden gateway input carrying the plan (J
 CROSS_PREFIX = "gpugeek_x"           # hidden gateway link inputs carrying crossings in
 LEAD_INPUT = "gpugeek_lead"          # hidden link from a merged gateway to the one that runs the task
 SKIP_UPLOAD_INPUT = "gpugeek_skip"   # hidden flag on an Upload Image whose upload nobody needs
+TARGET_INPUT = "gpugeek_target"      # hidden: the target an Upload Image uploads to (its gateway's)
 SCALARS = frozenset({"STRING", "INT", "FLOAT", "BOOLEAN"})
 PIXELS = frozenset({"IMAGE", "MASK"})
 
@@ -317,6 +318,9 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
         for i, c in enumerate(crossings):
             c["input"] = f"{CROSS_PREFIX}{i}"
             local[L]["inputs"][c["input"]] = list(c["from"])
+            target = str(prompt[L].get("inputs", {}).get("target") or "").strip()
+            if c["kind"] == "url" and target:  # the Upload Image uploads where this gateway runs
+                local[c["from"][0]]["inputs"][TARGET_INPUT] = target
         plans[L].update({"prompt": cloud_prompt, "crossings": crossings, "local_files": files,
                          "user_outputs": user_outputs, "members": ms, "hash": plan_hash(cloud_prompt),
                          "nodes": sorted(group_region[L])})
@@ -341,7 +345,9 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
 
 
 def _wf(prompt, g) -> str:
-    return str(prompt[g].get("inputs", {}).get("workflow_id", "") or "").strip()
+    """Gateways share a task only where they run in the same place: same workflow id and target."""
+    inputs = prompt[g].get("inputs", {})
+    return f'{str(inputs.get("workflow_id", "") or "").strip()}|{str(inputs.get("target", "") or "").strip()}'
 
 
 def _is_output(node: dict, classes: ClassTable, nid: str, consumers: dict) -> bool:

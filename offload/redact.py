@@ -38,9 +38,9 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()
-        except Exception:  # a broken format string is the caller's bug; leave it alone
+            clean = redact(msg)
+        except Exception:  # a broken format string (the caller's bug), or the interpreter shutting down
             return True
-        clean = redact(msg)
         if clean != msg or record.args:
             record.msg, record.args = clean, None
         return True

@@ -31,6 +31,8 @@ log = get_logger("gpugeek.run")
 DEFAULT_TIMEOUT_S = 1800
 # While status calls fail (network down), wait this long between tries; the task keeps running remotely.
 STATUS_RETRY_S = 2.0
+# With a live target (a ComfyUI server's websocket) the status is local state: look at it this often.
+LIVE_STATUS_S = 0.05
 
 
 class Interrupted(Exception):
@@ -82,7 +84,7 @@ async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_f
         v = values.get(c["input"])
         if c["kind"] == "url":
             lines = [u.strip() for u in str(v or "").splitlines() if u.strip()]
-            if not lines or not all(u.startswith(("http://", "https://")) for u in lines):
+            if not lines:  # an address on GPUGeek, a file name on a ComfyUI server
                 raise E.PlanError(f"The Upload Image node #{c['from'][0]} gave no URL", hint="Run it again.")
             prompt[c["loader"]]["inputs"]["image"] = lines[0]
             if len(lines) > 1:
@@ -218,6 +220,9 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
             d, delay = None, STATUS_RETRY_S
         else:
             delay = sched.next_delay(d)
+            if getattr(target, "live", False):
+                # the target follows the task over a websocket: a status is read locally, not requested
+                delay = min(delay, LIVE_STATUS_S)
             if d.status != last_status:
                 last_status = d.status
                 if key:

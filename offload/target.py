@@ -6,10 +6,13 @@ server) can stand beside it.
 """
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .client import GPUGeekClient
+from . import config as C
+from . import errors as E
+from .client import GPUGeekClient, new_session
 from .wire import TaskDetail
 
 
@@ -21,6 +24,7 @@ class Target(Protocol):
     async def status(self, task_id: str) -> TaskDetail: ...
     async def cancel(self, task_id: str) -> None: ...
     async def fetch(self, url: str, max_bytes: int | None = None) -> bytes: ...
+    async def ping(self) -> str: ...
 
 
 def strip_query(url: str) -> str:
@@ -55,3 +59,35 @@ class GPUGeekTarget:
 
     async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
         return await self.client.download(url, max_bytes=max_bytes)
+
+    async def ping(self) -> str:
+        """One sentence: do the key and URL work? A task id that cannot exist answers "not found" once the
+        key is accepted, without creating or paying anything."""
+        try:
+            await self.client.task("0")
+        except (E.NotFoundError, E.BadRequestError):
+            pass
+        return f"Connected to {self.client.base_url}: the API key works."
+
+
+def target_of(cfg: C.Config, override: str | None = None) -> str:
+    """A gateway's own target (its ``target`` input, or ``--target``) or the configured one."""
+    t = (override or "").strip()
+    return t.rstrip("/") if t else cfg.target
+
+
+@asynccontextmanager
+async def open_target(cfg: C.Config, override: str | None = None):
+    """GPUGeek (needs the API key) or a ComfyUI server (no key), on a session created for this run."""
+    where = target_of(cfg, override)
+    if C.is_comfy_target(where):
+        from .comfy_target import ComfyUITarget
+        async with new_session() as session:
+            target = ComfyUITarget(session, where, token=cfg.target_token, allow_lan_http=cfg.allow_lan_http)
+            try:
+                yield target
+            finally:
+                await target.close()
+        return
+    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
+        yield GPUGeekTarget(client)

@@ -89,6 +89,11 @@ class TaskDetail:
     current_position: int = 0
     origin_price: float | None = None
     created_at: str | None = None
+    # live progress where the target reports it (a ComfyUI server's websocket): the cloud node that runs
+    # and its step progress
+    node: str | None = None
+    node_value: int = 0
+    node_max: int = 0
 
     @property
     def status_name(self) -> str:

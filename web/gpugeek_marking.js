@@ -4,6 +4,7 @@
 import { app, api, call, tr, lang, EXT } from "./gpugeek_common.js";
 import { makePlan, GATEWAY } from "./lib/plan.js";
 import { classTable, expectedLine } from "./lib/status.js";
+import { runningCloudNodes } from "./lib/live.js";
 
 const CLOUD = "#3b82f6";   // readable on dark and light canvases
 const BOTH = "#14b8a6";
@@ -14,9 +15,23 @@ function marking() {
   return app.extensionManager?.setting?.get("GPUGeek.MarkCloud") !== false;
 }
 
+function drawRunning(node, ctx, run) {
+  // the cloud node that runs now (a ComfyUI server target reports it): a green frame and its steps
+  const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  outline(ctx, node, "#22c55e", title);
+  if (run.max) {
+    ctx.save();
+    ctx.fillStyle = "rgba(34,197,94,0.85)";
+    ctx.fillRect(0, node.size[1] - 4, node.size[0] * Math.min(1, run.value / run.max), 4);
+    ctx.restore();
+  }
+}
+
 function drawMark(node, ctx) {
   if (!marking()) return;
   const id = String(node.id);
+  const run = runningCloudNodes().get(id);
+  if (run) { drawRunning(node, ctx, run); return; }
   const role = state.roles[id];
   const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
   const g = state.owner[id];

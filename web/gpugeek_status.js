@@ -3,8 +3,7 @@
 import { app, api, tr, toast, lang, call, EXT } from "./gpugeek_common.js";
 import { GATEWAY } from "./lib/plan.js";
 import { statusLines } from "./lib/status.js";
-
-const byNode = new Map();  // node id -> status record from the server
+import { live as byNode } from "./lib/live.js";  // gateway node id -> status record from the server
 
 function box(node, ctx, lines, color) {
   if (!lines.length) return;

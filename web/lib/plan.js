@@ -45,7 +45,8 @@ function isOutput(node, classes, id, consumers) {
 }
 
 const sorted = (it) => [...it].sort();
-const wf = (prompt, g) => String((prompt[g].inputs || {}).workflow_id ?? "").trim();
+// gateways share a task only where they run in the same place: same workflow id and target
+const wf = (prompt, g) => `${String((prompt[g].inputs || {}).workflow_id ?? "").trim()}|${String((prompt[g].inputs || {}).target ?? "").trim()}`;
 
 function findCycle(prompt, nodes) {
   const color = new Map();

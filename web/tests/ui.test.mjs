@@ -45,3 +45,10 @@ test("locale files cover every input and output of the three nodes in both langu
     }
   }
 });
+
+test("the running cloud node is known per gateway", async () => {
+  const { live, runningCloudNodes } = await import("../lib/live.js");
+  live.set("10", { status: 2, cloud_node: "3", cloud_value: 7, cloud_max: 20 });
+  live.set("11", { status: 3, cloud_node: "5" });
+  assert.deepEqual([...runningCloudNodes()], [["3", { gateway: "10", value: 7, max: 20 }]]);
+});

@@ -1,0 +1,291 @@
+"""The second target: any ComfyUI server (a GPU box on the LAN, a rented instance), through ComfyUI's own
+HTTP and websocket API, with nothing to install on the remote side.
+
+Inputs go up through ``/upload/image`` (content-hash names, so an image the server has is not sent again),
+the cloud part is queued on ``/prompt`` with the pack's own client id, progress comes from ``/ws`` (which
+node runs, its steps), results from ``/history/{id}`` and ``/view``. A stop cancels exactly that prompt:
+deleted from the queue while pending, ``/interrupt`` with its id while running, never another user's.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+
+from . import errors as E
+from .client import (API_READ_TIMEOUT_S, CONNECT_TIMEOUT_S, RetryPolicy, _page_snippet, _retryable_status,
+                     download)
+from .config import check_base_url
+from .redact import get_logger, register_secret
+from .wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
+
+log = get_logger("gpugeek.comfy_target")
+# Where uploads go in the server's input folder (one place, easy to clean).
+UPLOAD_SUBFOLDER = "gpugeek"
+# A prompt the server no longer lists (neither queued, running nor in history) this many times in a row
+# is reported as lost (the server restarted or its history was cleared).
+MISSING_LIMIT = 5
+# How long to wait for the websocket to connect before relying on HTTP polling alone.
+WS_CONNECT_TIMEOUT_S = 5.0
+
+
+class ComfyUITarget:
+    def __init__(self, session: aiohttp.ClientSession, url: str, *, token: str | None = None,
+                 allow_lan_http: bool = False, retry: RetryPolicy | None = None, client_id: str | None = None):
+        self.session = session
+        self.url = check_base_url(url, allow_lan_http=allow_lan_http)
+        self._host = urlsplit(self.url).netloc
+        self.name = "comfyui@" + self._host
+        self.client_id = client_id or f"gpugeek-{uuid.uuid4().hex[:12]}"
+        self.retry = retry or RetryPolicy()
+        self._headers = {}
+        if token:
+            register_secret(token)
+            if ":" in token and not token.lower().startswith("bearer "):
+                register_secret(base64.b64encode(token.encode()).decode())
+                self._headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+            else:
+                self._headers["Authorization"] = "Bearer " + token.removeprefix("Bearer ").strip()
+        self._state: dict[str, dict] = {}
+        self._ws_task: asyncio.Task | None = None
+        self._ws_ok = False
+        self._missing: dict[str, int] = {}
+        self.calls: list[str] = []
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, call: str, *, safe: bool, **kw):
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=API_READ_TIMEOUT_S)
+        last = None
+        for attempt in range(self.retry.attempts if safe else 1):
+            if attempt:
+                await asyncio.sleep(self.retry.delay(attempt - 1))
+            self.calls.append(call)
+            try:
+                async with self.session.request(method, self.url + path, headers=self._headers, timeout=timeout,
+                                                allow_redirects=False, **kw) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+            except aiohttp.ClientConnectorError as e:
+                last = E.TransportError(f"Cannot connect to the ComfyUI server at {self.url} ({type(e).__name__})",
+                                        call=call, hint="Check that the server runs and the address in the "
+                                        "gateway's target (or Settings > GPUGeek) is right.")
+                continue
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                if not safe:
+                    raise E.SubmitUnknownError(f"The connection to {self.url} dropped after the prompt was sent "
+                                               f"({type(e).__name__})", call=call,
+                                               hint="The prompt may be queued there: check its queue before "
+                                                    "running again.") from None
+                last = E.TransportError(f"The connection to {self.url} failed ({type(e).__name__})", call=call)
+                continue
+            text = raw.decode("utf-8", "replace")
+            if status < 300:
+                try:
+                    return json.loads(text) if text.strip() else None
+                except ValueError:
+                    return text
+            if status in (401, 403):
+                raise E.AuthError(f"The ComfyUI server refused access (HTTP {status})", status=status, call=call,
+                                  hint="Set the server's token (user:password for basic auth) in Settings > GPUGeek "
+                                       "or GPUGEEK_TARGET_TOKEN.")
+            err = E.from_http(status, message=f"The ComfyUI server answered HTTP {status}: "
+                                              f"{_page_snippet(text)}", call=call)
+            err.body = text
+            if safe and _retryable_status(status):
+                last = err
+                continue
+            raise err
+        raise last
+
+    async def _ensure_ws(self) -> None:
+        if self._ws_task is not None:
+            return
+        ready = asyncio.Event()
+        self._ws_task = asyncio.ensure_future(self._listen(ready))
+        try:
+            await asyncio.wait_for(ready.wait(), WS_CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("No websocket from %s: progress is polled over HTTP", self.url)
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        ws_url = self.url.replace("http", "ws", 1) + "/ws?" + urlencode({"clientId": self.client_id})
+        try:
+            async with self.session.ws_connect(ws_url, headers=self._headers, heartbeat=30) as ws:
+                self._ws_ok = True
+                ready.set()
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        try:
+                            self._on_message(json.loads(msg.data))
+                        except (ValueError, TypeError, KeyError):
+                            continue
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            log.info("Websocket to %s ended: %s", self.url, type(e).__name__)
+        finally:
+            self._ws_ok = False
+            ready.set()
+
+    def _on_message(self, m: dict) -> None:
+        kind, data = m.get("type"), m.get("data") or {}
+        pid = data.get("prompt_id")
+        if pid is None or pid not in self._state:
+            return
+        st = self._state[pid]
+        if kind == "execution_start":
+            st["started"] = time.monotonic()
+        elif kind == "executing":
+            st.setdefault("started", time.monotonic())
+            st["node"] = data.get("node")
+            st["value"] = st["max"] = 0
+            if data.get("node") is None:
+                st["done"] = True
+        elif kind == "progress":
+            st["node"], st["value"], st["max"] = data.get("node"), int(data.get("value", 0)), int(data.get("max", 0))
+        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+            st["done"] = True
+            if kind == "execution_error":
+                st["error"] = f"{data.get('node_type', '')} #{data.get('node_id', '?')}: {data.get('exception_message', '')}".strip()
+
+    @property
+    def live(self) -> bool:
+        """True while the websocket follows the server: status() then reads local state only."""
+        return self._ws_ok
+
+    # ---- the target interface ----------------------------------------------------------------------
+    async def upload(self, data: bytes, file_name: str):
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=file_name, content_type="image/png")
+        form.add_field("subfolder", UPLOAD_SUBFOLDER)
+        form.add_field("type", "input")
+        form.add_field("overwrite", "true")
+        res = await self._request("POST", "/upload/image", "upload", safe=True, data=form)
+        name = (res or {}).get("name") or file_name
+        sub = (res or {}).get("subfolder") or ""
+        return (f"{sub}/{name}" if sub else name), time.time() + 30 * 86400
+
+    async def submit(self, prompt: dict, workflow_id=None) -> str:
+        await self._ensure_ws()
+        pid = str(uuid.uuid4())
+        self._state[pid] = {"queued": time.monotonic()}
+        try:
+            res = await self._request("POST", "/prompt", "submit", safe=False,
+                                      json={"prompt": prompt, "client_id": self.client_id, "prompt_id": pid})
+        except E.BadRequestError as e:
+            raise E.BadRequestError(self._node_errors(getattr(e, "body", ""), prompt) or e.message, status=e.status,
+                                    call="submit", hint="Fix the named nodes for that server (its models and node "
+                                    "types), or run this part elsewhere.") from None
+        got = (res or {}).get("prompt_id") if isinstance(res, dict) else None
+        if got and got != pid:
+            self._state[got] = self._state.pop(pid)
+            pid = got
+        return pid
+
+    @staticmethod
+    def _node_errors(body: str, prompt: dict) -> str:
+        """The server's node_errors, mapped onto the user's nodes (the cloud part keeps the user's ids)."""
+        try:
+            data = json.loads(body)
+        except (TypeError, ValueError):
+            return ""
+        parts = []
+        for nid, err in (data.get("node_errors") or {}).items():
+            title = ((prompt.get(nid) or {}).get("_meta") or {}).get("title") or err.get("class_type", "")
+            details = "; ".join(f"{e.get('message', '')}: {e.get('details', '')}".strip(": ")
+                                for e in err.get("errors", []))
+            parts.append(f"#{nid} {title}: {details}")
+        if not parts and isinstance(data.get("error"), dict):
+            parts.append(f"{data['error'].get('message', '')} {data['error'].get('details', '')}".strip())
+        return "The ComfyUI server refused the cloud part: " + " | ".join(parts) if parts else ""
+
+    async def status(self, task_id: str) -> TaskDetail:
+        st = self._state.setdefault(task_id, {})
+        started = st.get("started")
+        if self._ws_ok and not st.get("done"):
+            return self._detail(task_id, RUNNING if started else QUEUED, st)
+        hist = await self._request("GET", f"/history/{task_id}", "task status", safe=True)
+        if isinstance(hist, dict) and task_id in hist:
+            self._missing.pop(task_id, None)
+            return self._from_history(task_id, hist[task_id], st)
+        queue = await self._request("GET", "/queue", "task status", safe=True) or {}
+        running = [q[1] for q in queue.get("queue_running", []) if len(q) > 1]
+        pending = sorted((q for q in queue.get("queue_pending", []) if len(q) > 1), key=lambda q: q[0])
+        if task_id in running:
+            st.setdefault("started", time.monotonic())
+            return self._detail(task_id, RUNNING, st)
+        ids = [q[1] for q in pending]
+        if task_id in ids:
+            d = self._detail(task_id, QUEUED, st)
+            d.current_position, d.queue_size = ids.index(task_id) + 1 + len(running), len(ids) + len(running)
+            return d
+        self._missing[task_id] = self._missing.get(task_id, 0) + 1
+        if self._missing[task_id] >= MISSING_LIMIT:
+            raise E.NotFoundError(f"The ComfyUI server at {self.url} no longer knows prompt {task_id}",
+                                  call="task status", task_id=task_id,
+                                  hint="It may have restarted; run the workflow again.")
+        return self._detail(task_id, RUNNING if started else QUEUED, st)
+
+    def _detail(self, pid: str, status: int, st: dict) -> TaskDetail:
+        now = time.monotonic()
+        started = st.get("started")
+        return TaskDetail(prompt_id=pid, status=status, run_duration_ms=int((now - started) * 1000) if started else 0,
+                          queue_duration_ms=int(((started or now) - st.get("queued", now)) * 1000),
+                          node=st.get("node"), node_value=st.get("value", 0), node_max=st.get("max", 0),
+                          error_msg=st.get("error", ""))
+
+    def _from_history(self, pid: str, entry: dict, st: dict) -> TaskDetail:
+        status = entry.get("status") or {}
+        msgs = status.get("messages") or []
+        d = self._detail(pid, SUCCEEDED, st)
+        if status.get("status_str") == "error":
+            interrupted = any(m[0] == "execution_interrupted" for m in msgs if isinstance(m, list) and m)
+            d.status = CANCELLED if interrupted else FAILED
+            for m in msgs:
+                if isinstance(m, list) and len(m) > 1 and m[0] == "execution_error":
+                    e = m[1]
+                    d.error_msg = f"{e.get('node_type', '')} #{e.get('node_id', '?')}: {e.get('exception_message', '')}"
+            d.error_msg = d.error_msg or st.get("error", "") or "the cloud part failed"
+        starts = [m[1].get("timestamp") for m in msgs if isinstance(m, list) and len(m) > 1 and m[0] == "execution_start"]
+        ends = [m[1].get("timestamp") for m in msgs if isinstance(m, list) and len(m) > 1 and m[0] in
+                ("execution_success", "execution_error", "execution_interrupted")]
+        if starts and ends and starts[0] and ends[-1]:
+            d.run_duration_ms = int(ends[-1] - starts[0])
+        urls = {}
+        for node, out in (entry.get("outputs") or {}).items():
+            for key in ("images", "gifs", "videos", "audio", "animated"):
+                for f in out.get(key, []) or []:
+                    if isinstance(f, dict) and f.get("filename"):
+                        q = urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
+                                       "type": f.get("type", "output")})
+                        urls.setdefault(str(node), []).append(f"{self.url}/view?{q}")
+        d.result_url = urls
+        return d
+
+    async def cancel(self, task_id: str) -> None:
+        """Exactly this prompt: deleted while pending, interrupted by id while running."""
+        queue = await self._request("GET", "/queue", "cancel", safe=True) or {}
+        if any(len(q) > 1 and q[1] == task_id for q in queue.get("queue_pending", [])):
+            await self._request("POST", "/queue", "cancel", safe=True, json={"delete": [task_id]})
+        elif any(len(q) > 1 and q[1] == task_id for q in queue.get("queue_running", [])):
+            await self._request("POST", "/interrupt", "cancel", safe=True, json={"prompt_id": task_id})
+
+    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
+        headers = self._headers if urlsplit(url).netloc == self._host else None
+        return await download(self.session, url, max_bytes=max_bytes, retry=self.retry, log_calls=self.calls,
+                              headers=headers)
+
+    async def ping(self) -> str:
+        info = await self._request("GET", "/system_stats", "test", safe=True) or {}
+        version = ((info.get("system") or {}).get("comfyui_version")) if isinstance(info, dict) else None
+        return f"Connected to the ComfyUI server at {self.url}" + (f" (ComfyUI {version})." if version else ".")
+
+    async def close(self) -> None:
+        if self._ws_task is not None:
+            self._ws_task.cancel()
+            await asyncio.gather(self._ws_task, return_exceptions=True)

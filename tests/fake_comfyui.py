@@ -1,0 +1,212 @@
+"""A small fake of ComfyUI's own HTTP and websocket API (the second target), on a real socket on 127.0.0.1:
+/prompt (node_errors for unknown classes), /queue (list, delete), /interrupt (by prompt id), /history/{id},
+/view, /upload/image, /system_stats and /ws with execution_start / executing / progress / executed /
+execution_success / execution_error / execution_interrupted, run one prompt at a time like ComfyUI."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+import uuid
+
+from aiohttp import WSMsgType, web
+
+from fake_gpugeek import photo_png
+
+KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleBy", "SaveImage", "PreviewImage",
+         "EmptyImage", "VAEEncode", "VAEDecode", "KSampler", "CheckpointLoaderSimple", "CLIPTextEncode",
+         "EmptyLatentImage", "MaskToImage", "ImageBatch", "VAEEncodeForInpaint"}
+
+
+class FakeComfyUI:
+    def __init__(self, token: str | None = None, step_s: float = 0.01, steps: int = 5):
+        self.token = token
+        self.step_s, self.steps = step_s, steps
+        self.pending: list = []          # [number, prompt_id, prompt, client_id]
+        self.running: list | None = None
+        self.history: dict = {}
+        self.inputs: dict = {}           # "sub/name" -> bytes
+        self.outputs: dict = {}          # filename -> bytes
+        self.sockets: dict = {}          # client_id -> [ws]
+        self.calls: list = []
+        self.interrupts: list = []
+        self.deleted: list = []
+        self.fail_class: str | None = None
+        self._n = 0
+        self._interrupt = False
+
+    def _auth(self, request):
+        if self.token and request.headers.get("Authorization") not in (f"Bearer {self.token}",):
+            raise web.HTTPUnauthorized(text="unauthorized")
+
+    async def _send(self, client_id, kind, data):
+        for ws in list(self.sockets.get(client_id, [])):
+            try:
+                await ws.send_str(json.dumps({"type": kind, "data": data}))
+            except Exception:
+                pass
+
+    async def h_prompt(self, request):
+        self._auth(request)
+        self.calls.append("prompt")
+        body = await request.json()
+        prompt = body.get("prompt") or {}
+        errors = {nid: {"errors": [{"type": "invalid_prompt", "message": "Node type not found",
+                                    "details": node.get("class_type")}], "class_type": node.get("class_type")}
+                  for nid, node in prompt.items() if node.get("class_type") not in KNOWN}
+        if errors:
+            return web.json_response({"error": {"type": "prompt_outputs_failed_validation", "message":
+                                                "Prompt outputs failed validation", "details": ""},
+                                      "node_errors": errors}, status=400)
+        pid = body.get("prompt_id") or str(uuid.uuid4())
+        self._n += 1
+        self.pending.append([self._n, pid, prompt, body.get("client_id")])
+        return web.json_response({"prompt_id": pid, "number": self._n, "node_errors": {}})
+
+    async def worker(self):
+        while True:
+            if not self.pending:
+                await asyncio.sleep(0.005)
+                continue
+            item = self.pending.pop(0)
+            self.running = item
+            _, pid, prompt, cid = item
+            start = time.time() * 1000
+            msgs = [["execution_start", {"prompt_id": pid, "timestamp": start}]]
+            await self._send(cid, "execution_start", {"prompt_id": pid, "timestamp": start})
+            outputs, status = {}, "success"
+            self._interrupt = False
+            for nid in sorted(prompt):
+                node = prompt[nid]
+                await self._send(cid, "executing", {"node": nid, "display_node": nid, "prompt_id": pid})
+                if node["class_type"] == "KSampler" or node["class_type"] == "ImageInvert":
+                    for s in range(self.steps):
+                        await asyncio.sleep(self.step_s)
+                        if self._interrupt:
+                            break
+                        await self._send(cid, "progress", {"value": s + 1, "max": self.steps, "node": nid, "prompt_id": pid})
+                if self._interrupt:
+                    status = "interrupted"
+                    break
+                if node["class_type"] == self.fail_class:
+                    status = "error"
+                    err = {"prompt_id": pid, "node_id": nid, "node_type": node["class_type"],
+                           "exception_message": "CUDA out of memory", "exception_type": "RuntimeError",
+                           "timestamp": time.time() * 1000}
+                    msgs.append(["execution_error", err])
+                    await self._send(cid, "execution_error", err)
+                    break
+                if node["class_type"] in ("SaveImage", "PreviewImage"):
+                    src = prompt.get(str(node["inputs"]["images"][0]), {})
+                    data = None
+                    if src.get("class_type") == "LoadImage":
+                        data = self.inputs.get(src["inputs"]["image"])
+                    data = data or photo_png(32, 24, seed=len(self.outputs))
+                    fname = f"ComfyUI_{len(self.outputs):05d}_.png"
+                    self.outputs[fname] = data
+                    outputs[nid] = {"images": [{"filename": fname, "subfolder": "", "type": "output"}]}
+                    await self._send(cid, "executed", {"node": nid, "output": outputs[nid], "prompt_id": pid})
+            end = time.time() * 1000
+            if status == "interrupted":
+                msgs.append(["execution_interrupted", {"prompt_id": pid, "timestamp": end}])
+                await self._send(cid, "execution_interrupted", {"prompt_id": pid})
+            elif status == "success":
+                msgs.append(["execution_success", {"prompt_id": pid, "timestamp": end}])
+                await self._send(cid, "execution_success", {"prompt_id": pid, "timestamp": end})
+            await self._send(cid, "executing", {"node": None, "prompt_id": pid})
+            self.history[pid] = {"prompt": item, "outputs": outputs, "status": {
+                "status_str": "success" if status == "success" else "error", "completed": status == "success",
+                "messages": msgs}}
+            self.running = None
+
+    async def h_queue(self, request):
+        self._auth(request)
+        if request.method == "POST":
+            body = await request.json()
+            for pid in body.get("delete", []):
+                self.deleted.append(pid)
+                self.pending = [p for p in self.pending if p[1] != pid]
+            return web.Response(status=200)
+        return web.json_response({"queue_running": [self.running[:3]] if self.running else [],
+                                  "queue_pending": [p[:3] for p in self.pending]})
+
+    async def h_interrupt(self, request):
+        self._auth(request)
+        body = await request.json()
+        self.interrupts.append(body.get("prompt_id"))
+        if self.running and (not body.get("prompt_id") or body.get("prompt_id") == self.running[1]):
+            self._interrupt = True
+        return web.Response(status=200)
+
+    async def h_history(self, request):
+        self._auth(request)
+        pid = request.match_info["pid"]
+        return web.json_response({pid: self.history[pid]} if pid in self.history else {})
+
+    async def h_view(self, request):
+        self._auth(request)
+        name = request.query.get("filename", "")
+        data = self.outputs.get(name)
+        return web.Response(body=data, content_type="image/png") if data else web.Response(status=404)
+
+    async def h_upload(self, request):
+        self._auth(request)
+        self.calls.append("upload")
+        form = await request.post()
+        f = form["image"]
+        sub = form.get("subfolder", "")
+        key = f"{sub}/{f.filename}" if sub else f.filename
+        self.inputs[key] = f.file.read()
+        return web.json_response({"name": f.filename, "subfolder": sub, "type": "input"})
+
+    async def h_stats(self, request):
+        self._auth(request)
+        return web.json_response({"system": {"comfyui_version": "0.3.64-fake"}})
+
+    async def h_ws(self, request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        cid = request.query.get("clientId", "")
+        self.sockets.setdefault(cid, []).append(ws)
+        await ws.send_str(json.dumps({"type": "status", "data": {"sid": cid}}))
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                break
+        self.sockets[cid].remove(ws)
+        return ws
+
+    def start(self):
+        ready = threading.Event()
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            app = web.Application()
+            app.router.add_post("/prompt", self.h_prompt)
+            app.router.add_get("/queue", self.h_queue)
+            app.router.add_post("/queue", self.h_queue)
+            app.router.add_post("/interrupt", self.h_interrupt)
+            app.router.add_get("/history/{pid}", self.h_history)
+            app.router.add_get("/view", self.h_view)
+            app.router.add_post("/upload/image", self.h_upload)
+            app.router.add_get("/system_stats", self.h_stats)
+            app.router.add_get("/ws", self.h_ws)
+            runner = web.AppRunner(app, access_log=None)
+            self.loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+            self.loop.create_task(self.worker())
+            ready.set()
+            self.loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

@@ -1,0 +1,176 @@
+"""The second target: the same gateway offloading to a ComfyUI server (tests/fake_comfyui.py)."""
+import asyncio
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import mini_comfy
+from conftest import core, load_pack
+from fake_comfyui import FakeComfyUI
+from fake_gpugeek import photo_png
+
+pack = load_pack()
+import folder_paths  # noqa: E402
+import comfy.model_management as mm  # noqa: E402
+from server import PromptServer  # noqa: E402
+
+E = core("errors")
+C = core("config")
+T = core("target")
+
+
+@pytest.fixture
+def remote():
+    srv = FakeComfyUI().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def env(remote, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_TARGET", remote.url)
+    folder_paths.base = str(tmp_path / "comfy")
+    for d in ("input", "output", "temp", "user"):
+        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
+    import nodes
+    classes = mini_comfy.stub_classes()
+    classes.update(pack.NODE_CLASS_MAPPINGS)
+    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    mm.interrupt_flag = False
+    PromptServer.instance.sent.clear()
+    return classes
+
+
+def graph():
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "cloud",
+                                                                   "timeout_s": 30, "image_1": ["2", 0]}}}
+
+
+def execute(prompt, classes):
+    return asyncio.run(mini_comfy.execute(prompt, classes, PromptServer.instance))
+
+
+def test_round_trip_needs_no_key_and_reports_node_progress(env, remote):
+    remote.step_s = 0.1
+    results, ui, _ = execute(graph(), env)
+    pid = results["10"][6]
+    (fname, data), = [(k, v) for k, v in remote.outputs.items()]
+    im = torch.from_numpy(__import__("numpy").asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype("float32") / 255)
+    assert torch.equal(results["10"][0][0], im)
+    assert remote.history[pid]["status"]["status_str"] == "success"
+    live = [d for e, d, _ in PromptServer.instance.sent if e == "gpugeek.status" and d.get("cloud_node")]
+    assert any(d["cloud_node"] == "2" and d["cloud_max"] == 5 for d in live)
+    rec = pack.nodes.cloud.journal().by_prompt_id(pid)
+    assert rec["status"] == "succeeded" and rec["target"].startswith("comfyui@") and rec["target_url"] == remote.url
+
+
+def test_upload_boundary_honoured_and_not_reuploaded(env, remote):
+    Image.open(io.BytesIO(photo_png(16, 12, seed=2))).save(Path(folder_paths.get_input_directory(), "mine.png"))
+    p = {"1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
+         "5": {"class_type": "GPUGeekUploadImage", "inputs": {"image": ["1", 0]}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["5", 0]}},
+         "3": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "x"}},
+         "9": {"class_type": "LoadImage", "inputs": {"image": "x"}},
+         "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "cloud", "timeout_s": 30,
+                                                                "image_1": ["2", 0]}}}
+    del p["3"], p["9"]
+    execute(json.loads(json.dumps(p)), env)
+    assert remote.calls.count("upload") == 1
+    prompt = remote.history[list(remote.history)[-1]]["prompt"][2]
+    loader = prompt["gpugeek_in_0"]
+    assert loader["class_type"] == "LoadImage" and loader["inputs"]["image"].startswith("gpugeek/")
+    assert loader["inputs"]["image"] in remote.inputs
+    execute(json.loads(json.dumps(p)), env)
+    assert remote.calls.count("upload") == 1
+
+
+def test_node_errors_map_onto_the_users_nodes(env, remote):
+    p = graph()
+    p["2"] = {"class_type": "CloudOnlyUpscaler", "inputs": {"image": ["1", 0]}, "_meta": {"title": "My upscaler"}}
+    with pytest.raises(E.BadRequestError) as ei:
+        execute(p, env)
+    assert "#2 My upscaler" in str(ei.value) and "Node type not found" in str(ei.value)
+
+
+def test_cloud_failure_named(env, remote):
+    remote.fail_class = "ImageInvert"
+    with pytest.raises(E.TaskFailedError) as ei:
+        execute(graph(), env)
+    assert "CUDA out of memory" in str(ei.value) and "#2" in str(ei.value)
+
+
+@pytest.mark.parametrize("phase", ["pending", "running"])
+def test_stop_cancels_exactly_that_prompt(env, remote, phase):
+    remote.step_s = 0.5
+    other = {"1": {"class_type": "EmptyImage", "inputs": {}}, "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}
+    if phase == "pending":  # someone else's long prompt runs first
+        remote.pending.append([0, "someone-else", other, "another-client"])
+
+    def stop():
+        end = time.time() + 20
+        while time.time() < end:
+            mine = [p for p in remote.pending if p[1] != "someone-else"]
+            running_mine = remote.running and remote.running[1] != "someone-else"
+            if (phase == "pending" and mine) or (phase == "running" and running_mine):
+                time.sleep(0.3)
+                mm.interrupt_flag = True
+                return
+            time.sleep(0.02)
+    threading.Thread(target=stop, daemon=True).start()
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(graph(), env)
+    if phase == "pending":
+        assert len(remote.deleted) == 1 and remote.deleted[0] != "someone-else" and remote.interrupts == []
+    else:
+        assert len(remote.interrupts) == 1 and remote.interrupts[0] not in (None, "someone-else")
+        assert remote.deleted == []
+
+
+def test_two_gateways_both_finish(env, remote):
+    p = graph()
+    p["3"] = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 5}}
+    p["4"] = {"class_type": "ImageInvert", "inputs": {"image": ["3", 0]}}
+    p["20"] = {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "cloud", "timeout_s": 30,
+                                                               "image_1": ["4", 0]}}
+    results, _, _ = execute(p, env)
+    assert results["10"][0] is not None and results["20"][0] is not None
+    assert len(remote.history) == 2
+
+
+def test_per_gateway_target_overrides_settings(env, remote, monkeypatch, fake):
+    monkeypatch.setenv("GPUGEEK_TARGET", "gpugeek")
+    monkeypatch.delenv("GPUGEEK_API_KEY", raising=False)
+    p = graph()
+    p["10"]["inputs"]["target"] = remote.url
+    results, _, _ = execute(p, env)
+    assert results["10"][0] is not None and fake.calls == []
+
+
+def test_token_sent_and_lan_http_needs_opt_in(monkeypatch):
+    srv = FakeComfyUI(token="tok-123456789").start()
+    try:
+        cfg = C.Config(api_key=None, target=srv.url, target_token="tok-123456789")
+
+        async def go():
+            async with T.open_target(cfg) as t:
+                return await t.ping()
+        assert "ComfyUI 0.3.64-fake" in asyncio.run(go())
+        cfg.target_token = "wrong"
+        with pytest.raises(E.AuthError):
+            asyncio.run(go())
+    finally:
+        srv.stop()
+    monkeypatch.setenv("GPUGEEK_TARGET", "http://192.168.1.20:8188")
+    cfg = C.load_config()
+    assert cfg.problems and "unencrypted" in cfg.problems[0]
+    monkeypatch.setenv("GPUGEEK_ALLOW_LAN_HTTP", "1")
+    assert C.load_config().target == "http://192.168.1.20:8188"
