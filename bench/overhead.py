@@ -30,10 +30,39 @@ KEY = "sk-bench-0000000000000000"
 WF = "123456789012345"
 
 
+class RemoteFake:
+    """The fake GPUGeek server in its own process (as the platform is): the client alone is measured."""
+
+    def __init__(self, task_s: float):
+        import socket
+        import subprocess
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_gpugeek.py"), "--port", str(port),
+                                      "--key", KEY, "--run-s", str(task_s), "--size", "1024", "--batch", "4"],
+                                     cwd=str(ROOT / "tests"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.time() + 30
+        while time.time() < end:
+            try:
+                requests.get(self.base_url + "/_fake/stats", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("the fake server did not start")
+
+    def task(self, pid: str) -> dict:
+        return next(t for t in requests.get(self.base_url + "/_fake/stats").json()["tasks"] if t["prompt_id"] == pid)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def setup(task_s: float):
     os.environ["GPUGEEK_HOME"] = tempfile.mkdtemp(prefix="gpugeek-bench-")
     from conftest import load_pack
-    from fake_gpugeek import FakeGPUGeek
     pack = load_pack()
     import folder_paths
     import mini_comfy
@@ -41,8 +70,7 @@ def setup(task_s: float):
     folder_paths.base = tempfile.mkdtemp(prefix="comfy-bench-")
     for d in ("input", "output", "temp", "user"):
         os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    fake = FakeGPUGeek(api_key=KEY, run_s=task_s).start()
-    fake.task_opts.update(size=1024, batch=4)
+    fake = RemoteFake(task_s)
     os.environ["GPUGEEK_API_KEY"] = KEY
     os.environ["GPUGEEK_BASE_URL"] = fake.base_url
     classes = mini_comfy.stub_classes()
@@ -69,9 +97,8 @@ def run_ours(fake, classes, seed: int):
     t0 = time.perf_counter()
     results, _, _ = asyncio.run(mini_comfy.execute(p, classes, PromptServer.instance))
     wall = time.perf_counter() - t0
-    task = fake.tasks[results["10"][6]]
     assert results["10"][0].shape == (4, 1024, 1024, 3)
-    return wall, task
+    return wall, fake.task(results["10"][6])
 
 
 def run_naive(fake):
@@ -95,11 +122,11 @@ def run_naive(fake):
     batch = torch.stack(imgs)
     wall = time.perf_counter() - t0
     assert batch.shape == (4, 1024, 1024, 3)
-    return wall, fake.tasks[str(pid)]
+    return wall, fake.task(str(pid))
 
 
-def lifetime(task) -> float:
-    return (task.finished_at or (task.created + task.queue_s + task.run_s)) - task.created
+def lifetime(task: dict) -> float:
+    return task["lifetime"]
 
 
 def main(runs: int = 5, task_s: float = 2.37) -> dict:
@@ -120,11 +147,44 @@ def main(runs: int = 5, task_s: float = 2.37) -> dict:
         row("overhead, re-run (history of this part)", f"{o * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / o,
             "< 150 ms", o < 0.150)
         row("overhead, first run (no history)", f"{first * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / first)
-        polls = ours_task.polls
+        polls = ours_task["polls"]
         row("status polls per task (ours, last run)", f"{polls}", "", None, f"task {task_s:.1f} s")
         return {"overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3, "polls": polls}
     finally:
         fake.stop()
+
+
+def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
+    """The same measure with the second target: a ComfyUI server (tests/fake_comfyui.py) whose prompt runs a
+    fixed time and returns four photo-like 1024x1024 PNGs; the lifetime is the server's own."""
+    from fake_comfyui import FakeComfyUI
+    srv = FakeComfyUI(size=1024, files=4, run_s=task_s).start()
+    os.environ["GPUGEEK_TARGET"] = srv.url
+    try:
+        import json
+
+        import mini_comfy
+        from server import PromptServer
+        _, fake, classes = setup(0.1)
+        fake.stop()
+        over = []
+        for i in range(runs + 1):
+            p = json.loads(json.dumps(PROMPT))
+            t0 = time.monotonic()
+            results, _, _ = asyncio.run(mini_comfy.execute(p, classes, PromptServer.instance))
+            wall = time.monotonic() - t0
+            pid = results["10"][6]
+            assert results["10"][0].shape == (4, 1024, 1024, 3)
+            life = srv.finished_at[pid] - srv.started_at[pid]
+            if i:  # the first run warms the websocket path and the journal's history
+                over.append(wall - life)
+        o = statistics.median(over)
+        header(f"offload overhead, ComfyUI server target: {task_s:.2f} s prompt, 4 x 1024x1024 PNG back, loopback")
+        row("overhead, ComfyUI target (websocket)", f"{o * 1e3:.0f} ms", "", None, "< 150 ms", o < 0.150)
+        return {"comfyui_overhead_ms": o * 1e3}
+    finally:
+        os.environ.pop("GPUGEEK_TARGET", None)
+        srv.stop()
 
 
 if __name__ == "__main__":
@@ -133,3 +193,4 @@ if __name__ == "__main__":
     ap.add_argument("--task-s", type=float, default=2.37)  # not a whole second: no lucky alignment
     a = ap.parse_args()
     main(a.runs, a.task_s)
+    comfyui_target(a.runs, a.task_s)

@@ -22,3 +22,4 @@ if __name__ == "__main__":
     plan.main()
     poll.main()
     overhead.main()
+    overhead.comfyui_target()

@@ -6,6 +6,7 @@ nodes) to 0.8, where the V3 API is still moving; hidden inputs carry the queue-t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -160,22 +161,23 @@ class GPUGeekCloudExecute:
                                               "expected": expected, "cloud_node": detail.node,
                                               "cloud_value": detail.node_value, "cloud_max": detail.node_max})
 
-        wanted = {o["save"] for m in [plan] for o in plan.get("outputs", []) if o.get("save")}
-        wanted |= set(plan.get("user_outputs", []))
         async with cloud.open_target(cfg, where) as tgt:
             outcome = await run_plan(
                 plan, target=tgt, journal=cloud.journal(), uploads=cloud.uploads(), values=values,
                 workflow_id=wf, timeout_s=timeout_s, interrupted=comfy.interrupted, on_event=on_event,
                 read_file=_read_input_file, daily_limit=cfg.daily_limit, label=label,
                 meta={"node": str(unique_id), "target_url": where},
-                fetch_nodes=None if plan.get("members", [None])[1:] else wanted)
+                # merged gateways read this task's files too: fetch them all here; otherwise the files are
+                # fetched below, each decoded as soon as it arrives
+                fetch_nodes=None if plan.get("members", [None])[1:] else set())
+            result = await self._deliver(plan, kw, outcome.detail, outcome.files, outcome.journal_key, tgt)
         bar.set(100)
-        result = await self._deliver(plan, kw, outcome.detail, outcome.files, outcome.journal_key)
         elapsed = time.monotonic() - started
         result["ui"]["gpugeek"] = [{"state": "done", "task_id": outcome.prompt_id, "run_ms": outcome.detail.run_duration_ms,
                                     "queue_ms": outcome.detail.queue_duration_ms, "price": outcome.detail.origin_price,
                                     "wall_s": round(elapsed, 3), "uploaded_bytes": outcome.uploaded_bytes}]
-        _FILES[outcome.prompt_id] = outcome.files  # merged gateways of this run read them from here
+        if plan.get("members", [None])[1:]:
+            _FILES[outcome.prompt_id] = outcome.files  # merged gateways of this run read them from here
         while len(_FILES) > _FILES_KEPT:
             _FILES.pop(next(iter(_FILES)))
         return result
@@ -193,43 +195,73 @@ class GPUGeekCloudExecute:
                 files = await fetch_results(detail, tgt, {o.get("save") for o in plan["outputs"]})
         comfy.progress_text(f"Shared task {task_id}", unique_id)
         detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED)
-        return await self._deliver(plan, kw, detail, files, None, save_user_outputs=False)
+        return await self._deliver(plan, kw, detail, files, None, None, save_user_outputs=False)
 
-    async def _deliver(self, plan, kw, detail, files, journal_key, save_user_outputs=True):
-        """Decode each output's files into tensors, save cloud files into the output folder, preview them."""
+    async def _deliver(self, plan, kw, detail, files, journal_key, target, save_user_outputs=True):
+        """Decode each output's files into tensors (fetching what is not here yet, each file decoded as soon
+        as it arrives), save the cloud files into the output folder and preview them."""
         outs = [None] * len(P.GATEWAY_OUTPUTS)
         previews, saved = [], []
         folder = os.path.join(comfy.output_dir(), RESULTS_SUBFOLDER)
+        files = dict(files)
+        # one decoding thread: libspng holds the GIL, so decodes in parallel threads only fight each other;
+        # one thread decodes each file while the next ones download
+        decoder = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-decode")
+        loop = asyncio.get_running_loop()
+
+        async def fetch_into(node, dec=None):
+            urls = [u for u in detail.result_url.get(node, [])]
+            got = [None] * len(urls)
+
+            async def one(i, url):
+                data = await target.fetch(url)
+                got[i] = (url, data)
+                if dec is not None:
+                    await loop.run_in_executor(decoder, dec.add, i, data)
+            await gather_bounded([one(i, u) for i, u in enumerate(urls)])
+            files[node] = got
+            return len(urls)
 
         async def decode(o):
-            got = [d for _, d in files.get(o["save"], [])]
-            if not got:
+            node = o["save"]
+            have = files.get(node)
+            count = len(have) if have is not None else len(detail.result_url.get(node, []))
+            if not count:
                 raise E.ResultError(f"The cloud task returned no file for {P.GATEWAY_OUTPUTS[o['slot']]}",
                                     task_id=detail.prompt_id, call="results")
-            image, mask = await asyncio.to_thread(codec.decode_batch, got, 2)
+            dec = codec.BatchDecoder(count)
+            if have is None:
+                await fetch_into(node, dec)
+            else:
+                await loop.run_in_executor(decoder, lambda: [dec.add(i, d) for i, (_, d) in enumerate(have)])
+            image, _mask = dec.result()
             return o, (image[..., 0].contiguous() if o["kind"] == "mask" else image)
 
         for o in plan.get("outputs", []):
             if o["kind"] == "pass":
                 outs[o["slot"]] = kw.get(o["input"])
-        # keep every paid file: results into output/gpugeek, previewed on the node (saved while decoding)
+        # keep every paid file: results into output/gpugeek, previewed on the node
         nodes = [o["save"] for o in plan.get("outputs", []) if o.get("save")]
         if save_user_outputs:
             nodes += plan.get("user_outputs", [])
 
+        extra = [n for n in (plan.get("user_outputs", []) if save_user_outputs else []) if n not in files]
+        try:
+            decoded = await gather_bounded([decode(o) for o in plan.get("outputs", []) if o["kind"] != "pass"]
+                                           + [fetch_into(n) for n in extra], limit=4)
+        finally:
+            decoder.shutdown(wait=False)
+        decoded = [d for d in decoded if isinstance(d, tuple)]
+
         def save_all():
             for node in nodes:
-                for i, (url, data) in enumerate(files.get(node, [])):
+                for i, (url, data) in enumerate(files.get(node) or []):
                     name = safe_file_name(url, f"{detail.prompt_id}_{node}_{i}")
                     path = save_into(folder, f"{detail.prompt_id}_{name}", data)
                     saved.append(str(path))
                     if path.suffix.lower() in IMAGE_EXTS:
                         previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
-        saving = asyncio.ensure_future(asyncio.to_thread(save_all))
-        try:
-            decoded = await gather_bounded([decode(o) for o in plan.get("outputs", []) if o["kind"] != "pass"], limit=4)
-        finally:
-            await saving
+        await asyncio.to_thread(save_all)
         for o, t in decoded:
             outs[o["slot"]] = t
         if journal_key:

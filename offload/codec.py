@@ -166,83 +166,91 @@ def _fit(rgb, alpha, w: int, h: int):
     return fit_one(rgb), (fit_one(alpha) if alpha is not None else None)
 
 
+class BatchDecoder:
+    """Files -> one IMAGE batch [B,H,W,3] and its MASK, each file decoded and written into its slot of one
+    preallocated tensor as soon as it arrives (so decoding overlaps the downloads), then freed: the peak is
+    the final tensor plus about one decoded file per thread. The first file's size (after EXIF rotation)
+    is the batch's; files that arrive before it wait decoded; files of another size are fitted to it
+    (scaled and centre-cropped, as ComfyUI's ImageBatch does). ``add`` may be called from several threads."""
+
+    def __init__(self, count: int):
+        if count <= 0:
+            raise ResultError("No result files to decode", call="decode")
+        import threading
+        self.count = count
+        self.image = None
+        self.mask = None
+        self._waiting: dict = {}
+        self._lock = threading.Lock()
+        self._done = 0
+
+    def add(self, i: int, data: bytes, use_spng: bool = True) -> None:
+        check_size(*image_size(data))
+        decoded = decode_array(data, use_spng)
+        with self._lock:
+            if self.image is None and i != 0:
+                self._waiting[i] = decoded
+                return
+            if self.image is None:
+                self._allocate(decoded[0].shape[:2])
+            ready = [(i, decoded)] + (sorted(self._waiting.items()) if i == 0 else [])
+            self._waiting.clear() if i == 0 else None
+        for j, dec in ready:
+            self._put(j, dec)
+
+    def _allocate(self, hw) -> None:
+        import torch
+        h0, w0 = hw
+        need = self.count * h0 * w0 * 4 * 4
+        if need > MAX_BATCH_BYTES:
+            raise ResultError(f"{self.count} result images of {w0}x{h0} would need {need >> 20} MB of memory, "
+                              f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
+        self.image = torch.empty((self.count, h0, w0, 3), dtype=torch.float32)
+
+    def _put(self, i: int, decoded) -> None:
+        import torch
+        rgb, alpha = decoded
+        b, h0, w0 = self.image.shape[:3]
+        if rgb.shape[:2] != (h0, w0):
+            rgb, alpha = _fit(rgb, alpha, w0, h0)
+        # numpy writes straight into the tensor, with the same float32 division as ComfyUI's LoadImage
+        np.divide(rgb, np.float32(_max_of(rgb)), out=self.image.numpy()[i], dtype=np.float32, casting="unsafe")
+        if alpha is not None:
+            with self._lock:
+                if self.mask is None:
+                    self.mask = torch.zeros((b, h0, w0), dtype=torch.float32)
+            m = self.mask[i].numpy()
+            np.divide(alpha, np.float32(_max_of(alpha)), out=m, dtype=np.float32, casting="unsafe")
+            np.subtract(np.float32(1.0), m, out=m)
+        with self._lock:
+            self._done += 1
+
+    def result(self):
+        import torch
+        if self.image is None or self._done != self.count:
+            raise ResultError(f"Only {self._done} of {self.count} result files could be decoded", call="decode")
+        mask = self.mask if self.mask is not None else torch.zeros((self.count, 64, 64), dtype=torch.float32)
+        return self.image, mask
+
+
 def decode_batch(files: list[bytes], threads: int = 1):
     """Several files -> (IMAGE [B,H,W,3], MASK [B,H,W] or [B,64,64] zeros when none has alpha).
 
-    The batch is one tensor allocated up front; each file is decoded and copied into its slot, then
-    freed, so the peak is the final tensor plus about one decoded file per thread. The first file's size
-    (after EXIF rotation) is the batch's; files of another size are fitted to it, as ComfyUI's ImageBatch
-    does. ``threads`` > 1 decodes the files after the first in parallel threads, with Pillow."""
-    import threading
-
-    import torch
-
+    ``threads`` > 1 decodes in parallel threads with Pillow (which releases the GIL while it decodes;
+    libspng's binding does not)."""
     if not files:
         raise ResultError("No result files to decode", call="decode")
-    sizes = [image_size(d) for d in files]
-    for w, h in sizes:
-        check_size(w, h)
-    b = len(files)
-    parallel = threads > 1 and b > 1
-    # The batch takes the first file's size after EXIF rotation; a PNG without an eXIf chunk (what ComfyUI
-    # saves) is known from its header, anything else is decoded first to learn it.
-    first = None
-    if sniff(files[0]) == "png" and not _png_header(files[0])[4]:
-        w0, h0 = sizes[0]
-    else:
-        first = decode_array(files[0])
-        h0, w0 = first[0].shape[:2]
-    need = b * h0 * w0 * 4 * 4
-    if need > MAX_BATCH_BYTES:
-        raise ResultError(f"{b} result images of {w0}x{h0} would need {need >> 20} MB of memory, above the "
-                          f"{MAX_BATCH_BYTES >> 20} MB limit", call="decode")
-    image = torch.empty((b, h0, w0, 3), dtype=torch.float32)
-    state = {"mask": None}
-    lock = threading.Lock()
-    img_np = image.numpy()  # a view: numpy writes straight into the tensor (one pass, GIL released)
-    # Fresh memory costs a page fault per 4 KB on first write (~20 ms for four 1024x1024 images): a thread
-    # touches each slot's pages while the files decode, and each slot is written only once it is ready.
-    ready = [threading.Event() for _ in range(b)]
-
-    def prefault():
-        flat = img_np.reshape(b, -1)
-        for i in range(b):
-            flat[i, ::1024] = 0.0  # one write per 4 KB page
-            ready[i].set()
-    toucher = threading.Thread(target=prefault, daemon=True)
-    toucher.start()
-
-    def put(i, decoded):
-        rgb, alpha = decoded
-        ready[i].wait()
-        if rgb.shape[:2] != (h0, w0):
-            rgb, alpha = _fit(rgb, alpha, w0, h0)
-        # the same float32 division as ComfyUI's LoadImage: bit-exact
-        np.divide(rgb, np.float32(_max_of(rgb)), out=img_np[i], dtype=np.float32, casting="unsafe")
-        if alpha is not None:
-            with lock:
-                if state["mask"] is None:
-                    state["mask"] = torch.zeros((b, h0, w0), dtype=torch.float32)
-            m = state["mask"][i].numpy()
-            np.divide(alpha, np.float32(_max_of(alpha)), out=m, dtype=np.float32, casting="unsafe")
-            np.subtract(np.float32(1.0), m, out=m)
-
-    start = 0
-    if first is not None:
-        put(0, first)
-        del first
-        start = 1
-    if parallel:
-        # Pillow releases the GIL while it decodes (libspng's binding does not), so parallel threads use it.
+    for d in files:
+        check_size(*image_size(d))
+    dec = BatchDecoder(len(files))
+    if threads > 1 and len(files) > 1:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=threads) as ex:
-            list(ex.map(lambda i: put(i, decode_array(files[i], use_spng=False)), range(start, b)))
+            list(ex.map(lambda i: dec.add(i, files[i], use_spng=False), range(len(files))))
     else:
-        for i in range(start, b):
-            put(i, decode_array(files[i]))
-    toucher.join()
-    mask = state["mask"] if state["mask"] is not None else torch.zeros((b, 64, 64), dtype=torch.float32)
-    return image, mask
+        for i, d in enumerate(files):
+            dec.add(i, d)
+    return dec.result()
 
 
 def decode_mask_batch(files: list[bytes]):

@@ -263,6 +263,13 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
 
     # ---- build the local prompt and the plans --------------------------------------------------------
     local = copy.deepcopy(prompt)
+    # A merged group is sent as one task: if one of its gateways cannot be sent, none of them can.
+    for L, ms in members.items():
+        bad = [g for g in ms if refusals[g]]
+        for g in ms:
+            if bad and not refusals[g]:
+                refusals[g].append(f"{_label(prompt, g)} shares its cloud part with {_label(prompt, bad[0])}, which "
+                                   "cannot be sent: fix that gateway first.")
     # A refused group keeps its nodes here, so ComfyUI reports only real problems besides the refusal
     # (never a dangling link); nothing of it runs, as the gateway fails validation.
     refused_groups = {L for L in members if any(refusals[g] for g in members[L])}

@@ -18,6 +18,8 @@ MIN_DELAY_S = 0.04
 MAX_RUNNING_DELAY_S = 5.0
 # Share of the poll budget (one request per second of task time) spent in the window around the end.
 WINDOW_BUDGET = 0.75
+# Tasks shorter than this get the window budget of a task this long (a handful of extra requests).
+SHORT_TASK_S = 10.0
 # Without an expectation: start fast (short tasks end in a second or two), slow to ~1 poll a second.
 BLIND_START_S = 0.15
 BLIND_SLOPE = 0.2
@@ -41,7 +43,9 @@ class PollSchedule:
         if self.expected:
             spread = spread_s if spread_s is not None and spread_s > 0 else self.expected * DEFAULT_SPREAD
             self.window = min(self.expected / 2, max(0.15, 2 * spread))
-            self.dense = min(BLIND_CAP_S, max(MIN_DELAY_S, 2 * self.window / (WINDOW_BUDGET * self.expected)))
+            # a short task's few polls cost little: budget as if it lasted at least SHORT_TASK_S
+            budget = WINDOW_BUDGET * max(self.expected, SHORT_TASK_S)
+            self.dense = min(BLIND_CAP_S, max(MIN_DELAY_S, 2 * self.window / budget))
         self._overdue = 0
 
     def next_delay(self, d: TaskDetail) -> float:

@@ -32,7 +32,7 @@ DEFAULT_TIMEOUT_S = 1800
 # While status calls fail (network down), wait this long between tries; the task keeps running remotely.
 STATUS_RETRY_S = 2.0
 # With a live target (a ComfyUI server's websocket) the status is local state: look at it this often.
-LIVE_STATUS_S = 0.05
+LIVE_STATUS_S = 0.02
 
 
 class Interrupted(Exception):

@@ -21,8 +21,12 @@ KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleB
 
 
 class FakeComfyUI:
-    def __init__(self, token: str | None = None, step_s: float = 0.01, steps: int = 5):
+    def __init__(self, token: str | None = None, step_s: float = 0.01, steps: int = 5, size: int = 32,
+                 files: int = 1, run_s: float = 0.0):
         self.token = token
+        self.size, self.files, self.run_s = size, files, run_s
+        self.finished_at: dict = {}     # prompt id -> time.monotonic() when it finished
+        self.started_at: dict = {}
         self.step_s, self.steps = step_s, steps
         self.pending: list = []          # [number, prompt_id, prompt, client_id]
         self.running: list | None = None
@@ -74,6 +78,7 @@ class FakeComfyUI:
             self.running = item
             _, pid, prompt, cid = item
             start = time.time() * 1000
+            self.started_at[pid] = time.monotonic()
             msgs = [["execution_start", {"prompt_id": pid, "timestamp": start}]]
             await self._send(cid, "execution_start", {"prompt_id": pid, "timestamp": start})
             outputs, status = {}, "success"
@@ -103,11 +108,15 @@ class FakeComfyUI:
                     data = None
                     if src.get("class_type") == "LoadImage":
                         data = self.inputs.get(src["inputs"]["image"])
-                    data = data or photo_png(32, 24, seed=len(self.outputs))
-                    fname = f"ComfyUI_{len(self.outputs):05d}_.png"
-                    self.outputs[fname] = data
-                    outputs[nid] = {"images": [{"filename": fname, "subfolder": "", "type": "output"}]}
+                    outputs[nid] = {"images": []}
+                    for _k in range(self.files):
+                        img = data or photo_png(self.size, self.size if self.size != 32 else 24, seed=len(self.outputs))
+                        fname = f"ComfyUI_{len(self.outputs):05d}_.png"
+                        self.outputs[fname] = img
+                        outputs[nid]["images"].append({"filename": fname, "subfolder": "", "type": "output"})
                     await self._send(cid, "executed", {"node": nid, "output": outputs[nid], "prompt_id": pid})
+            if self.run_s:
+                await asyncio.sleep(max(0.0, self.run_s - (time.monotonic() - self.started_at[pid])))
             end = time.time() * 1000
             if status == "interrupted":
                 msgs.append(["execution_interrupted", {"prompt_id": pid, "timestamp": end}])
@@ -115,11 +124,12 @@ class FakeComfyUI:
             elif status == "success":
                 msgs.append(["execution_success", {"prompt_id": pid, "timestamp": end}])
                 await self._send(cid, "execution_success", {"prompt_id": pid, "timestamp": end})
-            await self._send(cid, "executing", {"node": None, "prompt_id": pid})
             self.history[pid] = {"prompt": item, "outputs": outputs, "status": {
                 "status_str": "success" if status == "success" else "error", "completed": status == "success",
                 "messages": msgs}}
+            self.finished_at[pid] = time.monotonic()
             self.running = None
+            await self._send(cid, "executing", {"node": None, "prompt_id": pid})
 
     async def h_queue(self, request):
         self._auth(request)

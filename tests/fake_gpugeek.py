@@ -407,6 +407,7 @@ class FakeGPUGeek:
         """For end-to-end tests that run the fake as a separate process (not part of GPUGeek's API)."""
         now = time.monotonic()
         tasks = [{"prompt_id": t.prompt_id, "status": self.status_of(t)[0], "created_ago": now - t.created,
+                  "lifetime": ((t.finished_at - t.created) if t.finished_at else None),
                   "finished_ago": (now - t.finished_at) if t.finished_at else None,
                   "cancelled": t.cancelled_at is not None, "polls": t.polls} for t in self.tasks.values()]
         return web.json_response({"calls": {c: self.count(c) for c in (CALL_PRESIGN, CALL_PUT, CALL_SUBMIT,
@@ -471,8 +472,11 @@ def main(argv=None):
     ap.add_argument("--comfy", default="")
     ap.add_argument("--queue-s", type=float, default=0.0)
     ap.add_argument("--run-s", type=float, default=1.0)
+    ap.add_argument("--size", type=int, default=64, help="side of the generated result images")
+    ap.add_argument("--batch", type=int, default=1, help="files per save node")
     args = ap.parse_args(argv)
     srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s)
+    srv.task_opts.update(size=args.size, batch=args.batch)
     if args.comfy:
         from comfy_backend import ComfyBackend
         srv.backend = ComfyBackend(args.comfy)

@@ -258,3 +258,85 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         b.close()
     for text in [saved, storage, html] + frames:
         assert KEY not in text
+
+
+# ---- the second target: the same gateway, straight to the second real ComfyUI (nothing between) -------
+
+def exact(gw="40", target="", color=0x00FF00):
+    """A cloud part whose 8-bit result is exact (inverting 0 and 255), so pixels can be compared."""
+    p = cheap(color=color, gw=gw)
+    p[gw]["inputs"]["target"] = target
+    return p
+
+
+def saved_pixels(stack, h, node):
+    import numpy as np
+    from PIL import Image
+    f = h["outputs"][node]["images"][0]
+    return np.asarray(Image.open(stack["tmp"] / "out" / f["filename"]).convert("RGB"))
+
+
+def test_comfyui_target_round_trip_equals_local_run(stack):
+    h = history(stack, post(stack, exact(target=stack["cloud"])).json()["prompt_id"])
+    assert h["status"]["status_str"] == "success", h["status"]
+    p = exact()
+    p["40"]["inputs"]["run_on"] = "local"
+    h2 = history(stack, post(stack, p).json()["prompt_id"])
+    assert (saved_pixels(stack, h, "404") == saved_pixels(stack, h2, "404")).all()
+    local = json.loads(h["prompt"][2]["40"]["inputs"]["gpugeek_plan"])
+    assert local["nodes"] == ["401", "402"]
+
+
+def test_comfyui_target_upload_boundary_not_reuploaded(stack):
+    p = {"51": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+         "52": {"class_type": "GPUGeekUploadImage", "inputs": {"image": ["51", 0]}},
+         "53": {"class_type": "ImageInvert", "inputs": {"image": ["52", 0]}},
+         "50": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "cloud", "timeout_s": 120,
+                                                                "image_1": ["53", 0], "target": stack["cloud"]}},
+         "54": {"class_type": "SaveImage", "inputs": {"filename_prefix": "e2e_up", "images": ["50", 0]}}}
+    h = history(stack, post(stack, p).json()["prompt_id"])
+    assert h["status"]["status_str"] == "success", h["status"]
+    cloud_inputs = Path(COMFY) / "input" / "gpugeek"
+    files = {f: f.stat().st_mtime_ns for f in cloud_inputs.glob("*.png")}
+    assert files
+    p["53"]["class_type"] = "ImageInvert"
+    p["54"]["inputs"]["filename_prefix"] = "e2e_up2"   # a new local output: the graph runs again
+    p["50"]["inputs"]["timeout_s"] = 121               # and the gateway too (its inputs changed)
+    h = history(stack, post(stack, p).json()["prompt_id"])
+    assert h["status"]["status_str"] == "success"
+    assert {f: f.stat().st_mtime_ns for f in cloud_inputs.glob("*.png")} == files  # nothing uploaded again
+
+
+def test_comfyui_target_stop_cancels_only_that_prompt(stack):
+    heavy = {"61": {"class_type": "EmptyImage", "inputs": {"width": 4096, "height": 4096, "batch_size": 1, "color": 0}},
+             "62": {"class_type": "ImageScaleBy", "inputs": {"upscale_method": "lanczos", "scale_by": 2.0, "image": ["61", 0]}},
+             "60": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "cloud", "timeout_s": 300,
+                                                                    "image_1": ["62", 0], "target": stack["cloud"]}}}
+    pid = post(stack, heavy).json()["prompt_id"]
+    end = time.time() + 60
+    while time.time() < end and not requests.get(stack["cloud"] + "/queue").json()["queue_running"]:
+        time.sleep(0.1)
+    mine = requests.get(stack["cloud"] + "/queue").json()["queue_running"][0][1]
+    other = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "someone_else"}}}
+    other_id = requests.post(stack["cloud"] + "/prompt", json={"prompt": other, "client_id": "someone"}).json()["prompt_id"]
+    requests.post(stack["local"] + "/interrupt", json={}, timeout=10)
+    h = history(stack, pid)
+    assert "interrupted" in json.dumps(h["status"]).lower()
+    end = time.time() + 60
+    while time.time() < end:
+        ch = requests.get(f"{stack['cloud']}/history/{other_id}").json()
+        if other_id in ch:
+            break
+        time.sleep(0.2)
+    assert ch[other_id]["status"]["status_str"] == "success"       # the other user's prompt still ran
+    mh = requests.get(f"{stack['cloud']}/history/{mine}").json()[mine]
+    assert "execution_interrupted" in json.dumps(mh["status"])       # ours was interrupted there
+
+
+def test_comfyui_target_two_gateways_both_finish(stack):
+    p = exact(gw="70", target=stack["cloud"])
+    p.update(exact(gw="80", target=stack["cloud"], color=0xFF00FF))
+    h = history(stack, post(stack, p).json()["prompt_id"])
+    assert h["status"]["status_str"] == "success"
+    assert "704" in h["outputs"] and "804" in h["outputs"]

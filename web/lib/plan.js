@@ -216,6 +216,15 @@ export function makePlan(prompt, classes) {
     }
   }
 
+  // a merged group is sent as one task: if one of its gateways cannot be sent, none of them can
+  for (const ms of Object.values(members)) {
+    const bad = ms.filter((g) => refusals[g].length);
+    for (const g of ms) {
+      if (bad.length && !refusals[g].length) {
+        refusals[g].push(`${label(prompt, g)} shares its cloud part with ${label(prompt, bad[0])}, which cannot be sent: fix that gateway first.`);
+      }
+    }
+  }
   const roles = {};
   for (const n of ids) roles[n] = n in owner ? (needed.has(n) ? "both" : "cloud") : "local";
   const refusedGroups = new Set(Object.keys(members).filter((L) => members[L].some((g) => refusals[g].length)));
