@@ -340,3 +340,16 @@ def test_comfyui_target_two_gateways_both_finish(stack):
     h = history(stack, post(stack, p).json()["prompt_id"])
     assert h["status"]["status_str"] == "success"
     assert "704" in h["outputs"] and "804" in h["outputs"]
+
+
+def test_unchanged_cloud_part_served_by_comfyui_cache_and_changes_rerun(stack):
+    p = cheap(gw="90", color=0x123456)
+    h = history(stack, post(stack, p).json()["prompt_id"])
+    assert h["status"]["status_str"] == "success"
+    n = stats(stack)["calls"]["submit"]
+    p["904"]["inputs"]["filename_prefix"] = "again"   # only a local change: the gateway is cached
+    history(stack, post(stack, p).json()["prompt_id"])
+    assert stats(stack)["calls"]["submit"] == n
+    p["901"]["inputs"]["width"] = 100                 # a widget in the cloud part: it runs again
+    history(stack, post(stack, p).json()["prompt_id"])
+    assert stats(stack)["calls"]["submit"] == n + 1

@@ -1,0 +1,68 @@
+"""The journal: durable, readable after a crash cut a line, compacted, and the source of spend and history."""
+import json
+import os
+import time
+
+from conftest import core
+
+J = core("journal")
+
+
+def test_records_merge_and_survive_a_new_process(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    j = J.Journal(path)
+    key = j.begin(plan_hash="h1", workflow_id="1", gateway="g")
+    j.update(key, prompt_id="42", status=J.QUEUED)
+    j.update(key, status=J.SUCCEEDED, price=0.5, run_ms=1000)
+    again = J.Journal(path)   # a new process reads the file
+    rec = again.by_prompt_id("42")
+    assert rec["status"] == "succeeded" and rec["price"] == 0.5 and rec["plan_hash"] == "h1"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_a_line_cut_mid_write_is_skipped_and_writing_goes_on(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    j = J.Journal(path)
+    key = j.begin(plan_hash="h", workflow_id="1")
+    j.update(key, prompt_id="7", status=J.RUNNING)
+    with open(path, "ab") as f:
+        f.write(b'{"key": "' + key.encode() + b'", "status": "succ')   # the crash
+    j2 = J.Journal(path)
+    assert j2.by_prompt_id("7")["status"] == "running"
+    j2.update(key, status=J.SUCCEEDED)
+    assert J.Journal(path).by_prompt_id("7")["status"] == "succeeded"
+    lines = path.read_bytes().splitlines()
+    assert all(json.loads(x) for x in lines if not x.endswith(b'"succ'))
+
+
+def test_compaction_keeps_every_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(J, "COMPACT_SLACK", 10)
+    path = tmp_path / "journal.jsonl"
+    j = J.Journal(path)
+    keys = [j.begin(plan_hash="h", workflow_id="1") for _ in range(5)]
+    for i in range(30):
+        j.update(keys[i % 5], status=J.RUNNING, run_ms=i)
+    assert len(path.read_bytes().splitlines()) < 30
+    assert {r["key"] for r in J.Journal(path).tasks()} == set(keys)
+
+
+def test_spent_today_and_history_median(tmp_path):
+    j = J.Journal(tmp_path / "j.jsonl")
+    for price, ms in ((0.2, 1000), (0.4, 3000), (0.3, 2000)):
+        k = j.begin(plan_hash="same")
+        j.update(k, status=J.SUCCEEDED, price=price, run_ms=ms, queue_ms=10)
+    k = j.begin(plan_hash="same")
+    j.update(k, status=J.FAILED, price=0.1)
+    h = j.history("same")
+    assert h["runs"] == 3 and h["price"] == 0.3 and h["run_ms"] == 2000 and h["run_ms_spread"] > 0
+    assert abs(j.spent_today() - 1.0) < 1e-9
+    assert j.spent_today(time.time() + 3 * 86400) == 0
+
+
+def test_upload_cache_expiry(tmp_path):
+    c = J.UploadCache(tmp_path / "u.jsonl")
+    c.put("d1", "https://x/a.png", "2099-01-01 00:00:00")
+    c.put("d2", "https://x/b.png", time.time() + 60)   # expires within the safety margin
+    assert c.get("d1") == "https://x/a.png" and c.get("d2") is None
+    assert J.UploadCache(tmp_path / "u.jsonl").get("d1") == "https://x/a.png"
+    assert J.parse_expiry("1999999999000") == 1999999999.0 and J.parse_expiry("garbage") is None
