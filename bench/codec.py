@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tracemalloc
 
 import numpy as np
 import torch

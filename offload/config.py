@@ -156,17 +156,22 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def save_api_key(value: str | None) -> None:
-    """Save (or with ``None``/empty, forget) the key entered in the editor."""
-    path = data_dir() / KEY_FILE
+def _save_secret(name: str, value: str | None) -> None:
+    """Write a secret owner-only (or, with ``None``/empty, forget it); it is registered for redaction."""
+    path = data_dir() / name
     if not value or not value.strip():
         try:
             path.unlink()
         except FileNotFoundError:
             pass
         return
-    key = ApiKey(value)
-    _write_private(path, key.reveal())
+    register_secret(value.strip())
+    _write_private(path, value.strip())
+
+
+def save_api_key(value: str | None) -> None:
+    """Save (or with ``None``/empty, forget) the key entered in the editor."""
+    _save_secret(KEY_FILE, ApiKey(value).reveal() if value and value.strip() else None)
 
 
 def load_settings() -> dict:
@@ -282,15 +287,7 @@ def load_config(env=None) -> Config:
 
 def save_target_token(value: str | None) -> None:
     """A ComfyUI server's token (or user:password), kept like the API key: owner-only, never read back."""
-    path = data_dir() / TOKEN_FILE
-    if not value or not value.strip():
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        return
-    register_secret(value.strip())
-    _write_private(path, value.strip())
+    _save_secret(TOKEN_FILE, value)
 
 
 def is_comfy_target(target: str | None) -> bool:

@@ -79,3 +79,21 @@ def fake():
     srv = FakeGPUGeek(api_key=SECRET_KEY).start()
     yield srv
     srv.stop()
+
+
+def comfy_env(tmp_path):
+    """Point the ComfyUI stand-ins at fresh folders and register the node classes; returns the classes."""
+    import os
+
+    load_pack()
+    import folder_paths
+    import mini_comfy
+    import nodes
+    folder_paths.base = str(tmp_path / "comfy")
+    for d in ("input", "output", "temp", "user"):
+        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
+    classes = mini_comfy.stub_classes()
+    classes.update(sys.modules[PACK_NAME].NODE_CLASS_MAPPINGS)
+    nodes.NODE_CLASS_MAPPINGS.clear()
+    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    return classes

@@ -5,7 +5,6 @@ execution_success / execution_error / execution_interrupted, run one prompt at a
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import threading
 import time

@@ -2,7 +2,6 @@
 import asyncio
 import io
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from PIL import Image
 
 import mini_comfy
-from conftest import core, load_pack
+from conftest import comfy_env, core, load_pack
 from fake_comfyui import FakeComfyUI
 from fake_gpugeek import photo_png
 
@@ -36,13 +35,7 @@ def remote():
 @pytest.fixture
 def env(remote, monkeypatch, tmp_path):
     monkeypatch.setenv("GPUGEEK_TARGET", remote.url)
-    folder_paths.base = str(tmp_path / "comfy")
-    for d in ("input", "output", "temp", "user"):
-        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    import nodes
-    classes = mini_comfy.stub_classes()
-    classes.update(pack.NODE_CLASS_MAPPINGS)
-    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    classes = comfy_env(tmp_path)
     mm.interrupt_flag = False
     PromptServer.instance.sent.clear()
     return classes

@@ -4,7 +4,6 @@ step; a submit is never sent twice; nothing is left running that we could cancel
 import asyncio
 import io
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 
 import mini_comfy
-from conftest import SECRET_KEY, core, load_pack, produced
+from conftest import comfy_env, SECRET_KEY, core, load_pack, produced
 from fake_gpugeek import photo_png
 
 pack = load_pack()
@@ -32,14 +31,8 @@ def env(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
     monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
     monkeypatch.setattr(client_mod.RetryPolicy, "base_s", 0.01)
-    folder_paths.base = str(tmp_path / "comfy")
-    for d in ("input", "output", "temp", "user"):
-        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
+    classes = comfy_env(tmp_path)
     Image.open(io.BytesIO(photo_png(32, 32, seed=4))).save(Path(folder_paths.get_input_directory(), "here.png"))
-    import nodes
-    classes = mini_comfy.stub_classes()
-    classes.update(pack.NODE_CLASS_MAPPINGS)
-    nodes.NODE_CLASS_MAPPINGS.update(classes)
     mm.interrupt_flag = False
     fake.task_opts.update(run_s=0.2)
     return classes
@@ -131,16 +124,20 @@ def test_expired_signed_url_is_clear(env, fake):
     assert "expired" in str(ei.value) and fake.count("submit") == 0
 
 
-@pytest.mark.parametrize("fault", ["http500", "reset"])
-def test_cancel_fault_is_retried_and_never_hides_the_interrupt(env, fake, fault):
-    fake.task_opts.update(run_s=30)
-    fake.fault("cancel", fault)
-
+def stop_once_polled(fake):
+    """Press stop (ComfyUI's interrupt flag) once the task exists and the gateway has polled it."""
     def stop():
         while not fake.tasks or next(iter(fake.tasks.values())).polls < 1:
             time.sleep(0.01)
         mm.interrupt_flag = True
     threading.Thread(target=stop, daemon=True).start()
+
+
+@pytest.mark.parametrize("fault", ["http500", "reset"])
+def test_cancel_fault_is_retried_and_never_hides_the_interrupt(env, fake, fault):
+    fake.task_opts.update(run_s=30)
+    fake.fault("cancel", fault)
+    stop_once_polled(fake)
     with pytest.raises(mm.InterruptProcessingException):
         execute(env)
     assert fake.count("cancel") == 2 and fake.running_tasks() == []
@@ -150,12 +147,7 @@ def test_cancel_fault_is_retried_and_never_hides_the_interrupt(env, fake, fault)
 def test_cancel_that_keeps_failing_still_ends_as_interrupted(env, fake):
     fake.task_opts.update(run_s=30)
     fake.fault("cancel", *["http500"] * 10)
-
-    def stop():
-        while not fake.tasks or next(iter(fake.tasks.values())).polls < 1:
-            time.sleep(0.01)
-        mm.interrupt_flag = True
-    threading.Thread(target=stop, daemon=True).start()
+    stop_once_polled(fake)
     with pytest.raises(mm.InterruptProcessingException):
         execute(env)
     assert fake.count("cancel") == 4  # retried, then given up: the interruption is what the user sees

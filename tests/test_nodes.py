@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import mini_comfy
-from conftest import SECRET_KEY, core, load_pack, produced
+from conftest import comfy_env, SECRET_KEY, core, load_pack, produced
 from fake_gpugeek import photo_png
 
 pack = load_pack()
@@ -31,14 +31,7 @@ WF = "123456789012345"
 def env(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
     monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
-    folder_paths.base = str(tmp_path / "comfy")
-    for d in ("input", "output", "temp", "user"):
-        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    import nodes
-    classes = mini_comfy.stub_classes()
-    classes.update(pack.NODE_CLASS_MAPPINGS)
-    nodes.NODE_CLASS_MAPPINGS.clear()
-    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    classes = comfy_env(tmp_path)
     mm.interrupt_flag = False
     PromptServer.instance.progress_texts.clear()
     PromptServer.instance.sent.clear()

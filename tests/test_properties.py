@@ -1,10 +1,8 @@
 """Property-based tests (hypothesis): the plan over random graphs, the codec over malformed bytes."""
 import copy
-import io
 import json
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,26 +3,17 @@ submission, nothing lost, and no growth in file handles, sockets or threads."""
 import os
 import sys
 
-from conftest import SECRET_KEY, load_pack
+from conftest import comfy_env, SECRET_KEY, load_pack
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
 
 def test_soak_reduced(fake, monkeypatch, tmp_path):
     pack = load_pack()
-    import folder_paths
-    import mini_comfy
-    import nodes
     from soak import soak
     monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
     monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
-    folder_paths.base = str(tmp_path / "comfy")
-    for d in ("input", "output", "temp", "user"):
-        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    fake.task_opts.update(run_s=0.02)
-    classes = mini_comfy.stub_classes()
-    classes.update(pack.NODE_CLASS_MAPPINGS)
-    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    classes = comfy_env(tmp_path)
     r = soak(30, fake=fake, classes=classes, pack=pack)
     assert r["prompts"] == 30 and r["tasks"] == 60 and r["submits"] == 60 and r["lost"] == 0
     assert r["journal_tasks"] == 60

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import PRODUCED, SECRET_KEY, KeyWatch, load_pack
+from conftest import comfy_env, PRODUCED, SECRET_KEY, KeyWatch, load_pack
 
 pack = load_pack()
 
@@ -23,15 +23,9 @@ def test_a_full_run_leaks_nothing(fake, monkeypatch, tmp_path):
     import folder_paths
     import mini_comfy
     from server import PromptServer
-    import nodes
     monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
     monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
-    folder_paths.base = str(tmp_path / "comfy")
-    for d in ("input", "output", "temp", "user"):
-        os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    classes = mini_comfy.stub_classes()
-    classes.update(pack.NODE_CLASS_MAPPINGS)
-    nodes.NODE_CLASS_MAPPINGS.update(classes)
+    classes = comfy_env(tmp_path)
     p = {"1": {"class_type": "LoadImage", "inputs": {"image": "absent.png"}},
          "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
          "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "123456789012345", "run_on": "cloud",
