@@ -28,11 +28,14 @@ def input_file(name: str) -> str | None:
         path = fp.get_annotated_filepath(name)
     except Exception:
         return None
-    base = os.path.realpath(fp.get_input_directory())
-    real = os.path.realpath(path)
-    if name.endswith((" [output]", " [temp]")):
-        return real if os.path.isfile(real) else None
-    if os.path.commonpath([base, real]) != base:
+    if name.endswith(" [output]"):
+        base = fp.get_output_directory()
+    elif name.endswith(" [temp]"):
+        base = fp.get_temp_directory()
+    else:
+        base = fp.get_input_directory()
+    base, real = os.path.realpath(base), os.path.realpath(path)
+    if os.path.commonpath([base, real]) != base:  # "../" never reaches a file outside ComfyUI's folders
         return None
     return real if os.path.isfile(real) else None
 

@@ -79,6 +79,6 @@ class GPUGeekLoadResult:
                         comfy.progress_text(f"Task {pid}: {detail.status_name}", unique_id)
                 detail = await wait_task(pid, target=target, journal=cloud.journal(), key=(rec or {}).get("key"),
                                          timeout_s=timeout_s, interrupted=comfy.interrupted, on_event=on_event,
-                                         label=label)
+                                         label=label, cancel_on_exit=False)
             wanted = [u for _, u in detail.all_urls() if os.path.splitext(u.split("?")[0])[1].lower() in IMAGE_EXTS]
             return list(await gather_bounded([target.fetch(u) for u in wanted]))

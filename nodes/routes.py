@@ -36,11 +36,24 @@ async def post_config(request):
     except ValueError:
         return web.json_response({"ok": False, "error": "The request was not JSON."}, status=400)
     try:
-        if "api_key" in body:
-            C.save_api_key(body.get("api_key") or None)
         changes = {}
         if "base_url" in body:
             changes["base_url"] = C.check_base_url(body["base_url"]) if body["base_url"] else None
+            old = C.load_settings().get("base_url") or C.DEFAULT_BASE_URL
+            if (changes["base_url"] or C.DEFAULT_BASE_URL) != old and "api_key" not in body:
+                # a saved key only ever goes to the address it was saved for: a new address needs the key again
+                C.save_api_key(None)
+        if "api_key" in body:
+            C.save_api_key(body.get("api_key") or None)
+        if "target_token" in body:
+            C.save_target_token(body.get("target_token") or None)
+        if "target" in body:
+            t = str(body["target"] or "").strip()
+            if t and t.lower() != "gpugeek":
+                t = C.check_base_url(t, allow_lan_http=bool(C.load_settings().get("allow_lan_http")))
+            changes["target"] = t or None
+        if "allow_lan_http" in body:
+            changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "workflow_id" in body:
             changes["workflow_id"] = str(C.parse_workflow_id(body["workflow_id"])) if body["workflow_id"] else None
         if "daily_limit" in body:
@@ -68,10 +81,15 @@ async def get_tasks(request):
     return web.json_response({"tasks": [_public_task(r) for r in cloud.journal().tasks(TASKS_SHOWN)]})
 
 
+def _task_target(pid: str) -> str | None:
+    """Where the journal says a task ran (its target URL), so refresh and cancel go there."""
+    return (cloud.journal().by_prompt_id(pid) or {}).get("target_url")
+
+
 async def post_cancel(request):
     pid = request.match_info["pid"]
     try:
-        async with cloud.open_target() as target:
+        async with cloud.open_target(override=_task_target(pid)) as target:
             await target.cancel(pid)
         rec = cloud.journal().by_prompt_id(pid)
         if rec and rec.get("status") in ACTIVE:
@@ -84,7 +102,7 @@ async def post_cancel(request):
 async def post_refresh(request):
     pid = request.match_info["pid"]
     try:
-        async with cloud.open_target() as target:
+        async with cloud.open_target(override=_task_target(pid)) as target:
             d = await target.status(pid)
         rec = cloud.journal().by_prompt_id(pid)
         from ..offload.run import _jstatus

@@ -172,7 +172,8 @@ async def cmd_results(args, cfg) -> int:
             line = Line()
             detail = await wait_task(pid, target=target, journal=j, key=(rec or {}).get("key"),
                                      timeout_s=args.timeout, interrupted=lambda: False,
-                                     on_event=lambda kind, detail=None, **k: detail and line.show(status_text(detail)))
+                                     on_event=lambda kind, detail=None, **k: detail and line.show(status_text(detail)),
+                                     cancel_on_exit=False)
             line.done()
         files = await fetch_results(detail, target)
     saved = save_files(files, Path(args.out), pid)

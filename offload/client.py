@@ -38,6 +38,8 @@ MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
 MAX_RETRY_AFTER_S = 10.0
 
 API_PREFIX = "/api/v1"
+# aiohttp >= 3.10 tells a connect timeout (nothing sent) from a read timeout (the body may have arrived)
+_ConnectTimeout = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
 
 
 @dataclass
@@ -133,7 +135,7 @@ class GPUGeekClient:
                 await asyncio.sleep(self._retry_after(last) or self.retry.delay(attempt - 1))
             try:
                 status, headers, raw = await self._once(method, path, call, params=params, body=body)
-            except aiohttp.ClientConnectorError as e:
+            except (aiohttp.ClientConnectorError, _ConnectTimeout) as e:
                 # Not connected: the request never left, so even the submit may go again.
                 last = E.TransportError(f"Cannot connect to GPUGeek at {self.base_url} ({type(e).__name__})",
                                         call=call)
@@ -179,7 +181,8 @@ class GPUGeekClient:
         data = data or {}
         url = first(data, "signed_url", "signedUrl", "url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise E.BadRequestError("GPUGeek gave no usable pre-signed upload URL", call="pre-signed URL")
+            raise E.BusyError("GPUGeek gave no usable pre-signed upload URL", call="pre-signed URL",
+                              hint="Run again; if it keeps happening, the upload service may be down.")
         return url, first(data, "expired_at", "expiredAt")
 
     async def commit(self, oss_url: str) -> str:

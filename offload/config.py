@@ -50,9 +50,10 @@ class ApiKey:
     def __init__(self, value: str):
         value = (value or "").strip()
         if not value:
-            raise ConfigError("The API key is empty")
+            raise ConfigError("The API key is empty", hint="Paste your key in Settings > GPUGeek or set GPUGEEK_API_KEY.")
         if any(c.isspace() for c in value) or not value.isprintable():
-            raise ConfigError("The API key contains spaces or unprintable characters; paste it again")
+            raise ConfigError("The API key contains spaces or unprintable characters",
+                              hint="Copy it again from the GPUGeek console and paste it in Settings > GPUGeek.")
         self._value = value
         register_secret(value)
 

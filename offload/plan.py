@@ -12,7 +12,8 @@ The rules are DESIGN.md's "What goes to the cloud, exactly"; the cases a user hi
   LoadImageMask; STRING/INT/FLOAT/BOOLEAN are written in as literals at run time.
 * Crossings out (a region node feeding a local node other than its gateway): IMAGE/MASK are served from
   the cloud results through a free image/mask output of the gateway (refused when none is free);
-  STRING/INT/FLOAT/BOOLEAN make the source run here as well ("both"); any other type is refused.
+  STRING/INT/FLOAT/BOOLEAN made of plain values only (a primitive seed or text, and values computed from
+  such) run here as well ("both"); a value computed from cloud work, and any other type, is refused.
 * Two cloud gateways whose regions share nodes and that name the same workflow id are merged into one
   cloud task, run by the first of them (by id); the others take their images from that task, so the
   shared part is paid once. With different workflow ids they cannot share a task: each pays its own.
@@ -209,8 +210,13 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
             if is_cloud_gw and name in GATEWAY_OUTPUTS and src in region.get(n, ()):  # its own cloud input
                 continue
             t = out_type(prompt, classes, src, slot, (n, name))
-            if n in owner or t in SCALARS:
-                stack.append(src)            # runs here as well ("both")
+            if n in owner or (t in SCALARS and _scalar_only(prompt, classes, src, owner)):
+                stack.append(src)            # a value made of values only: it runs here as well ("both")
+            elif t in SCALARS:
+                refusals[owner[src]].append(
+                    f"{t} cannot cross from the cloud part ({_label(prompt, src)}) to the local node "
+                    f"{_label(prompt, n)}: it is computed from cloud work. Give {_label(prompt, n)} its own "
+                    "local value, or move it into the cloud part.")
             elif t in PIXELS:
                 rewires.append((n, name, owner[src], src, slot, t))
             else:
@@ -273,8 +279,9 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
     # A refused group keeps its nodes here, so ComfyUI reports only real problems besides the refusal
     # (never a dangling link); nothing of it runs, as the gateway fails validation.
     refused_groups = {L for L in members if any(refusals[g] for g in members[L])}
+    kept = set().union(*(group_region[L] for L in refused_groups)) if refused_groups else set()
     for n in owner:
-        if n not in needed and owner[n] not in refused_groups:
+        if n not in needed and n not in kept:
             local.pop(n, None)
     for n, name, g, idx in cross_out.pop("__rewire__", []):
         if groups[g] not in refused_groups:
@@ -349,6 +356,23 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
         if node.get("class_type") == UPLOAD and (n, UPLOAD_URL_SLOT) not in {(str(a), b) for a, b in url_users}:
             node["inputs"][SKIP_UPLOAD_INPUT] = True
     return PlanResult(local, plans, {g: r for g, r in refusals.items() if r}, roles, groups)
+
+
+def _scalar_only(prompt: dict, classes: ClassTable, start: str, owner: dict) -> bool:
+    """True when ``start`` and everything upstream of it in the cloud part only make plain values (STRING,
+    INT, FLOAT, BOOLEAN: a seed, a prompt text): cheap to compute here as well. A value computed from cloud
+    work (an image's size, a model's output) cannot be."""
+    seen, stack = set(), [start]
+    while stack:
+        n = stack.pop()
+        if n in seen or n not in owner:
+            continue
+        seen.add(n)
+        info = classes.get((prompt.get(n) or {}).get("class_type"))
+        if info is None or not info.outputs or any(o not in SCALARS for o in info.outputs):
+            return False
+        stack.extend(src for _, src, _ in _links(prompt[n]))
+    return True
 
 
 def _wf(prompt, g) -> str:

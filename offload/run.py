@@ -93,15 +93,16 @@ async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_f
             if v is None:
                 raise E.PlanError(f"Node #{c['from'][0]} gave no {c['kind']} for the cloud part", hint="Check its inputs.")
             frames = v if getattr(v, "ndim", 0) == (4 if c["kind"] == "image" else 3) else v[None]
+            digests = await asyncio.to_thread(lambda fr=frames: [codec.tensor_digest(f) for f in fr])
             for i in range(int(frames.shape[0])):
-                digest = codec.tensor_digest(frames[i])
+                digest = digests[i]
                 data_fn = (lambda f=frames[i], k=c["kind"]: codec.encode_mask_png(f) if k == "mask" else codec.encode_png(f))
                 jobs.append((digest, data_fn, f"gpugeek_{digest[:16]}.png"))
                 where.append((c, i))
     for f in plan.get("local_files", []):
         if read_file is None:
             continue
-        data = read_file(f["file"])
+        data = await asyncio.to_thread(read_file, f["file"])
         jobs.append((digest_bytes(data), (lambda d=data: d), f"gpugeek_{digest_bytes(data)[:16]}_{_tail(f['file'])}"))
         where.append((f, None))
 
@@ -126,7 +127,23 @@ async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_f
             extra_loaders.setdefault(spec["loader"], []).append(url)
     for loader, more in extra_loaders.items():
         _batch_loaders(prompt, loader, more)
+    await register_external(prompt, target, set(urls))
     return prompt
+
+
+async def register_external(prompt: dict, target, ours: set) -> None:
+    """Call 2 for addresses that are not the platform's own storage (a user's URL in a cloud LoadImage);
+    best effort: a failure is logged, the run goes on (GPUGEEK_API.md)."""
+    register = getattr(target, "register", None)
+    if register is None:
+        return
+    for node in prompt.values():
+        url = (node.get("inputs") or {}).get("image") if node.get("class_type") in ("LoadImage", "LoadImageMask") else None
+        if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in ours:
+            try:
+                await register(url)
+            except E.GPUGeekError as e:
+                log.warning("Registering %s with GPUGeek failed (%s); the cloud may still read it", url[:80], e.message)
 
 
 def _tail(name: str) -> str:
@@ -204,41 +221,76 @@ async def run_plan(plan: dict, *, target, journal: Journal, uploads: UploadCache
 
 async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None, timeout_s: float,
                     interrupted: Callable[[], bool], on_event: Callable, plan_hash: str | None = None,
-                    label: str = "GPUGeek Cloud Execute") -> TaskDetail:
-    """Poll until the task ends; cancel it remotely on interruption or timeout."""
+                    label: str = "GPUGeek Cloud Execute", cancel_on_exit: bool = True) -> TaskDetail:
+    """Poll until the task ends. The run's own task (``cancel_on_exit``) is cancelled remotely on a stop,
+    a timeout, or anything else that ends the wait early (another node's failure cancels this coroutine,
+    a status call that cannot succeed): a paid task is never left running behind the user's back. A reader
+    of somebody's task (Load Result, the command line) only stops reading."""
     exp_ms, _, hist = expected_for(journal, plan_hash)
     spread = (hist or {}).get("run_ms_spread")
     sched = PollSchedule(exp_ms / 1000.0 if exp_ms else None, spread / 1000.0 if spread else None)
     deadline = time.monotonic() + (timeout_s if timeout_s and timeout_s > 0 else DEFAULT_TIMEOUT_S)
     last_status = None
-    while True:
-        try:
-            d = await target.status(prompt_id)
-        except (E.BusyError, E.TransportError) as e:
-            log.warning("%s: status of task %s failed (%s); still waiting", label, prompt_id, e.message)
-            on_event("status_error", prompt_id=prompt_id, error=e.message)
-            d, delay = None, STATUS_RETRY_S
-        else:
-            delay = sched.next_delay(d)
-            if getattr(target, "live", False):
-                # the target follows the task over a websocket: a status is read locally, not requested
-                delay = min(delay, LIVE_STATUS_S)
-            if d.status != last_status:
-                last_status = d.status
-                if key:
-                    journal.update(key, status=_jstatus(d.status), queue_ms=d.queue_duration_ms,
-                                   run_ms=d.run_duration_ms)
-            on_event("status", detail=d, expected=hist)
-            if d.final:
-                return _finish(d, journal, key, label)
-        if time.monotonic() + min(delay, 0) >= deadline:
-            await _cancel(target, prompt_id, journal, key, "timeout")
-            raise E.TaskTimeoutError(f"{label}: the cloud task did not finish within {timeout_s:g} s and was cancelled",
-                                     task_id=prompt_id)
-        delay = min(delay, max(0.0, deadline - time.monotonic()))
-        if await sleep_interruptible(delay, interrupted):
-            await _cancel(target, prompt_id, journal, key, "interrupted")
-            raise Interrupted(prompt_id)
+    try:
+        while True:
+            try:
+                d = await _unless_interrupted(target.status(prompt_id), interrupted)
+            except (E.BusyError, E.TransportError) as e:
+                log.warning("%s: status of task %s failed (%s); still waiting", label, prompt_id, e.message)
+                on_event("status_error", prompt_id=prompt_id, error=e.message)
+                d, delay = None, STATUS_RETRY_S
+            else:
+                delay = sched.next_delay(d)
+                if getattr(target, "live", False):
+                    # the target follows the task over a websocket: a status is read locally, not requested
+                    delay = min(delay, LIVE_STATUS_S)
+                if d.status != last_status:
+                    last_status = d.status
+                    if key:
+                        journal.update(key, status=_jstatus(d.status), queue_ms=d.queue_duration_ms,
+                                       run_ms=d.run_duration_ms)
+                if d.final:
+                    on_event("status", detail=d, expected=hist)
+                    return _finish(d, journal, key, label)
+                if interrupted():
+                    raise Interrupted(prompt_id)
+                on_event("status", detail=d, expected=hist)
+            if time.monotonic() >= deadline:
+                raise E.TaskTimeoutError(f"{label}: the cloud task did not finish within {timeout_s:g} s",
+                                         task_id=prompt_id)
+            delay = min(delay, max(0.0, deadline - time.monotonic()))
+            if await sleep_interruptible(delay, interrupted):
+                raise Interrupted(prompt_id)
+    except (E.TaskFailedError, E.TaskCancelledError):
+        raise  # the task has ended by itself
+    except BaseException as e:
+        if isinstance(e, Interrupted) and e.task_id is None:
+            e.task_id = prompt_id
+        if not cancel_on_exit:
+            raise
+        why = ("interrupted" if isinstance(e, (Interrupted, asyncio.CancelledError)) or
+               type(e).__name__ == "InterruptProcessingException" else
+               "timeout" if isinstance(e, E.TaskTimeoutError) else f"the wait ended: {type(e).__name__}")
+        cancelled = await asyncio.shield(_cancel(target, prompt_id, journal, key, why))
+        if isinstance(e, E.TaskTimeoutError):
+            e.message += " and was cancelled" if cancelled else "; cancelling it failed, so it may still run"
+        raise
+
+
+async def _unless_interrupted(coro, interrupted: Callable[[], bool]):
+    """Await ``coro`` (a status call that may be retried for a while) but give up as soon as the user stops."""
+    task = asyncio.ensure_future(coro)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=INTERRUPT_CHECK_S)
+            if done:
+                return task.result()
+            if interrupted():
+                raise Interrupted(None)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def _jstatus(s: int) -> str:
@@ -257,14 +309,18 @@ def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str) -> Tas
     return d
 
 
-async def _cancel(target, prompt_id: str, journal: Journal, key: str | None, why: str) -> None:
-    """Best effort: one cancel; its failure is logged, never raised over the real reason."""
+async def _cancel(target, prompt_id: str, journal: Journal, key: str | None, why: str) -> bool:
+    """Best effort: one cancel; its failure is logged and journaled, never raised over the real reason."""
     try:
         await target.cancel(prompt_id)
+        ok = True
     except Exception as e:  # noqa: BLE001 - the interruption/timeout is what the user must see
         log.warning("Cancelling task %s after %s failed: %s", prompt_id, why, e)
+        ok = False
     if key:
-        journal.update(key, status=CANCELLED, error=why)
+        journal.update(key, status=CANCELLED if ok else UNKNOWN,
+                       error=why if ok else f"{why}; the cancel failed, so the task may still run")
+    return ok
 
 
 async def fetch_results(detail: TaskDetail, target, nodes=None) -> dict:

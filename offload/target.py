@@ -83,7 +83,9 @@ async def open_target(cfg: C.Config, override: str | None = None):
     if C.is_comfy_target(where):
         from .comfy_target import ComfyUITarget
         async with new_session() as session:
-            target = ComfyUITarget(session, where, token=cfg.target_token, allow_lan_http=cfg.allow_lan_http)
+            # the token belongs to the configured server only: a URL named by a workflow never receives it
+            token = cfg.target_token if where == cfg.target else None
+            target = ComfyUITarget(session, where, token=token, allow_lan_http=cfg.allow_lan_http)
             try:
                 yield target
             finally:

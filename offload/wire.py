@@ -22,8 +22,8 @@ def prompt_id_str(value) -> str:
             raise ValueError("prompt id is not an integer")
         value = int(value)
     text = str(value).strip()
-    if not text:
-        raise ValueError("empty prompt id")
+    if not text or len(text) > 64 or not all(c.isalnum() or c in "-_" for c in text):
+        raise ValueError(f"not a usable prompt id: {text[:40]!r}")
     return text
 
 

@@ -145,7 +145,7 @@ def test_text_to_image_accepted_without_local_checkpoint_and_plan_is_the_cloud_p
 
 
 def test_latent_crossing_refused_with_400_on_the_gateway_and_nothing_sent(stack):
-    before = requests.get(stack["fake"] + "/api/v1/task/0", headers={"Authorization": f"Bearer {KEY}"}).status_code
+    before = requests.get(stack["fake"] + "/_fake/stats", timeout=10).json()["calls"]
     p = t2i()
     p["13"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}
     p["14"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["13", 0]}}
@@ -153,7 +153,9 @@ def test_latent_crossing_refused_with_400_on_the_gateway_and_nothing_sent(stack)
     assert r.status_code == 400
     errs = r.json()["node_errors"]
     assert "LATENT cannot cross" in json.dumps(errs["10"])
-    assert before == 404
+    time.sleep(1)
+    after = requests.get(stack["fake"] + "/_fake/stats", timeout=10).json()["calls"]
+    assert after == before   # nothing reached GPUGeek: no upload, no submit
 
 
 def test_cloud_round_trip_equals_a_local_run(stack):
@@ -229,33 +231,65 @@ def test_key_never_in_history_object_info_or_outputs(stack):
 
 @pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(), reason="no chromium")
 def test_editor_marks_runs_and_never_shows_the_key(stack):
+    """The README's screenshots come from here (GPUGEEK_SCREENSHOTS=docs)."""
     pw = pytest.importorskip("playwright.sync_api")
     shots = Path(os.environ.get("GPUGEEK_SCREENSHOTS", stack["tmp"] / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
-    wf = json.loads((ROOT / "example_workflows" / "api" / "no_model_demo_api.json").read_text())
+    demo = json.loads((ROOT / "example_workflows" / "api" / "no_model_demo_api.json").read_text())
+    edit = json.loads((ROOT / "example_workflows" / "api" / "local_image_cloud_edit_api.json").read_text())
     frames = []
     with pw.sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium",
                               args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = b.new_page(viewport={"width": 1500, "height": 950})
+        page = b.new_page(viewport={"width": 1500, "height": 900})
         page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(str(f))))
         page.goto(stack["local"], wait_until="domcontentloaded")
         page.wait_for_function("window.app && window.app.graph", timeout=60000)
         time.sleep(3)
         page.keyboard.press("Escape")
-        page.evaluate("(wf) => app.loadApiJson(wf, 'gpugeek-e2e')", wf)
+        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+        page.evaluate("(wf) => app.loadApiJson(wf, 'local image, cloud edit')", edit)
+        time.sleep(1)
+        page.evaluate("app.canvas.ds.scale = 0.75; app.canvas.ds.offset = [40, 60]; app.graph.setDirtyCanvas(true, true)")
         time.sleep(3)
         page.screenshot(path=str(shots / "marked.png"))
-        roles = page.evaluate("() => app.graph._nodes.filter(n => n.__gpugeekMarked).length")
-        assert roles >= 1
+        marked = page.evaluate("() => app.graph._nodes.filter(n => n.__gpugeekMarked).length")
+        assert marked == len(edit)
+        page.evaluate("(wf) => app.loadApiJson(wf, 'demo')", demo)
+        time.sleep(2)
+        requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 6}, timeout=10)
         page.evaluate("app.queuePrompt(0, 1)")
-        page.wait_for_function("() => [...document.querySelectorAll('*')].length > 0", timeout=5000)
-        time.sleep(8)
-        page.screenshot(path=str(shots / "run.png"))
+        time.sleep(3.5)
+        page.screenshot(path=str(shots / "running.png"))
+        requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 0}, timeout=10)
+        page.wait_for_function("() => (app.graph.getNodeById(10)?.imgs || []).length > 0", timeout=60000)
+        time.sleep(1)
+        page.screenshot(path=str(shots / "done.png"))
+        status = page.evaluate("() => JSON.stringify(app.graph.getNodeById(10).__gpugeekStatus || null)")
+        assert '"status":3' in status.replace(" ", "")
+        page.evaluate("app.extensionManager.command.execute('Workspace.ToggleSidebarTab.gpugeek-tasks')")
+        time.sleep(3)
+        page.screenshot(path=str(shots / "tasks.png"))
+        page.evaluate("app.extensionManager.command.execute('Workspace.ToggleSidebarTab.gpugeek-tasks')")
+        page.evaluate("app.extensionManager.command.execute('Comfy.ShowSettingsDialog')")
+        time.sleep(2)
+        page.get_by_text("GPUGeek", exact=True).first.click()
+        time.sleep(1.5)
+        page.screenshot(path=str(shots / "settings.png"))
+        page.keyboard.press("Escape")
+        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'zh')")
+        time.sleep(2)
+        demo_zh = {k: {kk: vv for kk, vv in v.items() if kk != "_meta"} for k, v in demo.items()}  # default titles
+        page.evaluate("(wf) => app.loadApiJson(wf, 'demo zh')", demo_zh)
+        time.sleep(3)
+        page.screenshot(path=str(shots / "chinese.png"))
+        title = page.evaluate("() => app.graph.getNodeById(10).title")
         saved = page.evaluate("async () => JSON.stringify((await app.graphToPrompt()).workflow)")
         storage = page.evaluate("() => JSON.stringify(Object.assign({}, localStorage, sessionStorage))")
         html = page.content()
+        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
         b.close()
+    assert "云端执行" in title or "云端执行" in html
     for text in [saved, storage, html] + frames:
         assert KEY not in text
 

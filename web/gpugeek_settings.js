@@ -15,8 +15,9 @@ export async function testConnection() {
   return res;
 }
 
-// The key's own form item: never stored in the frontend's settings, never read back.
-function keyField() {
+// A secret's own form item (the API key, a ComfyUI server's token): never stored in the frontend's
+// settings, never read back; the server says only whether one is set.
+function secretField(field, placeholder, describe, withTest) {
   const wrap = document.createElement("div");
   wrap.style.cssText = "display:flex;gap:6px;align-items:center;flex-wrap:wrap";
   const status = document.createElement("span");
@@ -24,7 +25,7 @@ function keyField() {
   const input = document.createElement("input");
   input.type = "password";
   input.autocomplete = "off";
-  input.placeholder = tr("keyPlaceholder");
+  input.placeholder = placeholder;
   input.className = "p-inputtext";
   input.style.minWidth = "220px";
   const btn = (label, fn) => {
@@ -35,31 +36,34 @@ function keyField() {
     b.onclick = fn;
     return b;
   };
-  const show = (cfg) => {
-    status.textContent = cfg?.key_set ? tr("keySet", { last4: cfg.key_last4, source: cfg.key_source }) : tr("keyNotSet");
-  };
+  const show = (cfg) => { status.textContent = describe(cfg || {}); };
   call("config").then(show);
   wrap.append(input,
     btn(tr("save"), async () => {
       const value = input.value.trim();
       input.value = "";
       if (!value) return;
-      const res = await saveServer("api_key", value);
+      const res = await saveServer(field, value);
       if (res.ok) { toast("success", tr("saved"), ""); show(res); }
     }),
     btn(tr("clear"), async () => {
-      const res = await saveServer("api_key", "");
+      const res = await saveServer(field, "");
       if (res.ok) { toast("info", tr("cleared"), ""); show(res); }
-    }),
-    btn(tr("test"), testConnection),
-    status);
+    }));
+  if (withTest) wrap.append(btn(tr("test"), testConnection));
+  wrap.append(status);
   return wrap;
 }
+
+const keyField = () => secretField("api_key", tr("keyPlaceholder"),
+  (cfg) => (cfg.key_set ? tr("keySet", { last4: cfg.key_last4, source: tr(`source_${cfg.key_source}`) }) : tr("keyNotSet")), true);
+const tokenField = () => secretField("target_token", tr("tokenPlaceholder"),
+  (cfg) => (cfg.target_token_set ? tr("tokenSet") : tr("tokenNotSet")), false);
 
 function mirrored(field) {
   return (value, old) => {
     if (old === undefined || value === old) return;  // the frontend calls onChange once at load
-    saveServer(field, value === "" ? "" : String(value));
+    saveServer(field, typeof value === "boolean" ? value : value === "" ? "" : String(value));
   };
 }
 
@@ -75,6 +79,15 @@ app.registerExtension({
     { id: "GPUGeek.WorkflowId", category: ["GPUGeek", "Connection", "Default workflow id"], name: "Default workflow id",
       type: "text", defaultValue: "", tooltip: "Used when a gateway's workflow_id is empty (15 digits).",
       onChange: mirrored("workflow_id") },
+    { id: "GPUGeek.Target", category: ["GPUGeek", "Target", "Run on"], name: "Run on", type: "text",
+      defaultValue: "", tooltip: "Empty or 'gpugeek': GPUGeek. Or the URL of a ComfyUI server (http://host:8188) to run cloud parts there.",
+      onChange: mirrored("target") },
+    { id: "GPUGeek.TargetToken", category: ["GPUGeek", "Target", "Server token"], name: "Server token",
+      tooltip: "For a ComfyUI server behind a proxy: a bearer token, or user:password. Stored on this ComfyUI server only.",
+      type: () => tokenField(), defaultValue: "" },
+    { id: "GPUGeek.AllowLanHttp", category: ["GPUGeek", "Target", "Allow plain http on the LAN"], name: "Allow plain http on the LAN",
+      type: "boolean", defaultValue: false, tooltip: "Send cloud parts to a ComfyUI server on your local network over plain http (unencrypted).",
+      onChange: mirrored("allow_lan_http") },
     { id: "GPUGeek.DailyLimit", category: ["GPUGeek", "Spending", "Daily spending limit"], name: "Daily spending limit",
       type: "number", defaultValue: 0, tooltip: "Refuse new tasks that would pass it; 0 means no limit.",
       onChange: mirrored("daily_limit") },

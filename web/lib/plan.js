@@ -45,6 +45,22 @@ function isOutput(node, classes, id, consumers) {
 }
 
 const sorted = (it) => [...it].sort();
+
+// a value made of plain values only (a seed, a prompt text) can run here as well; one computed from cloud
+// work (an image's size, a model's output) cannot
+function scalarOnly(prompt, classes, start, owner) {
+  const seen = new Set();
+  const stack = [start];
+  while (stack.length) {
+    const n = stack.pop();
+    if (seen.has(n) || !(n in owner)) continue;
+    seen.add(n);
+    const info = classes[(prompt[n] || {}).class_type];
+    if (!info || !(info.outputs || []).length || info.outputs.some((o) => !SCALARS.has(o))) return false;
+    for (const [, src] of links(prompt[n])) stack.push(src);
+  }
+  return true;
+}
 // gateways share a task only where they run in the same place: same workflow id and target
 const wf = (prompt, g) => `${String((prompt[g].inputs || {}).workflow_id ?? "").trim()}|${String((prompt[g].inputs || {}).target ?? "").trim()}`;
 
@@ -173,8 +189,10 @@ export function makePlan(prompt, classes) {
       if (!(src in owner)) { stack.push(src); continue; }
       if (cloudGw && GATEWAY_OUTPUTS.includes(name) && (region[n] || new Set()).has(src)) continue;
       const t = outType(prompt, classes, src, slot, [n, name]);
-      if (n in owner || SCALARS.has(t)) stack.push(src);
-      else if (PIXELS.has(t)) rewires.push([n, name, owner[src], src, slot, t]);
+      if (n in owner || (SCALARS.has(t) && scalarOnly(prompt, classes, src, owner))) stack.push(src);
+      else if (SCALARS.has(t)) {
+        refusals[owner[src]].push(`${t} cannot cross from the cloud part (${label(prompt, src)}) to the local node ${label(prompt, n)}: it is computed from cloud work. Give ${label(prompt, n)} its own local value, or move it into the cloud part.`);
+      } else if (PIXELS.has(t)) rewires.push([n, name, owner[src], src, slot, t]);
       else {
         refusals[owner[src]].push(`${t || "An output of unknown type"} cannot cross from the cloud part (${label(prompt, src)}) to the local node ${label(prompt, n)}: move ${label(prompt, n)} into the cloud part (so it feeds the gateway) or give it its own local input.`);
       }
@@ -228,7 +246,8 @@ export function makePlan(prompt, classes) {
   const roles = {};
   for (const n of ids) roles[n] = n in owner ? (needed.has(n) ? "both" : "cloud") : "local";
   const refusedGroups = new Set(Object.keys(members).filter((L) => members[L].some((g) => refusals[g].length)));
-  const local = new Set(ids.filter((n) => !(n in owner) || needed.has(n) || refusedGroups.has(owner[n])));
+  const kept = new Set([...refusedGroups].flatMap((L) => [...groupRegion[L]]));
+  const local = new Set(ids.filter((n) => !(n in owner) || needed.has(n) || kept.has(n)));
   // nodes no output needs never run; those that read a removed node go too (as the server does)
   for (let changed = true; changed;) {
     changed = false;
