@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import ResultError
 
@@ -55,8 +55,11 @@ async def gather_bounded(coros, limit: int = PARALLEL_TRANSFERS):
 
 
 def safe_file_name(url: str, fallback: str) -> str:
-    """A file name from a URL that can never leave the folder it is joined to."""
-    raw = unquote(os.path.basename(urlsplit(url).path.replace("\\", "/")))
+    """A file name from a URL that can never leave the folder it is joined to (a ComfyUI server's
+    ``/view?filename=...`` names the file in its query)."""
+    parts = urlsplit(url)
+    named = parse_qs(parts.query).get("filename", [""])[0]
+    raw = os.path.basename((named or unquote(parts.path)).replace("\\", "/"))
     name = _SAFE.sub("_", raw).strip("._")[:120]
     stem, ext = os.path.splitext(name)
     if ext.lower() not in SAVE_EXTS:

@@ -121,3 +121,14 @@ def test_a_reader_never_cancels(fake):
 def test_task_ids_are_safe(bad):
     with pytest.raises(ValueError):
         core("wire").prompt_id_str(bad)
+
+
+@pytest.mark.parametrize("url,name", [
+    ("http://h/view?filename=..%2F..%2Fa.png&subfolder=x&type=output", "a.png"),
+    ("http://h/files/1/..%2F..%2Fevil.png", "evil.png"),
+    ("http://h/x/ComfyUI_0001_.png?sig=1", "ComfyUI_0001_.png"),
+    ("http://h/view?filename=a%5C..%5Cb.png", "b.png"),
+    ("http://h/run.sh", "run.bin"),
+])
+def test_result_file_names_are_safe(url, name):
+    assert core("transfer").safe_file_name(url, "f") == name

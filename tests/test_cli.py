@@ -1,0 +1,61 @@
+"""The command line on the same core: run, status, cancel, results, tasks; GPUGeek and a ComfyUI server."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SECRET_KEY, core
+from fake_comfyui import FakeComfyUI
+from fake_gpugeek import photo_png
+
+cli = core("cli")
+J = core("journal")
+WF = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+      "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    (tmp_path / "in.png").write_bytes(photo_png(16, 16, seed=1))
+    p = tmp_path / "wf_api.json"
+    p.write_text(json.dumps(WF))
+    return p
+
+
+def test_run_uploads_local_files_waits_and_saves(fake, workflow, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(workflow), "--workflow-id", "123456789012345", "--out", str(out)]) == 0
+    files = list(out.glob("*.png"))
+    assert len(files) == 1 and files[0].read_bytes() == (workflow.parent / "in.png").read_bytes()
+    assert "price 0.25" in capsys.readouterr().out
+    pid = next(iter(fake.tasks))
+    assert cli.main(["status"]) == 0 and json.loads(capsys.readouterr().out)["task_id"] == pid
+    assert cli.main(["results", pid, "--out", str(tmp_path / "again")]) == 0
+    assert len(list((tmp_path / "again").glob("*.png"))) == 1
+    assert cli.main(["tasks"]) == 0 and pid in capsys.readouterr().out
+    assert cli.main(["cancel", pid]) == 0 and fake.count("cancel") == 1
+
+
+def test_run_without_key_or_with_gateway_nodes_says_what_to_do(fake, workflow, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    assert cli.main(["run", str(workflow), "--workflow-id", "1"]) == 2
+    assert "No GPUGeek API key" in capsys.readouterr().err and fake.calls == []
+    p = tmp_path / "ui.json"
+    p.write_text(json.dumps({"nodes": [], "links": []}))
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    assert cli.main(["run", str(p), "--workflow-id", "1"]) == 2
+    assert "Export (API)" in capsys.readouterr().err
+
+
+def test_run_on_a_comfyui_server_needs_no_account(workflow, tmp_path, capsys):
+    srv = FakeComfyUI().start()
+    try:
+        out = tmp_path / "out"
+        assert cli.main(["run", str(workflow), "--target", srv.url, "--out", str(out)]) == 0
+        files = list(out.glob("*.png"))
+        assert len(files) == 1 and files[0].read_bytes() == (workflow.parent / "in.png").read_bytes()
+        assert srv.calls.count("upload") == 1
+    finally:
+        srv.stop()
