@@ -12,7 +12,7 @@ from __future__ import annotations
 from .wire import QUEUED, RUNNING, TaskDetail
 
 # Densest polling, used in the window around the expected end: the median lag is about half of it.
-MIN_DELAY_S = 0.04
+MIN_DELAY_S = 0.025
 # Sparsest polling while running, far from the expected end: a task that ends unexpectedly early is
 # noticed within this.
 MAX_RUNNING_DELAY_S = 5.0
