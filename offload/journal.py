@@ -61,18 +61,22 @@ class JsonlStore:
     def refresh(self) -> None:
         """Re-read if another process (the command line, a restarted ComfyUI) wrote to the file."""
         with self._lock:
-            try:
-                m = os.stat(self.path).st_mtime_ns
-            except FileNotFoundError:
-                m = None
-            if m != self._mtime:
-                self._load()
+            self._reload_if_changed()
+
+    def _reload_if_changed(self) -> None:
+        try:
+            m = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            m = None
+        if m != self._mtime:
+            self._load()
 
     def put(self, key: str, **fields) -> dict:
         fields["key"] = key
         line = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._reload_if_changed()  # another process (the command line, a second ComfyUI) may have written
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 # a crash may have left a partial last line: start ours on a fresh line

@@ -66,3 +66,15 @@ def test_upload_cache_expiry(tmp_path):
     assert c.get("d1") == "https://x/a.png" and c.get("d2") is None
     assert J.UploadCache(tmp_path / "u.jsonl").get("d1") == "https://x/a.png"
     assert J.parse_expiry("1999999999000") == 1999999999.0 and J.parse_expiry("garbage") is None
+
+
+def test_two_writers_lose_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(J, "COMPACT_SLACK", 5)
+    path = tmp_path / "journal.jsonl"
+    a, b = J.Journal(path), J.Journal(path)     # ComfyUI and the command line
+    ka = a.begin(plan_hash="a")
+    time.sleep(0.01)
+    kb = b.begin(plan_hash="b")
+    for i in range(20):                           # enough for a to compact
+        a.update(ka, run_ms=i)
+    assert {r["key"] for r in J.Journal(path).tasks()} == {ka, kb}
