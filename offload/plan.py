@@ -30,38 +30,15 @@ The rules are DESIGN.md's "What goes to the cloud, exactly"; the cases a user hi
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-GATEWAY = "GPUGeekCloudExecute"
-UPLOAD = "GPUGeekUploadImage"
-LOAD_RESULT = "GPUGeekLoadResult"
-IMAGE_INPUTS = ("image_1", "image_2", "image_3", "image_4")
-MASK_INPUTS = ("mask_1", "mask_2")
-GATEWAY_OUTPUTS = IMAGE_INPUTS + MASK_INPUTS  # output slot i pairs with input GATEWAY_OUTPUTS[i]
-TASK_ID_SLOT = len(GATEWAY_OUTPUTS)
-UPLOAD_OUTPUTS = ("IMAGE", "STRING", "MASK")  # image passed through, URL, mask passed through
-UPLOAD_URL_SLOT = 1
-PLAN_INPUT = "gpugeek_plan"          # hidden gateway input carrying the plan (JSON)
-CROSS_PREFIX = "gpugeek_x"           # hidden gateway link inputs carrying crossings in
-LEAD_INPUT = "gpugeek_lead"          # hidden link from a merged gateway to the one that runs the task
-SKIP_UPLOAD_INPUT = "gpugeek_skip"   # hidden flag on an Upload Image whose upload nobody needs
-TARGET_INPUT = "gpugeek_target"      # hidden: the target an Upload Image uploads to (its gateway's)
-SCALARS = frozenset({"STRING", "INT", "FLOAT", "BOOLEAN"})
-PIXELS = frozenset({"IMAGE", "MASK"})
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    outputs: tuple = ()
-    output_node: bool = False
-    inputs: dict = field(default_factory=dict)  # input name -> type, where known
-
-
-ClassTable = dict  # class_type -> ClassInfo
-
+from .cloud_prompt import _add_save, _cloud_prompt
+from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, LOAD_RESULT,  # noqa: F401
+                    MASK_INPUTS, PIXELS, PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT,
+                    UPLOAD, UPLOAD_OUTPUTS, UPLOAD_URL_SLOT, ClassInfo, ClassTable, node_label, node_links, is_link,
+                    out_type, plan_hash)
 
 @dataclass
 class PlanResult:
@@ -70,40 +47,6 @@ class PlanResult:
     refusals: dict    # gateway id -> [sentence]
     roles: dict       # node id -> "local" | "cloud" | "both"
     groups: dict      # gateway id -> id of the gateway that runs its task
-
-
-def is_link(v) -> bool:
-    return (isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int)) and not isinstance(v[0], bool)
-            and isinstance(v[1], int) and not isinstance(v[1], bool))
-
-
-def _links(node: dict):
-    for name, v in (node.get("inputs") or {}).items():
-        if is_link(v):
-            yield name, str(v[0]), v[1]
-
-
-def _label(prompt: dict, nid: str) -> str:
-    node = prompt.get(nid) or {}
-    title = ((node.get("_meta") or {}).get("title")) or node.get("class_type") or "?"
-    return f"#{nid} {title}"
-
-
-def out_type(prompt: dict, classes: ClassTable, nid: str, slot: int, consumer: tuple | None = None):
-    info = classes.get((prompt.get(nid) or {}).get("class_type"))
-    if info is not None and 0 <= slot < len(info.outputs):
-        return info.outputs[slot]
-    if consumer is not None:  # unknown class: the consumer's declared input type tells
-        cinfo = classes.get((prompt.get(consumer[0]) or {}).get("class_type"))
-        if cinfo is not None and consumer[1] in cinfo.inputs:
-            return cinfo.inputs[consumer[1]]
-    return None
-
-
-def plan_hash(cloud_prompt: dict) -> str:
-    """Identity of a cloud part for price/time history: classes and inputs only (titles do not count)."""
-    core = {n: {"class_type": v.get("class_type"), "inputs": v.get("inputs")} for n, v in cloud_prompt.items()}
-    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bool] | None = None) -> PlanResult:
@@ -118,15 +61,15 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
     # consumers: node id -> [(consumer id, input name, slot)]
     consumers: dict[str, list] = {}
     for nid, node in prompt.items():
-        for name, src, slot in _links(node):
+        for name, src, slot in node_links(node):
             consumers.setdefault(src, []).append((nid, name, slot))
 
     # ---- regions -------------------------------------------------------------------------------------
     region: dict[str, set] = {}
     for g in gateways:
-        linked = [(name, src, slot) for name, src, slot in _links(prompt[g]) if name in GATEWAY_OUTPUTS]
+        linked = [(name, src, slot) for name, src, slot in node_links(prompt[g]) if name in GATEWAY_OUTPUTS]
         if not linked:
-            refusals[g].append(f"{_label(prompt, g)} has nothing connected: connect the image you want back "
+            refusals[g].append(f"{node_label(prompt, g)} has nothing connected: connect the image you want back "
                                "from the cloud to image_1 (or a mask to mask_1).")
         seen: set = set()
         stack = [src for _, src, _ in linked if src not in boundaries]
@@ -139,7 +82,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
                                    "the link in the cloud part.")
                 continue
             seen.add(n)
-            for _, src, _ in _links(prompt[n]):
+            for _, src, _ in node_links(prompt[n]):
                 if src not in boundaries and src not in seen:
                     stack.append(src)
         region[g] = seen
@@ -147,7 +90,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
             want = "MASK" if name in MASK_INPUTS else "IMAGE"
             t = out_type(prompt, classes, src, slot)
             if t is not None and t != want:
-                refusals[g].append(f"{name} of {_label(prompt, g)} receives {t} from {_label(prompt, src)}: "
+                refusals[g].append(f"{name} of {node_label(prompt, g)} receives {t} from {node_label(prompt, src)}: "
                                    f"connect an {want} there.")
 
     # ---- merge cloud gateways whose regions share nodes (same workflow id): pay the shared part once ----
@@ -179,7 +122,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
             continue
         info = classes.get(node.get("class_type"))
         sink = (info.output_node if info is not None else nid not in consumers)
-        srcs = [src for _, src, _ in _links(node)]
+        srcs = [src for _, src, _ in node_links(node)]
         if sink and srcs and all(s in owner for s in srcs) and len({owner[s] for s in srcs}) == 1:
             owner[nid] = owner[srcs[0]]
             group_region[owner[nid]].add(nid)
@@ -188,7 +131,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
     for L, nodes in group_region.items():
         cyc = _find_cycle(prompt, nodes)
         if cyc:
-            refusals[L].append("The cloud part has a cycle (" + " -> ".join(_label(prompt, n) for n in cyc)
+            refusals[L].append("The cloud part has a cycle (" + " -> ".join(node_label(prompt, n) for n in cyc)
                                + "): remove one of those links.")
 
     # ---- which nodes still run here ------------------------------------------------------------------
@@ -203,7 +146,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
         needed.add(n)
         node = prompt[n]
         is_cloud_gw = node.get("class_type") == GATEWAY and n in cloud
-        for name, src, slot in _links(node):
+        for name, src, slot in node_links(node):
             if src not in owner:
                 stack.append(src)
                 continue
@@ -214,23 +157,23 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
                 stack.append(src)            # a value made of values only: it runs here as well ("both")
             elif t in SCALARS:
                 refusals[owner[src]].append(
-                    f"{t} cannot cross from the cloud part ({_label(prompt, src)}) to the local node "
-                    f"{_label(prompt, n)}: it is computed from cloud work. Give {_label(prompt, n)} its own "
+                    f"{t} cannot cross from the cloud part ({node_label(prompt, src)}) to the local node "
+                    f"{node_label(prompt, n)}: it is computed from cloud work. Give {node_label(prompt, n)} its own "
                     "local value, or move it into the cloud part.")
             elif t in PIXELS:
                 rewires.append((n, name, owner[src], src, slot, t))
             else:
                 what = t or "An output of unknown type"
                 refusals[owner[src]].append(
-                    f"{what} cannot cross from the cloud part ({_label(prompt, src)}) to the local node "
-                    f"{_label(prompt, n)}: move {_label(prompt, n)} into the cloud part (so it feeds the "
+                    f"{what} cannot cross from the cloud part ({node_label(prompt, src)}) to the local node "
+                    f"{node_label(prompt, n)}: move {node_label(prompt, n)} into the cloud part (so it feeds the "
                     "gateway) or give it its own local input.")
 
     # crossing-out pixels take a free gateway output of the group
     slot_of: dict = {}   # (src, slot) -> (gateway, output index)
-    used = {g: {name for name, _, _ in _links(prompt[g]) if name in GATEWAY_OUTPUTS} for g in gateways}
+    used = {g: {name for name, _, _ in node_links(prompt[g]) if name in GATEWAY_OUTPUTS} for g in gateways}
     for g in cloud:
-        for name, src, slot in _links(prompt[g]):
+        for name, src, slot in node_links(prompt[g]):
             if name in GATEWAY_OUTPUTS and src in region[g]:
                 slot_of.setdefault((src, slot, g), GATEWAY_OUTPUTS.index(name))
     cross_out: dict = {}   # gateway -> {output index: (src, slot, type)}
@@ -254,8 +197,8 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
                     cross_out.setdefault(g, {})[done[1]] = (src, slot, t)
                     break
         if not done:
-            refusals[L].append(f"{_label(prompt, n)} needs a {t} from the cloud part ({_label(prompt, src)}) but "
-                               f"{_label(prompt, L)} has no free {t.lower()} output left: route it through the "
+            refusals[L].append(f"{node_label(prompt, n)} needs a {t} from the cloud part ({node_label(prompt, src)}) but "
+                               f"{node_label(prompt, L)} has no free {t.lower()} output left: route it through the "
                                "gateway's outputs instead.")
             continue
         cross_out.setdefault("__rewire__", []).append((n, name, done[0], done[1]))
@@ -274,7 +217,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
         bad = [g for g in ms if refusals[g]]
         for g in ms:
             if bad and not refusals[g]:
-                refusals[g].append(f"{_label(prompt, g)} shares its cloud part with {_label(prompt, bad[0])}, which "
+                refusals[g].append(f"{node_label(prompt, g)} shares its cloud part with {node_label(prompt, bad[0])}, which "
                                    "cannot be sent: fix that gateway first.")
     # A refused group keeps its nodes here, so ComfyUI reports only real problems besides the refusal
     # (never a dangling link); nothing of it runs, as the gateway fails validation.
@@ -291,7 +234,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
     while changed:
         changed = False
         for n in [n for n in local if n not in needed and n not in owner]:
-            if any(src in prompt and src not in local for _, src, _ in _links(local[n])):
+            if any(src in prompt and src not in local for _, src, _ in node_links(local[n])):
                 del local[n]
                 changed = True
 
@@ -302,7 +245,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
             continue
         L = groups[g]
         outs = []
-        for name, src, slot in _links(prompt[g]):
+        for name, src, slot in node_links(prompt[g]):
             if name not in GATEWAY_OUTPUTS:
                 continue
             idx = GATEWAY_OUTPUTS.index(name)
@@ -371,7 +314,7 @@ def _scalar_only(prompt: dict, classes: ClassTable, start: str, owner: dict) -> 
         info = classes.get((prompt.get(n) or {}).get("class_type"))
         if info is None or not info.outputs or any(o not in SCALARS for o in info.outputs):
             return False
-        stack.extend(src for _, src, _ in _links(prompt[n]))
+        stack.extend(src for _, src, _ in node_links(prompt[n]))
     return True
 
 
@@ -393,7 +336,7 @@ def _find_cycle(prompt: dict, nodes: set):
     for start in sorted(nodes):
         if start in color:
             continue
-        stack = [(start, iter(sorted(src for _, src, _ in _links(prompt[start]) if src in nodes)))]
+        stack = [(start, iter(sorted(src for _, src, _ in node_links(prompt[start]) if src in nodes)))]
         path = [start]
         color[start] = 1
         while stack:
@@ -409,65 +352,5 @@ def _find_cycle(prompt: dict, nodes: set):
             if nxt not in color:
                 color[nxt] = 1
                 path.append(nxt)
-                stack.append((nxt, iter(sorted(src for _, src, _ in _links(prompt[nxt]) if src in nodes))))
+                stack.append((nxt, iter(sorted(src for _, src, _ in node_links(prompt[nxt]) if src in nodes))))
     return None
-
-
-def _cloud_prompt(prompt, classes, nodes, boundaries, file_exists):
-    """The region's nodes with crossings in replaced by loaders (IMAGE/MASK) or literal slots (scalars)."""
-    out = {n: copy.deepcopy(prompt[n]) for n in sorted(nodes)}
-    crossings: list = []
-    by_src: dict = {}
-    for n in sorted(out):
-        node = out[n]
-        for name, src, slot in list(_links(node)):
-            if src not in boundaries:
-                continue
-            t = out_type(prompt, classes, src, slot, (n, name))
-            is_upload = prompt[src].get("class_type") == UPLOAD
-            if t in SCALARS:
-                key = (src, slot, "literal")
-                if key not in by_src:
-                    by_src[key] = {"kind": "literal", "from": [src, slot], "targets": []}
-                    crossings.append(by_src[key])
-                by_src[key]["targets"].append([n, name])
-                node["inputs"][name] = None
-                continue
-            if is_upload:  # the URL the boundary already uploaded; its mask rides as alpha
-                key = (src, UPLOAD_URL_SLOT, "url")
-                if key not in by_src:
-                    by_src[key] = {"kind": "url", "from": [src, UPLOAD_URL_SLOT], "loader": f"gpugeek_in_{len(crossings)}"}
-                    crossings.append(by_src[key])
-                c = by_src[key]
-                node["inputs"][name] = [c["loader"], 1 if t == "MASK" else 0]
-                continue
-            kind = "mask" if t == "MASK" else "image"
-            key = (src, slot, kind)
-            if key not in by_src:
-                by_src[key] = {"kind": kind, "from": [src, slot], "loader": f"gpugeek_in_{len(crossings)}"}
-                crossings.append(by_src[key])
-            node["inputs"][name] = [by_src[key]["loader"], 0]
-    for c in crossings:
-        if c["kind"] in ("url", "image"):
-            out[c["loader"]] = {"class_type": "LoadImage", "inputs": {"image": None}}
-        elif c["kind"] == "mask":
-            out[c["loader"]] = {"class_type": "LoadImageMask", "inputs": {"image": None, "channel": "red"}}
-    files = []
-    for n in sorted(nodes):
-        node = prompt[n]
-        if node.get("class_type") in ("LoadImage", "LoadImageMask"):
-            name = node.get("inputs", {}).get("image")
-            if isinstance(name, str) and "://" not in name and file_exists(name):
-                files.append({"node": n, "file": name})
-    return out, crossings, files
-
-
-def _add_save(cloud_prompt: dict, src, kind: str, i: int) -> str:
-    save = f"gpugeek_out_{i}"
-    link = [src[0], src[1]]
-    if kind == "mask":
-        conv = f"gpugeek_m2i_{i}"
-        cloud_prompt[conv] = {"class_type": "MaskToImage", "inputs": {"mask": link}}
-        link = [conv, 0]
-    cloud_prompt[save] = {"class_type": "SaveImage", "inputs": {"images": link, "filename_prefix": f"gpugeek/{save}"}}
-    return save

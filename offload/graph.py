@@ -1,0 +1,69 @@
+"""The API-prompt graph: the pack's node ids and hidden inputs, what the plan knows of node classes, and
+the helpers that read links. Shared by the plan (offload/plan.py) and the cloud prompt it builds
+(offload/cloud_prompt.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+GATEWAY = "GPUGeekCloudExecute"
+UPLOAD = "GPUGeekUploadImage"
+LOAD_RESULT = "GPUGeekLoadResult"
+IMAGE_INPUTS = ("image_1", "image_2", "image_3", "image_4")
+MASK_INPUTS = ("mask_1", "mask_2")
+GATEWAY_OUTPUTS = IMAGE_INPUTS + MASK_INPUTS  # output slot i pairs with input GATEWAY_OUTPUTS[i]
+TASK_ID_SLOT = len(GATEWAY_OUTPUTS)
+UPLOAD_OUTPUTS = ("IMAGE", "STRING", "MASK")  # image passed through, URL, mask passed through
+UPLOAD_URL_SLOT = 1
+PLAN_INPUT = "gpugeek_plan"          # hidden gateway input carrying the plan (JSON)
+CROSS_PREFIX = "gpugeek_x"           # hidden gateway link inputs carrying crossings in
+LEAD_INPUT = "gpugeek_lead"          # hidden link from a merged gateway to the one that runs the task
+SKIP_UPLOAD_INPUT = "gpugeek_skip"   # hidden flag on an Upload Image whose upload nobody needs
+TARGET_INPUT = "gpugeek_target"      # hidden: the target an Upload Image uploads to (its gateway's)
+SCALARS = frozenset({"STRING", "INT", "FLOAT", "BOOLEAN"})
+PIXELS = frozenset({"IMAGE", "MASK"})
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    outputs: tuple = ()
+    output_node: bool = False
+    inputs: dict = field(default_factory=dict)  # input name -> type, where known
+
+
+ClassTable = dict  # class_type -> ClassInfo
+
+
+def is_link(v) -> bool:
+    return (isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int)) and not isinstance(v[0], bool)
+            and isinstance(v[1], int) and not isinstance(v[1], bool))
+
+
+def node_links(node: dict):
+    for name, v in (node.get("inputs") or {}).items():
+        if is_link(v):
+            yield name, str(v[0]), v[1]
+
+
+def node_label(prompt: dict, nid: str) -> str:
+    node = prompt.get(nid) or {}
+    title = ((node.get("_meta") or {}).get("title")) or node.get("class_type") or "?"
+    return f"#{nid} {title}"
+
+
+def out_type(prompt: dict, classes: ClassTable, nid: str, slot: int, consumer: tuple | None = None):
+    info = classes.get((prompt.get(nid) or {}).get("class_type"))
+    if info is not None and 0 <= slot < len(info.outputs):
+        return info.outputs[slot]
+    if consumer is not None:  # unknown class: the consumer's declared input type tells
+        cinfo = classes.get((prompt.get(consumer[0]) or {}).get("class_type"))
+        if cinfo is not None and consumer[1] in cinfo.inputs:
+            return cinfo.inputs[consumer[1]]
+    return None
+
+
+def plan_hash(cloud_prompt: dict) -> str:
+    """Identity of a cloud part for price/time history: classes and inputs only (titles do not count)."""
+    core = {n: {"class_type": v.get("class_type"), "inputs": v.get("inputs")} for n, v in cloud_prompt.items()}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
