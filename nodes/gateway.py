@@ -17,7 +17,7 @@ from ..offload import config as C
 from ..offload import errors as E
 from ..offload import plan as P
 from ..offload.run import DEFAULT_TIMEOUT_S, fetch_results, run_plan, status_text
-from ..offload.transfer import IMAGE_EXTS, gather_bounded, safe_file_name, save_into
+from ..offload.transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
 from ..offload.wire import RUNNING, SUCCEEDED, TaskDetail
 from . import cloud, comfy
 
@@ -204,6 +204,7 @@ class GPUGeekCloudExecute:
         previews, saved = [], []
         folder = os.path.join(comfy.output_dir(), RESULTS_SUBFOLDER)
         files = dict(files)
+        budget = ByteBudget()
         # one decoding thread: libspng holds the GIL, so decodes in parallel threads only fight each other;
         # one thread decodes each file while the next ones download
         decoder = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-decode")
@@ -215,6 +216,7 @@ class GPUGeekCloudExecute:
 
             async def one(i, url):
                 data = await target.fetch(url)
+                budget.take(len(data))
                 got[i] = (url, data)
                 if dec is not None:
                     await loop.run_in_executor(decoder, dec.add, i, data)

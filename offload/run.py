@@ -16,7 +16,7 @@ from . import errors as E
 from .journal import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
 from .poll import INTERRUPT_CHECK_S, PollSchedule
 from .redact import get_logger
-from .transfer import PARALLEL_TRANSFERS, digest_bytes, gather_bounded, upload_once
+from .transfer import PARALLEL_TRANSFERS, ByteBudget, digest_bytes, gather_bounded, upload_once
 from .wire import CANCELLED as S_CANCELLED
 from .wire import FAILED as S_FAILED
 from .wire import QUEUED as S_QUEUED
@@ -323,10 +323,17 @@ async def _cancel(target, prompt_id: str, journal: Journal, key: str | None, why
     return ok
 
 
-async def fetch_results(detail: TaskDetail, target, nodes=None) -> dict:
-    """Download the result files of the given output nodes (all when ``nodes`` is None) in parallel."""
+async def fetch_results(detail: TaskDetail, target, nodes=None, budget: ByteBudget | None = None) -> dict:
+    """Download the result files of the given output nodes (all when ``nodes`` is None) in parallel,
+    within one memory budget for the whole task."""
     wanted = [(n, u) for n, u in detail.all_urls() if nodes is None or n in nodes]
-    datas = await gather_bounded([target.fetch(u) for _, u in wanted])
+    budget = budget or ByteBudget()
+
+    async def one(url):
+        data = await target.fetch(url)
+        budget.take(len(data))
+        return data
+    datas = await gather_bounded([one(u) for _, u in wanted])
     files: dict = {}
     for (n, u), data in zip(wanted, datas):
         files.setdefault(n, []).append((u, data))

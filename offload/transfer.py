@@ -18,6 +18,25 @@ SAVE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm", ".mov", 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 
 
+# All result files of one task held in memory at once: above this the task is refused (a 512 MB file is
+# already the per-file limit in client.py; a task of many such files would exhaust a home machine).
+MAX_TASK_BYTES = 2 * 1024**3
+
+
+class ByteBudget:
+    """Counts the bytes a task's downloads hold; refuses the task once they pass ``MAX_TASK_BYTES``."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit or MAX_TASK_BYTES
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise ResultError(f"The task's results pass {self.limit >> 20} MB in all", call="download",
+                              hint="Return fewer or smaller files from the cloud part, or load them by hand.")
+
+
 def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 

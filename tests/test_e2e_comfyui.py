@@ -270,6 +270,11 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         page.evaluate("app.extensionManager.command.execute('Workspace.ToggleSidebarTab.gpugeek-tasks')")
         time.sleep(3)
         page.screenshot(path=str(shots / "tasks.png"))
+        page.get_by_text("Load results").first.click()   # adds a GPUGeek Load Result node for that task
+        time.sleep(1)
+        loaded = page.evaluate("() => app.graph._nodes.filter(n => n.type === 'GPUGeekLoadResult')"
+                               ".map(n => n.widgets.find(w => w.name === 'prompt_id').value)")
+        assert loaded and loaded[0]
         page.evaluate("app.extensionManager.command.execute('Workspace.ToggleSidebarTab.gpugeek-tasks')")
         page.evaluate("app.extensionManager.command.execute('Comfy.ShowSettingsDialog')")
         time.sleep(2)

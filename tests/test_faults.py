@@ -196,3 +196,12 @@ def test_huge_download_refused_with_bounded_memory(env, fake, monkeypatch):
     with pytest.raises(E.ResultError) as ei:
         execute(env)
     assert "limit" in str(ei.value)
+
+
+def test_a_task_whose_files_pass_the_memory_budget_is_refused(env, fake, monkeypatch):
+    monkeypatch.setattr(pack.offload.transfer, "MAX_TASK_BYTES", 20_000)
+    fake.runner = lambda prompt, task: {n: [(f"f{i}.png", photo_png(64, 64, seed=i)) for i in range(4)]
+                                        for n, v in prompt.items() if v["class_type"] == "SaveImage"}
+    with pytest.raises(E.ResultError) as ei:
+        execute(env)
+    assert "in all" in str(ei.value)
