@@ -9,7 +9,7 @@ import { runningCloudNodes } from "./lib/live.js";
 const CLOUD = "#3b82f6";   // readable on dark and light canvases
 const BOTH = "#14b8a6";
 const REFUSED = "#ef4444";
-const state = { roles: {}, owner: {}, refusals: {}, expected: {}, version: null, busy: false, classes: null };
+const state = { roles: {}, owner: {}, refusals: {}, flagged: new Set(), expected: {}, version: null, busy: false, classes: null };
 
 function marking() {
   return app.extensionManager?.setting?.get("GPUGeek.MarkCloud") !== false;
@@ -40,10 +40,19 @@ function drawMark(node, ctx) {
     outline(ctx, node, REFUSED, title);
     return;
   }
+  if (state.flagged.has(id)) {
+    outline(ctx, node, REFUSED, title);
+    badge(ctx, tr("refusedHere"), REFUSED, title);
+    return;
+  }
   if (!role || role === "local") return;
   const color = refused ? REFUSED : role === "both" ? BOTH : CLOUD;
   outline(ctx, node, color, title);
   const text = refused ? tr("refused") : `${tr("cloudOf", { g })}${role === "both" ? " · " + tr("both") : ""}`;
+  badge(ctx, text, color, title);
+}
+
+function badge(ctx, text, color, title) {
   ctx.save();
   ctx.font = "bold 11px sans-serif";
   const w = ctx.measureText(text).width + 10;
@@ -95,10 +104,10 @@ async function refresh() {
     const { output } = await app.graphToPrompt();
     const hasGateway = Object.values(output).some((n) => n.class_type === GATEWAY);
     if (!hasGateway) {
-      Object.assign(state, { roles: {}, owner: {}, refusals: {}, expected: {} });
+      Object.assign(state, { roles: {}, owner: {}, refusals: {}, flagged: new Set(), expected: {} });
     } else {
       const plan = makePlan(output, state.classes || {});
-      Object.assign(state, { roles: plan.roles, owner: plan.owner, refusals: plan.refusals });
+      Object.assign(state, { roles: plan.roles, owner: plan.owner, refusals: plan.refusals, flagged: new Set(plan.flagged) });
       const server = await call("plan", { prompt: output }).catch(() => null);
       if (server?.ok) state.expected = server.expected || {};
     }

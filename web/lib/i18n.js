@@ -2,7 +2,7 @@
 // the frontend from locales/<lang>/*.json; these are the texts the extension draws or shows itself.
 export const STRINGS = {
   en: {
-    cloud: "cloud", both: "cloud + here", refused: "cannot send", cloudOf: "☁ GPUGeek #{g}",
+    cloud: "cloud", both: "cloud + here", refused: "cannot send", refusedHere: "cannot take this from the cloud", cloudOf: "☁ GPUGeek #{g}",
     expected: "expected ~{price}, ~{time} ({n} earlier runs)", expectedNone: "no earlier runs of this cloud part",
     queued: "queued: position {pos} of {size}", running: "running {t}", done: "done in {t}, price {price}",
     failed: "failed: {msg}", cancelled: "cancelled", uploading: "uploading inputs…", local: "runs here (local)",
@@ -18,7 +18,7 @@ export const STRINGS = {
     status_failed: "failed", status_cancelled: "cancelled", status_unknown: "unknown (answer lost)",
   },
   zh: {
-    cloud: "云端", both: "云端 + 本机", refused: "无法发送", cloudOf: "☁ GPUGeek #{g}",
+    cloud: "云端", both: "云端 + 本机", refused: "无法发送", refusedHere: "无法接收云端数据", cloudOf: "☁ GPUGeek #{g}",
     expected: "预计约 {price}，约 {time}（之前 {n} 次运行）", expectedNone: "此云端部分尚无运行记录",
     queued: "排队中：第 {pos} 位，共 {size} 个", running: "运行中 {t}", done: "完成，用时 {t}，费用 {price}",
     failed: "失败：{msg}", cancelled: "已取消", uploading: "正在上传输入…", local: "在本机运行",

@@ -178,6 +178,7 @@ export function makePlan(prompt, classes) {
   const localOutputs = ids.filter((n) => !(n in owner) && isOutput(prompt[n], classes, n, consumers));
   const needed = new Set();
   const rewires = [];
+  const flagged = new Set();  // local nodes that a refused crossing reaches: marked in the editor
   const stack = [...localOutputs, ...gateways];
   while (stack.length) {
     const n = stack.pop();
@@ -191,9 +192,11 @@ export function makePlan(prompt, classes) {
       const t = outType(prompt, classes, src, slot, [n, name]);
       if (n in owner || (SCALARS.has(t) && scalarOnly(prompt, classes, src, owner))) stack.push(src);
       else if (SCALARS.has(t)) {
+        flagged.add(n);
         refusals[owner[src]].push(`${t} cannot cross from the cloud part (${label(prompt, src)}) to the local node ${label(prompt, n)}: it is computed from cloud work. Give ${label(prompt, n)} its own local value, or move it into the cloud part.`);
       } else if (PIXELS.has(t)) rewires.push([n, name, owner[src], src, slot, t]);
       else {
+        flagged.add(n);
         refusals[owner[src]].push(`${t || "An output of unknown type"} cannot cross from the cloud part (${label(prompt, src)}) to the local node ${label(prompt, n)}: move ${label(prompt, n)} into the cloud part (so it feeds the gateway) or give it its own local input.`);
       }
     }
@@ -266,5 +269,6 @@ export function makePlan(prompt, classes) {
     regions,
     localNodes,
     owner,
+    flagged: sorted(flagged),
   };
 }

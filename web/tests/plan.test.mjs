@@ -38,3 +38,9 @@ test("the same prompt gives the same plan", () => {
   const v = vectors[0];
   assert.deepEqual(makePlan(structuredClone(v.prompt), classesRaw), makePlan(structuredClone(v.prompt), classesRaw));
 });
+
+test("local nodes reached by a refused crossing are flagged for the editor", () => {
+  const v = vectors.find((x) => x.name.startsWith("LATENT and VAE crossing"));
+  const res = makePlan(structuredClone(v.prompt), classesRaw);
+  assert.deepEqual(res.flagged, ["13"]);
+});
