@@ -295,12 +295,15 @@ async def download(session: aiohttp.ClientSession, url: str, *, max_bytes: int |
                     if expected is not None and expected > max_bytes:
                         raise E.ResultError(f"A result file is {expected // 1048576} MB, above the "
                                             f"{max_bytes // 1048576} MB limit", call=call)
-                    buf = bytearray()
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        buf += chunk
-                        if len(buf) > max_bytes:
-                            raise E.ResultError(f"A result file is larger than the {max_bytes // 1048576} MB limit",
-                                                call=call)
+                    if expected is not None:
+                        buf = await resp.read()  # size known and within the limit: one buffer, no loop
+                    else:
+                        buf = bytearray()
+                        async for chunk in resp.content.iter_chunked(1 << 16):
+                            buf += chunk
+                            if len(buf) > max_bytes:
+                                raise E.ResultError(f"A result file is larger than the {max_bytes // 1048576} MB "
+                                                    "limit", call=call)
                     if expected is not None and len(buf) != expected:
                         last = E.TransportError(f"A result download was cut short ({len(buf)} of {expected} bytes)",
                                                 call=call)
