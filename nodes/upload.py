@@ -41,13 +41,9 @@ class GPUGeekUploadImage:
                     m = None
                     if mask is not None:
                         m = mask[min(i, mask.shape[0] - 1)] if mask.ndim == 3 else mask
-                    digest = codec.tensor_digest(image[i], m)
-                    key = f"{target.name}:{digest}"
-                    url = cloud.uploads().get(key)
-                    if not url:
-                        data = await asyncio.to_thread(codec.encode_png, image[i], m)
-                        url = await upload_once(target, cloud.uploads(), data, f"gpugeek_{digest[:16]}.png", digest)
-                    urls.append(url)
+                    digest = await asyncio.to_thread(codec.tensor_digest, image[i], m)
+                    encode = (lambda f=image[i], fm=m: codec.encode_png(f, fm))
+                    urls.append(await upload_once(target, cloud.uploads(), encode, f"gpugeek_{digest[:16]}.png", digest))
         except BaseException as e:  # noqa: BLE001 - reraise maps it
             cloud.reraise(e, label)
         text = "\n".join(urls)

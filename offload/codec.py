@@ -240,9 +240,7 @@ def decode_batch(files: list[bytes], threads: int = 1):
     libspng's binding does not)."""
     if not files:
         raise ResultError("No result files to decode", call="decode")
-    for d in files:
-        check_size(*image_size(d))
-    dec = BatchDecoder(len(files))
+    dec = BatchDecoder(len(files))  # each file's size is checked from its header before it is decoded
     if threads > 1 and len(files) > 1:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=threads) as ex:
@@ -251,12 +249,6 @@ def decode_batch(files: list[bytes], threads: int = 1):
         for i, d in enumerate(files):
             dec.add(i, d)
     return dec.result()
-
-
-def decode_mask_batch(files: list[bytes]):
-    """Files that carry a mask in their first channel (a cloud MaskToImage + SaveImage) -> MASK [B,H,W]."""
-    image, _ = decode_batch(files)
-    return image[..., 0].contiguous()
 
 
 def decode_image(data: bytes):

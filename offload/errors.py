@@ -122,7 +122,7 @@ class PlanError(GPUGeekError):
     hint = "Change the graph as described and queue it again."
 
 
-def from_http(status: int, *, message: str, code=None, traceid=None, call: str, body_text: str | None = None):
+def from_http(status: int, *, message: str, code=None, traceid=None, call: str):
     """Map an HTTP status (and platform code) to the right error class."""
     if status in (401,):
         cls = AuthError

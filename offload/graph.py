@@ -9,12 +9,10 @@ from dataclasses import dataclass, field
 
 GATEWAY = "GPUGeekCloudExecute"
 UPLOAD = "GPUGeekUploadImage"
-LOAD_RESULT = "GPUGeekLoadResult"
 IMAGE_INPUTS = ("image_1", "image_2", "image_3", "image_4")
 MASK_INPUTS = ("mask_1", "mask_2")
 GATEWAY_OUTPUTS = IMAGE_INPUTS + MASK_INPUTS  # output slot i pairs with input GATEWAY_OUTPUTS[i]
 TASK_ID_SLOT = len(GATEWAY_OUTPUTS)
-UPLOAD_OUTPUTS = ("IMAGE", "STRING", "MASK")  # image passed through, URL, mask passed through
 UPLOAD_URL_SLOT = 1
 PLAN_INPUT = "gpugeek_plan"          # hidden gateway input carrying the plan (JSON)
 CROSS_PREFIX = "gpugeek_x"           # hidden gateway link inputs carrying crossings in

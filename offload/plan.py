@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .cloud_prompt import _add_save, _cloud_prompt
-from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, LOAD_RESULT,  # noqa: F401
+from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT,  # noqa: F401
                     MASK_INPUTS, PIXELS, PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT,
-                    UPLOAD, UPLOAD_OUTPUTS, UPLOAD_URL_SLOT, ClassInfo, ClassTable, node_label, node_links, is_link,
+                    UPLOAD, UPLOAD_URL_SLOT, ClassInfo, ClassTable, node_label, node_links, is_link,
                     out_type, plan_hash)
 
 @dataclass

@@ -16,12 +16,12 @@ from . import errors as E
 from .journal import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
 from .poll import INTERRUPT_CHECK_S, PollSchedule
 from .redact import get_logger
-from .transfer import PARALLEL_TRANSFERS, ByteBudget, digest_bytes, gather_bounded, upload_once
+from .transfer import PARALLEL_TRANSFERS, ByteBudget, digest_bytes, gather_bounded, safe_file_name, upload_once
 from .wire import CANCELLED as S_CANCELLED
 from .wire import FAILED as S_FAILED
 from .wire import QUEUED as S_QUEUED
 from .wire import SUCCEEDED as S_SUCCEEDED
-from .wire import STATUS_NAMES, TaskDetail
+from .wire import TaskDetail
 
 log = get_logger("gpugeek.run")
 
@@ -96,26 +96,19 @@ async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_f
             digests = await asyncio.to_thread(lambda fr=frames: [codec.tensor_digest(f) for f in fr])
             for i in range(int(frames.shape[0])):
                 digest = digests[i]
-                data_fn = (lambda f=frames[i], k=c["kind"]: codec.encode_mask_png(f) if k == "mask" else codec.encode_png(f))
-                jobs.append((digest, data_fn, f"gpugeek_{digest[:16]}.png"))
+                encode = (lambda f=frames[i], k=c["kind"]: codec.encode_mask_png(f) if k == "mask" else codec.encode_png(f))
+                jobs.append((digest, encode, f"gpugeek_{digest[:16]}.png"))
                 where.append((c, i))
     for f in plan.get("local_files", []):
         if read_file is None:
             continue
         data = await asyncio.to_thread(read_file, f["file"])
-        jobs.append((digest_bytes(data), (lambda d=data: d), f"gpugeek_{digest_bytes(data)[:16]}_{_tail(f['file'])}"))
+        digest = digest_bytes(data)
+        jobs.append((digest, data, f"gpugeek_{digest[:16]}_{safe_file_name(f['file'], 'input')}"))
         where.append((f, None))
 
-    async def one(digest, data_fn, name):
-        key = f"{getattr(target, 'name', 'target')}:{digest}"
-        if uploads.get(key):
-            if stats is not None:
-                stats["reused"] = stats.get("reused", 0) + 1
-            return uploads.get(key)
-        data = await asyncio.to_thread(data_fn)
-        return await upload_once(target, uploads, data, name, digest=digest, stats=stats)
-
-    urls = await gather_bounded([one(*j) for j in jobs], limit)
+    urls = await gather_bounded([upload_once(target, uploads, data, name, digest=digest, stats=stats)
+                                 for digest, data, name in jobs], limit)
     extra_loaders: dict = {}
     for (spec, i), url in zip(where, urls):
         if i is None:
@@ -144,12 +137,6 @@ async def register_external(prompt: dict, target, ours: set) -> None:
                 await register(url)
             except E.GPUGeekError as e:
                 log.warning("Registering %s with GPUGeek failed (%s); the cloud may still read it", url[:80], e.message)
-
-
-def _tail(name: str) -> str:
-    import os
-    import re
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(name.replace("\\", "/")))[-60:]
 
 
 def _batch_loaders(prompt: dict, loader: str, urls: list) -> None:
@@ -360,5 +347,3 @@ def status_text(d: TaskDetail, expected: dict | None = None, lang: str = "en") -
     exp = f" of ~{expected['run_ms'] / 1000:.0f} s" if expected and expected.get("run_ms") else ""
     return (f"运行中：{run:.1f} 秒" if zh else f"Running: {run:.1f} s{exp}")
 
-
-STATUS = STATUS_NAMES

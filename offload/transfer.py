@@ -41,14 +41,20 @@ def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
-async def upload_once(target, cache, data: bytes, file_name: str, digest: str | None = None, stats=None) -> str:
-    """Upload unless the same content already has a live URL (across runs and restarts)."""
-    key = f"{getattr(target, 'name', 'target')}:{digest or digest_bytes(data)}"
+async def upload_once(target, cache, data, file_name: str, digest: str | None = None, stats=None) -> str:
+    """Upload unless the same content already has a live URL (across runs and restarts). ``data`` may be
+    bytes or a function that makes them (an encoder): it runs, in a thread, only when an upload is due."""
+    if digest is None:
+        data = data() if callable(data) else data
+        digest = digest_bytes(data)
+    key = f"{getattr(target, 'name', 'target')}:{digest}"
     url = cache.get(key)
     if url:
         if stats is not None:
             stats["reused"] = stats.get("reused", 0) + 1
         return url
+    if callable(data):
+        data = await asyncio.to_thread(data)
     url, expires = await target.upload(data, file_name)
     cache.put(key, url, expires)
     if stats is not None:

@@ -1,6 +1,5 @@
 """The command line on the same core: run, status, cancel, results, tasks; GPUGeek and a ComfyUI server."""
 import json
-from pathlib import Path
 
 import pytest
 
