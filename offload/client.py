@@ -1,105 +1,54 @@
 """GPUGeek's five calls over aiohttp, plus the signed PUT and result downloads.
 
-One :class:`GPUGeekClient` per run, on a session created for that run (ComfyUI gives each prompt its own
-event loop, so nothing here outlives a run). Retries only for calls that are safe to repeat; the submit is
-sent at most once once its body may have reached the server (GPUGEEK_API.md: no idempotency key).
+One :class:`GPUGeekClient` per run, on a session created for that run in the task owner's loop
+(offload/owner.py). Every exchange goes through :class:`~offload.transport.Transport`: retries only for calls
+that are safe to repeat; the submit is sent at most once once its body may have reached the server
+(GPUGEEK_API.md: no idempotency key).
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import random
-import re
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from . import errors as E
 from .config import ApiKey, check_base_url
 from .redact import get_logger
+from .transport import (MAX_DOWNLOAD_BYTES, TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, check_result_url,
+                        new_session, page_snippet)
 from .wire import TaskDetail, first, prompt_id_str, task_id_int
 
 log = get_logger("gpugeek.client")
 
-# Time budgets. Connect: a healthy endpoint answers a TCP handshake in well under a second; 10 s covers a
-# slow mobile link without leaving the user staring at a dead host. Read: API calls answer in a few
-# hundred ms; 30 s between bytes means the far side is gone. Downloads and uploads move megabytes, so
-# they get 60 s between bytes, and no total limit (a 4K video may take minutes on a slow line).
-CONNECT_TIMEOUT_S = 10.0
-API_READ_TIMEOUT_S = 30.0
-TRANSFER_READ_TIMEOUT_S = 60.0
-# Redirects followed on a download, same host only (a redirect elsewhere is refused).
-MAX_REDIRECTS = 3
-# Largest result file accepted (a 4K 16-bit PNG is ~100 MB; a long video more): above this is hostile.
-MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
-# Longest Retry-After honoured before the next attempt of a safe call.
-MAX_RETRY_AFTER_S = 10.0
-
 API_PREFIX = "/api/v1"
-# aiohttp >= 3.10 tells a connect timeout (nothing sent) from a read timeout (the body may have arrived)
-_ConnectTimeout = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
-
-
-@dataclass
-class RetryPolicy:
-    """Jittered exponential backoff for safe calls: attempt n waits uniform(0, min(cap, base*2**n))."""
-
-    attempts: int = 4
-    base_s: float = 0.3
-    cap_s: float = 4.0
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(self.base_s / 2, min(self.cap_s, self.base_s * (2 ** attempt)))
-
-
-def _retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-_TAG = re.compile(r"<[^>]+>")
-
-
-def _page_snippet(text: str) -> str:
-    text = _TAG.sub(" ", text or "")
-    text = " ".join(text.split())
-    return text[:120]
+__all__ = ["GPUGeekClient", "RetryPolicy", "new_session", "check_result_url"]
 
 
 class GPUGeekClient:
+    """The five calls in GPUGeek's envelope. The API key is bound to the base URL it was configured for
+    (:meth:`Transport.bind`): storage, result hosts and redirects elsewhere never see it."""
+
     def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: ApiKey, *,
-                 retry: RetryPolicy | None = None):
-        self.session = session
+                 retry: RetryPolicy | None = None, transport: Transport | None = None):
         self.base_url = check_base_url(base_url)
-        self._key = api_key
-        self.retry = retry or RetryPolicy()
-        self._api_host = urlsplit(self.base_url).netloc
-        self.calls: list[str] = []  # call names in order; tests and the fault suite read it
+        self.transport = transport or Transport(session, retry or RetryPolicy())
+        # the key goes to the API's own paths under the configured base URL, nowhere else (not its storage)
+        self.transport.bind(self.base_url + API_PREFIX, {"Authorization": f"Bearer {api_key.reveal()}"})
+
+    @property
+    def calls(self) -> list[str]:
+        return self.transport.calls
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, base_url: str, api_key: ApiKey, *, retry: RetryPolicy | None = None,
-                   limit: int = 8):
+    async def open(cls, base_url: str, api_key: ApiKey, *, retry: RetryPolicy | None = None, limit: int = 8):
         async with new_session(limit=limit) as session:
             yield cls(session, base_url, api_key, retry=retry)
 
     # ---- envelope ---------------------------------------------------------------------------------
-    def _headers(self) -> dict:
-        return {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
-
-    async def _once(self, method: str, path: str, call: str, *, params=None, body=None):
-        url = self.base_url + API_PREFIX + path
-        self.calls.append(call)
-        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S,
-                                        sock_read=API_READ_TIMEOUT_S)
-        async with self.session.request(method, url, params=params, json=body, headers=self._headers(),
-                                        timeout=timeout, allow_redirects=False) as resp:
-            raw = await resp.read()
-            return resp.status, resp.headers, raw
-
     @staticmethod
-    def _parse(status: int, raw: bytes, call: str):
+    def _parse(status: int, raw: bytes, call: str, retry_after=None):
         text = raw.decode("utf-8", "replace")
         try:
             env = json.loads(text) if text.strip() else None
@@ -108,11 +57,13 @@ class GPUGeekClient:
         if not isinstance(env, dict) or ("code" not in env and "data" not in env):
             if 200 <= status < 300 and isinstance(env, dict):
                 return env  # a bare object: accept it as the data
-            snippet = _page_snippet(text)
+            snippet = page_snippet(text)
             msg = f"GPUGeek answered with a non-JSON page (HTTP {status})"
             if snippet:
                 msg += f": {snippet}"
-            raise E.from_http(status if status >= 400 else 502, message=msg, call=call)
+            err = E.from_http(status if status >= 400 else 502, message=msg, call=call)
+            err.retry_after = retry_after
+            raise err
         code = env.get("code", 0)
         message = str(env.get("message") or env.get("msg") or "")
         traceid = first(env, "traceid", "traceId", "trace_id")
@@ -121,63 +72,41 @@ class GPUGeekClient:
         except (TypeError, ValueError):
             code_num = -1
         if status >= 400:
-            raise E.from_http(status, message=message or f"HTTP {status}", code=code, traceid=traceid, call=call)
-        if code_num != 0:
-            raise E.from_envelope(status, code, message, traceid, call)
-        return env.get("data")
+            err = E.from_http(status, message=message or f"HTTP {status}", code=code, traceid=traceid, call=call)
+        elif code_num != 0:
+            err = E.from_envelope(status, code, message, traceid, call)
+        else:
+            return env.get("data")
+        err.enveloped = True  # GPUGeek itself answered (not a proxy's page): Test connection relies on it
+        err.retry_after = retry_after
+        raise err
 
     async def _call(self, method: str, path: str, call: str, *, params=None, body=None, safe: bool):
-        """One API call. ``safe`` calls are retried on 429/5xx/transport errors with jittered backoff; an
-        unsafe call (the submit) is retried only when the connection could not even be opened."""
-        last: Exception | None = None
-        for attempt in range(self.retry.attempts):
-            if attempt:
-                await asyncio.sleep(self._retry_after(last) or self.retry.delay(attempt - 1))
-            try:
-                status, headers, raw = await self._once(method, path, call, params=params, body=body)
-            except (aiohttp.ClientConnectorError, _ConnectTimeout) as e:
-                # Not connected: the request never left, so even the submit may go again.
-                last = E.TransportError(f"Cannot connect to GPUGeek at {self.base_url} ({type(e).__name__})",
-                                        call=call)
-                continue
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                if not safe:
-                    raise E.SubmitUnknownError(
-                        f"The connection dropped after the request was sent ({type(e).__name__})", call=call) from None
-                last = E.TransportError(f"The connection to GPUGeek failed ({type(e).__name__})", call=call)
-                continue
-            try:
-                return self._parse(status, raw, call)
-            except E.GPUGeekError as e:
-                e.retry_after = headers.get("Retry-After")
-                if safe and e.status is not None and _retryable_status(e.status):
-                    last = e
-                    continue
-                if not safe and e.status is not None and e.status >= 500:
-                    raise E.SubmitUnknownError(e.message, code=e.code, traceid=e.traceid, status=e.status,
-                                               call=call) from None
-                raise
-        assert last is not None
-        raise last
-
-    def _retry_after(self, err) -> float | None:
-        val = getattr(err, "retry_after", None)
+        """One API call under the transport's policy; an unsafe call (the submit) answered with a 5xx may
+        have created the task."""
+        resp = await self.transport.request(method, self.base_url + API_PREFIX + path, call=call, safe=safe,
+                                            params=params, json=body, source="GPUGeek",
+                                            headers={"Accept": "application/json"})
         try:
-            return min(MAX_RETRY_AFTER_S, max(0.0, float(val))) if val else None
-        except ValueError:
-            return None
+            return self._parse(resp.status, resp.body, call, resp.headers.get("Retry-After"))
+        except E.GPUGeekError as e:
+            if not safe and e.status is not None and e.status >= 500:
+                raise E.SubmitUnknownError(e.message, code=e.code, traceid=e.traceid, status=e.status,
+                                           call=call) from None
+            raise
 
     # ---- the five calls ----------------------------------------------------------------------------
     async def presigned_url(self, file_name: str) -> tuple[str, str | None]:
-        """Call 1: GET with ``file_name``; the sample code's POST with ``fileName`` on 404/405."""
+        """Call 1: GET with ``file_name``; on 404/405 the sample code's POST with ``?fileName=``."""
         try:
             data = await self._call("GET", "/file/upload/pre-signed-url", "pre-signed URL",
                                     params={"file_name": file_name}, safe=True)
         except (E.NotFoundError, E.BadRequestError) as e:
             if e.status not in (404, 405):
                 raise
+            # the doc's sample: POST with fileName in the query string, no body
             data = await self._call("POST", "/file/upload/pre-signed-url", "pre-signed URL",
-                                    body={"fileName": file_name, "file_name": file_name}, safe=True)
+                                    params={"fileName": file_name}, safe=True)
         data = data or {}
         url = first(data, "signed_url", "signedUrl", "url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -217,108 +146,31 @@ class GPUGeekClient:
 
     # ---- bytes -------------------------------------------------------------------------------------
     async def put(self, signed_url: str, payload: bytes) -> None:
-        """PUT the bytes to a pre-signed URL (safe: the same bytes again). No API key goes to storage."""
-        call = "upload"
-        last = None
-        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=TRANSFER_READ_TIMEOUT_S)
-        for attempt in range(self.retry.attempts):
-            if attempt:
-                await asyncio.sleep(self.retry.delay(attempt - 1))
-            self.calls.append(call)
-            try:
-                async with self.session.put(signed_url, data=payload, timeout=timeout, allow_redirects=False,
-                                            headers={"Content-Type": "application/octet-stream"}) as resp:
-                    raw = await resp.read()
-                    if resp.status < 300:
-                        return
-                    msg = _page_snippet(raw.decode("utf-8", "replace")) or f"HTTP {resp.status}"
-                    if resp.status == 403:
-                        raise E.AuthError(f"The storage refused the upload ({msg}); the signed URL may have expired",
-                                          status=403, call=call, hint="Run again: a fresh upload URL is requested.")
-                    err = E.from_http(resp.status, message=f"The upload failed: {msg}", call=call)
-                    if not _retryable_status(resp.status):
-                        raise err
-                    last = err
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                last = E.TransportError(f"The upload connection failed ({type(e).__name__})", call=call)
-        raise last
+        """PUT the bytes to a pre-signed URL (safe: the same bytes again). No credential goes to storage."""
+        resp = await self.transport.request("PUT", signed_url, call="upload", safe=True, data=payload, auth=False,
+                                            headers={"Content-Type": "application/octet-stream"},
+                                            read_timeout=TRANSFER_READ_TIMEOUT_S, source="the storage")
+        if resp.status < 300:
+            return
+        msg = page_snippet(resp.text) or f"HTTP {resp.status}"
+        if resp.status == 403:
+            raise E.AuthError(f"The storage refused the upload ({msg}); the signed URL may have expired",
+                              status=403, call="upload", hint="Run again: a fresh upload URL is requested.")
+        raise E.from_http(resp.status, message=f"The upload failed: {msg}", call="upload")
 
     async def download(self, url: str, *, max_bytes: int | None = None) -> bytes:
-        """GET a result file: http(s) only, same-host redirects only, size bounded, length verified."""
-        return await download(self.session, url, max_bytes=max_bytes, retry=self.retry, log_calls=self.calls)
+        return await download(self.transport, url, max_bytes=max_bytes)
 
 
-def check_result_url(url: str) -> str:
-    if not isinstance(url, str):
-        raise E.ResultError("A result address is not text", call="download")
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise E.ResultError(f"Refused a result address that is not http(s): {url[:80]!r}", call="download")
-    return url.strip()
-
-
-async def download(session: aiohttp.ClientSession, url: str, *, max_bytes: int | None = None,
-                   retry: RetryPolicy | None = None, log_calls: list | None = None, headers=None) -> bytes:
-    retry = retry or RetryPolicy()
-    max_bytes = max_bytes or MAX_DOWNLOAD_BYTES
+async def download(transport: Transport, url: str, *, max_bytes: int | None = None) -> bytes:
+    """GET a result file: http(s) only, same-origin redirects only, decompressed size bounded, length
+    verified; credentials only where the transport has one bound to that origin."""
     url = check_result_url(url)
-    host = urlsplit(url).netloc
-    call = "download"
-    timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=TRANSFER_READ_TIMEOUT_S)
-    last = None
-    for attempt in range(retry.attempts):
-        if attempt:
-            await asyncio.sleep(retry.delay(attempt - 1))
-        target = url
-        if log_calls is not None:
-            log_calls.append(call)
-        try:
-            for _hop in range(MAX_REDIRECTS + 1):
-                async with session.get(target, timeout=timeout, allow_redirects=False, headers=headers) as resp:
-                    if resp.status in (301, 302, 303, 307, 308):
-                        nxt = urljoin(target, resp.headers.get("Location", ""))
-                        if urlsplit(nxt).netloc != host or urlsplit(nxt).scheme not in ("http", "https"):
-                            raise E.ResultError("Refused a result download that redirects to another host",
-                                                status=resp.status, call=call)
-                        target = nxt
-                        continue
-                    if resp.status >= 400:
-                        err = E.from_http(resp.status, message=f"Downloading a result failed (HTTP {resp.status})",
-                                          call=call)
-                        if resp.status == 403:
-                            err.hint = "The result link has expired; results older than the link's lifetime cannot load."
-                        if not _retryable_status(resp.status):
-                            raise err
-                        last = err
-                        break
-                    expected = resp.content_length
-                    if expected is not None and expected > max_bytes:
-                        raise E.ResultError(f"A result file is {expected // 1048576} MB, above the "
-                                            f"{max_bytes // 1048576} MB limit", call=call)
-                    if expected is not None:
-                        buf = await resp.read()  # size known and within the limit: one buffer, no loop
-                    else:
-                        buf = bytearray()
-                        async for chunk in resp.content.iter_chunked(1 << 16):
-                            buf += chunk
-                            if len(buf) > max_bytes:
-                                raise E.ResultError(f"A result file is larger than the {max_bytes // 1048576} MB "
-                                                    "limit", call=call)
-                    if expected is not None and len(buf) != expected:
-                        last = E.TransportError(f"A result download was cut short ({len(buf)} of {expected} bytes)",
-                                                call=call)
-                        break
-                    return bytes(buf)
-            else:
-                raise E.ResultError("Too many redirects on a result download", call=call)
-        except aiohttp.ClientPayloadError:
-            last = E.TransportError("A result download was cut short", call=call)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-            last = E.TransportError(f"A result download failed ({type(e).__name__})", call=call)
-    raise last
-
-
-def new_session(limit: int = 8) -> aiohttp.ClientSession:
-    """A session for one run: bounded connections, no cookie jar (nothing to remember between calls)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
-                                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
+    resp = await transport.request("GET", url, call="download", safe=True, max_bytes=max_bytes or MAX_DOWNLOAD_BYTES,
+                                   read_timeout=TRANSFER_READ_TIMEOUT_S, source="the result host")
+    if resp.status >= 400:
+        err = E.from_http(resp.status, message=f"Downloading a result failed (HTTP {resp.status})", call="download")
+        if resp.status == 403:
+            err.hint = "The result link has expired; results older than the link's lifetime cannot load."
+        raise err
+    return resp.body

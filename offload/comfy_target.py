@@ -18,8 +18,8 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 
 from . import errors as E
-from .client import (API_READ_TIMEOUT_S, CONNECT_TIMEOUT_S, RetryPolicy, _page_snippet, _retryable_status,
-                     download)
+from .client import download
+from .transport import RetryPolicy, Transport, page_snippet
 from .config import check_base_url
 from .redact import get_logger, register_secret
 from .wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
@@ -42,7 +42,7 @@ class ComfyUITarget:
         self._host = urlsplit(self.url).netloc
         self.name = "comfyui@" + self._host
         self.client_id = client_id or f"gpugeek-{uuid.uuid4().hex[:12]}"
-        self.retry = retry or RetryPolicy()
+        self.transport = Transport(session, retry or RetryPolicy())
         self._headers = {}
         if token:
             register_secret(token)
@@ -51,56 +51,42 @@ class ComfyUITarget:
                 self._headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
             else:
                 self._headers["Authorization"] = "Bearer " + token.removeprefix("Bearer ").strip()
+            self.transport.bind(self.url, self._headers)  # the token goes to this server and nowhere else
         self._state: dict[str, dict] = {}
         self._ws_task: asyncio.Task | None = None
         self._ws_ok = False
         self._missing: dict[str, int] = {}
-        self.calls: list[str] = []
 
     # ---- plumbing ----------------------------------------------------------------------------------
     async def _request(self, method: str, path: str, call: str, *, safe: bool, **kw):
-        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=API_READ_TIMEOUT_S)
-        last = None
-        for attempt in range(self.retry.attempts if safe else 1):
-            if attempt:
-                await asyncio.sleep(self.retry.delay(attempt - 1))
-            self.calls.append(call)
+        try:
+            resp = await self.transport.request(method, self.url + path, call=call, safe=safe,
+                                                source="the ComfyUI server", **kw)
+        except E.SubmitUnknownError as e:
+            e.hint = "The prompt may be queued there: check its queue before running again."
+            raise
+        except E.TransportError as e:
+            if e.message.startswith("Cannot connect"):
+                e.hint = ("Check that the server runs and the address in the gateway's target (or Settings > "
+                          "GPUGeek) is right.")
+            raise
+        text = resp.text
+        if resp.status < 300:
             try:
-                async with self.session.request(method, self.url + path, headers=self._headers, timeout=timeout,
-                                                allow_redirects=False, **kw) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-            except aiohttp.ClientConnectorError as e:
-                last = E.TransportError(f"Cannot connect to the ComfyUI server at {self.url} ({type(e).__name__})",
-                                        call=call, hint="Check that the server runs and the address in the "
-                                        "gateway's target (or Settings > GPUGeek) is right.")
-                continue
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                if not safe:
-                    raise E.SubmitUnknownError(f"The connection to {self.url} dropped after the prompt was sent "
-                                               f"({type(e).__name__})", call=call,
-                                               hint="The prompt may be queued there: check its queue before "
-                                                    "running again.") from None
-                last = E.TransportError(f"The connection to {self.url} failed ({type(e).__name__})", call=call)
-                continue
-            text = raw.decode("utf-8", "replace")
-            if status < 300:
-                try:
-                    return json.loads(text) if text.strip() else None
-                except ValueError:
-                    return text
-            if status in (401, 403):
-                raise E.AuthError(f"The ComfyUI server refused access (HTTP {status})", status=status, call=call,
-                                  hint="Set the server's token (user:password for basic auth) in Settings > GPUGeek "
-                                       "or GPUGEEK_TARGET_TOKEN.")
-            err = E.from_http(status, message=f"The ComfyUI server answered HTTP {status}: "
-                                              f"{_page_snippet(text)}", call=call)
-            err.body = text
-            if safe and _retryable_status(status):
-                last = err
-                continue
-            raise err
-        raise last
+                return json.loads(text) if text.strip() else None
+            except ValueError:
+                return text
+        if resp.status in (401, 403):
+            raise E.AuthError(f"The ComfyUI server refused access (HTTP {resp.status})", status=resp.status, call=call,
+                              hint="Set the server's token (user:password for basic auth) in Settings > GPUGeek "
+                                   "or GPUGEEK_TARGET_TOKEN.")
+        err = E.from_http(resp.status, message=f"The ComfyUI server answered HTTP {resp.status}: "
+                                               f"{page_snippet(text)}", call=call)
+        err.body = text
+        if not safe and resp.status >= 500:
+            raise E.SubmitUnknownError(err.message, status=resp.status, call=call,
+                                       hint="The prompt may be queued there: check its queue before running again.")
+        raise err
 
     async def _ensure_ws(self) -> None:
         if self._ws_task is not None:
@@ -160,11 +146,13 @@ class ComfyUITarget:
 
     # ---- the target interface ----------------------------------------------------------------------
     async def upload(self, data: bytes, file_name: str):
-        form = aiohttp.FormData()
-        form.add_field("image", data, filename=file_name, content_type="image/png")
-        form.add_field("subfolder", UPLOAD_SUBFOLDER)
-        form.add_field("type", "input")
-        form.add_field("overwrite", "true")
+        def form():
+            f = aiohttp.FormData()
+            f.add_field("image", data, filename=file_name, content_type="image/png")
+            f.add_field("subfolder", UPLOAD_SUBFOLDER)
+            f.add_field("type", "input")
+            f.add_field("overwrite", "true")
+            return f
         res = await self._request("POST", "/upload/image", "upload", safe=True, data=form)
         name = (res or {}).get("name") or file_name
         sub = (res or {}).get("subfolder") or ""
@@ -275,10 +263,12 @@ class ComfyUITarget:
         elif any(len(q) > 1 and q[1] == task_id for q in queue.get("queue_running", [])):
             await self._request("POST", "/interrupt", "cancel", safe=True, json={"prompt_id": task_id})
 
+    @property
+    def calls(self) -> list[str]:
+        return self.transport.calls
+
     async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
-        headers = self._headers if urlsplit(url).netloc == self._host else None
-        return await download(self.session, url, max_bytes=max_bytes, retry=self.retry, log_calls=self.calls,
-                              headers=headers)
+        return await download(self.transport, url, max_bytes=max_bytes)
 
     async def ping(self) -> str:
         info = await self._request("GET", "/system_stats", "test", safe=True) or {}

@@ -14,6 +14,8 @@ class GPUGeekError(Exception):
     """Base of every error the pack raises on purpose."""
 
     hint = "Check the message above; if it persists, contact GPUGeek support with the trace id."
+    enveloped = False   # True when the platform itself answered in its JSON envelope (not a proxy's page)
+    retry_after = None  # the server's Retry-After, when it sent one
 
     def __init__(self, message: str, *, code=None, traceid: str | None = None, status: int | None = None,
                  call: str | None = None, hint: str | None = None, task_id: str | None = None):

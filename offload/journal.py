@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .config import data_dir
@@ -207,17 +207,25 @@ class UploadCache:
         self.store.put(digest, url=url, expires=exp, created=time.time())
 
 
+# The platform's clock: times written without a zone are China Standard Time (GPUGEEK_API.md).
+PLATFORM_TZ = timezone(timedelta(hours=8))
+
+
 def parse_expiry(value) -> float | None:
-    """``expired_at`` may be epoch seconds or ms, ``YYYY-MM-DD HH:MM:SS`` (platform time) or ISO 8601."""
+    """``expired_at`` as epoch seconds: epoch seconds or ms, ISO 8601 with ``Z`` or an offset (honoured), or
+    ``YYYY-MM-DD HH:MM:SS`` without a zone (the platform's clock, UTC+8), never the machine's local time."""
     if value in (None, ""):
         return None
     if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().isdigit()):
         v = float(value)
         return v / 1000.0 if v > 1e11 else v
-    text = str(value).strip().replace("T", " ").replace("Z", "")
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"):
-        try:
-            return datetime.strptime(text[:26], fmt).timestamp()
-        except ValueError:
-            continue
-    return None
+    text = str(value).strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=PLATFORM_TZ)
+    return when.timestamp()

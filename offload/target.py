@@ -12,7 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import config as C
 from . import errors as E
-from .client import GPUGeekClient, new_session
+from .client import GPUGeekClient
+from .transport import new_session
 from .wire import TaskDetail
 
 

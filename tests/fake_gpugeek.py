@@ -5,16 +5,24 @@ platform. Tasks go 1 -> 2 -> 3 on a clock the test sets (queue and run seconds),
 or are cancelled. Pre-signed PUT uploads are kept in memory and served back; result files are served.
 
 Variants (each side of the doc's contradictions): ``camel_upload`` (signedUrl/expiredAt), ``post_only_presign``
-(GET answers 405, POST with fileName works), ``prompt_id_int`` (integer prompt ids instead of strings),
-``result_url_str`` (a string instead of a list), ``errors_as_200`` (HTTP 200 + non-zero code).
-Faults, queued per call name with :meth:`FakeGPUGeek.fault`: ``http500``, ``http502html``, ``http429``,
-``http401``, ``code_error``, ``reset`` (connection closed, nothing done), ``lost`` (the call is carried out,
-then the connection is closed: the answer is lost), ``slow:<seconds>``, ``expired`` (403 on a signed PUT/GET),
-``truncate`` (a download cut short).
+(the doc's sample: GET answers 405, POST reads ``fileName`` from the query string only and answers camelCase),
+``expiry_z`` (ISO 8601 with ``Z``), ``expiry_offset`` (ISO with ``+08:00``), ``expiry_past`` (upload URLs that
+have already expired, in the platform's zone-less clock), ``prompt_id_int`` (integer prompt ids instead of
+strings), ``result_url_str`` (a string instead of a list), ``errors_as_200`` (HTTP 200 + non-zero code),
+``gzip`` (every answer gzip-compressed).
+Faults, queued per call name with :meth:`FakeGPUGeek.fault`: ``http500``, ``http502html``, ``http429`` (with
+Retry-After), ``http401``, ``code_error``, ``reset`` (connection closed, nothing done), ``lost`` (the call is
+carried out, then the connection is closed: the answer is lost), ``late:<seconds>`` (carried out, answered
+that much later), ``hang`` (carried out, never answered while the test runs), ``slow:<seconds>`` (answered
+late, before anything is done), ``expired`` (403 on a signed PUT/GET), ``truncate`` (a download cut short),
+``gzip_bomb`` (a small gzip body that inflates to 200 MB), ``redirect:<url>`` (302 to another address).
 """
 from __future__ import annotations
 
 import asyncio
+import datetime
+import functools
+import gzip
 import hashlib
 import io
 import itertools
@@ -54,6 +62,17 @@ def photo_png(w=64, h=64, seed=0, mode="RGB", bits=8) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def gzip_bomb(inflated: int = 200 * 1024 * 1024) -> bytes:
+    """A gzip body of about 200 KB that inflates to ``inflated`` bytes of zeros."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9) as f:
+        block = bytes(1 << 20)
+        for _ in range(inflated >> 20):
+            f.write(block)
+    return out.getvalue()
 
 
 @dataclass
@@ -217,9 +236,10 @@ class FakeGPUGeek:
         if kind == "http502html":
             return web.Response(status=502, text="<html><body><h1>502 Bad Gateway</h1>nginx</body></html>",
                                 content_type="text/html")
-        if kind == "http429":
+        if kind.startswith("http429"):  # http429 or http429:<seconds to wait>
+            wait = kind.split(":", 1)[1] if ":" in kind else "0"
             return web.json_response({"code": 42900, "message": "too many requests", "traceid": "t429",
-                                      "data": None}, status=429, headers={"Retry-After": "0"})
+                                      "data": None}, status=429, headers={"Retry-After": wait})
         if kind == "http401":
             return self._error(401, 40100, "token invalid")
         if kind == "code_error":
@@ -227,6 +247,11 @@ class FakeGPUGeek:
         if kind == "reset":
             request.transport.close()
             raise ConnectionResetError("fault: reset")
+        if kind.startswith("redirect:"):
+            return web.Response(status=302, headers={"Location": kind.split(":", 1)[1]})
+        if kind == "gzip_bomb":
+            return web.Response(body=gzip_bomb(), headers={"Content-Encoding": "gzip",
+                                                           "Content-Type": "image/png"})
         if kind == "expired":
             return web.Response(status=403, text="<Error><Code>AccessDenied</Code><Message>Request has expired"
                                                  "</Message></Error>", content_type="application/xml")
@@ -235,7 +260,7 @@ class FakeGPUGeek:
     async def _guard(self, request, call):
         self.calls.append((call, request.path))
         kind = self._take_fault(call)
-        if kind and kind not in ("lost", "truncate"):
+        if kind and kind not in ("lost", "truncate", "hang") and not kind.startswith("late:"):
             resp = await self._apply_fault(request, call, kind)
             if resp is not None:
                 return resp, kind
@@ -251,27 +276,53 @@ class FakeGPUGeek:
         request.transport.close()
         raise ConnectionResetError("fault: answer lost")
 
+    async def _after(self, request, kind, resp):
+        """The call was carried out: its answer is lost, late, never sent, or sent (gzip-compressed where the
+        ``gzip`` variant says)."""
+        if kind == "lost":
+            self._lose(request)
+        if kind == "hang":
+            await asyncio.sleep(3600)
+        if kind and kind.startswith("late:"):
+            await asyncio.sleep(float(kind.split(":", 1)[1]))
+        if "gzip" in self.variants and isinstance(resp, web.Response) and resp.body:
+            resp.enable_compression(web.ContentCoding.gzip)
+        return resp
+
     async def h_presign(self, request):
         call = CALL_PRESIGN
         resp, kind = await self._guard(request, call)
         if resp is not None:
             return resp
+        sample = "post_only_presign" in self.variants
         if request.method == "GET":
-            if "post_only_presign" in self.variants:
+            if sample:
                 return web.json_response({"code": 405, "message": "method not allowed", "data": None}, status=405)
             name = request.query.get("file_name")
-        else:
-            body = await request.json()
-            name = body.get("fileName") or body.get("file_name")
+        else:  # the doc's sample: fileName in the query string, the body is not read
+            name = request.query.get("fileName")
+            if not name:
+                return self._error(400, 40000, "fileName is required")
         if not name:
             return self._error(400, 40000, "file_name is required")
         key = f"comfy/input/{uuid.uuid4().hex[:12]}_{name}"
         signed = f"{self.base_url}/oss/{key}?Expires=9999999999&Signature=abc"
-        data = ({"signedUrl": signed, "expiredAt": "2099-01-01 00:00:00"} if "camel_upload" in self.variants
-                else {"signed_url": signed, "expired_at": "2099-01-01 00:00:00"})
-        if kind == "lost":
-            self._lose(request)
-        return self._env(data)
+        expires = self.expiry_text()
+        data = ({"signedUrl": signed, "expiredAt": expires} if ("camel_upload" in self.variants or sample)
+                else {"signed_url": signed, "expired_at": expires})
+        return await self._after(request, kind, self._env(data))
+
+    def expiry_text(self) -> str:
+        """When an upload URL expires, in the form the variant says (the platform's clock is UTC+8)."""
+        cst = datetime.timezone(datetime.timedelta(hours=8))
+        if "expiry_past" in self.variants:  # one hour ago, zone-less, in the platform's clock
+            return (datetime.datetime.now(cst) - datetime.timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2)
+        if "expiry_z" in self.variants:
+            return later.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if "expiry_offset" in self.variants:
+            return later.astimezone(cst).isoformat(timespec="seconds")
+        return later.astimezone(cst).strftime("%Y-%m-%d %H:%M:%S")
 
     async def h_put(self, request):
         resp, kind = await self._guard(request, CALL_PUT)
@@ -283,9 +334,7 @@ class FakeGPUGeek:
         key = request.match_info["key"]
         self.uploads[key] = body
         self.bytes_uploaded += len(body)
-        if kind == "lost":
-            self._lose(request)
-        return web.Response(status=200)
+        return await self._after(request, kind, web.Response(status=200))
 
     async def h_get_object(self, request):
         resp, kind = await self._guard(request, CALL_FILE)
@@ -304,9 +353,7 @@ class FakeGPUGeek:
         url = body.get("oss_url")
         if not isinstance(url, str) or not url.startswith("http"):
             return self._error(400, 40001, "oss_url invalid")
-        if kind == "lost":
-            self._lose(request)
-        return self._env({"oss_url": url})
+        return await self._after(request, kind, self._env({"oss_url": url}))
 
     async def h_submit(self, request):
         resp, kind = await self._guard(request, CALL_SUBMIT)
@@ -343,9 +390,8 @@ class FakeGPUGeek:
         if "result_override" in opts:
             t.result_override = opts["result_override"]
         self.tasks[pid] = t
-        if kind == "lost":
-            self._lose(request)
-        return self._env({"prompt_id": int(pid) if "prompt_id_int" in self.variants else pid})
+        return await self._after(request, kind, self._env({"prompt_id": int(pid) if "prompt_id_int" in self.variants
+                                                            else pid}))
 
     async def h_cancel(self, request):
         resp, kind = await self._guard(request, CALL_CANCEL)
@@ -363,9 +409,7 @@ class FakeGPUGeek:
             t.cancelled_at = time.monotonic()
             if self.backend is not None:
                 self.backend.cancel(t)
-        if kind == "lost":
-            self._lose(request)
-        return self._env(None)
+        return await self._after(request, kind, self._env(None))
 
     async def h_task(self, request):
         resp, kind = await self._guard(request, CALL_TASK)
@@ -376,9 +420,7 @@ class FakeGPUGeek:
             return self._error(404, 40400, "task not exist")
         t.polls += 1
         d = self.detail(t)
-        if kind == "lost":
-            self._lose(request)
-        return self._env(d)
+        return await self._after(request, kind, self._env(d))
 
     async def h_file(self, request):
         resp, kind = await self._guard(request, CALL_FILE)
@@ -395,7 +437,7 @@ class FakeGPUGeek:
                         await resp.write(data[: len(data) // 2])
                         request.transport.close()
                         return resp
-                    return web.Response(body=data, content_type="image/png")
+                    return await self._after(request, kind, web.Response(body=data, content_type="image/png"))
         return web.Response(status=404, text="no such file")
 
     async def h_opts(self, request):

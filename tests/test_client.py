@@ -1,5 +1,6 @@
 """The client against the fake GPUGeek server: every call, every contradiction of the doc, every fault."""
 import asyncio
+import time
 
 import pytest
 from conftest import SECRET_KEY, core, produced
@@ -158,11 +159,21 @@ def test_submit_is_sent_exactly_once(fake, fault):
         assert len(fake.tasks) == 1  # the task exists although the answer was lost
 
 
-def test_submit_not_retried_on_429_and_not_unknown(fake):
-    fake.fault("submit", "http429")
+def test_submit_refused_with_429_is_sent_again_after_retry_after(fake):
+    """A 429 means the platform refused the submit (nothing was created): safe to send again, after the
+    pause the server asked for."""
+    fake.fault("submit", "http429:1")
+    t0 = time.monotonic()
+    pid = run(with_client(fake, lambda c: c.submit(WF, PROMPT)))
+    assert fake.count("submit") == 2 and list(fake.tasks) == [pid]
+    assert time.monotonic() - t0 >= 0.9  # Retry-After: 1 was honoured
+
+
+def test_submit_refused_with_429_until_retries_run_out_is_busy_not_unknown(fake):
+    fake.fault("submit", *["http429"] * 4)
     with pytest.raises(E.BusyError) as ei:
         run(with_client(fake, lambda c: c.submit(WF, PROMPT)))
-    assert not isinstance(ei.value, E.SubmitUnknownError) and fake.count("submit") == 1
+    assert not isinstance(ei.value, E.SubmitUnknownError) and fake.tasks == {}
 
 
 def test_submit_retried_when_nothing_was_connected():
@@ -217,7 +228,7 @@ def test_download_limits_and_schemes(fake):
 
 
 def test_status_timeout_is_a_transport_error(fake, monkeypatch):
-    monkeypatch.setattr(client_mod, "API_READ_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(core("transport"), "API_READ_TIMEOUT_S", 0.1)
     fake.fault("task", *["slow:0.5"] * 4)
     with pytest.raises(E.TransportError):
         run(with_client(fake, lambda c: c.task("1")))

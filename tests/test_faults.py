@@ -99,13 +99,13 @@ def test_submit_faults_never_resubmit(env, fake, fault):
     assert journal()[0]["status"] == "unknown"
 
 
-@pytest.mark.parametrize("fault,cls", [("http429", E.BusyError), ("http401", E.AuthError),
-                                       ("code_error", E.BadRequestError)])
+@pytest.mark.parametrize("fault,cls", [(("http429",) * 4, E.BusyError), (("http401",), E.AuthError),
+                                       (("code_error",), E.BadRequestError)])
 def test_submit_refused_is_clear_and_not_unknown(env, fake, fault, cls):
-    fake.fault("submit", fault)
+    fake.fault("submit", *fault)
     with pytest.raises(cls) as ei:
         execute(env)
-    assert not isinstance(ei.value, E.SubmitUnknownError) and fake.count("submit") == 1
+    assert not isinstance(ei.value, E.SubmitUnknownError) and fake.count("submit") == len(fault)
     assert journal()[0]["status"] == "failed" and fake.tasks == {}
 
 

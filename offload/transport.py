@@ -1,0 +1,236 @@
+"""The one HTTP policy (DESIGN.md, "Transport"): every byte the pack moves goes through :class:`Transport`.
+
+- **Retries** only where repeating is safe: a call marked ``safe`` is retried on 429, 5xx, dropped
+  connections and cut-short bodies; any call, the submit included, is retried when the connection never
+  opened (nothing was sent) and on 429 (the server refused it, so nothing was created). Nothing else is
+  retried after a body that is not safe to repeat was sent: :class:`~offload.errors.SubmitUnknownError`.
+- **Caps** on the bytes *after* decompression (a gzip bomb is refused, not inflated), and on the inflation
+  ratio of a compressed answer.
+- **Redirects** followed only to the same origin (scheme, host, port).
+- **Credentials** attached per destination: each credential belongs to one origin and never reaches
+  another host, whatever URL a server or a workflow names.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from . import errors as errors_mod
+
+# Time budgets. Connect: a healthy endpoint answers a TCP handshake in well under a second; 10 s covers a
+# slow mobile link without leaving the user staring at a dead host. Read: API calls answer in a few
+# hundred ms; 30 s between bytes means the far side is gone. Uploads and downloads move megabytes, so
+# they get 60 s between bytes and no total limit (a 4K video may take minutes on a slow line).
+CONNECT_TIMEOUT_S = 10.0
+API_READ_TIMEOUT_S = 30.0
+TRANSFER_READ_TIMEOUT_S = 60.0
+# Redirects followed on one request, same origin only.
+MAX_REDIRECTS = 3
+# Largest API answer accepted (a task detail is a few KB; a ComfyUI history with many outputs, a few MB).
+MAX_API_BYTES = 16 * 1024 * 1024
+# Largest result file accepted (a 4K 16-bit PNG is ~100 MB; a long video more): above this is hostile.
+MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
+# A compressed answer may inflate at most this much (JSON compresses ~10x, images not at all; a gzip
+# bomb inflates ~1000x), and answers below the floor are never refused for their ratio.
+MAX_INFLATE_RATIO = 50
+INFLATE_FLOOR_BYTES = 8 * 1024 * 1024
+# Longest Retry-After honoured before the next attempt (a longer one is cut to this).
+MAX_RETRY_AFTER_S = 10.0
+# Read size while streaming a body.
+CHUNK_BYTES = 1 << 16
+
+# aiohttp >= 3.10 tells a connect timeout (nothing sent) from a read timeout (the body may have arrived)
+_ConnectTimeout = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
+_NOT_SENT = (aiohttp.ClientConnectorError, _ConnectTimeout)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def page_snippet(text: str) -> str:
+    """A short readable line from an error page (tags stripped)."""
+    return " ".join(_TAG.sub(" ", text or "").split())[:120]
+
+
+def origin(url: str) -> str:
+    """scheme://host:port, lower case, the port made explicit: what a credential is bound to."""
+    p = urlsplit(url)
+    port = p.port or (443 if p.scheme == "https" else 80)
+    return f"{p.scheme.lower()}://{(p.hostname or '').lower()}:{port}"
+
+
+@dataclass
+class RetryPolicy:
+    """Jittered exponential backoff: attempt n waits uniform(base/2, min(cap, base*2**n))."""
+
+    attempts: int = 4
+    base_s: float = 0.3
+    cap_s: float = 4.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(self.base_s / 2, min(self.cap_s, self.base_s * (2 ** attempt)))
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+    url: str
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+@dataclass
+class Transport:
+    """One session's HTTP policy. ``credentials`` maps a scope (an origin, see :func:`origin`, and a path
+    prefix) to the headers that may be sent there; ``calls`` records each attempt's call name (tests and the
+    fault suite read it)."""
+
+    session: aiohttp.ClientSession
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    credentials: dict = field(default_factory=dict)
+    calls: list = field(default_factory=list)
+
+    def bind(self, url: str, headers: dict) -> None:
+        """Attach ``headers`` to requests under ``url`` (same origin, path below ``url``'s path), and to
+        nothing else: an API key bound to ``https://host/api/v1`` never reaches ``https://host/oss/...``."""
+        self.credentials[(origin(url), urlsplit(url).path.rstrip("/"))] = dict(headers)
+
+    def _headers_for(self, url: str, extra: dict | None, auth: bool) -> dict:
+        h: dict = {}
+        if auth:
+            o, path = origin(url), urlsplit(url).path
+            for (scope_origin, prefix), creds in self.credentials.items():
+                if scope_origin == o and (path == prefix or path.startswith(prefix + "/")):
+                    h.update(creds)
+        h.update(extra or {})
+        return h
+
+    async def request(self, method: str, url: str, *, call: str, safe: bool, params=None, json=None, data=None,
+                      headers: dict | None = None, auth: bool = True, max_bytes: int = MAX_API_BYTES,
+                      read_timeout: float | None = None, source: str = "the server") -> Response:
+        """One exchange under the policy; returns the last answer (any status) or raises the pack's error.
+        ``read_timeout``: seconds between bytes, API_READ_TIMEOUT_S unless given."""
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S,
+                                        sock_read=read_timeout or API_READ_TIMEOUT_S)
+        last: Exception | None = None
+        resp: Response | None = None
+        for attempt in range(self.retry.attempts):
+            if attempt:
+                await asyncio.sleep(_retry_after(resp if last is None else last) or self.retry.delay(attempt - 1))
+            self.calls.append(call)
+            last, resp = None, None
+            try:
+                resp = await self._once(method, url, call=call, params=params, json=json, data=data,
+                                        headers=headers, auth=auth, max_bytes=max_bytes, timeout=timeout)
+            except _NOT_SENT as e:  # the request never left: any call may go again
+                last = errors_mod.TransportError(f"Cannot connect to {source} at {_host(url)} ({type(e).__name__})",
+                                                 call=call)
+                continue
+            except _CutShort as e:
+                if not safe:
+                    raise _unknown(call, f"the answer was cut short ({e})") from None
+                last = errors_mod.TransportError(f"The answer from {source} was cut short ({e})", call=call)
+                continue
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                if not safe:
+                    raise _unknown(call, f"the connection dropped after the request was sent ({type(e).__name__})") \
+                        from None
+                last = errors_mod.TransportError(f"The connection to {source} failed ({type(e).__name__})", call=call)
+                continue
+            if resp.status == 429 or (safe and resp.status >= 500):
+                continue  # refused (429: nothing was created) or a safe call: try again after a pause
+            return resp
+        if last is not None:
+            raise last
+        return resp
+
+    async def _once(self, method, url, *, call, params, json, data, headers, auth, max_bytes, timeout) -> Response:
+        start = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            body = data() if callable(data) else data  # a form is made afresh for each attempt
+            async with self.session.request(method, url, params=params, json=json, data=body, timeout=timeout,
+                                            headers=self._headers_for(url, headers, auth),
+                                            allow_redirects=False) as r:
+                if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+                    nxt = urljoin(url, r.headers["Location"])
+                    if origin(nxt) != origin(start):
+                        raise errors_mod.ResultError(
+                            f"Refused a redirect from {_host(start)} to another host ({_host(nxt)})",
+                            status=r.status, call=call, hint="The server sent the request elsewhere; nothing was "
+                            "followed and no credential left this machine for that host.")
+                    url = nxt
+                    continue
+                body = await _read_capped(r, max_bytes, call)
+                return Response(r.status, dict(r.headers), body, url)
+        raise errors_mod.ResultError(f"Too many redirects from {_host(start)}", call=call)
+
+
+class _CutShort(Exception):
+    pass
+
+
+async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str) -> bytes:
+    """The body, decompressed, refused past ``max_bytes`` (or past the inflation ratio of a compressed body)
+    without ever holding more than a chunk beyond the cap."""
+    encoded = bool(r.headers.get("Content-Encoding", "").strip() not in ("", "identity"))
+    declared = r.content_length
+    if declared is not None and not encoded and declared > max_bytes:
+        raise errors_mod.ResultError(f"An answer of {declared >> 20} MB is above the {max_bytes >> 20} MB limit",
+                                     call=call)
+    cap = max_bytes
+    if encoded and declared is not None:
+        cap = min(max_bytes, max(INFLATE_FLOOR_BYTES, declared * MAX_INFLATE_RATIO))
+    buf = bytearray()
+    try:
+        async for chunk in r.content.iter_chunked(CHUNK_BYTES):
+            buf += chunk
+            if len(buf) > cap:
+                raise errors_mod.ResultError(
+                    f"An answer inflated past {cap >> 20} MB" + (" (a compressed answer that expands without "
+                                                                  "bound)" if encoded else ""), call=call)
+    except aiohttp.ClientPayloadError as e:
+        raise _CutShort(type(e).__name__) from None
+    if declared is not None and not encoded and len(buf) != declared:
+        raise _CutShort(f"{len(buf)} of {declared} bytes")
+    return bytes(buf)
+
+
+def _retry_after(x) -> float | None:
+    headers = getattr(x, "headers", None) or {}
+    val = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    val = val if val is not None else getattr(x, "retry_after", None)
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(val))) if val not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _unknown(call: str, why: str):
+    return errors_mod.SubmitUnknownError(f"The {call} was sent but {why}", call=call)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or url[:60]
+
+
+def check_result_url(url) -> str:
+    """A result address the pack will fetch: http(s) with a host, nothing else."""
+    if not isinstance(url, str):
+        raise errors_mod.ResultError("A result address is not text", call="download")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors_mod.ResultError(f"Refused a result address that is not http(s): {url[:80]!r}", call="download")
+    return url.strip()
+
+
+def new_session(limit: int = 8) -> aiohttp.ClientSession:
+    """A session for one run: bounded connections, no cookie jar (nothing to remember between calls)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
+                                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)

@@ -1,0 +1,210 @@
+"""The one transport: retries, caps after decompression, same-host redirects, credentials bound to their
+destination; and the doc's other side of each contradiction (sample-side call 1, zoned expiry times)."""
+import asyncio
+import datetime
+import threading
+
+import pytest
+from aiohttp import web
+from conftest import SECRET_KEY, core
+
+client_mod = core("client")
+transport = core("transport")
+target_mod = core("target")
+journal_mod = core("journal")
+E = core("errors")
+C = core("config")
+
+FAST = transport.RetryPolicy(attempts=4, base_s=0.01, cap_s=0.02)
+PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+WF = 123456789012345
+
+
+class Recorder:
+    """Another host: records every request it receives (method, path, headers) and answers 200."""
+
+    def __init__(self):
+        self.seen: list = []
+        ready = threading.Event()
+
+        def serve():
+            self.loop = asyncio.new_event_loop()
+
+            async def any_(request):
+                self.seen.append((request.method, request.path_qs, dict(request.headers)))
+                return web.json_response({"code": 0, "data": {}})
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", any_)
+            runner = web.AppRunner(app, access_log=None)
+            self.loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+            ready.set()
+            self.loop.run_forever()
+        threading.Thread(target=serve, daemon=True).start()
+        ready.wait(10)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def recorder():
+    r = Recorder()
+    yield r
+    r.stop()
+
+
+def run_client(fake, fn):
+    async def go():
+        async with client_mod.GPUGeekClient.open(fake.base_url, C.ApiKey(SECRET_KEY), retry=FAST) as c:
+            return await fn(c)
+    return asyncio.run(go())
+
+
+async def finished(c, fake):
+    pid = await c.submit(WF, PROMPT)
+    await asyncio.sleep(0.1)
+    return await c.task(pid)
+
+
+def test_gzip_answers_are_read_everywhere(fake):
+    fake.variants.add("gzip")
+
+    async def go(c):
+        t = target_mod.GPUGeekTarget(c)
+        url, _ = await t.upload(b"\x89PNG" + bytes(300_000), "a.png")  # big enough to be compressed
+        d = await finished(c, fake)
+        return await c.download(url), await c.download(d.result_url["2"][0])
+    up, res = run_client(fake, go)
+    assert up == b"\x89PNG" + bytes(300_000) and res[:4] == b"\x89PNG"
+
+
+def test_gzip_bomb_is_refused_at_once_with_bounded_memory(fake):
+    async def go(c):
+        d = await finished(c, fake)
+        fake.fault("file", "gzip_bomb", "gzip_bomb", "gzip_bomb", "gzip_bomb")
+        with pytest.raises(E.ResultError) as ei:
+            await c.download(d.result_url["2"][0])
+        return ei.value
+    err = run_client(fake, go)
+    assert "inflated past" in str(err)
+    assert fake.count("file") == 1  # refused, not fetched again
+
+
+def test_transport_cap_counts_inflated_bytes(fake):
+    """A compressed answer is capped on what it inflates to, not on its Content-Length."""
+    async def go():
+        async with transport.new_session() as s:
+            t = transport.Transport(s, FAST)
+            fake.fault("file", "gzip_bomb")
+            with pytest.raises(E.ResultError):
+                await t.request("GET", fake.base_url + "/files/x/y.png", call="download", safe=True,
+                                max_bytes=1 << 20)
+    asyncio.run(go())
+
+
+def test_redirect_to_another_host_is_refused_and_no_key_follows(fake, recorder):
+    fake.fault("task", f"redirect:{recorder.url}/api/v1/task/1")
+    with pytest.raises(E.ResultError) as ei:
+        run_client(fake, lambda c: c.task("1"))
+    assert "another host" in str(ei.value)
+    assert recorder.seen == []
+
+
+def test_a_result_on_another_host_never_receives_the_key(fake, recorder):
+    async def go(c):
+        await c.download(recorder.url + "/api/v1/files/a.png")
+        await c.download(recorder.url + "/x.png")
+    run_client(fake, go)
+    assert len(recorder.seen) == 2
+    assert all("Authorization" not in h for _, _, h in recorder.seen)
+
+
+def test_credentials_are_bound_to_origin_and_path():
+    seen = {}
+
+    async def go():
+        async with transport.new_session() as s:
+            t = transport.Transport(s)
+            t.bind("https://api.example.com/api/v1", {"Authorization": "Bearer k"})
+            for url in ("https://api.example.com/api/v1/task/1", "https://api.example.com/api/v1",
+                        "https://api.example.com/oss/x", "https://api.example.com/api/v10/x",
+                        "http://api.example.com/api/v1/task/1", "https://api.example.com:8443/api/v1/x",
+                        "https://evil.example.com/api/v1/task/1"):
+                seen[url] = "Authorization" in t._headers_for(url, None, True)
+    asyncio.run(go())
+    assert [k for k, v in seen.items() if v] == ["https://api.example.com/api/v1/task/1",
+                                                 "https://api.example.com/api/v1"]
+
+
+def test_sample_side_call_1_query_string_post(fake):
+    """The doc's sample: POST ...pre-signed-url?fileName=NAME with no body, answered in camelCase."""
+    fake.variants.add("post_only_presign")
+    url, exp = run_client(fake, lambda c: c.presigned_url("a b.png"))
+    posts = [p for c, p in fake.calls if c == "presign"]
+    assert len(posts) == 2 and url.startswith(fake.base_url + "/oss/") and exp
+
+
+CST = datetime.timezone(datetime.timedelta(hours=8))
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2023-01-01T00:00:00Z", datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)),
+    ("2023-01-01T08:00:00+08:00", datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)),
+    ("2023-01-01 00:00:00-05:00", datetime.datetime(2023, 1, 1, 5, tzinfo=datetime.timezone.utc)),
+    ("2023-01-01 08:00:00", datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)),  # platform clock: UTC+8
+    ("2023-01-01T08:00:00.250", datetime.datetime(2023, 1, 1, 0, 0, 0, 250000, tzinfo=datetime.timezone.utc)),
+    (1672531200, datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)),
+    ("1672531200000", datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)),
+])
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "America/Los_Angeles", "UTC"])
+def test_expiry_times_honour_their_zone_whatever_the_machine_clock(text, expected, tz, monkeypatch):
+    import time
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        assert journal_mod.parse_expiry(text) == pytest.approx(expected.timestamp())
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize("tz", ["America/Los_Angeles", "Asia/Shanghai"])
+def test_an_expired_upload_is_never_reused(fake, tz, monkeypatch):
+    """West of UTC an expiry in the platform's zone-less clock read as local time looked valid for hours."""
+    import time
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        fake.variants.add("expiry_past")
+        cache = journal_mod.UploadCache()
+        transfer = core("transfer")
+
+        async def go(c):
+            t = target_mod.GPUGeekTarget(c)
+            await transfer.upload_once(t, cache, b"same-bytes", "a.png")
+            await transfer.upload_once(t, cache, b"same-bytes", "a.png")
+        run_client(fake, go)
+        assert fake.count("put") == 2
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize("variant", ["expiry_z", "expiry_offset", None])
+def test_a_live_upload_is_reused_in_every_expiry_form(fake, variant):
+    if variant:
+        fake.variants.add(variant)
+    cache = journal_mod.UploadCache()
+    transfer = core("transfer")
+
+    async def go(c):
+        t = target_mod.GPUGeekTarget(c)
+        a = await transfer.upload_once(t, cache, b"same-bytes", "a.png")
+        b = await transfer.upload_once(t, cache, b"same-bytes", "a.png")
+        return a, b
+    a, b = run_client(fake, go)
+    assert a == b and fake.count("put") == 1
