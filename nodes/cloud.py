@@ -8,7 +8,8 @@ from ..offload import config as C
 from ..offload import errors as E
 from ..offload import target as T
 from ..offload.journal import Journal, UploadCache
-from ..offload.run import Interrupted
+from ..offload.owner import Interrupted, Owner
+from ..offload.owner import owner as _owner
 from . import comfy
 
 _stores: dict = {}
@@ -25,8 +26,15 @@ def data_dir_setup() -> None:
 def journal() -> Journal:
     path = str(C.data_dir())
     if ("journal", path) not in _stores:
-        _stores[("journal", path)] = Journal()
+        j = _stores[("journal", path)] = Journal()
+        # entries a killed ComfyUI left mid-submit or mid-cancel: shown as unknown, with what to check
+        j.settle_orphans()
     return _stores[("journal", path)]
+
+
+def owner() -> Owner:
+    """The process's task owner: every remote task lives there, apart from the prompts' event loops."""
+    return _owner()
 
 
 def uploads() -> UploadCache:

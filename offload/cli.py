@@ -21,9 +21,10 @@ from . import config as C
 from . import errors as E
 from . import plan as P
 from .journal import Journal, UploadCache
-from .run import Interrupted, fetch_results, run_plan, status_text, wait_task
+from .owner import Interrupted, owner
+from .run import fetch_results, run_plan, status_text, wait_task
 from .target import open_target, target_of
-from .transfer import safe_file_name, save_into
+from .transfer import input_path, safe_file_name, save_into
 from .wire import SUCCEEDED, TaskDetail
 
 
@@ -58,9 +59,18 @@ def whole_prompt_plan(prompt: dict, input_dir: Path) -> dict:
     if any(isinstance(v, dict) and v.get("class_type") in (P.GATEWAY, P.UPLOAD) for v in prompt.values()):
         raise E.PlanError("This workflow contains GPUGeek nodes: run it in ComfyUI, or export only the cloud part",
                           hint="")
-    files = [{"node": n, "file": v["inputs"]["image"]} for n, v in sorted(prompt.items())
-             if isinstance(v, dict) and v.get("class_type") in ("LoadImage", "LoadImageMask")
-             and isinstance(v.get("inputs", {}).get("image"), str) and (input_dir / v["inputs"]["image"]).is_file()]
+    files = []
+    for n, v in sorted(prompt.items()):
+        name = (v.get("inputs") or {}).get("image") if isinstance(v, dict) else None
+        if v.get("class_type") not in ("LoadImage", "LoadImageMask") or not isinstance(name, str) or "://" in name:
+            continue
+        path = input_path(input_dir, name)
+        if path is None:
+            raise E.PlanError(f"{v['class_type']} #{n} names {name[:80]!r}, which is outside the input folder "
+                              f"{input_dir}", hint="Copy the file into the input folder (--input-dir) and name it "
+                              "relative to it, as ComfyUI does; nothing was uploaded.")
+        if path.is_file():
+            files.append({"node": n, "file": name})
     return {"mode": "cloud", "prompt": prompt, "crossings": [], "local_files": files, "outputs": [],
             "hash": P.plan_hash(prompt)}
 
@@ -103,13 +113,19 @@ async def cmd_run(args, cfg) -> int:
                 frac = detail.run_duration_ms / expected["run_ms"]
             line.show(f"{_bar(frac if detail.status == 2 else (1.0 if detail.final else 0.0))} "
                       f"{status_text(detail, expected)}  ({time.monotonic() - t0:.1f} s)")
-    async with open_target(cfg, args.target) as target:
-        outcome = await run_plan(plan, target=target, journal=Journal(), uploads=UploadCache(), values={},
-                                 workflow_id=wf, timeout_s=args.timeout, on_event=on_event,
-                                 interrupted=lambda: stop["flag"],
-                                 read_file=lambda name: (input_dir / name).read_bytes(),
-                                 daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where})
-    line.done()
+
+    async def work(job):
+        async with open_target(cfg, args.target) as target:
+            return await run_plan(plan, job=job, target=target, journal=Journal(), uploads=UploadCache(), values={},
+                                  workflow_id=wf, timeout_s=args.timeout,
+                                  read_file=lambda name: input_path(input_dir, name).read_bytes(),
+                                  daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where})
+    # the task lives on the owner: Ctrl-C stops it there, and the process waits for the cancel to finish
+    job = owner().start(work, label="gpugeek run", on_event=on_event)
+    try:
+        outcome = await job.wait(lambda: stop["flag"])
+    finally:
+        line.done()
     out = Path(args.out)
     saved = save_files(outcome.files, out, outcome.prompt_id)
     Journal().update(outcome.journal_key, files=[str(p) for p in saved])
@@ -222,7 +238,12 @@ def main(argv=None) -> int:
         cfg = C.load_config()
         fn = {"run": cmd_run, "status": cmd_status, "cancel": cmd_cancel, "results": cmd_results,
               "tasks": cmd_tasks}[args.cmd]
-        return asyncio.run(fn(args, cfg))
+        try:
+            return asyncio.run(fn(args, cfg))
+        finally:  # a task being cancelled on the owner is seen to the end before the process exits
+            if owner().active():
+                print("waiting for the remote task to be cancelled…", file=sys.stderr)
+                owner().drain()
     except E.GPUGeekError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

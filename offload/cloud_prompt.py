@@ -10,7 +10,10 @@ from .graph import SCALARS, UPLOAD, UPLOAD_URL_SLOT, node_links, out_type
 
 def _cloud_prompt(prompt, classes, nodes, boundaries, file_exists):
     """The region's nodes with crossings in replaced by loaders (IMAGE/MASK) or literal slots (scalars)."""
-    out = {n: copy.deepcopy(prompt[n]) for n in sorted(nodes)}
+    # only what the cloud runs: titles and other editor metadata (``_meta``) stay out, so that renaming a
+    # node never changes the gateway's inputs, and ComfyUI's cache serves an unchanged cloud part
+    out = {n: {"class_type": prompt[n].get("class_type"), "inputs": copy.deepcopy(prompt[n].get("inputs") or {})}
+           for n in sorted(nodes)}
     crossings: list = []
     by_src: dict = {}
     for n in sorted(out):

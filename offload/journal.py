@@ -25,9 +25,11 @@ COMPACT_SLACK = 2000
 # Keep at most this many task records (the newest); older ones are dropped at compaction.
 MAX_TASKS = 5000
 
-SUBMITTING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN = (
-    "submitting", "queued", "running", "succeeded", "failed", "cancelled", "unknown")
-ACTIVE = (SUBMITTING, QUEUED, RUNNING, UNKNOWN)
+SUBMITTING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED, UNKNOWN = (
+    "submitting", "queued", "running", "succeeded", "failed", "cancelling", "cancelled", "unknown")
+ACTIVE = (SUBMITTING, QUEUED, RUNNING, CANCELLING, UNKNOWN)
+# This process, as written into the entries it begins (a pid alone is reused, in containers above all).
+PROCESS_TOKEN = uuid.uuid4().hex[:12]
 
 
 class JsonlStore:
@@ -134,8 +136,25 @@ class Journal:
     def begin(self, **fields) -> str:
         key = uuid.uuid4().hex[:16]
         now = time.time()
-        self.store.put(key, created=now, updated=now, status=SUBMITTING, **fields)
+        self.store.put(key, created=now, updated=now, status=SUBMITTING, pid=os.getpid(),
+                       proc=PROCESS_TOKEN, **fields)
         return key
+
+    def settle_orphans(self) -> int:
+        """Entries a process left mid-submit or mid-cancel and can no longer finish (ComfyUI was killed):
+        ``unknown``, with what the user must do. Another live process's entries are left alone."""
+        self.store.refresh()
+        n = 0
+        for r in self.store.all():
+            if r.get("status") not in (SUBMITTING, CANCELLING) or r.get("proc") == PROCESS_TOKEN:
+                continue
+            if r.get("pid") != os.getpid() and _alive(r.get("pid"), r.get("updated", 0)):
+                continue
+            what = ("was being submitted" if r["status"] == SUBMITTING else "was being cancelled")
+            self.update(r["key"], status=UNKNOWN, error=f"ComfyUI stopped while this task {what}: a paid task may "
+                        "exist. Check your tasks on the GPUGeek console (or Refresh here) before running again.")
+            n += 1
+        return n
 
     def update(self, key: str, **fields) -> dict:
         fields["updated"] = time.time()
@@ -182,6 +201,26 @@ class Journal:
                 "run_ms": statistics.median(times) if times else None,
                 "run_ms_spread": statistics.stdev(times) if len(times) >= 2 else None,
                 "queue_ms": statistics.median(queue) if queue else None}
+
+
+# Where a process cannot be probed (Windows: os.kill would end it), an entry touched this recently is taken
+# to belong to a live process (a submit's answer takes at most the transport's 30 s read timeout).
+RECENT_S = 120.0
+
+
+def _alive(pid, updated: float = 0.0) -> bool:
+    """Is the process that wrote an entry still running (this one included)?"""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if os.name == "nt":
+        return time.time() - float(updated or 0) < RECENT_S
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 class UploadCache:

@@ -1,7 +1,9 @@
 """One cloud run, from a plan to downloaded results: upload, submit once, wait, fetch.
 
-Used by the gateway node and the command line alike. ComfyUI is not imported: the caller passes how to
-learn of an interruption (``interrupted``) and where status goes (``on_event``).
+Used by the gateway node and the command line alike, always on the task owner's loop (offload/owner.py):
+the ``job`` tells of a stop (``job.interrupted``), bounds what may be abandoned (``job.guard``: uploads,
+status calls, downloads; never the submit) and carries status to whoever watches (``job.emit``).
+ComfyUI is not imported.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Callable
 
 from . import codec
 from . import errors as E
-from .journal import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
+from .journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
+from .owner import Interrupted
 from .poll import INTERRUPT_CHECK_S, PollSchedule
 from .redact import get_logger
 from .transfer import PARALLEL_TRANSFERS, ByteBudget, digest_bytes, gather_bounded, safe_file_name, upload_once
@@ -33,14 +36,10 @@ DEFAULT_TIMEOUT_S = 1800
 STATUS_RETRY_S = 2.0
 # With a live target (a ComfyUI server's websocket) the status is local state: look at it this often.
 LIVE_STATUS_S = 0.02
-
-
-class Interrupted(Exception):
-    """The user stopped the run; the remote task (if any) has been asked to cancel."""
-
-    def __init__(self, task_id: str | None = None):
-        super().__init__("interrupted")
-        self.task_id = task_id
+# A task nobody waits for any more is cancelled in this many rounds (each round is the transport's own
+# retries, a few seconds), this far apart: about half a minute in all, then the journal says unknown.
+CANCEL_ROUNDS = 3
+CANCEL_PAUSE_S = 5.0
 
 
 @dataclass
@@ -172,47 +171,59 @@ def check_spend(journal: Journal, limit: float | None, plan_hash: str | None) ->
             f"pass the daily limit of {limit:g}")
 
 
-async def run_plan(plan: dict, *, target, journal: Journal, uploads: UploadCache, values: dict,
-                   workflow_id: int | None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                   interrupted: Callable[[], bool] = lambda: False, on_event: Callable = lambda *a, **k: None,
-                   read_file=None, daily_limit: float | None = None, label: str = "GPUGeek Cloud Execute",
+async def run_plan(plan: dict, *, job, target, journal: Journal, uploads: UploadCache, values: dict,
+                   workflow_id: int | None, timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None,
+                   daily_limit: float | None = None, label: str = "GPUGeek Cloud Execute",
                    meta: dict | None = None, fetch_nodes=None) -> RunOutcome:
     t0 = time.monotonic()
     stats: dict = {}
     check_spend(journal, daily_limit, plan.get("hash"))
-    on_event("uploading")
-    prompt = await prepare(plan, values, target, uploads, read_file, stats)
+    job.emit("uploading")
+    prompt = await job.guard(prepare(plan, values, target, uploads, read_file, stats))
     t_up = time.monotonic()
-    if interrupted():
-        raise Interrupted(None)
     key = journal.begin(plan_hash=plan.get("hash"), workflow_id=str(workflow_id or ""), gateway=label,
                         target=getattr(target, "name", "?"), **(meta or {}))
-    try:
-        prompt_id = await target.submit(prompt, workflow_id)
-    except E.SubmitUnknownError as e:
-        journal.update(key, status=UNKNOWN, error=e.to_dict()["text"])
-        raise
-    except E.GPUGeekError as e:
-        journal.update(key, status=FAILED, error=e.to_dict()["text"], price=0)
-        raise
-    journal.update(key, prompt_id=prompt_id, status=QUEUED)
-    on_event("submitted", prompt_id=prompt_id)
+    prompt_id = await submit_once(target, prompt, workflow_id, journal, key, label)
+    job.task_id = prompt_id
+    job.emit("submitted", prompt_id=prompt_id)
     detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
-                             interrupted=interrupted, on_event=on_event, plan_hash=plan.get("hash"), label=label)
+                             interrupted=job.interrupted, on_event=job.emit, plan_hash=plan.get("hash"), label=label,
+                             stop_reason=lambda: job.stop_reason)
     t_done = time.monotonic()
-    files = await fetch_results(detail, target, fetch_nodes)
+    files = await job.guard(fetch_results(detail, target, fetch_nodes))
     t_dl = time.monotonic()
     return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
                       {"upload_s": t_up - t0, "wait_s": t_done - t_up, "download_s": t_dl - t_done})
 
 
+async def submit_once(target, prompt: dict, workflow_id, journal: Journal, key: str, label: str) -> str:
+    """Send the submit and read its answer to the end, whatever happens to the prompt that asked for it (the
+    owner's loop is never cancelled by ComfyUI). The id is journaled before anything else happens."""
+    try:
+        prompt_id = await target.submit(prompt, workflow_id)
+    except E.SubmitUnknownError as e:
+        journal.update(key, status=UNKNOWN, error=e.to_dict()["text"])
+        log.warning("%s: %s", label, e)
+        raise
+    except E.GPUGeekError as e:
+        journal.update(key, status=FAILED, error=e.to_dict()["text"], price=0)
+        raise
+    except BaseException as e:  # the process is going down mid-submit: the answer is lost to us
+        journal.update(key, status=UNKNOWN, error=str(E.SubmitUnknownError(
+            f"The submit was sent but its answer was not read ({type(e).__name__})", call="submit")))
+        raise
+    journal.update(key, prompt_id=prompt_id, status=QUEUED)
+    return prompt_id
+
+
 async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None, timeout_s: float,
                     interrupted: Callable[[], bool], on_event: Callable, plan_hash: str | None = None,
-                    label: str = "GPUGeek Cloud Execute", cancel_on_exit: bool = True) -> TaskDetail:
+                    label: str = "GPUGeek Cloud Execute", cancel_on_exit: bool = True,
+                    stop_reason: Callable[[], str | None] = lambda: None) -> TaskDetail:
     """Poll until the task ends. The run's own task (``cancel_on_exit``) is cancelled remotely on a stop,
-    a timeout, or anything else that ends the wait early (another node's failure cancels this coroutine,
-    a status call that cannot succeed): a paid task is never left running behind the user's back. A reader
-    of somebody's task (Load Result, the command line) only stops reading."""
+    a timeout, or anything else that ends the wait early (the prompt that waited for it ended, a status call
+    that cannot succeed): a paid task is never left running behind the user's back. A reader of somebody's
+    task (Load Result, the command line) only stops reading."""
     exp_ms, _, hist = expected_for(journal, plan_hash)
     spread = (hist or {}).get("run_ms_spread")
     sched = PollSchedule(exp_ms / 1000.0 if exp_ms else None, spread / 1000.0 if spread else None)
@@ -220,6 +231,8 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
     last_status = None
     try:
         while True:
+            if interrupted():
+                raise Interrupted(prompt_id)
             try:
                 d = await _unless_interrupted(target.status(prompt_id), interrupted)
             except (E.BusyError, E.TransportError) as e:
@@ -255,10 +268,11 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
             e.task_id = prompt_id
         if not cancel_on_exit:
             raise
-        why = ("interrupted" if isinstance(e, (Interrupted, asyncio.CancelledError)) or
-               type(e).__name__ == "InterruptProcessingException" else
-               "timeout" if isinstance(e, E.TaskTimeoutError) else f"the wait ended: {type(e).__name__}")
-        cancelled = await asyncio.shield(_cancel(target, prompt_id, journal, key, why))
+        why = stop_reason() or ("interrupted" if isinstance(e, (Interrupted, asyncio.CancelledError)) or
+                                type(e).__name__ == "InterruptProcessingException" else
+                                "timeout" if isinstance(e, E.TaskTimeoutError) else
+                                f"the wait ended: {type(e).__name__}")
+        cancelled = await cancel_task(target, prompt_id, journal, key, why, on_event)
         if isinstance(e, E.TaskTimeoutError):
             e.message += " and was cancelled" if cancelled else "; cancelling it failed, so it may still run"
         raise
@@ -296,18 +310,33 @@ def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str) -> Tas
     return d
 
 
-async def _cancel(target, prompt_id: str, journal: Journal, key: str | None, why: str) -> bool:
-    """Best effort: one cancel; its failure is logged and journaled, never raised over the real reason."""
-    try:
-        await target.cancel(prompt_id)
-        ok = True
-    except Exception as e:  # noqa: BLE001 - the interruption/timeout is what the user must see
-        log.warning("Cancelling task %s after %s failed: %s", prompt_id, why, e)
-        ok = False
+async def cancel_task(target, prompt_id: str, journal: Journal, key: str | None, why: str,
+                      on_event: Callable = lambda *a, **k: None) -> bool:
+    """Cancel a task nobody waits for any more, in bounded rounds; journaled ``cancelling``, then
+    ``cancelled`` or (every round failed) ``unknown``. Never raises over the reason the wait ended."""
     if key:
-        journal.update(key, status=CANCELLED if ok else UNKNOWN,
-                       error=why if ok else f"{why}; the cancel failed, so the task may still run")
-    return ok
+        journal.update(key, status=CANCELLING, error=why)
+    on_event("cancelling", prompt_id=prompt_id)
+    last = None
+    for attempt in range(CANCEL_ROUNDS):
+        if attempt:
+            await asyncio.sleep(CANCEL_PAUSE_S)
+        try:
+            await target.cancel(prompt_id)
+        except Exception as e:  # noqa: BLE001 - the interruption/timeout is what the user must see
+            last = e
+            log.warning("Cancelling task %s after %s failed (round %d of %d): %s", prompt_id, why, attempt + 1,
+                        CANCEL_ROUNDS, e)
+            continue
+        if key:
+            journal.update(key, status=CANCELLED, error=why)
+        on_event("cancelled", prompt_id=prompt_id)
+        return True
+    if key:
+        journal.update(key, status=UNKNOWN, error=f"{why}; the cancel failed ({type(last).__name__}), so the task "
+                       "may still run and be paid: check it on the GPUGeek console or with Refresh in the tasks tab")
+    on_event("cancel_failed", prompt_id=prompt_id)
+    return False
 
 
 async def fetch_results(detail: TaskDetail, target, nodes=None, budget: ByteBudget | None = None) -> dict:

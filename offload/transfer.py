@@ -93,6 +93,21 @@ def safe_file_name(url: str, fallback: str) -> str:
     return f"{_SAFE.sub('_', stem)}{ext.lower()}"
 
 
+def input_path(folder, name: str) -> Path | None:
+    """``folder/name`` when ``name`` stays inside ``folder`` (relative, no ``..``, no way out through a
+    link), else None: a workflow may only name files of its input folder, as in ComfyUI."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return None
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or os.path.isabs(name) or re.match(r"^[A-Za-z]:", norm) or ".." in norm.split("/"):
+        return None
+    base = Path(folder).resolve()
+    path = (base / norm).resolve()
+    if os.path.commonpath([base, path]) != str(base):
+        return None
+    return path
+
+
 def save_into(folder: Path, name: str, data: bytes) -> Path:
     """Write ``data`` as ``folder/name`` (never outside ``folder``, never over an existing file)."""
     folder = Path(folder).resolve()

@@ -68,6 +68,8 @@ def produced(text) -> None:
 @pytest.fixture(autouse=True)
 def _gpugeek_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUGEEK_HOME", str(tmp_path / "gpugeek-home"))
+    # the owner's pause between cancel rounds (5 s in use) kept short, so given-up cancels end quickly
+    monkeypatch.setattr(core("run"), "CANCEL_PAUSE_S", 0.05)
     for var in ("GPUGEEK_API_KEY", "GPUGEEK_BASE_URL", "GPUGEEK_WORKFLOW_ID", "GPUGEEK_DAILY_LIMIT", "GPUGEEK_TARGET"):
         monkeypatch.delenv(var, raising=False)
     yield

@@ -479,7 +479,8 @@ class FakeGPUGeek:
         def run():
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
-            runner = web.AppRunner(self.app(), access_log=None)
+            # answers held by hang/slow faults are dropped at once when the fake stops
+            runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.1)
             self.loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
             self.loop.run_until_complete(site.start())

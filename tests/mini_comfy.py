@@ -1,7 +1,8 @@
-"""A tiny stand-in for ComfyUI's prompt execution, enough to run the pack's nodes as ComfyUI does:
-the on_prompt handlers, VALIDATE_INPUTS (refusals become node errors), then every node in dependency
-order with link inputs resolved (undeclared link inputs passed as keyword arguments, as ComfyUI does),
-async functions awaited, and two ready async nodes run at the same time."""
+"""A tiny stand-in for ComfyUI's prompt execution, no gentler than execution.py: the on_prompt handlers,
+VALIDATE_INPUTS (refusals become node errors), then every node as soon as its inputs are ready, with link
+inputs resolved (undeclared link inputs passed as keyword arguments, as ComfyUI does), async nodes running
+concurrently. The first failure ends the prompt at once; the caller runs it inside ``asyncio.run``, which
+then cancels every coroutine still alive, shielded ones included, as ComfyUI does at the end of a prompt."""
 from __future__ import annotations
 
 import asyncio
@@ -84,31 +85,35 @@ async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None):
         raise ValidationError(errors)
     results, ui = {}, {}
     pending = dict(prompt)
-    while pending:
+
+    async def run_one(nid):
+        node = prompt[nid]
+        cls = classes[node["class_type"]]
+        kw = {k: (results[v[0]][v[1]] if is_link(v) else v) for k, v in node["inputs"].items()}
+        spec = cls.INPUT_TYPES()
+        for k, t in spec.get("hidden", {}).items():
+            if t == "UNIQUE_ID":
+                kw[k] = nid
+        fn = getattr(cls(), cls.FUNCTION)
+        out = fn(**kw)
+        if inspect.isawaitable(out):
+            out = await out
+        if isinstance(out, dict):
+            ui[nid] = out.get("ui")
+            out = out.get("result", ())
+        return out
+
+    running: dict = {}
+    while pending or running:
         ready = [n for n, node in pending.items()
                  if all(not is_link(v) or v[0] in results for v in node["inputs"].values())]
-        if not ready:
-            raise RuntimeError("stuck: " + ", ".join(pending))
-
-        async def run_one(nid):
-            node = pending[nid]
-            cls = classes[node["class_type"]]
-            kw = {k: (results[v[0]][v[1]] if is_link(v) else v) for k, v in node["inputs"].items()}
-            spec = cls.INPUT_TYPES()
-            hidden = spec.get("hidden", {})
-            for k, t in hidden.items():
-                if t == "UNIQUE_ID":
-                    kw[k] = nid
-            fn = getattr(cls(), cls.FUNCTION)
-            out = fn(**kw)
-            if inspect.isawaitable(out):
-                out = await out
-            if isinstance(out, dict):
-                ui[nid] = out.get("ui")
-                out = out.get("result", ())
-            return nid, out
-        done = await asyncio.gather(*(run_one(n) for n in ready))
-        for nid, out in done:
-            results[nid] = out
+        for nid in ready:
+            running[asyncio.ensure_future(run_one(nid))] = nid
             pending.pop(nid)
+        if not running:
+            raise RuntimeError("stuck: " + ", ".join(pending))
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            nid = running.pop(task)
+            results[nid] = task.result()  # the first failure ends the prompt; asyncio.run cancels the rest
     return results, ui, prompt

@@ -44,6 +44,10 @@ PROMPT = {"20": {"class_type": "LoadImage", "inputs": {"image": "here.png"}},
                                                                  "timeout_s": 30, "image_1": ["21", 0]}}}
 
 
+def owner():
+    return core("owner").owner()
+
+
 def execute(classes):
     return asyncio.run(mini_comfy.execute(json.loads(json.dumps(PROMPT)), classes, PromptServer.instance))
 
@@ -140,17 +144,21 @@ def test_cancel_fault_is_retried_and_never_hides_the_interrupt(env, fake, fault)
     stop_once_polled(fake)
     with pytest.raises(mm.InterruptProcessingException):
         execute(env)
+    assert owner().drain(10)  # the prompt ended at once; the owner finishes the cancel
     assert fake.count("cancel") == 2 and fake.running_tasks() == []
     assert journal()[0]["status"] == "cancelled"
 
 
 def test_cancel_that_keeps_failing_still_ends_as_interrupted(env, fake):
     fake.task_opts.update(run_s=30)
-    fake.fault("cancel", *["http500"] * 10)
+    fake.fault("cancel", *["http500"] * 100)
     stop_once_polled(fake)
     with pytest.raises(mm.InterruptProcessingException):
         execute(env)
-    assert fake.count("cancel") == 4  # retried, then given up: the interruption is what the user sees
+    assert owner().drain(10)
+    # bounded: the transport's retries in each of the owner's rounds, then given up and journaled unknown
+    assert fake.count("cancel") == 4 * core("run").CANCEL_ROUNDS
+    assert journal()[0]["status"] == "unknown" and "may still run" in journal()[0]["error"]
     for t in fake.tasks.values():
         t.cancelled_at = time.monotonic()  # tidy the fake
 

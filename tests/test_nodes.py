@@ -140,6 +140,8 @@ def test_interrupt_cancels_the_remote_task_once_within_a_second(env, fake, phase
     threading.Thread(target=stopper, daemon=True).start()
     with pytest.raises(mm.InterruptProcessingException):
         execute(t2i(), env)
+    assert time.monotonic() - stopped_at["t"] < 1.0  # the prompt ended within a second of Stop
+    assert core("owner").owner().drain(10)
     t = next(iter(fake.tasks.values()))
     assert fake.count("cancel") == 1 and t.cancelled_at is not None
     assert t.cancelled_at - stopped_at["t"] < 1.0

@@ -99,7 +99,7 @@ def test_a_status_call_that_cannot_succeed_cancels_the_task(fake):
 
 def test_a_failed_cancel_is_journaled_as_unknown(fake):
     fake.task_opts.update(run_s=30)
-    fake.fault("cancel", *["http500"] * 10)
+    fake.fault("cancel", *["http500"] * 100)
     with pytest.raises(E.TaskTimeoutError) as ei:
         asyncio.run(_waiting(fake, timeout_s=0.3))
     assert "may still run" in str(ei.value)

@@ -1,0 +1,136 @@
+"""A gateway's cloud run, on the task owner's loop: lead a task (run it, deliver its images) or follow one
+that a merged gateway leads (take this gateway's images from it). The node (nodes/gateway.py) only starts
+one of these as a job and awaits it; results are tensors, previews and the task id.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import codec
+from . import errors as E
+from .graph import GATEWAY_OUTPUTS
+from .run import fetch_results, run_plan
+from .target import open_target
+from .transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
+from .wire import SUCCEEDED, TaskDetail
+
+# Where the cloud's files are kept, under ComfyUI's output folder (previews point there).
+RESULTS_SUBFOLDER = "gpugeek"
+# Outputs decoded at once (each output's files download in parallel on their own).
+PARALLEL_OUTPUTS = 4
+
+
+@dataclass
+class Delivered:
+    outputs: list                       # one tensor (or None) per gateway output slot (GATEWAY_OUTPUTS)
+    previews: list = field(default_factory=list)
+    saved: list = field(default_factory=list)
+    task_id: str = ""
+    detail: TaskDetail | None = None
+    uploaded_bytes: int = 0
+
+
+async def lead(job, *, cfg, where: str, plan: dict, values: dict, passthrough: dict, workflow_id, timeout_s: float,
+               journal, uploads, read_file, output_dir, label: str, meta: dict) -> Delivered:
+    """Run the cloud part as one task and deliver this gateway's images; merged gateways' files are held
+    by the owner until each of them took its own."""
+    members = list(plan.get("members") or [])[1:]
+    async with open_target(cfg, where) as target:
+        outcome = await run_plan(plan, job=job, target=target, journal=journal, uploads=uploads, values=values,
+                                 workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                 daily_limit=cfg.daily_limit, label=label, meta=meta,
+                                 # merged gateways read this task's files too: fetch them all here; otherwise
+                                 # each file is fetched by deliver() and decoded as soon as it arrives
+                                 fetch_nodes=None if members else set())
+        out = await job.guard(deliver(plan, passthrough, outcome.detail, outcome.files, target, output_dir))
+    journal.update(outcome.journal_key, files=out.saved)
+    if members:
+        job.owner.share(outcome.prompt_id, outcome.files, members)
+    out.uploaded_bytes = outcome.uploaded_bytes
+    return out
+
+
+async def follow(job, *, cfg, plan: dict, task_id: str, passthrough: dict, journal, output_dir, member: str,
+                 target_override: str = "") -> Delivered:
+    """A gateway merged into another's task: its images from that task (held by the owner, else fetched
+    again from the journal's result addresses)."""
+    nodes = {o.get("save") for o in plan.get("outputs", []) if o.get("save")}
+    files = job.owner.take(task_id, member, nodes)
+    rec = journal.by_prompt_id(task_id) or {}
+    detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED, result_url=rec.get("result_url") or {})
+    async with open_target(cfg, rec.get("target_url") or target_override or None) as target:
+        if files is None:
+            files = await job.guard(fetch_results(detail, target, nodes))
+        return await job.guard(deliver(plan, passthrough, detail, files, target, output_dir, save_user_outputs=False))
+
+
+async def deliver(plan: dict, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
+                  save_user_outputs: bool = True) -> Delivered:
+    """Decode each output's files into tensors (fetching what is not here yet, each file decoded as soon as
+    it arrives), save the cloud's files into the output folder and list them as previews. The bytes are
+    released when this returns."""
+    outs = [None] * len(GATEWAY_OUTPUTS)
+    files = dict(files)
+    budget = ByteBudget()
+    # one decoding thread: libspng holds the GIL, so decodes in parallel threads only fight each other;
+    # one thread decodes each file while the next ones download
+    decoder = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-decode")
+    loop = asyncio.get_running_loop()
+
+    async def fetch_into(node, dec=None):
+        urls = list(detail.result_url.get(node, []))
+        got = [None] * len(urls)
+
+        async def one(i, url):
+            data = await target.fetch(url)
+            budget.take(len(data))
+            got[i] = (url, data)
+            if dec is not None:
+                await loop.run_in_executor(decoder, dec.add, i, data)
+        await gather_bounded([one(i, u) for i, u in enumerate(urls)])
+        files[node] = got
+
+    async def decode(o):
+        node = o["save"]
+        have = files.get(node)
+        count = len(have) if have is not None else len(detail.result_url.get(node, []))
+        if not count:
+            raise E.ResultError(f"The cloud task returned no file for {GATEWAY_OUTPUTS[o['slot']]}",
+                                task_id=detail.prompt_id, call="results")
+        dec = codec.BatchDecoder(count)
+        if have is None:
+            await fetch_into(node, dec)
+        else:
+            await loop.run_in_executor(decoder, lambda: [dec.add(i, d) for i, (_, d) in enumerate(have)])
+        image, _mask = dec.result()
+        outs[o["slot"]] = image[..., 0].contiguous() if o["kind"] == "mask" else image
+
+    for o in plan.get("outputs", []):
+        if o["kind"] == "pass":
+            outs[o["slot"]] = passthrough.get(o["input"])
+    nodes = [o["save"] for o in plan.get("outputs", []) if o.get("save")]
+    user_outputs = list(plan.get("user_outputs", [])) if save_user_outputs else []
+    try:
+        await gather_bounded([decode(o) for o in plan.get("outputs", []) if o["kind"] != "pass"]
+                             + [fetch_into(n) for n in user_outputs if n not in files], limit=PARALLEL_OUTPUTS)
+    finally:
+        decoder.shutdown(wait=False)
+    previews, saved = await asyncio.to_thread(_save_all, nodes + user_outputs, files, detail.prompt_id,
+                                              Path(output_dir) / RESULTS_SUBFOLDER)
+    return Delivered(outs, previews, saved, detail.prompt_id, detail)
+
+
+def _save_all(nodes, files, task_id, folder):
+    """Keep every paid file in output/gpugeek; the images are the node's previews."""
+    previews, saved = [], []
+    for node in nodes:
+        for i, (url, data) in enumerate(files.get(node) or []):
+            name = safe_file_name(url, f"{task_id}_{node}_{i}")
+            path = save_into(folder, f"{task_id}_{name}", data)
+            saved.append(str(path))
+            if path.suffix.lower() in IMAGE_EXTS:
+                previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
+    return previews, saved

@@ -1,0 +1,219 @@
+"""A paid task's life does not depend on the prompt that started it (issue: lifetime). The nodes run as
+ComfyUI runs them: inside ``asyncio.run``, async nodes concurrent, the first failure ends the prompt and
+every coroutine still alive is cancelled (tests/mini_comfy.py). After the prompt, the task owner finishes
+what it owns; ``owner().drain()`` waits for that, as a running ComfyUI would simply go on."""
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+import mini_comfy
+from conftest import SECRET_KEY, comfy_env, core, load_pack, produced
+
+pack = load_pack()
+import comfy.model_management as mm  # noqa: E402
+from server import PromptServer  # noqa: E402
+
+E = core("errors")
+J = core("journal")
+WF = "123456789012345"
+
+
+def owner():
+    return core("owner").owner()
+
+
+@pytest.fixture
+def env(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    monkeypatch.setattr(core("transport").RetryPolicy, "base_s", 0.01)
+    classes = comfy_env(tmp_path)
+    mm.interrupt_flag = False
+    yield classes
+    mm.interrupt_flag = False
+    owner().drain(20)
+    for t in fake.tasks.values():  # tidy the fake
+        t.cancelled_at = t.cancelled_at or time.monotonic()
+
+
+def gateway(src, **gw):
+    return {"class_type": "GPUGeekCloudExecute",
+            "inputs": {"workflow_id": WF, "run_on": "cloud", "timeout_s": 600, "image_1": [src, 0], **gw}}
+
+
+def two_gateways():
+    """Two independent cloud parts, each behind its own gateway: two tasks at once."""
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 2}},
+            "4": {"class_type": "ImageInvert", "inputs": {"image": ["3", 0]}},
+            "10": gateway("2"), "11": gateway("4")}
+
+
+def one_gateway():
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "10": gateway("2")}
+
+
+def execute(prompt, classes):
+    return asyncio.run(mini_comfy.execute(json.loads(json.dumps(prompt)), classes, PromptServer.instance))
+
+
+def journal():
+    return pack.nodes.cloud.journal().tasks()
+
+
+def press_stop_when(cond, timeout=20):
+    pressed = {}
+
+    def watch():
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not cond():
+            time.sleep(0.01)
+        pressed["at"] = time.monotonic()
+        mm.interrupt_flag = True
+    threading.Thread(target=watch, daemon=True).start()
+    return pressed
+
+
+def polled(fake, n=2, polls=1):
+    return lambda: len(fake.tasks) >= n and all(t.polls >= polls for t in fake.tasks.values())
+
+
+def test_stop_with_two_gateways_and_a_cancel_that_must_be_retried(env, fake):
+    """One gateway's cancel meets a transient 500 and must wait to retry; the prompt ends meanwhile. The
+    owner still cancels both tasks, and the journal says so."""
+    fake.task_opts.update(run_s=60)
+    fake.fault("cancel", "http500")
+    pressed = press_stop_when(polled(fake))
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(two_gateways(), env)
+    assert time.monotonic() - pressed["at"] < 1.0
+    assert owner().drain(20)
+    assert len(fake.tasks) == 2 and fake.running_tasks() == []
+    assert sorted(r["status"] for r in journal()) == ["cancelled", "cancelled"]
+
+
+def test_a_neighbour_failing_while_a_submit_is_answered_late(env, fake):
+    """Gateway A's submit created the task and its answer is slow; gateway B fails at once; ComfyUI ends
+    the prompt and cancels A's coroutine. The owner reads A's answer, journals the id and cancels it."""
+    fake.task_opts.update(run_s=60)
+    fake.fault("submit", "late:1.0", "code_error")
+    t0 = time.monotonic()
+    with pytest.raises(E.BadRequestError):
+        execute(two_gateways(), env)
+    assert time.monotonic() - t0 < 1.0  # the neighbour's error ended the prompt without waiting for A
+    assert owner().drain(20)
+    (task,) = fake.tasks.values()
+    assert task.cancelled_at is not None and fake.running_tasks() == []
+    recs = {r["status"]: r for r in journal()}
+    assert set(recs) == {"failed", "cancelled"}
+    assert recs["cancelled"]["prompt_id"] == task.prompt_id
+    assert "another node failed" in recs["cancelled"]["error"]
+
+
+def test_a_submit_never_answered_after_the_prompt_ended_is_journaled_unknown(env, fake, monkeypatch, caplog):
+    monkeypatch.setattr(core("transport"), "API_READ_TIMEOUT_S", 0.5)
+    fake.task_opts.update(run_s=60)
+    fake.fault("submit", "hang", "code_error")
+    with pytest.raises(E.BadRequestError):
+        execute(two_gateways(), env)
+    assert owner().drain(20)
+    recs = {r["status"]: r for r in journal()}
+    assert set(recs) == {"failed", "unknown"}
+    text = recs["unknown"]["error"]
+    assert "paid task may exist" in text and "check your tasks" in text.lower()
+    assert any("paid task may exist" in r.getMessage() for r in caplog.records)  # and the log says it
+    produced(text)
+
+
+def test_stop_ends_the_prompt_within_a_second_when_every_call_hangs(env, fake, monkeypatch):
+    monkeypatch.setattr(core("transport"), "API_READ_TIMEOUT_S", 0.3)
+    fake.task_opts.update(run_s=60)
+    fake.fault("task", *["hang"] * 50)
+    fake.fault("cancel", *["hang"] * 50)
+    pressed = press_stop_when(lambda: fake.count("task") >= 1)
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(one_gateway(), env)
+    assert time.monotonic() - pressed["at"] < 1.0
+    seen = set()  # the tasks tab shows the cancel going on in the background
+    end = time.monotonic() + 2
+    while time.monotonic() < end and "cancelling" not in seen:
+        seen.add(journal()[0]["status"])
+        time.sleep(0.01)
+    assert "cancelling" in seen
+    assert owner().drain(30)
+    rec = journal()[0]
+    assert rec["status"] == "unknown" and "may still run" in rec["error"]
+
+
+@pytest.mark.parametrize("step", ["put", "file"])
+def test_uploads_and_downloads_stop_within_a_second(env, fake, step, tmp_path):
+    import folder_paths
+    from fake_gpugeek import photo_png
+    with open(f"{folder_paths.get_input_directory()}/in.png", "wb") as f:
+        f.write(photo_png(32, 32))
+    fake.fault(step, "slow:30")
+    p = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+         "10": gateway("2")}
+    pressed = press_stop_when(lambda: fake.count(step) >= 1)
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(p, env)
+    assert time.monotonic() - pressed["at"] < 1.0
+    assert owner().drain(10)  # the transfer itself was abandoned, not left hanging on the owner
+    assert fake.count("submit") == (0 if step == "put" else 1)
+
+
+def test_renaming_a_cloud_node_does_not_change_the_gateway_inputs(env):
+    """ComfyUI caches a node on its inputs: the plan written into the gateway must not carry titles."""
+    from conftest import load_pack
+    hook = load_pack().nodes.hook
+    a = one_gateway()
+    b = json.loads(json.dumps(a))
+    b["2"]["_meta"] = {"title": "My renamed invert"}
+    b["1"]["_meta"] = {"title": "Blank"}
+    pa = hook.plan_prompt(a)
+    pb = hook.plan_prompt(b)
+    key = core("graph").PLAN_INPUT
+    assert pa.local_prompt["10"]["inputs"][key] == pb.local_prompt["10"]["inputs"][key]
+    assert "renamed" not in pb.local_prompt["10"]["inputs"][key]
+
+
+def test_delivered_bytes_are_released(env, fake):
+    """Merged gateways (two gateways reading one cloud part) share one task: its files are held only until
+    both took theirs."""
+    p = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+         "10": gateway("2"), "11": gateway("2")}
+    results, _, _ = execute(p, env)
+    assert results["10"][0] is not None and results["11"][0] is not None and len(fake.tasks) == 1
+    assert owner().held() == 0 and owner().active() == []
+
+
+def test_a_crash_during_a_submit_shows_unknown_after_restart(env):
+    j = pack.nodes.cloud.journal()
+    key = j.begin(plan_hash="h", workflow_id=WF, gateway="GPUGeek Cloud Execute #10")
+    # what a killed ComfyUI left behind: another process, long gone
+    j.store.put(key, pid=2 ** 22 + 7, proc="gone-process")
+    assert j.get(key)["status"] == "submitting"
+    fresh = J.Journal()  # a restarted ComfyUI reads the same file
+    assert fresh.settle_orphans() == 1
+    rec = fresh.get(key)
+    assert rec["status"] == "unknown" and "paid task may exist" in rec["error"]
+    from aiohttp.test_utils import make_mocked_request
+    res = asyncio.run(pack.nodes.routes.get_tasks(make_mocked_request("GET", "/gpugeek/tasks")))
+    task = next(t for t in json.loads(res.body)["tasks"] if t["key"] == key)
+    assert task["status"] == "unknown" and "paid task may exist" in task["error"]
+
+
+def test_a_live_submit_of_another_process_is_left_alone(env):
+    import os
+    j = pack.nodes.cloud.journal()
+    key = j.begin(plan_hash="h", workflow_id=WF, gateway="cli")
+    j.store.put(key, pid=os.getppid(), proc="another-live-process")
+    assert J.Journal().settle_orphans() == 0 and j.get(key)["status"] == "submitting"
