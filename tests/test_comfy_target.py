@@ -91,7 +91,8 @@ def test_node_errors_map_onto_the_users_nodes(env, remote):
     p["2"] = {"class_type": "CloudOnlyUpscaler", "inputs": {"image": ["1", 0]}, "_meta": {"title": "My upscaler"}}
     with pytest.raises(E.BadRequestError) as ei:
         execute(p, env)
-    assert "#2 My upscaler" in str(ei.value) and "Node type not found" in str(ei.value)
+    # named by id and class: titles stay out of the cloud prompt (a rename must not miss ComfyUI's cache)
+    assert "#2 CloudOnlyUpscaler" in str(ei.value) and "Node type not found" in str(ei.value)
 
 
 def test_cloud_failure_named(env, remote):
