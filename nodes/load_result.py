@@ -11,7 +11,7 @@ import os
 from ..offload import codec
 from ..offload import errors as E
 from ..offload.run import DEFAULT_TIMEOUT_S, wait_task
-from ..offload.transfer import IMAGE_EXTS, gather_bounded
+from ..offload.transfer import IMAGE_EXTS, gather_bounded, safe_file_name
 from ..offload.wire import SUCCEEDED, TaskDetail, result_urls
 from . import cloud, comfy
 
@@ -80,5 +80,7 @@ class GPUGeekLoadResult:
                 detail = await wait_task(pid, target=target, journal=cloud.journal(), key=(rec or {}).get("key"),
                                          timeout_s=timeout_s, interrupted=comfy.interrupted, on_event=on_event,
                                          label=label, cancel_on_exit=False)
-            wanted = [u for _, u in detail.all_urls() if os.path.splitext(u.split("?")[0])[1].lower() in IMAGE_EXTS]
+            # the file's own name decides (a ComfyUI server's results are /view?filename=...)
+            wanted = [u for _, u in detail.all_urls()
+                      if os.path.splitext(safe_file_name(u, "result"))[1] in IMAGE_EXTS]
             return list(await gather_bounded([target.fetch(u) for u in wanted]))

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..offload import config as C
 from ..offload import errors as E
+from ..offload import texts
 from ..offload.journal import ACTIVE, CANCELLED
 from . import cloud, hook
 
@@ -35,23 +36,38 @@ async def post_config(request):
         body = await request.json()
     except ValueError:
         return web.json_response({"ok": False, "error": "The request was not JSON."}, status=400)
+    lang = texts.lang_of(body.get("lang"))
     try:
-        changes = {}
+        cfg = C.load_config()
+        changes, notes = {}, []
         if "base_url" in body:
-            changes["base_url"] = C.check_base_url(body["base_url"]) if body["base_url"] else None
-            old = C.load_settings().get("base_url") or C.DEFAULT_BASE_URL
-            if (changes["base_url"] or C.DEFAULT_BASE_URL) != old and "api_key" not in body:
-                # a saved key only ever goes to the address it was saved for: a new address needs the key again
-                C.save_api_key(None)
-        if "api_key" in body:
-            C.save_api_key(body.get("api_key") or None)
-        if "target_token" in body:
-            C.save_target_token(body.get("target_token") or None)
+            new = C.check_base_url(body["base_url"]) if body["base_url"] else None
+            if cfg.key_source == "environment" and (new or cfg.env_base_url) != cfg.env_base_url:
+                # the environment's key goes only to the environment's address (or the default)
+                raise E.ConfigError(texts.text("env_key_base_url", lang, bound=cfg.env_base_url), hint="")
+            changes["base_url"] = new
+            if (new or C.DEFAULT_BASE_URL) != cfg.base_url and "api_key" not in body and cfg.key_source == "saved":
+                C.save_api_key(None)  # a saved key only ever goes to the address it was saved for
+                notes.append(texts.text("forgot_key", lang, url=new or C.DEFAULT_BASE_URL))
         if "target" in body:
             t = str(body["target"] or "").strip()
             if t and t.lower() != "gpugeek":
                 t = C.check_base_url(t, allow_lan_http=bool(C.load_settings().get("allow_lan_http")))
+            if (t or "gpugeek") != cfg.target:
+                if cfg.token_source == "environment":
+                    raise E.ConfigError(texts.text("env_token_target", lang, bound=cfg.target), hint="")
+                if cfg.target_token and "target_token" not in body:
+                    C.save_target_token(None)  # a token only ever goes to the server it was saved for
+                    notes.append(texts.text("forgot_token", lang))
             changes["target"] = t or None
+        if "api_key" in body:
+            C.save_api_key(body.get("api_key") or None)
+            if body.get("api_key"):
+                changes["key_base_url"] = changes.get("base_url") or cfg.base_url
+        if "target_token" in body:
+            C.save_target_token(body.get("target_token") or None)
+            if body.get("target_token"):
+                changes["token_target"] = changes.get("target") or cfg.target
         if "allow_lan_http" in body:
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "workflow_id" in body:
@@ -61,18 +77,23 @@ async def post_config(request):
             changes["daily_limit"] = float(v) if v not in (None, "", 0, "0") else None
         if changes:
             C.save_settings(**changes)
-        return web.json_response({"ok": True, **C.load_config().public()})
+        # a route that changes where credentials go says so
+        return web.json_response({"ok": True, "notes": notes, **C.load_config().public()})
     except (E.GPUGeekError, ValueError, TypeError) as e:
         return web.json_response({"ok": False, "error": str(e)}, status=400)
 
 
 async def post_test(request):
-    """One sentence: do the key and URL work (or: does the ComfyUI server answer)?"""
+    """One sentence, in the editor's language: do the key and URL work (or: does the ComfyUI server answer)?"""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = {}
+    lang = texts.lang_of(body.get("lang"))
     try:
         async with cloud.open_target(C.load_config()) as target:
-            return web.json_response({"ok": True, "message": await target.ping()})
-    except E.AuthError as e:
-        return web.json_response({"ok": False, "message": f"GPUGeek rejected the API key ({e.message})."})
+            ok, message = await target.ping(lang)
+        return web.json_response({"ok": ok, "message": message})
     except E.GPUGeekError as e:
         return web.json_response({"ok": False, "message": str(e)})
 

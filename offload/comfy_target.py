@@ -270,10 +270,15 @@ class ComfyUITarget:
     async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
         return await download(self.transport, url, max_bytes=max_bytes)
 
-    async def ping(self) -> str:
-        info = await self._request("GET", "/system_stats", "test", safe=True) or {}
+    async def ping(self, lang: str = "en") -> tuple[bool, str]:
+        try:
+            info = await self._request("GET", "/system_stats", "test", safe=True) or {}
+        except E.GPUGeekError as e:
+            return False, str(e)
         version = ((info.get("system") or {}).get("comfyui_version")) if isinstance(info, dict) else None
-        return f"Connected to the ComfyUI server at {self.url}" + (f" (ComfyUI {version})." if version else ".")
+        if not version:
+            return False, f"{self.url} answered, but not as a ComfyUI server (no /system_stats): check the address."
+        return True, f"Connected to the ComfyUI server at {self.url} (ComfyUI {version})."
 
     async def close(self) -> None:
         if self._ws_task is not None:

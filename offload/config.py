@@ -204,6 +204,8 @@ class Config:
     target: str = "gpugeek"            # "gpugeek" or the URL of a ComfyUI server
     target_token: str | None = None    # bearer token or user:password for a ComfyUI server behind a proxy
     allow_lan_http: bool = False       # plain http to a LAN ComfyUI server, only when the user opts in
+    env_base_url: str = DEFAULT_BASE_URL  # where a key from the environment may go (GPUGEEK_BASE_URL or default)
+    token_source: str = "none"
 
     def __repr__(self) -> str:
         return (f"Config(target={self.target!r}, base_url={self.base_url!r}, key_set={self.api_key is not None}, "
@@ -248,8 +250,19 @@ def load_config(env=None) -> Config:
                 key, source = ApiKey(text), "saved"
         except FileNotFoundError:
             pass
-    base = env.get("GPUGEEK_BASE_URL", "").strip() or saved.get("base_url") or DEFAULT_BASE_URL
-    base = check_base_url(base)
+    env_base = check_base_url(env.get("GPUGEEK_BASE_URL", "").strip() or DEFAULT_BASE_URL)
+    if source == "environment":
+        # a key from the environment goes only to the base URL from the environment (or the default)
+        base = env_base
+        if saved.get("base_url") and check_base_url(saved["base_url"]) != base:
+            problems.append(f"The base URL saved in Settings ({saved['base_url'][:80]}) is not used: the API key "
+                            f"comes from GPUGEEK_API_KEY, which only goes to {base}")
+    else:
+        base = check_base_url(env.get("GPUGEEK_BASE_URL", "").strip() or saved.get("base_url") or DEFAULT_BASE_URL)
+        bound = saved.get("key_base_url")
+        if key is not None and bound and check_base_url(bound) != base:
+            key, source = None, "none"  # a saved key only ever goes to the address it was saved for
+            problems.append(f"The saved API key was saved for {bound[:80]}, not {base}: paste it again")
     wf = None
     wf_raw = env.get("GPUGEEK_WORKFLOW_ID", "").strip() or str(saved.get("workflow_id") or "")
     if wf_raw:
@@ -275,15 +288,21 @@ def load_config(env=None) -> Config:
         except ConfigError as e:
             problems.append(str(e))
     token = env.get("GPUGEEK_TARGET_TOKEN", "").strip()
+    token_source = "environment" if token else "none"
     if not token:
         try:
             token = (data_dir() / TOKEN_FILE).read_text("utf-8").strip()
+            token_source = "saved" if token else "none"
         except FileNotFoundError:
             token = ""
+        bound = saved.get("token_target")
+        if token and bound and bound.rstrip("/") != target:
+            token, token_source = "", "none"  # a saved token only ever goes to the server it was saved for
     if token:
         register_secret(token)
     return Config(api_key=key, base_url=base, workflow_id=wf, daily_limit=limit, key_source=source,
-                  problems=problems, target=target, target_token=token or None, allow_lan_http=allow_lan)
+                  problems=problems, target=target, target_token=token or None, allow_lan_http=allow_lan,
+                  env_base_url=env_base, token_source=token_source)
 
 
 def save_target_token(value: str | None) -> None:

@@ -241,6 +241,10 @@ class UploadCache:
             return r["url"]
         return None
 
+    def urls(self) -> set:
+        """Every address the pack uploaded to (the platform's own storage: no call 2 for these)."""
+        return {r["url"] for r in self.store.all() if r.get("url")}
+
     def put(self, digest: str, url: str, expires_at=None) -> None:
         exp = parse_expiry(expires_at) or (time.time() + self.DEFAULT_LIFETIME_S)
         self.store.put(digest, url=url, expires=exp, created=time.time())

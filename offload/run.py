@@ -119,13 +119,14 @@ async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_f
             extra_loaders.setdefault(spec["loader"], []).append(url)
     for loader, more in extra_loaders.items():
         _batch_loaders(prompt, loader, more)
-    await register_external(prompt, target, set(urls))
+    await register_external(prompt, target, set(urls) | uploads.urls())
     return prompt
 
 
 async def register_external(prompt: dict, target, ours: set) -> None:
-    """Call 2 for addresses that are not the platform's own storage (a user's URL in a cloud LoadImage);
-    best effort: a failure is logged, the run goes on (GPUGEEK_API.md)."""
+    """Call 2 for addresses that are not the platform's own storage (a user's URL in a cloud LoadImage), never
+    for what the pack uploaded (``ours``: this run's and the upload cache's addresses); best effort: a failure
+    is logged, the run goes on (GPUGEEK_API.md)."""
     register = getattr(target, "register", None)
     if register is None:
         return
@@ -139,20 +140,38 @@ async def register_external(prompt: dict, target, ours: set) -> None:
 
 
 def _batch_loaders(prompt: dict, loader: str, urls: list) -> None:
-    """Frames 2..n of a batch: more loaders joined with ImageBatch, consumers pointed at the join."""
+    """Frames 2..n of a batch: more loaders, their images joined with ImageBatch and, where the mask is read,
+    their masks joined too (through MaskToImage / ImageBatch / ImageToMask, all core nodes), so every frame
+    keeps its own mask; consumers are pointed at the joins."""
     base = prompt[loader]
-    last = [loader, 0]
-    for j, url in enumerate(urls, start=1):
-        lid, bid = f"{loader}_f{j}", f"{loader}_b{j}"
+    ids = [loader] + [f"{loader}_f{j}" for j in range(1, len(urls) + 1)]
+    for lid, url in zip(ids[1:], urls):
         prompt[lid] = {"class_type": base["class_type"], "inputs": dict(base["inputs"], image=url)}
-        prompt[bid] = {"class_type": "ImageBatch", "inputs": {"image1": last, "image2": [lid, 0]}}
-        last = [bid, 0]
+    joined = {0: _join(prompt, f"{loader}_b", [[lid, 0] for lid in ids])}
+    reads_mask = base["class_type"] == "LoadImage" and any(
+        v == [loader, 1] for nid, node in prompt.items() if not nid.startswith(loader + "_")
+        for v in node["inputs"].values())
+    if reads_mask:
+        for lid in ids:
+            prompt[f"{lid}_mi"] = {"class_type": "MaskToImage", "inputs": {"mask": [lid, 1]}}
+        frames = _join(prompt, f"{loader}_mb", [[f"{lid}_mi", 0] for lid in ids])
+        prompt[f"{loader}_m"] = {"class_type": "ImageToMask", "inputs": {"image": frames, "channel": "red"}}
+        joined[1] = [f"{loader}_m", 0]
     for nid, node in prompt.items():
         if nid.startswith(loader + "_"):
             continue
         for k, v in node["inputs"].items():
-            if v == [loader, 0]:
-                node["inputs"][k] = last
+            if isinstance(v, list) and len(v) == 2 and v[0] == loader and v[1] in joined:
+                node["inputs"][k] = joined[v[1]]
+
+
+def _join(prompt: dict, prefix: str, links: list) -> list:
+    """ImageBatch nodes joining ``links`` in order; the link to the last join."""
+    last = links[0]
+    for j, link in enumerate(links[1:], start=1):
+        prompt[f"{prefix}{j}"] = {"class_type": "ImageBatch", "inputs": {"image1": last, "image2": link}}
+        last = [f"{prefix}{j}", 0]
+    return last
 
 
 def expected_for(journal: Journal, plan_hash: str | None):

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import config as C
 from . import errors as E
+from . import texts
 from .client import GPUGeekClient
 from .transport import new_session
 from .wire import TaskDetail
@@ -25,7 +26,7 @@ class Target(Protocol):
     async def status(self, task_id: str) -> TaskDetail: ...
     async def cancel(self, task_id: str) -> None: ...
     async def fetch(self, url: str, max_bytes: int | None = None) -> bytes: ...
-    async def ping(self) -> str: ...
+    async def ping(self, lang: str = "en") -> tuple[bool, str]: ...
 
 
 def strip_query(url: str) -> str:
@@ -61,14 +62,29 @@ class GPUGeekTarget:
     async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
         return await self.client.download(url, max_bytes=max_bytes)
 
-    async def ping(self) -> str:
-        """One sentence: do the key and URL work? A task id that cannot exist answers "not found" once the
-        key is accepted, without creating or paying anything."""
+    async def ping(self, lang: str = "en") -> tuple[bool, str]:
+        """Do the key and URL work, in one sentence? A task id that cannot exist answers "not found" in
+        GPUGeek's envelope once the key is accepted, without creating or paying anything. Only an answer in
+        that envelope counts: an HTML page or a 404 from something else names a wrong address."""
+        url = self.client.base_url
         try:
             await self.client.task("0")
-        except (E.NotFoundError, E.BadRequestError):
-            pass
-        return f"Connected to {self.client.base_url}: the API key works."
+        except E.AuthError as e:
+            if e.enveloped or e.status == 401:
+                return False, texts.text("ping_key_refused", lang, url=url, message=e.message)
+            return False, texts.text("ping_not_gpugeek", lang, url=url, status=e.status, snippet="")
+        except (E.NotFoundError, E.BadRequestError, E.BusyError, E.GPUGeekError) as e:
+            if e.enveloped and isinstance(e, (E.NotFoundError, E.BadRequestError)):
+                return True, texts.text("ping_ok", lang, url=url)
+            if isinstance(e, E.TransportError):
+                key = {"tls": "ping_tls", "dns": "ping_dns", "connect": "ping_connect"}.get(e.cause or "", "ping_other")
+                return False, texts.text(key, lang, url=url, cause=e.message, text=str(e))
+            if e.enveloped:
+                return False, texts.text("ping_other", lang, text=str(e))
+            snippet = e.message.split(":", 1)[1].strip() if ":" in e.message else ""
+            return False, texts.text("ping_not_gpugeek", lang, url=url, status=e.status,
+                                     snippet=f": {snippet}" if snippet else "")
+        return True, texts.text("ping_ok", lang, url=url)
 
 
 def target_of(cfg: C.Config, override: str | None = None) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -132,6 +133,7 @@ class Transport:
             except _NOT_SENT as e:  # the request never left: any call may go again
                 last = errors_mod.TransportError(f"Cannot connect to {source} at {_host(url)} ({type(e).__name__})",
                                                  call=call)
+                last.cause = _connect_cause(e)
                 continue
             except _CutShort as e:
                 if not safe:
@@ -200,6 +202,16 @@ async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str) -> 
     if declared is not None and not encoded and len(buf) != declared:
         raise _CutShort(f"{len(buf)} of {declared} bytes")
     return bytes(buf)
+
+
+def _connect_cause(e: Exception) -> str:
+    """Why a connection could not open: ``tls``, ``dns`` or ``connect`` (refused, unreachable, timed out)."""
+    if isinstance(e, (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)):
+        return "tls"
+    dns = getattr(aiohttp, "ClientConnectorDNSError", None)
+    if (dns is not None and isinstance(e, dns)) or isinstance(getattr(e, "os_error", None), socket.gaierror):
+        return "dns"
+    return "connect"
 
 
 def _retry_after(x) -> float | None:

@@ -1,16 +1,18 @@
 // Settings › GPUGeek: the API key (write-only: stored on the server through the pack's route; the browser
 // only learns whether a key is set and its last four characters), base URL, default workflow id, daily
 // limit, marking; a "test connection" action. Non-secret values are mirrored to the server on change.
-import { app, call, tr, toast, EXT } from "./gpugeek_common.js";
+import { app, call, tr, toast, lang, EXT } from "./gpugeek_common.js";
 
 async function saveServer(field, value) {
-  const res = await call("config", { [field]: value });
+  const res = await call("config", { [field]: value, lang: lang() });
   if (!res.ok) toast("error", "GPUGeek", res.error || res.message || "");
+  // a change of address that made the server forget a credential says so
+  for (const note of res.notes || []) toast("warn", "GPUGeek", note);
   return res;
 }
 
 export async function testConnection() {
-  const res = await call("test", {});
+  const res = await call("test", { lang: lang() });
   toast(res.ok ? "success" : "error", tr("test"), res.message || "");
   return res;
 }
