@@ -1,0 +1,213 @@
+"""Secrets bound to their destination, Test connection's sentences, the command line's file confinement,
+Load Result for ComfyUI-server tasks, per-frame masks, call 2 only for external addresses, and the suite
+from a clone named as the README installs it."""
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+import mini_comfy
+from conftest import SECRET_KEY, comfy_env, core, load_pack
+from fake_comfyui import FakeComfyUI
+from fake_gpugeek import photo_png
+
+pack = load_pack()
+from server import PromptServer  # noqa: E402
+
+C = core("config")
+E = core("errors")
+cli = core("cli")
+routes = pack.nodes.routes
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def post(handler, path, body):
+    class Req:
+        async def json(self):
+            return body
+    res = asyncio.run(handler(Req()))
+    return res.status, json.loads(res.body)
+
+
+def test_env_key_never_follows_a_base_url_changed_from_the_editor(monkeypatch):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    status, body = post(routes.post_config, "/gpugeek/config", {"base_url": "https://attacker.example.com"})
+    assert status == 400 and "GPUGEEK_API_KEY" in body["error"] and "https://comfyapi.gpugeek.com" in body["error"]
+    assert C.load_config().base_url == C.DEFAULT_BASE_URL
+    # even a base URL saved by other means is not where the environment's key goes
+    C.save_settings(base_url="https://attacker.example.com")
+    cfg = C.load_config()
+    assert cfg.base_url == C.DEFAULT_BASE_URL and cfg.problems
+    status, body = post(routes.post_config, "/gpugeek/config", {"base_url": "https://x.example.com", "lang": "zh"})
+    assert status == 400 and "只会发送到" in body["error"]
+
+
+def test_a_saved_key_is_forgotten_with_its_address_and_the_answer_says_so(monkeypatch):
+    post(routes.post_config, "/gpugeek/config", {"api_key": SECRET_KEY})
+    assert C.load_config().api_key is not None
+    status, body = post(routes.post_config, "/gpugeek/config", {"base_url": "https://other.example.com"})
+    assert status == 200 and body["key_set"] is False and any("removed" in n for n in body["notes"])
+    # a key saved for one address is not used for another, however the address changed
+    post(routes.post_config, "/gpugeek/config", {"api_key": SECRET_KEY})
+    C.save_settings(base_url="https://third.example.com")
+    assert C.load_config().api_key is None
+
+
+def test_changing_the_target_forgets_the_token(monkeypatch):
+    post(routes.post_config, "/gpugeek/config", {"target": "http://127.0.0.1:8188", "target_token": "tok-abc"})
+    assert C.load_config().target_token == "tok-abc"
+    status, body = post(routes.post_config, "/gpugeek/config", {"target": "http://127.0.0.1:9999"})
+    assert status == 200 and C.load_config().target_token is None and body["notes"]
+    monkeypatch.setenv("GPUGEEK_TARGET_TOKEN", "env-token")
+    status, body = post(routes.post_config, "/gpugeek/config", {"target": "http://127.0.0.1:7777"})
+    assert status == 400 and "GPUGEEK_TARGET_TOKEN" in body["error"]
+
+
+class Page:
+    """A host that is not GPUGeek: answers every path with ``status`` and an HTML page."""
+
+    def __init__(self, status):
+        import threading
+        self.status = status
+        ready = threading.Event()
+
+        def serve():
+            self.loop = asyncio.new_event_loop()
+
+            async def any_(request):
+                return web.Response(status=self.status, text="<html><h1>404 Not Found</h1>nginx</html>",
+                                    content_type="text/html")
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", any_)
+            runner = web.AppRunner(app, access_log=None)
+            self.loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+            ready.set()
+            self.loop.run_forever()
+        threading.Thread(target=serve, daemon=True).start()
+        ready.wait(10)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_test_connection_names_each_failure(fake, monkeypatch, lang):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    monkeypatch.setattr(core("transport").RetryPolicy, "attempts", 1)
+    ok, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
+    assert body["ok"] is True and ("API key works" in body["message"] or "密钥可用" in body["message"])
+    page = Page(404)
+    try:
+        monkeypatch.setenv("GPUGEEK_BASE_URL", page.url)
+        _, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
+        assert body["ok"] is False and ("not as GPUGeek" in body["message"] or "不是 GPUGeek" in body["message"])
+    finally:
+        page.stop()
+    monkeypatch.setenv("GPUGEEK_BASE_URL", "http://127.0.0.1:9")
+    _, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
+    assert body["ok"] is False and ("Nothing answered" in body["message"] or "没有响应" in body["message"])
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    monkeypatch.setenv("GPUGEEK_API_KEY", "sk-wrong-key-000000")
+    _, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
+    assert body["ok"] is False and ("refused the API key" in body["message"] or "拒绝了该 API 密钥" in body["message"])
+
+
+def test_test_connection_names_dns_and_tls(monkeypatch):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setattr(core("transport").RetryPolicy, "attempts", 1)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", "https://no-such-host.invalid")
+    _, body = post(routes.post_test, "/gpugeek/test", {})
+    assert body["ok"] is False and "was not found" in body["message"]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../../.ssh/id_rsa", "sub/../../x.png"])
+def test_cli_refuses_files_outside_its_input_folder(fake, tmp_path, monkeypatch, capsys, name):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "secret.png").write_bytes(photo_png(8, 8))
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    p = tmp_path / "in" / "wf_api.json"
+    p.write_text(json.dumps(wf))
+    code = cli.main(["run", str(p), "--workflow-id", "123456789012345", "--out", str(tmp_path / "out")])
+    assert code == 2 and "outside the input folder" in capsys.readouterr().err
+    assert fake.count("put") == 0 and fake.count("submit") == 0
+
+
+def test_load_result_loads_a_comfyui_server_task(monkeypatch, tmp_path):
+    remote = FakeComfyUI().start()
+    try:
+        monkeypatch.setenv("GPUGEEK_TARGET", remote.url)
+        classes = comfy_env(tmp_path)
+        p = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+             "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "cloud",
+                                                                    "timeout_s": 30, "image_1": ["2", 0]}}}
+        results, _, _ = asyncio.run(mini_comfy.execute(p, classes, PromptServer.instance))
+        pid = results["10"][6]
+        rec = pack.nodes.cloud.journal().by_prompt_id(pid)
+        for f in rec["files"]:
+            os.remove(f)  # not on disk any more: load from the server's /view addresses
+        assert all("/view?" in u for urls in rec["result_url"].values() for u in urls)
+        image, _ = asyncio.run(classes["GPUGeekLoadResult"]().load(prompt_id=pid))
+        assert image.shape[0] == 1
+    finally:
+        remote.stop()
+
+
+def test_every_frame_of_a_batch_keeps_its_mask():
+    run = core("run")
+    prompt = {"in": {"class_type": "LoadImage", "inputs": {"image": None}},
+              "use_i": {"class_type": "ImageInvert", "inputs": {"image": ["in", 0]}},
+              "use_m": {"class_type": "InvertMask", "inputs": {"mask": ["in", 1]}}}
+    run._batch_loaders(prompt, "in", ["u2", "u3"])
+    assert prompt["use_i"]["inputs"]["image"] != ["in", 0]
+    m = prompt["use_m"]["inputs"]["mask"]
+    assert prompt[m[0]]["class_type"] == "ImageToMask"
+    # the mask join reads the mask of every frame's loader, in order
+    masks = sorted(v["inputs"]["mask"][0] for v in prompt.values() if v["class_type"] == "MaskToImage")
+    assert masks == ["in", "in_f1", "in_f2"]
+
+
+def test_call_2_only_for_external_addresses(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    classes = comfy_env(tmp_path)
+    import folder_paths
+    Path(folder_paths.get_input_directory(), "local.png").write_bytes(photo_png(8, 8))
+    p = {"20": {"class_type": "LoadImage", "inputs": {"image": "local.png"}},
+         "22": {"class_type": "GPUGeekUploadImage", "inputs": {"image": ["20", 0]}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["22", 0]}},
+         "3": {"class_type": "LoadImage", "inputs": {"image": "https://example.org/external.png"}},
+         "4": {"class_type": "ImageInvert", "inputs": {"image": ["3", 0]}},
+         "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "123456789012345", "run_on": "cloud",
+                                                                "timeout_s": 30, "image_1": ["2", 0],
+                                                                "image_2": ["4", 0]}}}
+    for _ in range(2):
+        asyncio.run(mini_comfy.execute(json.loads(json.dumps(p)), classes, PromptServer.instance))
+    assert fake.count("put") == 1  # the local image went up once (Upload Image), reused on the second run
+    assert fake.count("commit") == 2  # the external address, once per run; never the platform's own upload
+
+
+def test_the_suite_runs_from_a_clone_named_comfyui_gpugeek(tmp_path):
+    """The README, the Manager and comfy-cli install the pack as ``comfyui-gpugeek``; pytest must not import
+    its root ``__init__.py`` as a test package there."""
+    dest = tmp_path / "custom_nodes" / "comfyui-gpugeek"
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".git", ".venv*", "__pycache__", "bench", "docs",
+                                                              "example_workflows", ".hypothesis"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/test_config.py"],
+                       cwd=dest, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "passed" in r.stdout
