@@ -445,6 +445,13 @@ class FakeGPUGeek:
         self.task_opts.update(await request.json())
         return web.json_response(self.task_opts)
 
+    async def h_fault(self, request):
+        """Test control (not part of GPUGeek's API): queue faults for a call, e.g. {"call": "cancel",
+        "kinds": ["http500"]}."""
+        body = await request.json()
+        self.fault(body["call"], *body.get("kinds", []))
+        return web.json_response({k: list(v) for k, v in self.faults.items()})
+
     async def h_stats(self, request):
         """For end-to-end tests that run the fake as a separate process (not part of GPUGeek's API)."""
         now = time.monotonic()
@@ -470,6 +477,7 @@ class FakeGPUGeek:
         app.router.add_get("/files/{pid}/{name:.+}", self.h_file)
         app.router.add_get("/_fake/stats", self.h_stats)
         app.router.add_post("/_fake/opts", self.h_opts)
+        app.router.add_post("/_fake/fault", self.h_fault)
         return app
 
     # ---- lifecycle -----------------------------------------------------------------------------------

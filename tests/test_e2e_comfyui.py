@@ -392,3 +392,79 @@ def test_unchanged_cloud_part_served_by_comfyui_cache_and_changes_rerun(stack):
     p["901"]["inputs"]["width"] = 100                 # a widget in the cloud part: it runs again
     history(stack, post(stack, p).json()["prompt_id"])
     assert stats(stack)["calls"]["submit"] == n + 1
+
+
+def test_renamed_cloud_node_is_served_from_comfyui_cache(stack):
+    p = cheap(gw="91", color=0x654321)
+    history(stack, post(stack, p).json()["prompt_id"])
+    n = stats(stack)["calls"]["submit"]
+    p["912"]["_meta"] = {"title": "My renamed invert"}   # editor-only metadata of a cloud node
+    p["911"]["_meta"] = {"title": "Blank"}
+    h = history(stack, post(stack, p).json()["prompt_id"])
+    assert h["status"]["status_str"] == "success" and stats(stack)["calls"]["submit"] == n
+
+
+def fake_fault(stack, call, *kinds):
+    requests.post(stack["fake"] + "/_fake/fault", json={"call": call, "kinds": list(kinds)}, timeout=10)
+
+
+def new_tasks(stack, before):
+    seen = {t["prompt_id"] for t in before["tasks"]}
+    return [t for t in stats(stack)["tasks"] if t["prompt_id"] not in seen]
+
+
+def wait_until(cond, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def journal_status(stack, pid):
+    tasks = requests.get(stack["local"] + "/gpugeek/tasks", timeout=10).json()["tasks"]
+    return next((t["status"] for t in tasks if t["prompt_id"] == pid), None)
+
+
+def test_stop_with_two_gateways_and_a_cancel_that_fails_once(stack):
+    """ComfyUI ends the prompt on Stop and cancels every coroutine of it; the owner still cancels both tasks,
+    one of them after a transient 500."""
+    p = {**cheap(gw="70", color=0x111111), **cheap(gw="71", color=0x222222)}
+    requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 60}, timeout=10)
+    fake_fault(stack, "cancel", "http500")
+    before = stats(stack)
+    try:
+        pid = post(stack, p).json()["prompt_id"]
+        assert wait_until(lambda: len(new_tasks(stack, before)) == 2)
+        time.sleep(0.5)
+        t_stop = time.time()
+        requests.post(stack["local"] + "/interrupt", json={}, timeout=10)
+        h = history(stack, pid)
+        ended = time.time() - t_stop
+        assert "interrupted" in json.dumps(h["status"]).lower()
+        assert wait_until(lambda: all(t["cancelled"] for t in new_tasks(stack, before)), 30)
+        assert wait_until(lambda: all(journal_status(stack, t["prompt_id"]) == "cancelled"
+                                      for t in new_tasks(stack, before)), 30)
+        assert ended < 2.0  # the prompt came back at once (the history poll adds up to 0.3 s)
+    finally:
+        requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 0}, timeout=10)
+
+
+def test_a_neighbour_fails_while_a_submit_is_answered_late(stack):
+    """One gateway's submit creates the task and answers 3 s late; the other's is refused at once and fails
+    the prompt. The task created by the late submit is journaled and cancelled: nothing left running."""
+    p = {**cheap(gw="80", color=0x333333), **cheap(gw="81", color=0x444444)}
+    requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 60}, timeout=10)
+    fake_fault(stack, "submit", "late:3", "code_error")
+    before = stats(stack)
+    try:
+        pid = post(stack, p).json()["prompt_id"]
+        h = history(stack, pid)
+        assert h["status"]["status_str"] == "error"
+        assert wait_until(lambda: len(new_tasks(stack, before)) == 1, 30)
+        (task,) = new_tasks(stack, before)
+        assert wait_until(lambda: new_tasks(stack, before)[0]["cancelled"], 30)
+        assert wait_until(lambda: journal_status(stack, task["prompt_id"]) == "cancelled", 30)
+    finally:
+        requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 0}, timeout=10)

@@ -3,8 +3,8 @@
 import { app, call, tr, toast, EXT } from "./gpugeek_common.js";
 import { seconds } from "./lib/i18n.js";
 
-const ACTIVE = new Set(["submitting", "queued", "running", "unknown"]);
-const COLORS = { succeeded: "#22c55e", failed: "#ef4444", cancelled: "#94a3b8", queued: "#eab308", running: "#3b82f6" };
+const ACTIVE = new Set(["submitting", "queued", "running", "cancelling", "unknown"]);
+const COLORS = { succeeded: "#22c55e", failed: "#ef4444", cancelled: "#94a3b8", cancelling: "#f97316", unknown: "#f97316", queued: "#eab308", running: "#3b82f6" };
 
 function el(tag, style, text) {
   const e = document.createElement(tag);

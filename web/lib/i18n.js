@@ -15,7 +15,7 @@ export const STRINGS = {
     tokenPlaceholder: "token or user:password", tokenSet: "server token set", tokenNotSet: "no server token",
     source_environment: "environment variable", source_saved: "saved here", source_none: "none",
     status_submitting: "submitting", status_queued: "queued", status_running: "running", status_succeeded: "succeeded",
-    status_failed: "failed", status_cancelled: "cancelled", status_unknown: "unknown (answer lost)",
+    status_failed: "failed", status_cancelling: "cancelling…", status_cancelled: "cancelled", status_unknown: "unknown: a paid task may exist",
   },
   zh: {
     cloud: "云端", both: "云端 + 本机", refused: "无法发送", refusedHere: "无法接收云端数据", cloudOf: "☁ GPUGeek #{g}",
@@ -31,7 +31,7 @@ export const STRINGS = {
     tokenPlaceholder: "令牌或 用户名:密码", tokenSet: "已设置服务器令牌", tokenNotSet: "未设置服务器令牌",
     source_environment: "环境变量", source_saved: "已保存在本机", source_none: "无",
     status_submitting: "提交中", status_queued: "排队中", status_running: "运行中", status_succeeded: "成功",
-    status_failed: "失败", status_cancelled: "已取消", status_unknown: "未知（应答丢失）",
+    status_failed: "失败", status_cancelling: "正在取消…", status_cancelled: "已取消", status_unknown: "未知：可能存在已付费任务",
   },
 };
 
