@@ -11,6 +11,7 @@ from ..offload import config as C
 from ..offload import errors as E
 from ..offload import texts
 from ..offload.journal import ACTIVE, CANCELLED
+from ..offload.run import estimate_for
 from . import cloud, hook
 
 log = logging.getLogger("gpugeek.routes")
@@ -145,7 +146,9 @@ async def post_plan(request):
     except Exception as e:  # noqa: BLE001 - the editor shows it
         return web.json_response({"ok": False, "message": f"{type(e).__name__}: {e}"})
     j = cloud.journal()
-    expected = {g: j.history(p.get("hash")) for g, p in res.plans.items() if p.get("hash")}
+    wf = str(C.load_config().workflow_id or "")
+    expected = {g: estimate_for(j, p, (prompt.get(g, {}).get("inputs") or {}).get("workflow_id") or wf)
+                for g, p in res.plans.items() if p.get("hash")}
     return web.json_response({"ok": True, "roles": res.roles, "refusals": res.refusals, "groups": res.groups,
                               "expected": expected})
 

@@ -72,7 +72,7 @@ def whole_prompt_plan(prompt: dict, input_dir: Path) -> dict:
         if path.is_file():
             files.append({"node": n, "file": name})
     return {"mode": "cloud", "prompt": prompt, "crossings": [], "local_files": files, "outputs": [],
-            "hash": P.plan_hash(prompt)}
+            "hash": P.plan_hash(prompt), "shape": P.shape_hash(prompt)}
 
 
 def save_files(files: dict, out: Path, task_id: str) -> list[Path]:

@@ -65,3 +65,21 @@ def plan_hash(cloud_prompt: dict) -> str:
     """Identity of a cloud part for price/time history: classes and inputs only (titles do not count)."""
     core = {n: {"class_type": v.get("class_type"), "inputs": v.get("inputs")} for n, v in cloud_prompt.items()}
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+# Inputs that change what a cloud part makes but not what it costs: a new seed, another prompt text, another
+# input image or output name. A part's *shape* (its classes, links, model names, sizes, steps, batch and
+# every other value) is what its price and run time are looked up by (offload/journal.py, ``estimate``).
+COST_FREE_INPUTS = frozenset({"seed", "noise_seed", "text", "text_g", "text_l", "prompt", "positive", "negative",
+                              "string", "filename_prefix", "image", "control_after_generate"})
+
+
+def shape_hash(cloud_prompt: dict) -> str:
+    """Identity of a cloud part for price and time: like :func:`plan_hash` without seeds, texts and input
+    file names (two runs that differ only there cost the same)."""
+    core = {}
+    for n, v in cloud_prompt.items():
+        inputs = {k: x for k, x in (v.get("inputs") or {}).items()
+                  if is_link(x) or k not in COST_FREE_INPUTS}
+        core[n] = {"class_type": v.get("class_type"), "inputs": inputs}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

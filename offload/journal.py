@@ -190,17 +190,31 @@ class Journal:
         return round(total, 6)
 
     def history(self, plan_hash: str) -> dict | None:
-        """Median price and run time of earlier successful runs of the same cloud part."""
-        runs = [r for r in self.store.all() if r.get("plan_hash") == plan_hash and r.get("status") == SUCCEEDED]
-        if not runs:
-            return None
-        prices = [float(r["price"]) for r in runs if r.get("price") is not None]
-        times = [float(r["run_ms"]) for r in runs if r.get("run_ms") is not None]
-        queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
-        return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
-                "run_ms": statistics.median(times) if times else None,
-                "run_ms_spread": statistics.stdev(times) if len(times) >= 2 else None,
-                "queue_ms": statistics.median(queue) if queue else None}
+        """Median price and run time of earlier successful runs of exactly the same cloud part."""
+        return self.estimate(plan_hash=plan_hash)
+
+    def estimate(self, plan_hash: str | None = None, shape_hash: str | None = None,
+                 workflow_id: str | None = None) -> dict | None:
+        """Expected price and run time of a cloud part from earlier successful runs: of exactly the same part
+        first, then of the same shape (other seeds, texts or input images: the same cost), then of the same
+        workflow id. ``basis`` says which was used, ``runs`` how many."""
+        done = [r for r in self.store.all() if r.get("status") == SUCCEEDED]
+        for basis, field, value in (("exact", "plan_hash", plan_hash), ("shape", "shape_hash", shape_hash),
+                                    ("workflow", "workflow_id", workflow_id)):
+            runs = [r for r in done if value and str(r.get(field) or "") == str(value)]
+            if runs:
+                return {**_medians(runs), "basis": basis}
+        return None
+
+
+def _medians(runs: list) -> dict:
+    prices = [float(r["price"]) for r in runs if r.get("price") is not None]
+    times = [float(r["run_ms"]) for r in runs if r.get("run_ms") is not None]
+    queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
+    return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
+            "run_ms": statistics.median(times) if times else None,
+            "run_ms_spread": statistics.stdev(times) if len(times) >= 2 else None,
+            "queue_ms": statistics.median(queue) if queue else None}
 
 
 # Where a process cannot be probed (Windows: os.kill would end it), an entry touched this recently is taken

@@ -38,7 +38,7 @@ from .cloud_prompt import _add_save, _cloud_prompt
 from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT,  # noqa: F401
                     MASK_INPUTS, PIXELS, PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT,
                     UPLOAD, UPLOAD_URL_SLOT, ClassInfo, ClassTable, node_label, node_links, is_link,
-                    out_type, plan_hash)
+                    out_type, plan_hash, shape_hash)
 
 @dataclass
 class PlanResult:
@@ -280,10 +280,10 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
                 local[c["from"][0]]["inputs"][TARGET_INPUT] = target
         plans[L].update({"prompt": cloud_prompt, "crossings": crossings, "local_files": files,
                          "user_outputs": user_outputs, "members": ms, "hash": plan_hash(cloud_prompt),
-                         "nodes": sorted(group_region[L])})
+                         "shape": shape_hash(cloud_prompt), "nodes": sorted(group_region[L])})
         for g in ms:
             if g != L:
-                plans[g]["hash"] = plans[L]["hash"]
+                plans[g]["hash"], plans[g]["shape"] = plans[L]["hash"], plans[L]["shape"]
 
     for g in gateways:
         if refusals[g]:

@@ -3,9 +3,9 @@
 The aim (DESIGN.md): notice a finished task within ~100 ms while asking no more than about once a
 second over a long task. What the platform tells is used: while queued, the position; while running,
 the run time it reports (``run_duration``), compared with the median run time of earlier runs of the same
-cloud part from the journal. With that expectation the schedule halves the distance to the expected end
-(few polls far from it) and polls densely in a narrow window around it; without one it backs off from
-fast to one poll a second.
+cloud part (or the same shape: other seeds and texts) from the journal. With that expectation the schedule
+halves the distance to the expected end (few polls far from it) and polls densely in a narrow window
+around it; without one each wait is a fixed fraction of the time run so far (dense, then thinning out).
 """
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ MAX_RUNNING_DELAY_S = 5.0
 WINDOW_BUDGET = 0.75
 # Tasks shorter than this get the window budget of a task this long (a handful of extra requests).
 SHORT_TASK_S = 10.0
-# Without an expectation: start fast (short tasks end in a second or two), slow to ~1 poll a second.
-BLIND_START_S = 0.15
-BLIND_SLOPE = 0.2
-BLIND_CAP_S = 1.1
+# Without an expectation (a part never run before): each wait is this fraction of the time the task has
+# run, between the floor and the cap: a 3 s task is noticed within ~120 ms (~60 ms on average), and a
+# 10-minute task costs ~0.8 polls a second (bench/poll.py prints both).
+BLIND_FRACTION = 0.04
+BLIND_FLOOR_S = 0.05
+BLIND_CAP_S = 1.5
+# Later than expected (with history): back off gently towards this.
+OVERDUE_CAP_S = 1.1
 # While queued: the start of the run is not urgent (the run time is measured by the platform anyway).
 QUEUED_DELAY_S = 1.0
 QUEUED_FAR_DELAY_S = 2.0
@@ -45,7 +49,7 @@ class PollSchedule:
             self.window = min(self.expected / 2, max(0.15, 2 * spread))
             # a short task's few polls cost little: budget as if it lasted at least SHORT_TASK_S
             budget = WINDOW_BUDGET * max(self.expected, SHORT_TASK_S)
-            self.dense = min(BLIND_CAP_S, max(MIN_DELAY_S, 2 * self.window / budget))
+            self.dense = min(OVERDUE_CAP_S, max(MIN_DELAY_S, 2 * self.window / budget))
         self._overdue = 0
 
     def next_delay(self, d: TaskDetail) -> float:
@@ -55,7 +59,7 @@ class PollSchedule:
             return MIN_DELAY_S
         ran = max(0.0, d.run_duration_ms / 1000.0)
         if self.expected is None:
-            return min(BLIND_CAP_S, BLIND_START_S + BLIND_SLOPE * ran)
+            return min(BLIND_CAP_S, max(BLIND_FLOOR_S, BLIND_FRACTION * ran))
         to_window = (self.expected - self.window) - ran
         if to_window > 0:
             # far from the end: halve the distance to the window, within bounds
@@ -64,4 +68,4 @@ class PollSchedule:
             return self.dense
         # later than expected: back off gently towards one poll a second
         self._overdue += 1
-        return min(BLIND_CAP_S, self.dense * (1.3 ** self._overdue))
+        return min(OVERDUE_CAP_S, self.dense * (1.3 ** self._overdue))

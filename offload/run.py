@@ -174,16 +174,17 @@ def _join(prompt: dict, prefix: str, links: list) -> list:
     return last
 
 
-def expected_for(journal: Journal, plan_hash: str | None):
-    h = journal.history(plan_hash) if plan_hash else None
-    return (h or {}).get("run_ms"), (h or {}).get("price"), h
+def estimate_for(journal: Journal, plan: dict, workflow_id=None) -> dict | None:
+    """The one estimate of a cloud part's price and run time (the editor, the daily limit, the poll
+    schedule and the node's progress all use it): same part, else same shape, else same workflow."""
+    return journal.estimate(plan.get("hash"), plan.get("shape"), str(workflow_id) if workflow_id else None)
 
 
-def check_spend(journal: Journal, limit: float | None, plan_hash: str | None) -> None:
+def check_spend(journal: Journal, limit: float | None, estimate: dict | None) -> None:
     if not limit:
         return
     spent = journal.spent_today()
-    _, price, _ = expected_for(journal, plan_hash)
+    price = (estimate or {}).get("price")
     if spent + (price or 0) > limit or spent >= limit:
         raise E.SpendLimitError(
             f"Today's GPUGeek spending is {spent:g} and this run is expected to cost {price or 0:g}, which would "
@@ -196,17 +197,19 @@ async def run_plan(plan: dict, *, job, target, journal: Journal, uploads: Upload
                    meta: dict | None = None, fetch_nodes=None) -> RunOutcome:
     t0 = time.monotonic()
     stats: dict = {}
-    check_spend(journal, daily_limit, plan.get("hash"))
+    estimate = estimate_for(journal, plan, workflow_id)
+    check_spend(journal, daily_limit, estimate)
     job.emit("uploading")
     prompt = await job.guard(prepare(plan, values, target, uploads, read_file, stats))
     t_up = time.monotonic()
-    key = journal.begin(plan_hash=plan.get("hash"), workflow_id=str(workflow_id or ""), gateway=label,
+    key = journal.begin(plan_hash=plan.get("hash"), shape_hash=plan.get("shape"), workflow_id=str(workflow_id or ""),
+                        gateway=label,
                         target=getattr(target, "name", "?"), **(meta or {}))
     prompt_id = await submit_once(target, prompt, workflow_id, journal, key, label)
     job.task_id = prompt_id
     job.emit("submitted", prompt_id=prompt_id)
     detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
-                             interrupted=job.interrupted, on_event=job.emit, plan_hash=plan.get("hash"), label=label,
+                             interrupted=job.interrupted, on_event=job.emit, estimate=estimate, label=label,
                              stop_reason=lambda: job.stop_reason)
     t_done = time.monotonic()
     files = await job.guard(fetch_results(detail, target, fetch_nodes))
@@ -236,15 +239,15 @@ async def submit_once(target, prompt: dict, workflow_id, journal: Journal, key: 
 
 
 async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None, timeout_s: float,
-                    interrupted: Callable[[], bool], on_event: Callable, plan_hash: str | None = None,
+                    interrupted: Callable[[], bool], on_event: Callable, estimate: dict | None = None,
                     label: str = "GPUGeek Cloud Execute", cancel_on_exit: bool = True,
                     stop_reason: Callable[[], str | None] = lambda: None) -> TaskDetail:
     """Poll until the task ends. The run's own task (``cancel_on_exit``) is cancelled remotely on a stop,
     a timeout, or anything else that ends the wait early (the prompt that waited for it ended, a status call
     that cannot succeed): a paid task is never left running behind the user's back. A reader of somebody's
     task (Load Result, the command line) only stops reading."""
-    exp_ms, _, hist = expected_for(journal, plan_hash)
-    spread = (hist or {}).get("run_ms_spread")
+    hist = estimate
+    exp_ms, spread = (hist or {}).get("run_ms"), (hist or {}).get("run_ms_spread")
     sched = PollSchedule(exp_ms / 1000.0 if exp_ms else None, spread / 1000.0 if spread else None)
     deadline = time.monotonic() + (timeout_s if timeout_s and timeout_s > 0 else DEFAULT_TIMEOUT_S)
     last_status = None

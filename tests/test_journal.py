@@ -78,3 +78,37 @@ def test_two_writers_lose_nothing(tmp_path, monkeypatch):
     for i in range(20):                           # enough for a to compact
         a.update(ka, run_ms=i)
     assert {r["key"] for r in J.Journal(path).tasks()} == {ka, kb}
+
+
+def test_estimate_by_exact_part_then_shape_then_workflow():
+    """A new seed or prompt text every run (ComfyUI's default "randomize") still finds a price and time."""
+    graph = core("graph")
+    a = {"3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 20, "model": ["4", 0]}},
+         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}}}
+    b = json.loads(json.dumps(a))
+    b["3"]["inputs"]["seed"], b["6"]["inputs"]["text"] = 987654, "a dog at dusk"
+    c = json.loads(json.dumps(a))
+    c["3"]["inputs"]["steps"] = 40  # a different cost: another shape
+    assert graph.shape_hash(a) == graph.shape_hash(b) != graph.shape_hash(c)
+    assert graph.plan_hash(a) != graph.plan_hash(b)
+    j = J.Journal()
+    for price, run_ms in ((0.2, 3000), (0.3, 3400), (0.25, 3200)):
+        k = j.begin(plan_hash=graph.plan_hash(a), shape_hash=graph.shape_hash(a), workflow_id="7")
+        j.update(k, status="succeeded", price=price, run_ms=run_ms)
+    exact = j.estimate(graph.plan_hash(a), graph.shape_hash(a), "7")
+    assert exact["basis"] == "exact" and exact["runs"] == 3 and exact["price"] == 0.25
+    shape = j.estimate(graph.plan_hash(b), graph.shape_hash(b), "7")
+    assert shape["basis"] == "shape" and shape["run_ms"] == 3200
+    other = j.estimate(graph.plan_hash(c), graph.shape_hash(c), "7")
+    assert other["basis"] == "workflow"
+    assert j.estimate(graph.plan_hash(c), graph.shape_hash(c), "8") is None
+
+
+def test_first_run_polls_dense_then_thin():
+    poll, wire = core("poll"), core("wire")
+    s = poll.PollSchedule(None)
+
+    def at(t):
+        return s.next_delay(wire.TaskDetail(prompt_id="1", status=wire.RUNNING, run_duration_ms=int(t * 1000)))
+    assert at(0.1) == poll.BLIND_FLOOR_S and at(3.0) <= 0.125 and at(600) == poll.BLIND_CAP_S

@@ -4,6 +4,8 @@ export const STRINGS = {
   en: {
     cloud: "cloud", both: "cloud + here", refused: "cannot send", refusedHere: "cannot take this from the cloud", cloudOf: "☁ GPUGeek #{g}",
     expected: "expected ~{price}, ~{time} ({n} earlier runs)", expectedNone: "no earlier runs of this cloud part",
+    expected_shape: "expected ~{price}, ~{time} (from {n} runs of this graph with other seeds or texts)",
+    expected_workflow: "expected ~{price}, ~{time} (from {n} runs of other graphs on this workflow)",
     queued: "queued: position {pos} of {size}", running: "running {t}", done: "done in {t}, price {price}",
     failed: "failed: {msg}", cancelled: "cancelled", uploading: "uploading inputs…", local: "runs here (local)",
     taskId: "task {id}", copyTask: "Copy GPUGeek task id", copied: "Task id copied",
@@ -20,6 +22,8 @@ export const STRINGS = {
   zh: {
     cloud: "云端", both: "云端 + 本机", refused: "无法发送", refusedHere: "无法接收云端数据", cloudOf: "☁ GPUGeek #{g}",
     expected: "预计约 {price}，约 {time}（之前 {n} 次运行）", expectedNone: "此云端部分尚无运行记录",
+    expected_shape: "预计约 {price}，约 {time}（来自此图使用其他种子或文本的 {n} 次运行）",
+    expected_workflow: "预计约 {price}，约 {time}（来自此工作流上其他图的 {n} 次运行）",
     queued: "排队中：第 {pos} 位，共 {size} 个", running: "运行中 {t}", done: "完成，用时 {t}，费用 {price}",
     failed: "失败：{msg}", cancelled: "已取消", uploading: "正在上传输入…", local: "在本机运行",
     taskId: "任务 {id}", copyTask: "复制 GPUGeek 任务 ID", copied: "任务 ID 已复制",

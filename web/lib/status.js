@@ -17,7 +17,9 @@ export function statusLines(state, lang) {
 
 export function expectedLine(expected, lang) {
   if (!expected) return t(lang, "expectedNone");
-  return t(lang, "expected", { price: expected.price ?? "?", time: seconds(expected.run_ms), n: expected.runs });
+  // which earlier runs the estimate comes from: this very part, its shape (other seeds/texts), the workflow
+  const key = expected.basis === "shape" || expected.basis === "workflow" ? `expected_${expected.basis}` : "expected";
+  return t(lang, key, { price: expected.price ?? "?", time: seconds(expected.run_ms), n: expected.runs });
 }
 
 // object_info -> the class table the plan needs (output types, output nodes, input types)
