@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 import mini_comfy
 from conftest import SECRET_KEY, comfy_env, core, load_pack
 from fake_comfyui import FakeComfyUI
 from fake_gpugeek import photo_png
+from other_host import OtherHost
 
 pack = load_pack()
 from server import PromptServer  # noqa: E402
@@ -70,36 +70,6 @@ def test_changing_the_target_forgets_the_token(monkeypatch):
     assert status == 400 and "GPUGEEK_TARGET_TOKEN" in body["error"]
 
 
-class Page:
-    """A host that is not GPUGeek: answers every path with ``status`` and an HTML page."""
-
-    def __init__(self, status):
-        import threading
-        self.status = status
-        ready = threading.Event()
-
-        def serve():
-            self.loop = asyncio.new_event_loop()
-
-            async def any_(request):
-                return web.Response(status=self.status, text="<html><h1>404 Not Found</h1>nginx</html>",
-                                    content_type="text/html")
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", any_)
-            runner = web.AppRunner(app, access_log=None)
-            self.loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-            ready.set()
-            self.loop.run_forever()
-        threading.Thread(target=serve, daemon=True).start()
-        ready.wait(10)
-
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_test_connection_names_each_failure(fake, monkeypatch, lang):
     monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
@@ -107,7 +77,7 @@ def test_test_connection_names_each_failure(fake, monkeypatch, lang):
     monkeypatch.setattr(core("transport").RetryPolicy, "attempts", 1)
     ok, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
     assert body["ok"] is True and ("API key works" in body["message"] or "密钥可用" in body["message"])
-    page = Page(404)
+    page = OtherHost(404, html=True)
     try:
         monkeypatch.setenv("GPUGEEK_BASE_URL", page.url)
         _, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})

@@ -2,11 +2,10 @@
 destination; and the doc's other side of each contradiction (sample-side call 1, zoned expiry times)."""
 import asyncio
 import datetime
-import threading
 
 import pytest
-from aiohttp import web
 from conftest import SECRET_KEY, core
+from other_host import OtherHost
 
 client_mod = core("client")
 transport = core("transport")
@@ -21,38 +20,9 @@ PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, 
 WF = 123456789012345
 
 
-class Recorder:
-    """Another host: records every request it receives (method, path, headers) and answers 200."""
-
-    def __init__(self):
-        self.seen: list = []
-        ready = threading.Event()
-
-        def serve():
-            self.loop = asyncio.new_event_loop()
-
-            async def any_(request):
-                self.seen.append((request.method, request.path_qs, dict(request.headers)))
-                return web.json_response({"code": 0, "data": {}})
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", any_)
-            runner = web.AppRunner(app, access_log=None)
-            self.loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-            ready.set()
-            self.loop.run_forever()
-        threading.Thread(target=serve, daemon=True).start()
-        ready.wait(10)
-
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 @pytest.fixture
 def recorder():
-    r = Recorder()
+    r = OtherHost()
     yield r
     r.stop()
 

@@ -1,0 +1,40 @@
+"""Another host on 127.0.0.1: records every request it receives (method, path, headers) and answers each
+with one fixed response. Stands for a result host, an attacker's redirect target, or a wrong base URL that
+serves an nginx page."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from aiohttp import web
+
+
+class OtherHost:
+    def __init__(self, status: int = 200, html: bool = False):
+        self.status, self.html = status, html
+        self.seen: list = []
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        ready.wait(10)
+
+    async def _any(self, request):
+        self.seen.append((request.method, request.path_qs, dict(request.headers)))
+        if self.html:
+            return web.Response(status=self.status, text="<html><h1>404 Not Found</h1>nginx</html>",
+                                content_type="text/html")
+        return web.json_response({"code": 0, "data": {}}, status=self.status)
+
+    def _serve(self, ready):
+        self.loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._any)
+        runner = web.AppRunner(app, access_log=None)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        ready.set()
+        self.loop.run_forever()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
