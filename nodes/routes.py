@@ -63,12 +63,8 @@ async def post_config(request):
             changes["target"] = t or None
         if "api_key" in body:
             C.save_api_key(body.get("api_key") or None)
-            if body.get("api_key"):
-                changes["key_base_url"] = changes.get("base_url") or cfg.base_url
         if "target_token" in body:
             C.save_target_token(body.get("target_token") or None)
-            if body.get("target_token"):
-                changes["token_target"] = changes.get("target") or cfg.target
         if "allow_lan_http" in body:
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "workflow_id" in body:
@@ -78,6 +74,14 @@ async def post_config(request):
             changes["daily_limit"] = float(v) if v not in (None, "", 0, "0") else None
         if changes:
             C.save_settings(**changes)
+        if body.get("api_key") or body.get("target_token"):
+            # a secret saved here is bound to where it goes once this change applies, as load_config reads it
+            now, bound = C.load_config(), {}
+            if body.get("api_key"):
+                bound["key_base_url"] = now.base_url
+            if body.get("target_token"):
+                bound["token_target"] = now.target
+            C.save_settings(**bound)
         # a route that changes where credentials go says so
         return web.json_response({"ok": True, "notes": notes, **C.load_config().public()})
     except (E.GPUGeekError, ValueError, TypeError) as e:

@@ -60,6 +60,15 @@ def test_a_saved_key_is_forgotten_with_its_address_and_the_answer_says_so(monkey
     assert C.load_config().api_key is None
 
 
+def test_a_key_saved_with_a_new_address_is_bound_to_where_it_will_go():
+    post(routes.post_config, "/gpugeek/config", {"base_url": "https://other.example.com"})
+    status, body = post(routes.post_config, "/gpugeek/config", {"base_url": "", "api_key": SECRET_KEY})
+    assert status == 200 and body["key_set"] is True and body["base_url"] == C.DEFAULT_BASE_URL
+    post(routes.post_config, "/gpugeek/config", {"target": "http://127.0.0.1:8188"})
+    post(routes.post_config, "/gpugeek/config", {"target": "http://127.0.0.1:9999", "target_token": "tok-new"})
+    assert C.load_config().target_token == "tok-new" and C.load_config().api_key is not None
+
+
 def test_changing_the_target_forgets_the_token(monkeypatch):
     post(routes.post_config, "/gpugeek/config", {"target": "http://127.0.0.1:8188", "target_token": "tok-abc"})
     assert C.load_config().target_token == "tok-abc"
