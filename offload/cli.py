@@ -61,8 +61,10 @@ def whole_prompt_plan(prompt: dict, input_dir: Path) -> dict:
                           hint="")
     files = []
     for n, v in sorted(prompt.items()):
-        name = (v.get("inputs") or {}).get("image") if isinstance(v, dict) else None
-        if v.get("class_type") not in ("LoadImage", "LoadImageMask") or not isinstance(name, str) or "://" in name:
+        if not isinstance(v, dict) or v.get("class_type") not in ("LoadImage", "LoadImageMask"):
+            continue
+        name = (v.get("inputs") or {}).get("image")
+        if not isinstance(name, str) or "://" in name:
             continue
         path = input_path(input_dir, name)
         if path is None:

@@ -48,7 +48,7 @@ class GPUGeekClient:
 
     # ---- envelope ---------------------------------------------------------------------------------
     @staticmethod
-    def _parse(status: int, raw: bytes, call: str, retry_after=None):
+    def _parse(status: int, raw: bytes, call: str):
         text = raw.decode("utf-8", "replace")
         try:
             env = json.loads(text) if text.strip() else None
@@ -61,9 +61,7 @@ class GPUGeekClient:
             msg = f"GPUGeek answered with a non-JSON page (HTTP {status})"
             if snippet:
                 msg += f": {snippet}"
-            err = E.from_http(status if status >= 400 else 502, message=msg, call=call)
-            err.retry_after = retry_after
-            raise err
+            raise E.from_http(status if status >= 400 else 502, message=msg, call=call)
         code = env.get("code", 0)
         message = str(env.get("message") or env.get("msg") or "")
         traceid = first(env, "traceid", "traceId", "trace_id")
@@ -78,7 +76,6 @@ class GPUGeekClient:
         else:
             return env.get("data")
         err.enveloped = True  # GPUGeek itself answered (not a proxy's page): Test connection relies on it
-        err.retry_after = retry_after
         raise err
 
     async def _call(self, method: str, path: str, call: str, *, params=None, body=None, safe: bool):
@@ -88,7 +85,7 @@ class GPUGeekClient:
                                             params=params, json=body, source="GPUGeek",
                                             headers={"Accept": "application/json"})
         try:
-            return self._parse(resp.status, resp.body, call, resp.headers.get("Retry-After"))
+            return self._parse(resp.status, resp.body, call)
         except E.GPUGeekError as e:
             if not safe and e.status is not None and e.status >= 500:
                 raise E.SubmitUnknownError(e.message, code=e.code, traceid=e.traceid, status=e.status,

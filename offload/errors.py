@@ -15,7 +15,6 @@ class GPUGeekError(Exception):
 
     hint = "Check the message above; if it persists, contact GPUGeek support with the trace id."
     enveloped = False   # True when the platform itself answered in its JSON envelope (not a proxy's page)
-    retry_after = None  # the server's Retry-After, when it sent one
     cause = None        # why a connection could not open: "tls", "dns" or "connect" (transport.py)
 
     def __init__(self, message: str, *, code=None, traceid: str | None = None, status: int | None = None,

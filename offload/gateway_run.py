@@ -59,11 +59,13 @@ async def follow(job, *, cfg, plan: dict, task_id: str, passthrough: dict, journ
     again from the journal's result addresses)."""
     nodes = {o.get("save") for o in plan.get("outputs", []) if o.get("save")}
     files = job.owner.take(task_id, member, nodes)
+    if files is not None:  # the leading gateway fetched every file: nothing to fetch, no session needed
+        detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED)
+        return await job.guard(deliver(plan, passthrough, detail, files, None, output_dir, save_user_outputs=False))
     rec = journal.by_prompt_id(task_id) or {}
     detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED, result_url=rec.get("result_url") or {})
     async with open_target(cfg, rec.get("target_url") or target_override or None) as target:
-        if files is None:
-            files = await job.guard(fetch_results(detail, target, nodes))
+        files = await job.guard(fetch_results(detail, target, nodes))
         return await job.guard(deliver(plan, passthrough, detail, files, target, output_dir, save_user_outputs=False))
 
 

@@ -89,10 +89,6 @@ class Job:
         return self._result
 
     # ---- the owner's side --------------------------------------------------------------------------
-    @property
-    def stopping(self) -> bool:
-        return self.stop_reason is not None
-
     def interrupted(self) -> bool:
         return self.stop_reason is not None
 

@@ -119,24 +119,28 @@ async def prepare(plan: dict, values: dict, target, uploads: UploadCache, read_f
             extra_loaders.setdefault(spec["loader"], []).append(url)
     for loader, more in extra_loaders.items():
         _batch_loaders(prompt, loader, more)
-    await register_external(prompt, target, set(urls) | uploads.urls())
+    await register_external(prompt, target, set(urls), uploads)
     return prompt
 
 
-async def register_external(prompt: dict, target, ours: set) -> None:
+async def register_external(prompt: dict, target, ours: set, uploads: UploadCache | None = None) -> None:
     """Call 2 for addresses that are not the platform's own storage (a user's URL in a cloud LoadImage), never
-    for what the pack uploaded (``ours``: this run's and the upload cache's addresses); best effort: a failure
-    is logged, the run goes on (GPUGEEK_API.md)."""
+    for what the pack uploaded (``ours``, this run's uploads, and the upload cache's addresses, read only when
+    some address is not this run's); best effort: a failure is logged, the run goes on (GPUGEEK_API.md)."""
     register = getattr(target, "register", None)
     if register is None:
         return
-    for node in prompt.values():
-        url = (node.get("inputs") or {}).get("image") if node.get("class_type") in ("LoadImage", "LoadImageMask") else None
-        if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in ours:
-            try:
-                await register(url)
-            except E.GPUGeekError as e:
-                log.warning("Registering %s with GPUGeek failed (%s); the cloud may still read it", url[:80], e.message)
+    candidates = [u for u in ((node.get("inputs") or {}).get("image") for node in prompt.values()
+                              if node.get("class_type") in ("LoadImage", "LoadImageMask"))
+                  if isinstance(u, str) and u.startswith(("http://", "https://")) and u not in ours]
+    if candidates and uploads is not None:
+        cached = uploads.urls()
+        candidates = [u for u in candidates if u not in cached]
+    for url in candidates:
+        try:
+            await register(url)
+        except E.GPUGeekError as e:
+            log.warning("Registering %s with GPUGeek failed (%s); the cloud may still read it", url[:80], e.message)
 
 
 def _batch_loaders(prompt: dict, loader: str, urls: list) -> None:

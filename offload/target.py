@@ -73,7 +73,7 @@ class GPUGeekTarget:
             if e.enveloped or e.status == 401:
                 return False, texts.text("ping_key_refused", lang, url=url, message=e.message)
             return False, texts.text("ping_not_gpugeek", lang, url=url, status=e.status, snippet="")
-        except (E.NotFoundError, E.BadRequestError, E.BusyError, E.GPUGeekError) as e:
+        except E.GPUGeekError as e:
             if e.enveloped and isinstance(e, (E.NotFoundError, E.BadRequestError)):
                 return True, texts.text("ping_ok", lang, url=url)
             if isinstance(e, E.TransportError):

@@ -124,7 +124,8 @@ class Transport:
         resp: Response | None = None
         for attempt in range(self.retry.attempts):
             if attempt:
-                await asyncio.sleep(_retry_after(resp if last is None else last) or self.retry.delay(attempt - 1))
+                # the server's Retry-After on a 429/5xx answer, else the policy's backoff
+                await asyncio.sleep(_retry_after(resp) or self.retry.delay(attempt - 1))
             self.calls.append(call)
             last, resp = None, None
             try:
@@ -214,10 +215,9 @@ def _connect_cause(e: Exception) -> str:
     return "connect"
 
 
-def _retry_after(x) -> float | None:
-    headers = getattr(x, "headers", None) or {}
+def _retry_after(resp: Response | None) -> float | None:
+    headers = resp.headers if resp is not None else {}
     val = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    val = val if val is not None else getattr(x, "retry_after", None)
     try:
         return min(MAX_RETRY_AFTER_S, max(0.0, float(val))) if val not in (None, "") else None
     except (TypeError, ValueError):
