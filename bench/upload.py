@@ -20,11 +20,11 @@ def main() -> dict:
     os.environ["GPUGEEK_HOME"] = tempfile.mkdtemp(prefix="gpugeek-bench-")
     import torch
     from fake_gpugeek import FakeGPUGeek
-    client = core("client")
+    client = core("targets.gpugeek_api")
     config = core("config")
     journal = core("journal")
     run = core("run")
-    target_mod = core("target")
+    target_mod = core("targets")
     transfer = core("transfer")
     fake = FakeGPUGeek(api_key=KEY).start()
     out = {}

@@ -1,35 +1,31 @@
 """Per-run wiring shared by the three nodes: configuration, a target on a fresh session, the stores,
-and turning the core's errors into what ComfyUI shows."""
+and turning the core's errors into what ComfyUI shows. No state of its own: the stores are the core's."""
 from __future__ import annotations
 
 import os
 
-from ..offload import config as C
-from ..offload import errors as E
-from ..offload import target as T
-from ..offload.journal import Journal, UploadCache
+from ..offload import config, errors, targets
+from ..offload.journal import Journal, UploadCache, stores_at
 from ..offload.owner import Interrupted, Owner
 from ..offload.owner import owner as _owner
+from ..offload.run import Place
 from . import comfy
-
-_stores: dict = {}
 
 
 def data_dir_setup() -> None:
     """Keep the pack's data in ComfyUI's user directory (never the pack folder, which updates replace)."""
     try:
-        C.set_data_dir(os.path.join(comfy.user_dir(), "gpugeek"))
+        config.set_data_dir(os.path.join(comfy.user_dir(), "gpugeek"))
     except Exception:
         pass
 
 
 def journal() -> Journal:
-    path = str(C.data_dir())
-    if ("journal", path) not in _stores:
-        j = _stores[("journal", path)] = Journal()
-        # entries a killed ComfyUI left mid-submit or mid-cancel: shown as unknown, with what to check
-        j.settle_orphans()
-    return _stores[("journal", path)]
+    return stores_at(str(config.data_dir()))[0]
+
+
+def uploads() -> UploadCache:
+    return stores_at(str(config.data_dir()))[1]
 
 
 def owner() -> Owner:
@@ -37,38 +33,40 @@ def owner() -> Owner:
     return _owner()
 
 
-def uploads() -> UploadCache:
-    path = str(C.data_dir())
-    if ("uploads", path) not in _stores:
-        _stores[("uploads", path)] = UploadCache()
-    return _stores[("uploads", path)]
+def place() -> Place:
+    """Where a gateway's run keeps its records and files in this ComfyUI."""
+    return Place(journal(), uploads(), read_input_file, comfy.output_dir())
 
 
-def target_of(cfg: C.Config, override: str | None = None) -> str:
-    return T.target_of(cfg, override)
+def read_input_file(name: str) -> bytes:
+    path = comfy.input_file(name)
+    if not path:
+        raise errors.PlanError(key="err_input_gone", values={"name": repr(name)}, hint="")
+    with open(path, "rb") as f:
+        return f.read()
 
 
-def open_target(cfg: C.Config | None = None, override: str | None = None):
+def open_target(cfg: config.Config | None = None, override: str | None = None):
     """A target on a session created for this run (ComfyUI gives each prompt its own event loop)."""
-    return T.open_target(cfg or C.load_config(), override)
+    return targets.open_target(cfg or config.load_config(), override)
 
 
-def labelled(err: E.GPUGeekError, label: str) -> E.GPUGeekError:
-    """The same error, its message starting with the node it happened on."""
-    if err.message.startswith(label):
-        return err
-    new = type(err)(f"{label}: {err.message}", code=err.code, traceid=err.traceid, status=err.status,
-                    call=err.call, task_id=err.task_id)
-    new.hint = err.hint
+def labelled(err: errors.GPUGeekError, label: str, lang: str = "en") -> errors.GPUGeekError:
+    """The same error told in ``lang``, its message starting with the node it happened on."""
+    message = err.message_in(lang)
+    new = type(err)(message if message.startswith(label) else f"{label}: {message}", code=err.code,
+                    traceid=err.traceid, status=err.status, call=err.call, task_id=err.task_id,
+                    hint=err.hint_in(lang))
+    new.enveloped, new.cause = err.enveloped, err.cause
     return new
 
 
-def reraise(exc: BaseException, label: str):
-    """Interruptions become ComfyUI's own; the pack's errors get the node's name in front."""
+def reraise(exc: BaseException, label: str, lang: str = "en"):
+    """Interruptions become ComfyUI's own; the pack's errors get the node's name in front, in ``lang``."""
     if isinstance(exc, Interrupted):
         comfy.raise_interrupt()
-    if isinstance(exc, E.GPUGeekError):
-        raise labelled(exc, label) from None
+    if isinstance(exc, errors.GPUGeekError):
+        raise labelled(exc, label, lang) from None
     raise exc
 
 

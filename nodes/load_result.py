@@ -9,7 +9,7 @@ import asyncio
 import os
 
 from ..offload import codec
-from ..offload import errors as E
+from ..offload import errors
 from ..offload.run import DEFAULT_TIMEOUT_S, wait_task
 from ..offload.transfer import IMAGE_EXTS, gather_bounded, safe_file_name
 from ..offload.wire import SUCCEEDED, TaskDetail, result_urls
@@ -49,7 +49,7 @@ class GPUGeekLoadResult:
         try:
             files = await self._files(str(prompt_id or "").strip(), str(urls or ""), timeout_s, unique_id, label)
             if not files:
-                raise E.ResultError(f"Task {prompt_id} has no image results", call="results",
+                raise errors.ResultError(f"Task {prompt_id} has no image results", call="results",
                                     hint="Check the task in the GPUGeek tasks tab.")
             image, mask = await asyncio.to_thread(codec.decode_batch, files, 2)
         except BaseException as e:  # noqa: BLE001

@@ -7,8 +7,8 @@ import logging
 
 from aiohttp import web
 
-from ..offload import config as C
-from ..offload import errors as E
+from ..offload import config
+from ..offload import errors
 from ..offload import texts
 from ..offload.journal import ACTIVE, CANCELLED
 from ..offload.run import estimate_for
@@ -27,8 +27,8 @@ def _public_task(r: dict) -> dict:
 
 async def get_config(request):
     try:
-        return web.json_response(C.load_config().public())
-    except E.GPUGeekError as e:
+        return web.json_response(config.load_config().public())
+    except errors.GPUGeekError as e:
         return web.json_response({"key_set": False, "problems": [str(e)]})
 
 
@@ -39,52 +39,52 @@ async def post_config(request):
         return web.json_response({"ok": False, "error": "The request was not JSON."}, status=400)
     lang = texts.lang_of(body.get("lang"))
     try:
-        cfg = C.load_config()
+        cfg = config.load_config()
         changes, notes = {}, []
         if "base_url" in body:
-            new = C.check_base_url(body["base_url"]) if body["base_url"] else None
+            new = config.check_base_url(body["base_url"]) if body["base_url"] else None
             if cfg.key_source == "environment" and (new or cfg.env_base_url) != cfg.env_base_url:
                 # the environment's key goes only to the environment's address (or the default)
-                raise E.ConfigError(texts.text("env_key_base_url", lang, bound=cfg.env_base_url), hint="")
+                raise errors.ConfigError(texts.text("env_key_base_url", lang, bound=cfg.env_base_url), hint="")
             changes["base_url"] = new
-            if (new or C.DEFAULT_BASE_URL) != cfg.base_url and "api_key" not in body and cfg.key_source == "saved":
-                C.save_api_key(None)  # a saved key only ever goes to the address it was saved for
-                notes.append(texts.text("forgot_key", lang, url=new or C.DEFAULT_BASE_URL))
+            if (new or config.DEFAULT_BASE_URL) != cfg.base_url and "api_key" not in body and cfg.key_source == "saved":
+                config.save_api_key(None)  # a saved key only ever goes to the address it was saved for
+                notes.append(texts.text("forgot_key", lang, url=new or config.DEFAULT_BASE_URL))
         if "target" in body:
             t = str(body["target"] or "").strip()
             if t and t.lower() != "gpugeek":
-                t = C.check_base_url(t, allow_lan_http=bool(C.load_settings().get("allow_lan_http")))
+                t = config.check_base_url(t, allow_lan_http=bool(config.load_settings().get("allow_lan_http")))
             if (t or "gpugeek") != cfg.target:
                 if cfg.token_source == "environment":
-                    raise E.ConfigError(texts.text("env_token_target", lang, bound=cfg.target), hint="")
+                    raise errors.ConfigError(texts.text("env_token_target", lang, bound=cfg.target), hint="")
                 if cfg.target_token and "target_token" not in body:
-                    C.save_target_token(None)  # a token only ever goes to the server it was saved for
+                    config.save_target_token(None)  # a token only ever goes to the server it was saved for
                     notes.append(texts.text("forgot_token", lang))
             changes["target"] = t or None
         if "api_key" in body:
-            C.save_api_key(body.get("api_key") or None)
+            config.save_api_key(body.get("api_key") or None)
         if "target_token" in body:
-            C.save_target_token(body.get("target_token") or None)
+            config.save_target_token(body.get("target_token") or None)
         if "allow_lan_http" in body:
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "workflow_id" in body:
-            changes["workflow_id"] = str(C.parse_workflow_id(body["workflow_id"])) if body["workflow_id"] else None
+            changes["workflow_id"] = str(config.parse_workflow_id(body["workflow_id"])) if body["workflow_id"] else None
         if "daily_limit" in body:
             v = body["daily_limit"]
             changes["daily_limit"] = float(v) if v not in (None, "", 0, "0") else None
         if changes:
-            C.save_settings(**changes)
+            config.save_settings(**changes)
         if body.get("api_key") or body.get("target_token"):
             # a secret saved here is bound to where it goes once this change applies, as load_config reads it
-            now, bound = C.load_config(), {}
+            now, bound = config.load_config(), {}
             if body.get("api_key"):
                 bound["key_base_url"] = now.base_url
             if body.get("target_token"):
                 bound["token_target"] = now.target
-            C.save_settings(**bound)
+            config.save_settings(**bound)
         # a route that changes where credentials go says so
-        return web.json_response({"ok": True, "notes": notes, **C.load_config().public()})
-    except (E.GPUGeekError, ValueError, TypeError) as e:
+        return web.json_response({"ok": True, "notes": notes, **config.load_config().public()})
+    except (errors.GPUGeekError, ValueError, TypeError) as e:
         return web.json_response({"ok": False, "error": str(e)}, status=400)
 
 
@@ -96,10 +96,10 @@ async def post_test(request):
         body = {}
     lang = texts.lang_of(body.get("lang"))
     try:
-        async with cloud.open_target(C.load_config()) as target:
+        async with cloud.open_target(config.load_config()) as target:
             ok, message = await target.ping(lang)
         return web.json_response({"ok": ok, "message": message})
-    except E.GPUGeekError as e:
+    except errors.GPUGeekError as e:
         return web.json_response({"ok": False, "message": str(e)})
 
 
@@ -121,7 +121,7 @@ async def post_cancel(request):
         if rec and rec.get("status") in ACTIVE:
             cloud.journal().update(rec["key"], status=CANCELLED, error="cancelled from the tasks tab")
         return web.json_response({"ok": True})
-    except E.GPUGeekError as e:
+    except errors.GPUGeekError as e:
         return web.json_response({"ok": False, "message": str(e)})
 
 
@@ -131,43 +131,38 @@ async def post_refresh(request):
         async with cloud.open_target(override=_task_target(pid)) as target:
             d = await target.status(pid)
         rec = cloud.journal().by_prompt_id(pid)
-        from ..offload.run import _jstatus
-        fields = dict(status=_jstatus(d.status), queue_ms=d.queue_duration_ms, run_ms=d.run_duration_ms,
+        from ..offload.run import job_status
+        fields = dict(status=job_status(d.status), queue_ms=d.queue_duration_ms, run_ms=d.run_duration_ms,
                       price=d.origin_price, result_url=d.result_url, error=d.error_msg or None)
         j = cloud.journal()
         j.update(rec["key"] if rec else j.begin(prompt_id=pid, gateway="imported"), **fields)
         return web.json_response({"ok": True, "task": _public_task(cloud.journal().by_prompt_id(pid) or {})})
-    except E.GPUGeekError as e:
+    except errors.GPUGeekError as e:
         return web.json_response({"ok": False, "message": str(e)})
 
 
 async def post_plan(request):
-    """The server's plan of an API prompt, for the editor: roles, refusals, expected price and time."""
+    """The server's plan of an API prompt, for the editor's marking: roles, the gateway each cloud node runs
+    for, refusals (in the editor's language), flagged local nodes, expected price and time."""
     try:
         body = await request.json()
         prompt = body.get("prompt") or {}
-        res = await asyncio.to_thread(hook.plan_prompt, prompt)
+        lang = texts.lang_of(body.get("lang") or hook.take_lang(prompt))
+        res = await asyncio.to_thread(hook.plan_prompt, prompt, lang)
     except Exception as e:  # noqa: BLE001 - the editor shows it
         return web.json_response({"ok": False, "message": f"{type(e).__name__}: {e}"})
     j = cloud.journal()
-    wf = str(C.load_config().workflow_id or "")
+    wf = str(config.load_config().workflow_id or "")
     expected = {g: estimate_for(j, p, (prompt.get(g, {}).get("inputs") or {}).get("workflow_id") or wf)
-                for g, p in res.plans.items() if p.get("hash")}
-    return web.json_response({"ok": True, "roles": res.roles, "refusals": res.refusals, "groups": res.groups,
-                              "expected": expected})
+                for g, p in res.plans.items() if p.hash}
+    return web.json_response({"ok": True, "roles": res.roles, "owner": res.owner, "refusals": res.refusals,
+                              "flagged": res.flagged, "groups": res.groups, "expected": expected})
 
 
-# The editor's language, for the progress text the nodes write (the last editor to say wins).
-UI_LANG = {"lang": "en"}
-
-
-async def post_locale(request):
-    try:
-        body = await request.json()
-    except ValueError:
-        body = {}
-    UI_LANG["lang"] = "zh" if str(body.get("locale", "")).lower().startswith("zh") else "en"
-    return web.json_response({"ok": True, "lang": UI_LANG["lang"]})
+async def get_texts(request):
+    """The editor's texts in one language (``locales/<lang>/editor.json``, English where it lacks one)."""
+    lang = texts.lang_of(request.query.get("lang"))
+    return web.json_response({"lang": lang, "texts": {**texts.table("en", "editor"), **texts.table(lang, "editor")}})
 
 
 def install(server) -> None:
@@ -181,5 +176,5 @@ def install(server) -> None:
     r.post("/gpugeek/tasks/{pid}/cancel")(post_cancel)
     r.post("/gpugeek/tasks/{pid}/refresh")(post_refresh)
     r.post("/gpugeek/plan")(post_plan)
-    r.post("/gpugeek/locale")(post_locale)
+    r.get("/gpugeek/texts")(get_texts)
     server._gpugeek_routes = True

@@ -7,27 +7,50 @@ passed through :func:`offload.redact.redact` before they are stored.
 """
 from __future__ import annotations
 
+from . import texts
 from .redact import redact
 
 
 class GPUGeekError(Exception):
-    """Base of every error the pack raises on purpose."""
+    """Base of every error the pack raises on purpose. Its hint (what to do) is the class's sentence in
+    ``locales/<lang>/server.json`` (``hint_<ClassName>``, else a base class's) unless one is given; a message
+    made from a text key (``key``, ``values``) can be told again in another language (:meth:`text`)."""
 
-    hint = "Check the message above; if it persists, contact GPUGeek support with the trace id."
     enveloped = False   # True when the platform itself answered in its JSON envelope (not a proxy's page)
     cause = None        # why a connection could not open: "tls", "dns" or "connect" (transport.py)
 
-    def __init__(self, message: str, *, code=None, traceid: str | None = None, status: int | None = None,
-                 call: str | None = None, hint: str | None = None, task_id: str | None = None):
-        self.message = redact(str(message))
+    def __init__(self, message: str = "", *, code=None, traceid: str | None = None, status: int | None = None,
+                 call: str | None = None, hint: str | None = None, task_id: str | None = None,
+                 key: str | None = None, values: dict | None = None):
+        self.key, self.values = key, dict(values or {})
+        self.message = redact(texts.text(key, "en", **self.values) if key else str(message))
         self.code = code
         self.traceid = redact(traceid) if traceid else None
         self.status = status
         self.call = call
         self.task_id = task_id
-        if hint is not None:
-            self.hint = redact(hint)
+        self._hint = redact(hint) if hint is not None else None
         super().__init__(self.__str__())
+
+    @property
+    def hint(self) -> str:
+        return self._hint if self._hint is not None else self.hint_in("en")
+
+    @hint.setter
+    def hint(self, value: str) -> None:
+        self._hint = redact(value) if value is not None else None
+
+    def hint_in(self, lang: str) -> str:
+        if self._hint is not None:
+            return self._hint
+        for cls in type(self).__mro__:
+            found = texts.lookup(f"hint_{cls.__name__}", lang)
+            if found is not None:
+                return found
+        return ""
+
+    def message_in(self, lang: str) -> str:
+        return redact(texts.text(self.key, lang, **self.values)) if self.key else self.message
 
     def details(self) -> str:
         parts = []
@@ -43,14 +66,19 @@ class GPUGeekError(Exception):
             parts.append(f"task {self.task_id}")
         return ", ".join(parts)
 
-    def __str__(self) -> str:
+    def text(self, lang: str = "en") -> str:
+        """What happened, the platform's ids, what to do: in ``lang`` where the texts have it."""
+        out = self.message_in(lang).rstrip(".。") + ("。" if texts.lang_of(lang) == "zh" else ".")
         d = self.details()
-        text = self.message.rstrip(".") + "."
         if d:
-            text += f" ({d})"
-        if self.hint:
-            text += " " + self.hint
-        return text
+            out += f" ({d})"
+        hint = self.hint_in(lang)
+        if hint:
+            out += " " + hint
+        return out
+
+    def __str__(self) -> str:
+        return self.text("en")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.__str__()!r})"
@@ -63,65 +91,59 @@ class GPUGeekError(Exception):
 
 
 class ConfigError(GPUGeekError):
-    hint = "Open Settings > GPUGeek to fix it, or set the environment variable named above."
+    pass
 
 
 class AuthError(GPUGeekError):
-    hint = ("GPUGeek rejected the API key: paste a valid key in Settings > GPUGeek "
-            "(or set GPUGEEK_API_KEY) and run again.")
+    pass
 
 
 class QuotaError(GPUGeekError):
-    hint = "Top up your GPUGeek balance or raise the quota, then run again."
+    pass
 
 
 class BadRequestError(GPUGeekError):
-    hint = "The platform refused the request: check the workflow id and the cloud part of the graph."
+    pass
 
 
 class NotFoundError(GPUGeekError):
-    hint = "Check the id: it does not exist on GPUGeek for this API key."
+    pass
 
 
 class BusyError(GPUGeekError):
-    hint = "GPUGeek is busy or unreachable right now; run again in a minute."
+    pass
 
 
 class TransportError(GPUGeekError):
-    hint = "Check your network connection and the base URL in Settings > GPUGeek, then run again."
+    pass
 
 
 class SubmitUnknownError(TransportError):
     """The submit's body may have reached GPUGeek but its answer was lost: a paid task may exist."""
 
-    hint = ("The submission was sent but its answer was lost, so a paid task may exist. It is NOT resent "
-            "automatically: check your tasks on the GPUGeek console before running again.")
-
 
 class TaskFailedError(GPUGeekError):
-    hint = "The cloud run failed: fix the cause named above (model, node or input in the cloud part) and run again."
+    pass
 
 
 class TaskCancelledError(GPUGeekError):
-    hint = "The task was cancelled; run again to start a new one."
+    pass
 
 
 class TaskTimeoutError(GPUGeekError):
-    hint = "The task took longer than the gateway's timeout and was cancelled; raise timeout_s or try later."
+    pass
 
 
 class SpendLimitError(GPUGeekError):
-    hint = "Raise the daily limit in Settings > GPUGeek (or GPUGEEK_DAILY_LIMIT) to run more today."
+    pass
 
 
 class ResultError(GPUGeekError):
     """A result file that cannot be accepted (too large, not an image, unsafe URL...)."""
 
-    hint = "The result was rejected to protect this machine; load it by hand if you trust it."
-
 
 class PlanError(GPUGeekError):
-    hint = "Change the graph as described and queue it again."
+    pass
 
 
 def from_http(status: int, *, message: str, code=None, traceid=None, call: str):
@@ -143,10 +165,10 @@ def from_http(status: int, *, message: str, code=None, traceid=None, call: str):
     return cls(message, code=code, traceid=traceid, status=status, call=call)
 
 
-_AUTH_WORDS = ("token", "auth", "api key", "apikey", "api_key", "unauthorized", "鉴权", "认证", "令牌", "密钥", "登录")
-_QUOTA_WORDS = ("balance", "quota", "insufficient", "余额", "欠费", "额度", "不足")
-_NOTFOUND_WORDS = ("not found", "not exist", "不存在", "未找到")
-_BUSY_WORDS = ("busy", "rate limit", "too many", "繁忙", "限流", "稍后")
+def _words(kind: str) -> tuple:
+    """Words of the platform's messages that tell an error's kind, in every language it answers in
+    (``locales/<lang>/server.json``, ``words_<kind>``)."""
+    return tuple(w for lang in texts.LANGS for w in (texts.lookup(f"words_{kind}", lang, raw=True) or ()))
 
 
 def from_envelope(status: int, code, message: str, traceid, call: str) -> GPUGeekError:
@@ -154,13 +176,13 @@ def from_envelope(status: int, code, message: str, traceid, call: str) -> GPUGee
     if status and status >= 400:
         return from_http(status, message=message, code=code, traceid=traceid, call=call)
     low = (message or "").lower()
-    if any(w in low for w in _AUTH_WORDS):
+    if any(w in low for w in _words("auth")):
         cls = AuthError
-    elif any(w in low for w in _QUOTA_WORDS):
+    elif any(w in low for w in _words("quota")):
         cls = QuotaError
-    elif any(w in low for w in _NOTFOUND_WORDS):
+    elif any(w in low for w in _words("not_found")):
         cls = NotFoundError
-    elif any(w in low for w in _BUSY_WORDS):
+    elif any(w in low for w in _words("busy")):
         cls = BusyError
     else:
         cls = BadRequestError

@@ -8,6 +8,7 @@ The stores live in the pack's data folder (ComfyUI's user directory), never in t
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -286,3 +287,12 @@ def parse_expiry(value) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=PLATFORM_TZ)
     return when.timestamp()
+
+
+@functools.lru_cache(maxsize=None)
+def stores_at(data_dir: str) -> tuple:
+    """The journal and upload cache of one data folder, opened once per process; entries a killed process
+    left mid-submit or mid-cancel are settled (shown as unknown, with what to check) on first use."""
+    journal = Journal(Path(data_dir) / "journal.jsonl")
+    journal.settle_orphans()
+    return journal, UploadCache(Path(data_dir) / "uploads.jsonl")

@@ -1,9 +1,10 @@
-"""The Python side's user-facing sentences, read from ``locales/<lang>/server.json`` (the same folder the
-editor's texts live in), so every language's words have one home."""
+"""Every user-facing text of the Python side lives in ``locales/<lang>/server.json`` (the editor's in
+``editor.json`` beside it): read here, never written inline, so every language's words have one home."""
 from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 LOCALES = Path(__file__).resolve().parents[1] / "locales"
@@ -11,9 +12,9 @@ LANGS = ("en", "zh")
 
 
 @functools.lru_cache(maxsize=None)
-def _table(lang: str) -> dict:
+def table(lang: str, name: str = "server") -> dict:
     try:
-        return json.loads((LOCALES / lang / "server.json").read_text("utf-8"))
+        return json.loads((LOCALES / lang / f"{name}.json").read_text("utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -22,9 +23,22 @@ def lang_of(value) -> str:
     return "zh" if str(value or "").lower().startswith("zh") else "en"
 
 
+def default_lang() -> str:
+    """The language where no editor says one (the command line, a script's prompt): GPUGEEK_LANG, else English."""
+    return lang_of(os.environ.get("GPUGEEK_LANG"))
+
+
+def lookup(key: str, lang: str = "en", raw: bool = False):
+    """The entry ``key`` in ``lang``, else in English, else None (``raw``: only that language's own)."""
+    found = table(lang_of(lang)).get(key)
+    if found is None and not raw:
+        found = table("en").get(key)
+    return found
+
+
 def text(key: str, lang: str = "en", **values) -> str:
     """The sentence ``key`` in ``lang`` (English where that language lacks it), filled with ``values``."""
-    template = _table(lang_of(lang)).get(key) or _table("en").get(key) or key
+    template = lookup(key, lang) or key
     try:
         return template.format(**values)
     except (KeyError, IndexError, ValueError):

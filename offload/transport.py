@@ -246,3 +246,17 @@ def new_session(limit: int = 8) -> aiohttp.ClientSession:
     """A session for one run: bounded connections, no cookie jar (nothing to remember between calls)."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
                                  cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
+
+
+async def download(transport: Transport, url: str, *, max_bytes: int | None = None) -> bytes:
+    """GET a result file: http(s) only, same-origin redirects only, decompressed size bounded, length
+    verified; credentials only where the transport has one bound to that origin."""
+    url = check_result_url(url)
+    resp = await transport.request("GET", url, call="download", safe=True, max_bytes=max_bytes or MAX_DOWNLOAD_BYTES,
+                                   read_timeout=TRANSFER_READ_TIMEOUT_S, source="the result host")
+    if resp.status >= 400:
+        err = errors_mod.from_http(resp.status, message=f"Downloading a result failed (HTTP {resp.status})", call="download")
+        if resp.status == 403:
+            err.hint = "The result link has expired; results older than the link's lifetime cannot load."
+        raise err
+    return resp.body

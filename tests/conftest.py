@@ -43,6 +43,12 @@ def core(name: str):
     return importlib.import_module(f"{PACK_NAME}.offload.{name}")
 
 
+def command_line():
+    """The command line's module (``commandline/main.py``), on the same core as the nodes."""
+    load_pack()
+    return importlib.import_module(f"{PACK_NAME}.commandline.main")
+
+
 class KeyWatch(logging.Handler):
     """Collects every log record of the whole suite so test_secrets can search them."""
 
@@ -69,7 +75,7 @@ def produced(text) -> None:
 def _gpugeek_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUGEEK_HOME", str(tmp_path / "gpugeek-home"))
     # the owner's pause between cancel rounds (5 s in use) kept short, so given-up cancels end quickly
-    monkeypatch.setattr(core("run"), "CANCEL_PAUSE_S", 0.05)
+    monkeypatch.setattr(core("run.task"), "CANCEL_PAUSE_S", 0.05)
     for var in ("GPUGEEK_API_KEY", "GPUGEEK_BASE_URL", "GPUGEEK_WORKFLOW_ID", "GPUGEEK_DAILY_LIMIT", "GPUGEEK_TARGET"):
         monkeypatch.delenv(var, raising=False)
     yield

@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from conftest import SECRET_KEY, core
+from conftest import SECRET_KEY, core, command_line
 from fake_comfyui import FakeComfyUI
 from fake_gpugeek import photo_png
 
-cli = core("cli")
+cli = command_line()
 J = core("journal")
 WF = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
       "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}

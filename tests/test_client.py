@@ -5,11 +5,11 @@ import time
 import pytest
 from conftest import SECRET_KEY, core, produced
 
-client_mod = core("client")
+client_mod = core("targets.gpugeek_api")
 E = core("errors")
 C = core("config")
 wire = core("wire")
-target_mod = core("target")
+target_mod = core("targets")
 
 FAST = client_mod.RetryPolicy(attempts=4, base_s=0.01, cap_s=0.02)
 
@@ -222,7 +222,7 @@ def test_download_limits_and_schemes(fake):
         url, _ = await c.presigned_url("big.bin")
         await c.put(url, b"x" * 5000)
         with pytest.raises(E.ResultError) as ei:
-            await c.download(client_mod.check_result_url(target_mod.strip_query(url)), max_bytes=1000)
+            await c.download(core("transport").check_result_url(core("targets.gpugeek").strip_query(url)), max_bytes=1000)
         return ei.value
     assert "limit" in str(run(with_client(fake, go)))
 
@@ -238,6 +238,6 @@ def test_key_only_goes_to_the_api_host(fake):
     async def go(c):
         url, _ = await c.presigned_url("k.png")
         await c.put(url, b"abc")
-        await c.download(target_mod.strip_query(url))
+        await c.download(core("targets.gpugeek").strip_query(url))
     run(with_client(fake, go))
     assert fake.storage_auth == [None, None]

@@ -22,7 +22,7 @@ from server import PromptServer  # noqa: E402
 
 E = core("errors")
 C = core("config")
-T = core("target")
+T = core("targets")
 
 
 @pytest.fixture

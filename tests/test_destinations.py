@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 import mini_comfy
-from conftest import SECRET_KEY, comfy_env, core, load_pack
+from conftest import SECRET_KEY, comfy_env, core, load_pack, command_line
 from fake_comfyui import FakeComfyUI
 from fake_gpugeek import photo_png
 from other_host import OtherHost
@@ -23,7 +23,7 @@ from server import PromptServer  # noqa: E402
 
 C = core("config")
 E = core("errors")
-cli = core("cli")
+cli = command_line()
 routes = pack.nodes.routes
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,7 +151,7 @@ def test_every_frame_of_a_batch_keeps_its_mask():
     prompt = {"in": {"class_type": "LoadImage", "inputs": {"image": None}},
               "use_i": {"class_type": "ImageInvert", "inputs": {"image": ["in", 0]}},
               "use_m": {"class_type": "InvertMask", "inputs": {"mask": ["in", 1]}}}
-    run._batch_loaders(prompt, "in", ["u2", "u3"])
+    core("run.inputs")._batch_loaders(prompt, "in", ["u2", "u3"])
     assert prompt["use_i"]["inputs"]["image"] != ["in", 0]
     m = prompt["use_m"]["inputs"]["mask"]
     assert prompt[m[0]]["class_type"] == "ImageToMask"

@@ -20,7 +20,7 @@ def test_example_plans_without_refusal(path):
     gateways = [n for n, v in prompt.items() if v["class_type"] == plan.GATEWAY]
     assert res.refusals == {}
     for g in gateways:
-        assert res.plans[g]["mode"] == "cloud"
+        assert res.plans[g].mode == "cloud"
     if gateways:
         cloud_classes = {prompt[n]["class_type"] for n, r in res.roles.items() if r == "cloud"}
         assert "CheckpointLoaderSimple" in cloud_classes or "EmptyImage" in cloud_classes

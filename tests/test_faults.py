@@ -21,7 +21,7 @@ import comfy.model_management as mm  # noqa: E402
 from server import PromptServer  # noqa: E402
 
 E = core("errors")
-client_mod = core("client")
+client_mod = core("targets.gpugeek_api")
 TRANSIENT = ["http429", "http500", "http502html", "reset", "slow:0.3"]
 STEPS = {"presign": "pre-signed URL", "put": "upload", "submit": "submit", "task": "task status", "file": "download"}
 
@@ -198,7 +198,7 @@ def test_result_file_name_cannot_escape_the_output_folder(env, fake):
 
 
 def test_huge_download_refused_with_bounded_memory(env, fake, monkeypatch):
-    monkeypatch.setattr(client_mod, "MAX_DOWNLOAD_BYTES", 10_000)
+    monkeypatch.setattr(core("transport"), "MAX_DOWNLOAD_BYTES", 10_000)
     fake.runner = lambda prompt, task: {n: [("big.png", photo_png(256, 256))] for n, v in prompt.items()
                                         if v["class_type"] == "SaveImage"}
     with pytest.raises(E.ResultError) as ei:

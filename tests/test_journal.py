@@ -82,7 +82,7 @@ def test_two_writers_lose_nothing(tmp_path, monkeypatch):
 
 def test_estimate_by_exact_part_then_shape_then_workflow():
     """A new seed or prompt text every run (ComfyUI's default "randomize") still finds a price and time."""
-    graph = core("graph")
+    graph = core("plan")
     a = {"3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 20, "model": ["4", 0]}},
          "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
          "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}}}

@@ -179,7 +179,7 @@ def test_renaming_a_cloud_node_does_not_change_the_gateway_inputs(env):
     b["1"]["_meta"] = {"title": "Blank"}
     pa = hook.plan_prompt(a)
     pb = hook.plan_prompt(b)
-    key = core("graph").PLAN_INPUT
+    key = core("plan").PLAN_INPUT
     assert pa.local_prompt["10"]["inputs"][key] == pb.local_prompt["10"]["inputs"][key]
     assert "renamed" not in pb.local_prompt["10"]["inputs"][key]
 

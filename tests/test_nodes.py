@@ -250,7 +250,7 @@ def test_load_result_waits_for_a_running_task(env, fake):
 
 
 async def _submit_directly(fake):
-    client = core("client")
+    client = core("targets.gpugeek_api")
     C = core("config")
     async with client.GPUGeekClient.open(fake.base_url, C.ApiKey(SECRET_KEY)) as c:
         return await c.submit(int(WF), {"9": {"class_type": "SaveImage", "inputs": {"images": None}}})

@@ -38,47 +38,47 @@ def test_vector(vec):
             text = " ".join(res.refusals[g])
             for w in words:
                 assert w in text, (w, text)
-            assert json.loads(res.local_prompt[g]["inputs"][plan.PLAN_INPUT])["mode"] == "refused"
+            assert plan.GatewayPlan.from_json(res.local_prompt[g]["inputs"][plan.PLAN_INPUT]).mode == "refused"
     if "local_nodes" in exp:
         assert sorted(res.local_prompt) == sorted(exp["local_nodes"])
     for g, nodes in exp.get("cloud", {}).items():
-        assert res.plans[g]["nodes"] == sorted(nodes)
-        cp = res.plans[g]["prompt"]
+        assert res.plans[g].nodes == sorted(nodes)
+        cp = res.plans[g].prompt
         for n in nodes:
             assert cp[n]["class_type"] == vec["prompt"][n]["class_type"]
     for n, role in exp.get("roles", {}).items():
         assert res.roles[n] == role, n
     for g, outs in exp.get("outputs", {}).items():
-        got = [{k: o[k] for k in ("slot", "kind", "src")} for o in res.plans[g]["outputs"]]
+        got = [{"slot": o.slot, "kind": o.kind, "src": list(o.source)} for o in res.plans[g].outputs]
         assert got == outs
     for g, outs in exp.get("user_outputs", {}).items():
-        assert res.plans[g]["user_outputs"] == outs
+        assert res.plans[g].user_outputs == outs
     for g, cs in exp.get("crossings", {}).items():
-        assert [{"kind": c["kind"], "from": c["from"]} for c in res.plans[g]["crossings"]] == cs
+        assert [{"kind": c.kind, "from": list(c.source)} for c in res.plans[g].crossings] == cs
     for g, links in exp.get("local_links", {}).items():
         for name, link in links.items():
             assert res.local_prompt[g]["inputs"][name] == link
     for g, nodes in exp.get("cloud_links", {}).items():
         for n, links in nodes.items():
             for name, link in links.items():
-                assert res.plans[g]["prompt"][n]["inputs"][name] == link
+                assert res.plans[g].prompt[n]["inputs"][name] == link
     for g, files in exp.get("local_files", {}).items():
-        assert res.plans[g]["local_files"] == files
+        assert [{"node": f.node, "file": f.file} for f in res.plans[g].local_files] == files
     for g, lead in exp.get("groups", {}).items():
         assert res.groups[g] == lead
     for n, links in exp.get("rewired", {}).items():
         for name, link in links.items():
             assert res.local_prompt[n]["inputs"][name] == link
     for g, mode in exp.get("mode", {}).items():
-        assert res.plans[g]["mode"] == mode
+        assert res.plans[g].mode == mode
 
 
 def test_plan_is_written_into_the_gateway_and_cloud_prompt_is_complete():
     res = run(VECTORS[0])
-    carried = json.loads(res.local_prompt["10"]["inputs"][plan.PLAN_INPUT])
+    carried = plan.GatewayPlan.from_json(res.local_prompt["10"]["inputs"][plan.PLAN_INPUT])
     assert carried == res.plans["10"]
-    cp = carried["prompt"]
-    save = carried["outputs"][0]["save"]
+    cp = carried.prompt
+    save = carried.outputs[0].save
     assert cp[save] == {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": f"gpugeek/{save}"}}
     # every link of the cloud prompt points inside it
     for node in cp.values():
@@ -94,20 +94,20 @@ def test_mask_output_goes_through_mask_to_image():
     p["20"] = {"class_type": "LoadImageMask", "inputs": {"image": "m.png", "channel": "alpha"}}
     p["10"]["inputs"]["mask_1"] = ["20", 0]
     res = run(vec)
-    outs = {o["slot"]: o for o in res.plans["10"]["outputs"]}
-    assert outs[4]["kind"] == "mask"
-    cp = res.plans["10"]["prompt"]
-    conv = cp[outs[4]["save"]]["inputs"]["images"][0]
+    outs = {o.slot: o for o in res.plans["10"].outputs}
+    assert outs[4].kind == "mask"
+    cp = res.plans["10"].prompt
+    conv = cp[outs[4].save]["inputs"]["images"][0]
     assert cp[conv] == {"class_type": "MaskToImage", "inputs": {"mask": ["20", 0]}}
 
 
 def test_merged_gateways_do_not_duplicate_shared_nodes():
     vec = next(v for v in VECTORS if v["name"].startswith("two gateways sharing"))
     res = run(vec)
-    assert "prompt" not in res.plans["30"] and res.plans["30"]["lead"] == "10"
-    cp = res.plans["10"]["prompt"]
+    assert res.plans["30"].prompt is None and res.plans["30"].lead == "10"
+    cp = res.plans["10"].prompt
     assert sum(1 for n in cp.values() if n["class_type"] == "CheckpointLoaderSimple") == 1
-    saves = {o["save"] for g in ("10", "30") for o in res.plans[g]["outputs"]}
+    saves = {o.save for g in ("10", "30") for o in res.plans[g].outputs}
     assert len(saves) == 2 and saves <= set(cp)
 
 
@@ -128,9 +128,9 @@ def test_literal_crossing_from_upload_url():
     p["22"] = {"class_type": "GPUGeekUploadImage", "inputs": {"image": ["20", 0]}}
     p["6"]["inputs"]["text"] = ["22", 1]
     res = plan.make_plan(p, table(), lambda n: True)
-    c = res.plans["10"]["crossings"]
-    assert c == [{"kind": "literal", "from": ["22", 1], "targets": [["6", "text"]], "input": "gpugeek_x0"}]
-    assert res.plans["10"]["prompt"]["6"]["inputs"]["text"] is None
+    c = res.plans["10"].crossings
+    assert c == [plan.Crossing(kind="literal", source=("22", 1), targets=[["6", "text"]], input="gpugeek_x0")]
+    assert res.plans["10"].prompt["6"]["inputs"]["text"] is None
     assert res.local_prompt["10"]["inputs"]["gpugeek_x0"] == ["22", 1]
 
 
@@ -140,4 +140,4 @@ def test_same_prompt_same_plan_and_hash_tracks_widgets():
     assert a.local_prompt == b.local_prompt and a.plans == b.plans
     vec = copy.deepcopy(VECTORS[0])
     vec["prompt"]["3"]["inputs"]["seed"] = 2
-    assert run(vec).plans["10"]["hash"] != a.plans["10"]["hash"]
+    assert run(vec).plans["10"].hash != a.plans["10"].hash

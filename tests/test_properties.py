@@ -45,8 +45,8 @@ def upstream_cloud_ok(prompt, res):
     """Every cloud/both node is in a cloud gateway's region, or an output node fed only by cloud nodes."""
     regions = set()
     for g, p in res.plans.items():
-        if p.get("mode") in ("cloud", "refused") and "nodes" in p:
-            regions |= set(p["nodes"])
+        if p.mode in ("cloud", "refused"):
+            regions |= set(p.nodes)
     return {n for n, r in res.roles.items() if r != "local"} <= regions
 
 
@@ -75,7 +75,7 @@ def test_plan_properties(prompt):
     for n in original:
         role = res.roles[n]
         assert role in ("local", "cloud", "both")
-        if role == "cloud" and not any(res.plans[g].get("mode") == "refused" for g in gws):
+        if role == "cloud" and not any(res.plans[g].mode == "refused" for g in gws):
             assert n not in res.local_prompt
         if role == "both":
             assert n in res.local_prompt
@@ -83,10 +83,10 @@ def test_plan_properties(prompt):
             assert any(plan.is_link(x) and str(x[0]) not in res.local_prompt for x in original[n]["inputs"].values())
     assert upstream_cloud_ok(original, res)
     for g in gws:
-        carried = json.loads(res.local_prompt[g]["inputs"][plan.PLAN_INPUT])
-        assert carried["mode"] in ("cloud", "local", "refused")
-        if carried["mode"] == "cloud" and "prompt" in carried:
-            cp = carried["prompt"]
+        carried = plan.GatewayPlan.from_json(res.local_prompt[g]["inputs"][plan.PLAN_INPUT])
+        assert carried.mode in ("cloud", "local", "refused")
+        if carried.mode == "cloud" and carried.prompt is not None:
+            cp = carried.prompt
             for node in cp.values():  # the cloud prompt is closed: every link points inside it
                 for x in node["inputs"].values():
                     if plan.is_link(x):

@@ -10,10 +10,10 @@ from fake_comfyui import FakeComfyUI
 pack = load_pack()
 E = core("errors")
 C = core("config")
-T = core("target")
+T = core("targets")
 J = core("journal")
 run = core("run")
-client_mod = core("client")
+client_mod = core("targets.gpugeek_api")
 
 
 def test_token_never_goes_to_a_url_a_workflow_names():

@@ -7,9 +7,9 @@ import pytest
 from conftest import SECRET_KEY, core
 from other_host import OtherHost
 
-client_mod = core("client")
+client_mod = core("targets.gpugeek_api")
 transport = core("transport")
-target_mod = core("target")
+target_mod = core("targets")
 journal_mod = core("journal")
 E = core("errors")
 C = core("config")

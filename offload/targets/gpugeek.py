@@ -1,32 +1,13 @@
-"""Where a cloud part runs, behind one small interface (DESIGN.md): upload, submit, status, cancel, fetch.
-
-:class:`GPUGeekTarget` speaks GPUGeek's open API through :class:`~offload.client.GPUGeekClient`. The plan,
-the nodes, the journal and the command line only see this interface, so a second target (a plain ComfyUI
-server) can stand beside it.
-"""
+"""GPUGeek's open API as a target: pre-signed upload, submit, status, cancel, fetch, and a ping that says in
+one sentence whether the key and address work (GPUGEEK_API.md)."""
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from . import config as C
-from . import errors as E
-from . import texts
-from .client import GPUGeekClient
-from .transport import new_session
-from .wire import TaskDetail
-
-
-class Target(Protocol):
-    name: str
-
-    async def upload(self, data: bytes, file_name: str) -> tuple[str, object]: ...
-    async def submit(self, prompt: dict, workflow_id: int | None) -> str: ...
-    async def status(self, task_id: str) -> TaskDetail: ...
-    async def cancel(self, task_id: str) -> None: ...
-    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes: ...
-    async def ping(self, lang: str = "en") -> tuple[bool, str]: ...
+from .. import errors
+from .. import texts
+from ..wire import TaskDetail
+from .gpugeek_api import GPUGeekClient
 
 
 def strip_query(url: str) -> str:
@@ -69,14 +50,14 @@ class GPUGeekTarget:
         url = self.client.base_url
         try:
             await self.client.task("0")
-        except E.AuthError as e:
+        except errors.AuthError as e:
             if e.enveloped or e.status == 401:
                 return False, texts.text("ping_key_refused", lang, url=url, message=e.message)
             return False, texts.text("ping_not_gpugeek", lang, url=url, status=e.status, snippet="")
-        except E.GPUGeekError as e:
-            if e.enveloped and isinstance(e, (E.NotFoundError, E.BadRequestError)):
+        except errors.GPUGeekError as e:
+            if e.enveloped and isinstance(e, (errors.NotFoundError, errors.BadRequestError)):
                 return True, texts.text("ping_ok", lang, url=url)
-            if isinstance(e, E.TransportError):
+            if isinstance(e, errors.TransportError):
                 key = {"tls": "ping_tls", "dns": "ping_dns", "connect": "ping_connect"}.get(e.cause or "", "ping_other")
                 return False, texts.text(key, lang, url=url, cause=e.message, text=str(e))
             if e.enveloped:
@@ -85,28 +66,3 @@ class GPUGeekTarget:
             return False, texts.text("ping_not_gpugeek", lang, url=url, status=e.status,
                                      snippet=f": {snippet}" if snippet else "")
         return True, texts.text("ping_ok", lang, url=url)
-
-
-def target_of(cfg: C.Config, override: str | None = None) -> str:
-    """A gateway's own target (its ``target`` input, or ``--target``) or the configured one."""
-    t = (override or "").strip()
-    return t.rstrip("/") if t else cfg.target
-
-
-@asynccontextmanager
-async def open_target(cfg: C.Config, override: str | None = None):
-    """GPUGeek (needs the API key) or a ComfyUI server (no key), on a session created for this run."""
-    where = target_of(cfg, override)
-    if C.is_comfy_target(where):
-        from .comfy_target import ComfyUITarget
-        async with new_session() as session:
-            # the token belongs to the configured server only: a URL named by a workflow never receives it
-            token = cfg.target_token if where == cfg.target else None
-            target = ComfyUITarget(session, where, token=token, allow_lan_http=cfg.allow_lan_http)
-            try:
-                yield target
-            finally:
-                await target.close()
-        return
-    async with GPUGeekClient.open(cfg.base_url, cfg.require_key()) as client:
-        yield GPUGeekTarget(client)

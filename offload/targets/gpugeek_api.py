@@ -12,17 +12,17 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from . import errors as E
-from .config import ApiKey, check_base_url
-from .redact import get_logger
-from .transport import (MAX_DOWNLOAD_BYTES, TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, check_result_url,
+from .. import errors
+from ..config import ApiKey, check_base_url
+from ..redact import get_logger
+from ..transport import (MAX_DOWNLOAD_BYTES, TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download,
                         new_session, page_snippet)
-from .wire import TaskDetail, first, prompt_id_str, task_id_int
+from ..wire import TaskDetail, first, prompt_id_str, task_id_int
 
 log = get_logger("gpugeek.client")
 
 API_PREFIX = "/api/v1"
-__all__ = ["GPUGeekClient", "RetryPolicy", "new_session", "check_result_url"]
+__all__ = ["GPUGeekClient", "RetryPolicy", "new_session"]
 
 
 class GPUGeekClient:
@@ -61,7 +61,7 @@ class GPUGeekClient:
             msg = f"GPUGeek answered with a non-JSON page (HTTP {status})"
             if snippet:
                 msg += f": {snippet}"
-            raise E.from_http(status if status >= 400 else 502, message=msg, call=call)
+            raise errors.from_http(status if status >= 400 else 502, message=msg, call=call)
         code = env.get("code", 0)
         message = str(env.get("message") or env.get("msg") or "")
         traceid = first(env, "traceid", "traceId", "trace_id")
@@ -70,9 +70,9 @@ class GPUGeekClient:
         except (TypeError, ValueError):
             code_num = -1
         if status >= 400:
-            err = E.from_http(status, message=message or f"HTTP {status}", code=code, traceid=traceid, call=call)
+            err = errors.from_http(status, message=message or f"HTTP {status}", code=code, traceid=traceid, call=call)
         elif code_num != 0:
-            err = E.from_envelope(status, code, message, traceid, call)
+            err = errors.from_envelope(status, code, message, traceid, call)
         else:
             return env.get("data")
         err.enveloped = True  # GPUGeek itself answered (not a proxy's page): Test connection relies on it
@@ -86,9 +86,9 @@ class GPUGeekClient:
                                             headers={"Accept": "application/json"})
         try:
             return self._parse(resp.status, resp.body, call)
-        except E.GPUGeekError as e:
+        except errors.GPUGeekError as e:
             if not safe and e.status is not None and e.status >= 500:
-                raise E.SubmitUnknownError(e.message, code=e.code, traceid=e.traceid, status=e.status,
+                raise errors.SubmitUnknownError(e.message, code=e.code, traceid=e.traceid, status=e.status,
                                            call=call) from None
             raise
 
@@ -98,7 +98,7 @@ class GPUGeekClient:
         try:
             data = await self._call("GET", "/file/upload/pre-signed-url", "pre-signed URL",
                                     params={"file_name": file_name}, safe=True)
-        except (E.NotFoundError, E.BadRequestError) as e:
+        except (errors.NotFoundError, errors.BadRequestError) as e:
             if e.status not in (404, 405):
                 raise
             # the doc's sample: POST with fileName in the query string, no body
@@ -107,7 +107,7 @@ class GPUGeekClient:
         data = data or {}
         url = first(data, "signed_url", "signedUrl", "url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise E.BusyError("GPUGeek gave no usable pre-signed upload URL", call="pre-signed URL",
+            raise errors.BusyError("GPUGeek gave no usable pre-signed upload URL", call="pre-signed URL",
                               hint="Run again; if it keeps happening, the upload service may be down.")
         return url, first(data, "expired_at", "expiredAt")
 
@@ -126,7 +126,7 @@ class GPUGeekClient:
         try:
             return prompt_id_str(pid)
         except ValueError:
-            raise E.SubmitUnknownError("GPUGeek accepted the submission but returned no prompt id",
+            raise errors.SubmitUnknownError("GPUGeek accepted the submission but returned no prompt id",
                                        call="submit") from None
 
     async def cancel(self, prompt_id) -> None:
@@ -138,7 +138,7 @@ class GPUGeekClient:
         pid = prompt_id_str(prompt_id)
         data = await self._call("GET", f"/task/{pid}", "task status", safe=True)
         if not isinstance(data, dict):
-            raise E.NotFoundError(f"GPUGeek returned no detail for task {pid}", call="task status", task_id=pid)
+            raise errors.NotFoundError(f"GPUGeek returned no detail for task {pid}", call="task status", task_id=pid)
         return TaskDetail.parse(data, fallback_id=pid)
 
     # ---- bytes -------------------------------------------------------------------------------------
@@ -151,23 +151,9 @@ class GPUGeekClient:
             return
         msg = page_snippet(resp.text) or f"HTTP {resp.status}"
         if resp.status == 403:
-            raise E.AuthError(f"The storage refused the upload ({msg}); the signed URL may have expired",
+            raise errors.AuthError(f"The storage refused the upload ({msg}); the signed URL may have expired",
                               status=403, call="upload", hint="Run again: a fresh upload URL is requested.")
-        raise E.from_http(resp.status, message=f"The upload failed: {msg}", call="upload")
+        raise errors.from_http(resp.status, message=f"The upload failed: {msg}", call="upload")
 
     async def download(self, url: str, *, max_bytes: int | None = None) -> bytes:
         return await download(self.transport, url, max_bytes=max_bytes)
-
-
-async def download(transport: Transport, url: str, *, max_bytes: int | None = None) -> bytes:
-    """GET a result file: http(s) only, same-origin redirects only, decompressed size bounded, length
-    verified; credentials only where the transport has one bound to that origin."""
-    url = check_result_url(url)
-    resp = await transport.request("GET", url, call="download", safe=True, max_bytes=max_bytes or MAX_DOWNLOAD_BYTES,
-                                   read_timeout=TRANSFER_READ_TIMEOUT_S, source="the result host")
-    if resp.status >= 400:
-        err = E.from_http(resp.status, message=f"Downloading a result failed (HTTP {resp.status})", call="download")
-        if resp.status == 403:
-            err.hint = "The result link has expired; results older than the link's lifetime cannot load."
-        raise err
-    return resp.body

@@ -17,15 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import config as C
-from . import errors as E
-from . import plan as P
-from .journal import Journal, UploadCache
-from .owner import Interrupted, owner
-from .run import fetch_results, run_plan, status_text, wait_task
-from .target import open_target, target_of
-from .transfer import input_path, safe_file_name, save_into
-from .wire import SUCCEEDED, TaskDetail
+from ..offload import config, errors, plan
+from ..offload.journal import Journal, UploadCache
+from ..offload.owner import Interrupted, owner
+from ..offload.run import fetch_results, run_plan, status_text, wait_task
+from ..offload.targets import open_target, target_of
+from ..offload.transfer import input_path, safe_file_name, save_into
+from ..offload.wire import SUCCEEDED, TaskDetail
 
 
 class Line:
@@ -54,10 +52,10 @@ def _bar(frac: float, width: int = 20) -> str:
     return "[" + "#" * n + "-" * (width - n) + "]"
 
 
-def whole_prompt_plan(prompt: dict, input_dir: Path) -> dict:
+def whole_prompt_plan(prompt: dict, input_dir: Path) -> plan.GatewayPlan:
     """A saved workflow run whole in the cloud: every node is the cloud part; local input files go up."""
-    if any(isinstance(v, dict) and v.get("class_type") in (P.GATEWAY, P.UPLOAD) for v in prompt.values()):
-        raise E.PlanError("This workflow contains GPUGeek nodes: run it in ComfyUI, or export only the cloud part",
+    if any(isinstance(v, dict) and v.get("class_type") in (plan.GATEWAY, plan.UPLOAD) for v in prompt.values()):
+        raise errors.PlanError("This workflow contains GPUGeek nodes: run it in ComfyUI, or export only the cloud part",
                           hint="")
     files = []
     for n, v in sorted(prompt.items()):
@@ -68,13 +66,13 @@ def whole_prompt_plan(prompt: dict, input_dir: Path) -> dict:
             continue
         path = input_path(input_dir, name)
         if path is None:
-            raise E.PlanError(f"{v['class_type']} #{n} names {name[:80]!r}, which is outside the input folder "
+            raise errors.PlanError(f"{v['class_type']} #{n} names {name[:80]!r}, which is outside the input folder "
                               f"{input_dir}", hint="Copy the file into the input folder (--input-dir) and name it "
                               "relative to it, as ComfyUI does; nothing was uploaded.")
         if path.is_file():
-            files.append({"node": n, "file": name})
-    return {"mode": "cloud", "prompt": prompt, "crossings": [], "local_files": files, "outputs": [],
-            "hash": P.plan_hash(prompt), "shape": P.shape_hash(prompt)}
+            files.append(plan.LocalFile(node=n, file=name))
+    return plan.GatewayPlan(gateway="", mode=plan.CLOUD, prompt=prompt, local_files=files,
+                            hash=plan.plan_hash(prompt), shape=plan.shape_hash(prompt))
 
 
 def save_files(files: dict, out: Path, task_id: str) -> list[Path]:
@@ -90,11 +88,11 @@ async def cmd_run(args, cfg) -> int:
     if isinstance(prompt, dict) and "prompt" in prompt and isinstance(prompt["prompt"], dict):
         prompt = prompt["prompt"]
     if not isinstance(prompt, dict) or not prompt or "nodes" in prompt:
-        raise E.PlanError("The file is not an API-format workflow: in ComfyUI use Workflow > Export (API)", hint="")
+        raise errors.PlanError("The file is not an API-format workflow: in ComfyUI use Workflow > Export (API)", hint="")
     input_dir = Path(args.input_dir or Path(args.workflow).parent)
-    plan = whole_prompt_plan(prompt, input_dir)
+    whole = whole_prompt_plan(prompt, input_dir)
     where = target_of(cfg, args.target)
-    wf = None if C.is_comfy_target(where) else cfg.resolve_workflow_id(args.workflow_id)
+    wf = None if config.is_comfy_target(where) else cfg.resolve_workflow_id(args.workflow_id)
     line = Line()
     t0 = time.monotonic()
     stop = {"flag": False}
@@ -118,7 +116,7 @@ async def cmd_run(args, cfg) -> int:
 
     async def work(job):
         async with open_target(cfg, args.target) as target:
-            return await run_plan(plan, job=job, target=target, journal=Journal(), uploads=UploadCache(), values={},
+            return await run_plan(whole, job=job, target=target, journal=Journal(), uploads=UploadCache(), values={},
                                   workflow_id=wf, timeout_s=args.timeout,
                                   read_file=lambda name: input_path(input_dir, name).read_bytes(),
                                   daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where})
@@ -152,7 +150,7 @@ def _task_id(args) -> str:
         return str(args.task_id).strip()
     rec = Journal().latest()
     if not rec:
-        raise E.NotFoundError("The journal has no task yet: give a task id", hint="")
+        raise errors.NotFoundError("The journal has no task yet: give a task id", hint="")
     return rec["prompt_id"]
 
 
@@ -184,7 +182,7 @@ async def cmd_results(args, cfg) -> int:
     rec = j.by_prompt_id(pid)
     async with open_target(cfg, _target_for(args, pid)) as target:
         if rec and rec.get("status") == SUCCEEDED and rec.get("result_url"):
-            from .wire import result_urls
+            from ..offload.wire import result_urls
             detail = TaskDetail(prompt_id=pid, status=SUCCEEDED, result_url=result_urls(rec["result_url"]))
         else:
             line = Line()
@@ -237,7 +235,7 @@ def main(argv=None) -> int:
         if args.cmd == "demo":
             from .demo import run_demo
             return run_demo(args.out)
-        cfg = C.load_config()
+        cfg = config.load_config()
         fn = {"run": cmd_run, "status": cmd_status, "cancel": cmd_cancel, "results": cmd_results,
               "tasks": cmd_tasks}[args.cmd]
         try:
@@ -246,7 +244,7 @@ def main(argv=None) -> int:
             if owner().active():
                 print("waiting for the remote task to be cancelled…", file=sys.stderr)
                 owner().drain()
-    except E.GPUGeekError as e:
+    except errors.GPUGeekError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:

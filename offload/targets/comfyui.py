@@ -17,12 +17,11 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from . import errors as E
-from .client import download
-from .transport import RetryPolicy, Transport, page_snippet
-from .config import check_base_url
-from .redact import get_logger, register_secret
-from .wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
+from .. import errors
+from ..config import check_base_url
+from ..redact import get_logger, register_secret
+from ..transport import RetryPolicy, Transport, download, page_snippet
+from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
 
 log = get_logger("gpugeek.comfy_target")
 # Where uploads go in the server's input folder (one place, easy to clean).
@@ -62,10 +61,10 @@ class ComfyUITarget:
         try:
             resp = await self.transport.request(method, self.url + path, call=call, safe=safe,
                                                 source="the ComfyUI server", **kw)
-        except E.SubmitUnknownError as e:
+        except errors.SubmitUnknownError as e:
             e.hint = "The prompt may be queued there: check its queue before running again."
             raise
-        except E.TransportError as e:
+        except errors.TransportError as e:
             if e.message.startswith("Cannot connect"):
                 e.hint = ("Check that the server runs and the address in the gateway's target (or Settings > "
                           "GPUGeek) is right.")
@@ -77,14 +76,14 @@ class ComfyUITarget:
             except ValueError:
                 return text
         if resp.status in (401, 403):
-            raise E.AuthError(f"The ComfyUI server refused access (HTTP {resp.status})", status=resp.status, call=call,
+            raise errors.AuthError(f"The ComfyUI server refused access (HTTP {resp.status})", status=resp.status, call=call,
                               hint="Set the server's token (user:password for basic auth) in Settings > GPUGeek "
                                    "or GPUGEEK_TARGET_TOKEN.")
-        err = E.from_http(resp.status, message=f"The ComfyUI server answered HTTP {resp.status}: "
+        err = errors.from_http(resp.status, message=f"The ComfyUI server answered HTTP {resp.status}: "
                                                f"{page_snippet(text)}", call=call)
         err.body = text
         if not safe and resp.status >= 500:
-            raise E.SubmitUnknownError(err.message, status=resp.status, call=call,
+            raise errors.SubmitUnknownError(err.message, status=resp.status, call=call,
                                        hint="The prompt may be queued there: check its queue before running again.")
         raise err
 
@@ -165,8 +164,8 @@ class ComfyUITarget:
         try:
             res = await self._request("POST", "/prompt", "submit", safe=False,
                                       json={"prompt": prompt, "client_id": self.client_id, "prompt_id": pid})
-        except E.BadRequestError as e:
-            raise E.BadRequestError(self._node_errors(getattr(e, "body", ""), prompt) or e.message, status=e.status,
+        except errors.BadRequestError as e:
+            raise errors.BadRequestError(self._node_errors(getattr(e, "body", ""), prompt) or e.message, status=e.status,
                                     call="submit", hint="Fix the named nodes for that server (its models and node "
                                     "types), or run this part elsewhere.") from None
         got = (res or {}).get("prompt_id") if isinstance(res, dict) else None
@@ -214,7 +213,7 @@ class ComfyUITarget:
             return d
         self._missing[task_id] = self._missing.get(task_id, 0) + 1
         if self._missing[task_id] >= MISSING_LIMIT:
-            raise E.NotFoundError(f"The ComfyUI server at {self.url} no longer knows prompt {task_id}",
+            raise errors.NotFoundError(f"The ComfyUI server at {self.url} no longer knows prompt {task_id}",
                                   call="task status", task_id=task_id,
                                   hint="It may have restarted; run the workflow again.")
         return self._detail(task_id, RUNNING if started else QUEUED, st)
@@ -273,7 +272,7 @@ class ComfyUITarget:
     async def ping(self, lang: str = "en") -> tuple[bool, str]:
         try:
             info = await self._request("GET", "/system_stats", "test", safe=True) or {}
-        except E.GPUGeekError as e:
+        except errors.GPUGeekError as e:
             return False, str(e)
         version = ((info.get("system") or {}).get("comfyui_version")) if isinstance(info, dict) else None
         if not version:

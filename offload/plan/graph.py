@@ -1,6 +1,5 @@
 """The API-prompt graph: the pack's node ids and hidden inputs, what the plan knows of node classes, and
-the helpers that read links. Shared by the plan (offload/plan.py) and the cloud prompt it builds
-(offload/cloud_prompt.py)."""
+the helpers that read links. Shared by the planner's passes, the cloud prompt they build and the nodes."""
 from __future__ import annotations
 
 import hashlib

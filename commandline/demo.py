@@ -28,7 +28,7 @@ def run_demo(out: str) -> int:
         os.environ["GPUGEEK_BASE_URL"] = fake.base_url
         os.environ.setdefault("GPUGEEK_HOME", str(Path(out).resolve() / ".gpugeek-home"))
         print(f"demo: a local stand-in of GPUGeek runs on {fake.base_url}", file=sys.stderr)
-        from .cli import main
+        from .main import main
         return main(["run", str(ROOT / "example_workflows" / "api" / "cloud_text_to_image_api.json"),
                      "--workflow-id", "123456789012345", "--out", out])
     finally:

@@ -9,13 +9,12 @@ import concurrent.futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import codec
-from . import errors as E
-from .graph import GATEWAY_OUTPUTS
-from .run import fetch_results, run_plan
-from .target import open_target
-from .transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
-from .wire import SUCCEEDED, TaskDetail
+from .. import codec, config, errors
+from ..plan import GATEWAY_OUTPUTS, LEAD_INPUT, MASK, PASS, GatewayPlan
+from ..targets import open_target, target_of
+from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
+from ..wire import SUCCEEDED, TaskDetail
+from .task import fetch_results, run_plan
 
 # Where the cloud's files are kept, under ComfyUI's output folder (previews point there).
 RESULTS_SUBFOLDER = "gpugeek"
@@ -33,11 +32,11 @@ class Delivered:
     uploaded_bytes: int = 0
 
 
-async def lead(job, *, cfg, where: str, plan: dict, values: dict, passthrough: dict, workflow_id, timeout_s: float,
+async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
                journal, uploads, read_file, output_dir, label: str, meta: dict) -> Delivered:
     """Run the cloud part as one task and deliver this gateway's images; merged gateways' files are held
     by the owner until each of them took its own."""
-    members = list(plan.get("members") or [])[1:]
+    members = plan.followers
     async with open_target(cfg, where) as target:
         outcome = await run_plan(plan, job=job, target=target, journal=journal, uploads=uploads, values=values,
                                  workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
@@ -53,11 +52,11 @@ async def lead(job, *, cfg, where: str, plan: dict, values: dict, passthrough: d
     return out
 
 
-async def follow(job, *, cfg, plan: dict, task_id: str, passthrough: dict, journal, output_dir, member: str,
+async def follow(job, *, cfg, plan: GatewayPlan, task_id: str, passthrough: dict, journal, output_dir, member: str,
                  target_override: str = "") -> Delivered:
     """A gateway merged into another's task: its images from that task (held by the owner, else fetched
     again from the journal's result addresses)."""
-    nodes = {o.get("save") for o in plan.get("outputs", []) if o.get("save")}
+    nodes = set(plan.saves)
     files = job.owner.take(task_id, member, nodes)
     if files is not None:  # the leading gateway fetched every file: nothing to fetch, no session needed
         detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED)
@@ -69,7 +68,7 @@ async def follow(job, *, cfg, plan: dict, task_id: str, passthrough: dict, journ
         return await job.guard(deliver(plan, passthrough, detail, files, target, output_dir, save_user_outputs=False))
 
 
-async def deliver(plan: dict, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
+async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
                   save_user_outputs: bool = True) -> Delivered:
     """Decode each output's files into tensors (fetching what is not here yet, each file decoded as soon as
     it arrives), save the cloud's files into the output folder and list them as previews. The bytes are
@@ -96,11 +95,11 @@ async def deliver(plan: dict, passthrough: dict, detail: TaskDetail, files: dict
         files[node] = got
 
     async def decode(o):
-        node = o["save"]
+        node = o.save
         have = files.get(node)
         count = len(have) if have is not None else len(detail.result_url.get(node, []))
         if not count:
-            raise E.ResultError(f"The cloud task returned no file for {GATEWAY_OUTPUTS[o['slot']]}",
+            raise errors.ResultError(f"The cloud task returned no file for {GATEWAY_OUTPUTS[o.slot]}",
                                 task_id=detail.prompt_id, call="results")
         dec = codec.BatchDecoder(count)
         if have is None:
@@ -108,15 +107,15 @@ async def deliver(plan: dict, passthrough: dict, detail: TaskDetail, files: dict
         else:
             await loop.run_in_executor(decoder, lambda: [dec.add(i, d) for i, (_, d) in enumerate(have)])
         image, _mask = dec.result()
-        outs[o["slot"]] = image[..., 0].contiguous() if o["kind"] == "mask" else image
+        outs[o.slot] = image[..., 0].contiguous() if o.kind == MASK else image
 
-    for o in plan.get("outputs", []):
-        if o["kind"] == "pass":
-            outs[o["slot"]] = passthrough.get(o["input"])
-    nodes = [o["save"] for o in plan.get("outputs", []) if o.get("save")]
-    user_outputs = list(plan.get("user_outputs", [])) if save_user_outputs else []
+    for o in plan.outputs:
+        if o.kind == PASS:
+            outs[o.slot] = passthrough.get(o.input)
+    nodes = plan.saves
+    user_outputs = list(plan.user_outputs) if save_user_outputs else []
     try:
-        await gather_bounded([decode(o) for o in plan.get("outputs", []) if o["kind"] != "pass"]
+        await gather_bounded([decode(o) for o in plan.outputs if o.kind != PASS]
                              + [fetch_into(n) for n in user_outputs if n not in files], limit=PARALLEL_OUTPUTS)
     finally:
         decoder.shutdown(wait=False)
@@ -136,3 +135,37 @@ def _save_all(nodes, files, task_id, folder):
             if path.suffix.lower() in IMAGE_EXTS:
                 previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
     return previews, saved
+
+
+@dataclass
+class Place:
+    """Where a gateway's run keeps things on this machine: the journal, the upload cache, the input files
+    it may upload (``read_file``) and the output folder its results are saved into."""
+    journal: object
+    uploads: object
+    read_file: object
+    output_dir: str
+
+
+def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="", timeout_s: float,
+          target: str = "", node: str = "", label: str, on_event=None):
+    """The gateway's one call: start its cloud run on the task owner (lead the task, or follow the merged
+    gateway that leads it) and return the job, which the node awaits with ``job.wait``."""
+    cfg = config.load_config()
+    if plan.leads:
+        where = target_of(cfg, target)
+        wf = None if config.is_comfy_target(where) else cfg.resolve_workflow_id(workflow_id)
+        values = {c.input: inputs.get(c.input) for c in plan.crossings}
+        return owner.start(lambda job: lead(
+            job, cfg=cfg, where=where, plan=plan, values=values, passthrough=inputs, workflow_id=wf,
+            timeout_s=timeout_s, journal=place.journal, uploads=place.uploads, read_file=place.read_file,
+            output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}),
+            label=label, on_event=on_event)
+    task_id = inputs.get(LEAD_INPUT)
+    if not task_id:
+        raise errors.PlanError(key="err_no_lead_task", values={"label": label})
+    if on_event is not None:
+        on_event("shared", task_id=task_id)
+    return owner.start(lambda job: follow(
+        job, cfg=cfg, plan=plan, task_id=task_id, passthrough=inputs, journal=place.journal,
+        output_dir=place.output_dir, member=node, target_override=target), label=label)

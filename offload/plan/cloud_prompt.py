@@ -1,0 +1,75 @@
+"""The cloud part's own prompt: the region's nodes, crossings in replaced by loaders (IMAGE/MASK read by
+URL) or literal slots (plain values written in at run time), and a SaveImage for every image the gateways
+take back."""
+from __future__ import annotations
+
+import copy
+
+from .graph import SCALARS, UPLOAD, UPLOAD_URL_SLOT, node_links, out_type
+from .model import IMAGE, LITERAL, MASK, URL, Crossing, LocalFile
+
+LOADERS = ("LoadImage", "LoadImageMask")
+
+
+def cloud_prompt(prompt: dict, classes, nodes: set, boundaries: set, file_exists) -> tuple[dict, list, list]:
+    """The region's nodes with crossings in replaced by loaders (IMAGE/MASK) or literal slots (scalars);
+    returns (prompt, [Crossing], [LocalFile])."""
+    # only what the cloud runs: titles and other editor metadata (``_meta``) stay out, so that renaming a
+    # node never changes the gateway's inputs, and ComfyUI's cache serves an unchanged cloud part
+    out = {n: {"class_type": prompt[n].get("class_type"), "inputs": copy.deepcopy(prompt[n].get("inputs") or {})}
+           for n in sorted(nodes)}
+    crossings: list = []
+    by_source: dict = {}
+
+    def crossing(key, kind, source):
+        if key not in by_source:
+            loader = "" if kind == LITERAL else f"gpugeek_in_{len(crossings)}"
+            by_source[key] = Crossing(kind=kind, source=source, loader=loader)
+            crossings.append(by_source[key])
+        return by_source[key]
+
+    for n in sorted(out):
+        node = out[n]
+        for name, src, slot in list(node_links(node)):
+            if src not in boundaries:
+                continue
+            t = out_type(prompt, classes, src, slot, (n, name))
+            if t in SCALARS:
+                crossing((src, slot, LITERAL), LITERAL, (src, slot)).targets.append([n, name])
+                node["inputs"][name] = None
+            elif prompt[src].get("class_type") == UPLOAD:  # the URL it uploaded; its mask rides as alpha
+                c = crossing((src, UPLOAD_URL_SLOT, URL), URL, (src, UPLOAD_URL_SLOT))
+                node["inputs"][name] = [c.loader, 1 if t == "MASK" else 0]
+            else:
+                kind = MASK if t == "MASK" else IMAGE
+                node["inputs"][name] = [crossing((src, slot, kind), kind, (src, slot)).loader, 0]
+    for c in crossings:
+        if c.kind in (URL, IMAGE):
+            out[c.loader] = {"class_type": "LoadImage", "inputs": {"image": None}}
+        elif c.kind == MASK:
+            out[c.loader] = {"class_type": "LoadImageMask", "inputs": {"image": None, "channel": "red"}}
+    return out, crossings, local_files(prompt, nodes, file_exists)
+
+
+def local_files(prompt: dict, nodes, file_exists) -> list:
+    """Cloud loaders whose file is in the local input folder: uploaded at run time."""
+    files = []
+    for n in sorted(nodes):
+        node = prompt[n]
+        if node.get("class_type") in LOADERS:
+            name = node.get("inputs", {}).get("image")
+            if isinstance(name, str) and "://" not in name and file_exists(name):
+                files.append(LocalFile(node=n, file=name))
+    return files
+
+
+def add_save(cloud: dict, source: tuple, kind: str, i: int) -> str:
+    """A SaveImage in the cloud prompt for ``source`` (a mask through MaskToImage); returns its node id."""
+    save = f"gpugeek_out_{i}"
+    link = [source[0], source[1]]
+    if kind == MASK:
+        conv = f"gpugeek_m2i_{i}"
+        cloud[conv] = {"class_type": "MaskToImage", "inputs": {"mask": link}}
+        link = [conv, 0]
+    cloud[save] = {"class_type": "SaveImage", "inputs": {"images": link, "filename_prefix": f"gpugeek/{save}"}}
+    return save

@@ -1,0 +1,105 @@
+"""The plan's types: what the queue-time plan decides for each gateway, with named fields, and its one
+serialised form (the JSON in the gateway's hidden ``gpugeek_plan`` input, read back at run time)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .. import texts
+
+LOCAL, CLOUD, REFUSED = "local", "cloud", "refused"   # a gateway's mode
+PASS, IMAGE, MASK = "pass", "image", "mask"          # what a gateway output carries
+LITERAL, URL = "literal", "url"                      # crossings in, besides IMAGE and MASK
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a gateway cannot be sent: a sentence of ``locales/<lang>/server.json`` (``key``) and its values."""
+    key: str
+    values: dict = field(default_factory=dict)
+
+    def text(self, lang: str = "en") -> str:
+        return texts.text(self.key, lang, **self.values)
+
+
+@dataclass
+class CloudOutput:
+    """Gateway output ``slot``: an image or mask the cloud saves as node ``save``, made by ``source`` (node id,
+    output slot); or ``pass``: the gateway's own input ``input``, passed through."""
+    slot: int
+    kind: str
+    source: tuple | None = None
+    input: str = ""
+    save: str = ""
+
+
+@dataclass
+class Crossing:
+    """A value from a boundary (an Upload Image, another gateway) into the cloud part, as the gateway's hidden
+    input ``input``. ``literal``: a plain value written into ``targets`` (node id, input name); ``url``: the
+    address an Upload Image made, read by ``loader``; ``image``/``mask``: a tensor uploaded and read by ``loader``."""
+    kind: str
+    source: tuple
+    input: str = ""
+    loader: str = ""
+    targets: list = field(default_factory=list)
+
+
+@dataclass
+class LocalFile:
+    """A cloud LoadImage/LoadImageMask whose file is in the local input folder: uploaded, then pointed at."""
+    node: str
+    file: str
+
+
+@dataclass
+class GatewayPlan:
+    """What one gateway does at run time. The leading gateway of a cloud part carries the part itself (its
+    prompt, crossings, files, members); a merged member only its own outputs and the hashes."""
+    gateway: str
+    mode: str
+    lead: str = ""
+    lang: str = "en"
+    outputs: list = field(default_factory=list)          # [CloudOutput]
+    refusals: list = field(default_factory=list)         # [str], sentences in ``lang``
+    nodes: list = field(default_factory=list)            # ids of the cloud part (the editor marks them)
+    prompt: dict | None = None                           # the cloud part's own API prompt (leading gateway)
+    crossings: list = field(default_factory=list)        # [Crossing]
+    local_files: list = field(default_factory=list)      # [LocalFile]
+    user_outputs: list = field(default_factory=list)     # cloud output nodes whose files come back
+    members: list = field(default_factory=list)          # gateways sharing this task, the lead first
+    hash: str = ""                                       # identity of the part (journal history)
+    shape: str = ""                                      # the part without seeds, texts, file names
+
+    @property
+    def leads(self) -> bool:
+        return self.mode == CLOUD and self.lead == self.gateway
+
+    @property
+    def followers(self) -> list:
+        return [g for g in self.members if g != self.gateway]
+
+    @property
+    def saves(self) -> list:
+        return [o.save for o in self.outputs if o.save]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "GatewayPlan":
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or "mode" not in raw:
+            raise ValueError("not a gateway plan")
+        raw["outputs"] = [CloudOutput(**dict(o, source=_pair(o.get("source")))) for o in raw.get("outputs") or []]
+        raw["crossings"] = [Crossing(**dict(c, source=_pair(c.get("source")))) for c in raw.get("crossings") or []]
+        raw["local_files"] = [LocalFile(**f) for f in raw.get("local_files") or []]
+        return cls(**raw)
+
+
+def _pair(v):
+    return (str(v[0]), int(v[1])) if v else None
+
+
+def refused_plan(gateway: str, sentences: list, lang: str = "en", nodes: list | None = None) -> GatewayPlan:
+    return GatewayPlan(gateway=gateway, mode=REFUSED, lang=lang, refusals=list(sentences), nodes=list(nodes or []))

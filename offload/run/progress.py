@@ -1,0 +1,67 @@
+"""What a running gateway tells its user, in the prompt's language (texts in ``locales/<lang>/server.json``):
+one line of text per event, how far the bar is, and the status record the editor draws."""
+from __future__ import annotations
+
+from .. import texts
+from ..wire import CANCELLED as S_CANCELLED
+from ..wire import FAILED as S_FAILED
+from ..wire import QUEUED as S_QUEUED
+from ..wire import RUNNING as S_RUNNING
+from ..wire import SUCCEEDED as S_SUCCEEDED
+from ..wire import TaskDetail
+
+
+def status_text(d: TaskDetail, expected: dict | None = None, lang: str = "en") -> str:
+    """One line for the node: queued (position N of M), running (elapsed), done (time, price)."""
+    if d.status == S_QUEUED:
+        if d.current_position:
+            return texts.text("status_queued_at", lang, pos=d.current_position, size=d.queue_size)
+        return texts.text("status_queued", lang)
+    if d.status == S_SUCCEEDED:
+        key = "status_done_price" if d.origin_price is not None else "status_done"
+        return texts.text(key, lang, s=f"{d.run_duration_ms / 1000:.1f}", price=f"{d.origin_price or 0:g}")
+    if d.status == S_FAILED:
+        return texts.text("status_failed", lang, msg=d.error_msg or "")
+    if d.status == S_CANCELLED:
+        return texts.text("status_cancelled", lang)
+    run = f"{d.run_duration_ms / 1000:.1f}"
+    if expected and expected.get("run_ms"):
+        return texts.text("status_running_of", lang, s=run, expected=f"{expected['run_ms'] / 1000:.0f}")
+    return texts.text("status_running", lang, s=run)
+
+
+def event_text(kind: str, lang: str, detail: TaskDetail | None = None, expected=None, **info) -> str | None:
+    """The node's progress line for one event of the run (None: nothing to say)."""
+    if kind == "uploading":
+        return texts.text("progress_uploading", lang)
+    if kind == "submitted":
+        return texts.text("progress_submitted", lang, task=info.get("prompt_id"))
+    if kind == "shared":
+        return texts.text("progress_shared", lang, task=info.get("task_id"))
+    if kind == "cancelling":
+        return texts.text("progress_cancelling", lang)
+    if kind == "status_error":
+        return texts.text("progress_status_error", lang, error=info.get("error"))
+    if kind == "status" and detail is not None:
+        line = status_text(detail, expected, lang)
+        if detail.node and detail.status == S_RUNNING:
+            line += f" · #{detail.node}" + (f" {detail.node_value}/{detail.node_max}" if detail.node_max else "")
+        return line
+    return None
+
+
+def bar_percent(detail: TaskDetail, expected: dict | None) -> float | None:
+    """How far the node's bar is while the task runs: against the expected run time where known."""
+    if detail.status != S_RUNNING:
+        return None
+    if expected and expected.get("run_ms"):
+        return 95 * min(1.0, detail.run_duration_ms / expected["run_ms"])
+    return min(90, 10 + detail.run_duration_ms / 1000)
+
+
+def status_record(node, detail: TaskDetail, expected: dict | None) -> dict:
+    """What the editor's status box and marking draw for a gateway (its ``gpugeek.status`` message)."""
+    return {"node": str(node), "task_id": detail.prompt_id, "status": detail.status,
+            "position": detail.current_position, "queue_size": detail.queue_size, "run_ms": detail.run_duration_ms,
+            "price": detail.origin_price, "error": detail.error_msg, "expected": expected,
+            "cloud_node": detail.node, "cloud_value": detail.node_value, "cloud_max": detail.node_max}
