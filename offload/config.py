@@ -238,7 +238,32 @@ def load_config(env=None) -> Config:
     """Read the configuration fresh (cheap: two small files), so a key saved in the editor applies at once."""
     env = os.environ if env is None else env
     saved = load_settings()
-    problems = []
+    problems: list = []
+    key, source, base, env_base = _key_and_base(env, saved, problems)
+    wf = None
+    wf_raw = env.get("GPUGEEK_WORKFLOW_ID", "").strip() or str(saved.get("workflow_id") or "")
+    if wf_raw:
+        try:
+            wf = parse_workflow_id(wf_raw)
+        except ConfigError as e:
+            problems.append(str(e))
+    limit = None
+    lim_raw = env.get("GPUGEEK_DAILY_LIMIT", "").strip() or str(saved.get("daily_limit") or "")
+    if lim_raw:
+        try:
+            limit = float(lim_raw)
+            if limit <= 0:
+                limit = None
+        except ValueError:
+            problems.append(f"GPUGEEK_DAILY_LIMIT {lim_raw[:20]!r} is not a number; no limit applies")
+    target, allow_lan, token, token_source = _target_and_token(env, saved, problems)
+    return Config(api_key=key, base_url=base, workflow_id=wf, daily_limit=limit, key_source=source,
+                  problems=problems, target=target, target_token=token or None, allow_lan_http=allow_lan,
+                  env_base_url=env_base, token_source=token_source)
+
+
+def _key_and_base(env, saved: dict, problems: list):
+    """The API key, where it comes from, and the one base URL it may go to (and the environment's)."""
     key, source = None, "none"
     raw = env.get("GPUGEEK_API_KEY", "").strip()
     if raw:
@@ -263,22 +288,11 @@ def load_config(env=None) -> Config:
         if key is not None and bound and check_base_url(bound) != base:
             key, source = None, "none"  # a saved key only ever goes to the address it was saved for
             problems.append(f"The saved API key was saved for {bound[:80]}, not {base}: paste it again")
-    wf = None
-    wf_raw = env.get("GPUGEEK_WORKFLOW_ID", "").strip() or str(saved.get("workflow_id") or "")
-    if wf_raw:
-        try:
-            wf = parse_workflow_id(wf_raw)
-        except ConfigError as e:
-            problems.append(str(e))
-    limit = None
-    lim_raw = env.get("GPUGEEK_DAILY_LIMIT", "").strip() or str(saved.get("daily_limit") or "")
-    if lim_raw:
-        try:
-            limit = float(lim_raw)
-            if limit <= 0:
-                limit = None
-        except ValueError:
-            problems.append(f"GPUGEEK_DAILY_LIMIT {lim_raw[:20]!r} is not a number; no limit applies")
+    return key, source, base, env_base
+
+
+def _target_and_token(env, saved: dict, problems: list):
+    """Where cloud parts run, whether plain http to the LAN is allowed, and the server token bound to it."""
     target = (env.get("GPUGEEK_TARGET", "").strip() or str(saved.get("target") or "") or "gpugeek").rstrip("/")
     allow_lan = (env.get("GPUGEEK_ALLOW_LAN_HTTP", "").strip().lower() in ("1", "true", "yes")
                  or bool(saved.get("allow_lan_http")))
@@ -300,9 +314,7 @@ def load_config(env=None) -> Config:
             token, token_source = "", "none"  # a saved token only ever goes to the server it was saved for
     if token:
         register_secret(token)
-    return Config(api_key=key, base_url=base, workflow_id=wf, daily_limit=limit, key_source=source,
-                  problems=problems, target=target, target_token=token or None, allow_lan_http=allow_lan,
-                  env_base_url=env_base, token_source=token_source)
+    return target, allow_lan, token, token_source
 
 
 def save_target_token(value: str | None) -> None:

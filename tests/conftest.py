@@ -71,6 +71,17 @@ def produced(text) -> None:
     PRODUCED.append(str(text))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_key_anywhere():
+    """At the end of the session, whatever ran and in whatever order: no log record of the whole suite and no
+    text a test handed to :func:`produced` holds the key (a leak fails the run as this fixture's error)."""
+    logging.getLogger("gpugeek.tests").debug("the key watch is wired")
+    yield
+    assert any("the key watch is wired" in r for r in KeyWatch.records), "the log watch is not wired"
+    hits = [r[:200] for r in KeyWatch.records + PRODUCED if SECRET_KEY in r]
+    assert hits == [], f"the API key appears in {len(hits)} log record(s) or produced text(s)"
+
+
 @pytest.fixture(autouse=True)
 def _gpugeek_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUGEEK_HOME", str(tmp_path / "gpugeek-home"))

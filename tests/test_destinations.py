@@ -23,6 +23,7 @@ from server import PromptServer  # noqa: E402
 
 C = core("config")
 E = core("errors")
+T = core("targets")
 cli = command_line()
 routes = pack.nodes.routes
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +191,68 @@ def test_the_suite_runs_from_a_clone_named_comfyui_gpugeek(tmp_path):
                        cwd=dest, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "passed" in r.stdout
+
+
+def test_token_never_goes_to_a_url_a_workflow_names():
+    mine = FakeComfyUI(token="tok-mine-12345").start()
+    other = FakeComfyUI().start()
+    seen = []
+    try:
+        cfg = C.Config(api_key=None, target=mine.url, target_token="tok-mine-12345")
+
+        async def headers_sent(url):
+            async with T.open_target(cfg, url) as t:
+                seen.append(dict(t._headers))
+        asyncio.run(headers_sent(mine.url))
+        asyncio.run(headers_sent(other.url))
+        assert seen[0].get("Authorization") == "Bearer tok-mine-12345" and "Authorization" not in seen[1]
+    finally:
+        mine.stop()
+        other.stop()
+
+
+def test_input_file_never_escapes_comfyui_folders(tmp_path):
+    comfy_env(tmp_path)
+    import folder_paths
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    rel = os.path.relpath(secret, folder_paths.get_output_directory())
+    assert pack.nodes.comfy.input_file(f"{rel} [output]") is None
+    assert pack.nodes.comfy.input_file("../secret.txt") is None
+    ok = os.path.join(folder_paths.get_output_directory(), "a.png")
+    open(ok, "wb").write(b"1")
+    assert pack.nodes.comfy.input_file("a.png [output]") == os.path.realpath(ok)
+
+
+def test_changing_the_base_url_forgets_the_saved_key():
+    from aiohttp.test_utils import make_mocked_request
+    C.save_api_key(SECRET_KEY)
+
+    async def post(body):
+        req = make_mocked_request("POST", "/gpugeek/config")
+        async def js():
+            return body
+        req.json = js
+        return await pack.nodes.routes.post_config(req)
+    asyncio.run(post({"base_url": "https://evil.example.com"}))
+    assert C.load_config().api_key is None
+    asyncio.run(post({"base_url": "https://other.example.com", "api_key": "sk-new-key-9876"}))
+    cfg = C.load_config()
+    assert cfg.api_key.reveal() == "sk-new-key-9876" and cfg.base_url == "https://other.example.com"
+
+
+@pytest.mark.parametrize("bad", ["../../x", "1/2", "a b", ""])
+def test_task_ids_are_safe(bad):
+    with pytest.raises(ValueError):
+        core("wire").prompt_id_str(bad)
+
+
+@pytest.mark.parametrize("url,name", [
+    ("http://h/view?filename=..%2F..%2Fa.png&subfolder=x&type=output", "a.png"),
+    ("http://h/files/1/..%2F..%2Fevil.png", "evil.png"),
+    ("http://h/x/ComfyUI_0001_.png?sig=1", "ComfyUI_0001_.png"),
+    ("http://h/view?filename=a%5C..%5Cb.png", "b.png"),
+    ("http://h/run.sh", "run.bin"),
+])
+def test_result_file_names_are_safe(url, name):
+    assert core("transfer").safe_file_name(url, "f") == name

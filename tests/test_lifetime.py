@@ -217,3 +217,57 @@ def test_a_live_submit_of_another_process_is_left_alone(env):
     key = j.begin(plan_hash="h", workflow_id=WF, gateway="cli")
     j.store.put(key, pid=os.getppid(), proc="another-live-process")
     assert J.Journal().settle_orphans() == 0 and j.get(key)["status"] == "submitting"
+
+
+async def _waiting(fake, **kw):
+    """The wait of a task this test submitted straight to the fake (the run's wait, without a node)."""
+    journal = J.Journal()
+    async with core("targets.gpugeek_api").GPUGeekClient.open(fake.base_url, core("config").ApiKey(SECRET_KEY)) as c:
+        t = core("targets").GPUGeekTarget(c)
+        pid = await c.submit(123, {"1": {"class_type": "SaveImage", "inputs": {}}})
+        key = journal.begin(prompt_id=pid)
+        journal.update(key, prompt_id=pid)
+        return await core("run").wait_task(pid, target=t, journal=journal, key=key, interrupted=lambda: False,
+                                          on_event=lambda *a, **k: None, **kw)
+
+
+def test_a_cancelled_wait_cancels_the_remote_task(fake):
+    fake.task_opts.update(run_s=30)
+
+    async def go():
+        task = asyncio.ensure_future(_waiting(fake, timeout_s=60))
+        while not fake.tasks or next(iter(fake.tasks.values())).polls < 1:
+            await asyncio.sleep(0.01)
+        task.cancel()   # another node failed: ComfyUI cancels the pending async nodes
+        await asyncio.gather(task, return_exceptions=True)
+    asyncio.run(go())
+    assert fake.count("cancel") == 1 and fake.running_tasks() == []
+    assert J.Journal().tasks()[0]["status"] == "cancelled"
+
+
+def test_a_status_call_that_cannot_succeed_cancels_the_task(fake):
+    fake.task_opts.update(run_s=30)
+    fake.fault("task", "http401")
+    with pytest.raises(E.AuthError):
+        asyncio.run(_waiting(fake, timeout_s=60))
+    assert fake.count("cancel") == 1 and fake.running_tasks() == []
+
+
+def test_a_failed_cancel_is_journaled_as_unknown(fake):
+    fake.task_opts.update(run_s=30)
+    fake.fault("cancel", *["http500"] * 100)
+    with pytest.raises(E.TaskTimeoutError) as ei:
+        asyncio.run(_waiting(fake, timeout_s=0.3))
+    assert "may still run" in str(ei.value)
+    assert J.Journal().tasks()[0]["status"] == "unknown"
+    for t in fake.tasks.values():
+        t.cancelled_at = 1.0
+
+
+def test_a_reader_never_cancels(fake):
+    fake.task_opts.update(run_s=30)
+    with pytest.raises(E.TaskTimeoutError):
+        asyncio.run(_waiting(fake, timeout_s=0.3, cancel_on_exit=False))
+    assert fake.count("cancel") == 0
+    for t in fake.tasks.values():
+        t.cancelled_at = 1.0

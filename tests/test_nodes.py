@@ -189,6 +189,28 @@ def test_refusal_is_a_validation_error_on_the_gateway(env, fake):
     assert fake.calls == []
 
 
+def test_the_prompt_carries_its_language_to_refusals_progress_and_errors(env, fake):
+    """The editor puts its language on each gateway (gpugeek_lang): a refusal, the progress texts and an error
+    of that prompt speak it, and the next prompt without it speaks English again (no language left behind)."""
+    p = t2i(gpugeek_lang="zh")
+    p["13"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}
+    p["14"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["13", 0]}}
+    with pytest.raises(mini_comfy.ValidationError) as ei:
+        execute(p, env)
+    assert "LATENT 不能从云端部分" in json.dumps(ei.value.node_errors, ensure_ascii=False)
+    fake.task_opts.update(fail="CUDA out of memory")
+    with pytest.raises(E.TaskFailedError) as ei:
+        execute(t2i(gpugeek_lang="zh"), env)
+    assert "云端运行失败：CUDA out of memory" in str(ei.value) and "重新运行" in str(ei.value)
+    texts = [t for t, _ in PromptServer.instance.progress_texts]
+    assert "正在上传输入…" in texts and any(t.startswith("已提交：任务 ") for t in texts)
+    PromptServer.instance.progress_texts.clear()
+    with pytest.raises(E.TaskFailedError) as ei:
+        execute(t2i(), env)
+    assert "the cloud run failed: CUDA out of memory" in str(ei.value)
+    assert "Uploading inputs…" in [t for t, _ in PromptServer.instance.progress_texts]
+
+
 def test_run_here_passes_inputs_through_without_cloud(env, fake, monkeypatch):
     monkeypatch.delenv("GPUGEEK_API_KEY")
     p = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
@@ -323,3 +345,35 @@ def test_task_survives_a_killed_process_and_loads_in_a_new_one(env, fake, tmp_pa
     (name, data), = next(iter(fake.tasks[pid].files.values()))
     assert torch.equal(img[0], png_tensor(data))
     assert pack.nodes.cloud.journal().by_prompt_id(pid)["status"] == "succeeded"
+
+
+def _route(handler, method, path, body=None):
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+    req = make_mocked_request(method, path)
+    if body is not None:
+        req.json = mock.AsyncMock(return_value=body)
+    return json.loads(asyncio.run(handler(req)).body)
+
+
+def test_the_editor_marks_from_the_servers_plan(env, fake):
+    """POST /gpugeek/plan is the editor's only planner: roles, the gateway each cloud node runs for, refusals in
+    the editor's language, the local nodes a refused crossing reaches."""
+    routes = pack.nodes.routes
+    p = t2i()
+    p["13"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}
+    p["14"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["13", 0]}}
+    res = _route(routes.post_plan, "POST", "/gpugeek/plan", {"prompt": p, "lang": "zh"})
+    assert res["ok"] and res["roles"]["4"] == "cloud" and res["roles"]["12"] == "local"
+    assert res["owner"]["8"] == "10" and "12" not in res["owner"]
+    assert res["flagged"] == ["13"] and "LATENT 不能从云端部分" in res["refusals"]["10"][0]
+    ok = _route(routes.post_plan, "POST", "/gpugeek/plan", {"prompt": t2i()})
+    assert ok["refusals"] == {} and ok["flagged"] == [] and "10" in ok["expected"]
+
+
+def test_the_editor_reads_its_texts_from_locales():
+    texts = _route(pack.nodes.routes.get_texts, "GET", "/gpugeek/texts?lang=zh")
+    assert texts["lang"] == "zh" and texts["texts"]
+    en = json.loads((Path(pack.__file__).parent / "locales" / "en" / "editor.json").read_text("utf-8"))
+    assert set(en) <= set(texts["texts"])  # English fills what a language lacks

@@ -173,17 +173,23 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
     except BaseException as e:
         if isinstance(e, Interrupted) and e.task_id is None:
             e.task_id = prompt_id
-        if not cancel_on_exit:
-            raise
-        why = stop_reason() or ("interrupted" if isinstance(e, (Interrupted, asyncio.CancelledError)) or
-                                type(e).__name__ == "InterruptProcessingException" else
-                                "timeout" if isinstance(e, errors.TaskTimeoutError) else
-                                f"the wait ended: {type(e).__name__}")
-        cancelled = await cancel_task(target, prompt_id, journal, key, why, on_event)
-        if isinstance(e, errors.TaskTimeoutError) and e.key == "err_timeout":
-            e.key = "err_timeout_cancelled" if cancelled else "err_timeout_cancel_failed"
-            e.message = e.message_in("en")
+        if cancel_on_exit:
+            await _cancel_after(e, target, prompt_id, journal, key, stop_reason() or _why(e), on_event)
         raise
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, (Interrupted, asyncio.CancelledError)) or type(e).__name__ == "InterruptProcessingException":
+        return "interrupted"
+    return "timeout" if isinstance(e, errors.TaskTimeoutError) else f"the wait ended: {type(e).__name__}"
+
+
+async def _cancel_after(e: BaseException, target, prompt_id: str, journal: Journal, key, why: str, on_event) -> None:
+    """The wait ended early: cancel the task, and say in a timeout's message whether the cancel worked."""
+    cancelled = await cancel_task(target, prompt_id, journal, key, why, on_event)
+    if isinstance(e, errors.TaskTimeoutError) and e.key == "err_timeout":
+        e.key = "err_timeout_cancelled" if cancelled else "err_timeout_cancel_failed"
+        e.message = e.message_in("en")
 
 
 async def _unless_interrupted(coro, interrupted: Callable[[], bool]):
