@@ -94,9 +94,12 @@ class Bar:
         if self._bar is not None:
             try:
                 self._bar.update_absolute(max(0, min(total, int(value))), total)
-            except Exception as e:  # ProgressBar raises on interruption in ComfyUI; let that through
+            except Exception as e:
+                # ComfyUI's progress hook raises a pending Stop and clears it; put it back, so the gateway's
+                # wait (which checks every 50 ms) sees it and cancels the remote task
                 if type(e).__name__ == "InterruptProcessingException":
-                    raise
+                    import comfy.model_management as mm
+                    mm.interrupt_current_processing(True)
 
 
 class _LazyInputs:
@@ -142,7 +145,7 @@ class ClassTable:
         if hit is not None and hit[0] is cls:
             return hit[1]
         outs = tuple(t if isinstance(t, str) else "COMBO" for t in (getattr(cls, "RETURN_TYPES", ()) or ()))
-        info = ClassInfo(outs, bool(getattr(cls, "OUTPUT_NODE", False)), _LazyInputs(cls))
+        info = ClassInfo(outs, bool(getattr(cls, "OUTPUT_NODE", False)), _LazyInputs(cls), spec=cls.INPUT_TYPES)
         self._cache[name] = (cls, info)
         return info
 

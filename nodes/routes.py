@@ -19,10 +19,16 @@ log = logging.getLogger("gpugeek.routes")
 TASKS_SHOWN = 200
 
 
-def _public_task(r: dict) -> dict:
+def _public_task(r: dict, lang: str = "en") -> dict:
     keys = ("key", "created", "updated", "prompt_id", "status", "workflow_id", "gateway", "queue_ms", "run_ms",
             "price", "result_url", "files", "error", "plan_hash", "target")
-    return {k: r.get(k) for k in keys}
+    out = {k: r.get(k) for k in keys}
+    # the cloud's refusal, node by node, in the editor's language (the raw answer stays in ``error``)
+    lines = [texts.Said.from_dict(x) for x in r.get("error_lines") or [] if isinstance(x, dict)]
+    out["error_text"] = " ".join(line.text(lang) for line in lines) or None
+    out["error_nodes"] = sorted({str(x["values"]["node"]).split(" ")[0].lstrip("#") for x in r.get("error_lines") or []
+                                 if isinstance(x, dict) and str((x.get("values") or {}).get("node", "")).startswith("#")})
+    return out
 
 
 async def get_config(request):
@@ -104,7 +110,8 @@ async def post_test(request):
 
 
 async def get_tasks(request):
-    return web.json_response({"tasks": [_public_task(r) for r in cloud.journal().tasks(TASKS_SHOWN)]})
+    lang = texts.lang_of(request.query.get("lang"))
+    return web.json_response({"tasks": [_public_task(r, lang) for r in cloud.journal().tasks(TASKS_SHOWN)]})
 
 
 def _task_target(pid: str) -> str | None:

@@ -21,9 +21,11 @@ class GPUGeekError(Exception):
 
     def __init__(self, message: str = "", *, code=None, traceid: str | None = None, status: int | None = None,
                  call: str | None = None, hint: str | None = None, task_id: str | None = None,
-                 key: str | None = None, values: dict | None = None):
+                 key: str | None = None, values: dict | None = None, lines: list | None = None):
         self.key, self.values = key, dict(values or {})
-        self.message = redact(texts.text(key, "en", **self.values) if key else str(message))
+        self.lines = list(lines or [])   # one texts.Said per problem (the cloud's errors, node by node)
+        self._head = str(message)
+        self.message = self.message_in("en")
         self.code = code
         self.traceid = redact(traceid) if traceid else None
         self.status = status
@@ -50,7 +52,8 @@ class GPUGeekError(Exception):
         return ""
 
     def message_in(self, lang: str) -> str:
-        return redact(texts.text(self.key, lang, **self.values)) if self.key else self.message
+        head = texts.text(self.key, lang, **self.values) if self.key else self._head
+        return redact(" ".join([head] + [line.text(lang) for line in self.lines]))
 
     def details(self) -> str:
         parts = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LOCALES = Path(__file__).resolve().parents[1] / "locales"
@@ -39,7 +40,29 @@ def lookup(key: str, lang: str = "en", raw: bool = False):
 def text(key: str, lang: str = "en", **values) -> str:
     """The sentence ``key`` in ``lang`` (English where that language lacks it), filled with ``values``."""
     template = lookup(key, lang) or key
+    values = {k: (v.text(lang) if isinstance(v, Said) else v) for k, v in values.items()}
     try:
         return template.format(**values)
     except (KeyError, IndexError, ValueError):
         return template
+
+
+@dataclass(frozen=True)
+class Said:
+    """A sentence kept as its text key and values, so it can be told in any language later (a refusal, one
+    node's error from the cloud)."""
+    key: str
+    values: dict = field(default_factory=dict)
+
+    def text(self, lang: str = "en") -> str:
+        return text(self.key, lang, **self.values)
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "values": {k: (v.to_dict() if isinstance(v, Said) else v)
+                                            for k, v in self.values.items()}}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Said":
+        values = {k: (cls.from_dict(v) if isinstance(v, dict) and "key" in v else v)
+                  for k, v in (raw.get("values") or {}).items()}
+        return cls(str(raw.get("key")), values)

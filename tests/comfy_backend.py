@@ -34,7 +34,7 @@ class ComfyBackend:
                     node["inputs"]["image"] = r.json()["name"]
         r = requests.post(self.url + "/prompt", json={"prompt": prompt, "client_id": self.client_id}, timeout=30)
         if r.status_code != 200:
-            raise RuntimeError(f"cloud ComfyUI refused the prompt: {r.text[:500]}")
+            raise RuntimeError(r.text[:20000])  # the hosted ComfyUI's answer, passed on as error_msg
         pid = r.json()["prompt_id"]
         self.running[pid] = True
         while True:

@@ -60,6 +60,8 @@ def install():
             ProgressBar.instances.append(self)
 
         def update_absolute(self, value, total=None, preview=None):
+            # as ComfyUI's global progress hook (main.py) does: a pending Stop raises here, and is consumed
+            mm.throw_exception_if_processing_interrupted()
             if total is not None:
                 self.total = total
             self.current = value

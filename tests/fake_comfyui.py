@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 
 from fake_gpugeek import photo_png
 
+MODELS = ["v1-5-pruned-emaonly.safetensors"]
 KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleBy", "SaveImage", "PreviewImage",
          "EmptyImage", "VAEEncode", "VAEDecode", "KSampler", "CheckpointLoaderSimple", "CLIPTextEncode",
          "EmptyLatentImage", "MaskToImage", "ImageBatch", "VAEEncodeForInpaint"}
@@ -56,9 +57,21 @@ class FakeComfyUI:
         self.calls.append("prompt")
         body = await request.json()
         prompt = body.get("prompt") or {}
-        errors = {nid: {"errors": [{"type": "invalid_prompt", "message": "Node type not found",
-                                    "details": node.get("class_type")}], "class_type": node.get("class_type")}
-                  for nid, node in prompt.items() if node.get("class_type") not in KNOWN}
+        # as ComfyUI's validate_prompt answers: an unknown class ends validation at once (top-level error, no
+        # node_errors); a value not among a node's choices is a node error with the input and the value
+        missing = [(nid, node.get("class_type")) for nid, node in prompt.items() if node.get("class_type") not in KNOWN]
+        if missing:
+            nid, cls = missing[0]
+            return web.json_response({"error": {"type": "invalid_prompt", "message": f"Cannot execute because node "
+                                                f"{cls} does not exist.", "details": f"Node ID '#{nid}'",
+                                                "extra_info": {}}, "node_errors": {}}, status=400)
+        errors = {nid: {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                    "details": f"ckpt_name: '{node['inputs']['ckpt_name']}' not in {MODELS}",
+                                    "extra_info": {"input_name": "ckpt_name",
+                                                   "received_value": node["inputs"]["ckpt_name"]}}],
+                        "dependent_outputs": [], "class_type": node["class_type"]}
+                  for nid, node in prompt.items() if node.get("class_type") == "CheckpointLoaderSimple"
+                  and node.get("inputs", {}).get("ckpt_name") not in MODELS}
         if errors:
             return web.json_response({"error": {"type": "prompt_outputs_failed_validation", "message":
                                                 "Prompt outputs failed validation", "details": ""},

@@ -24,9 +24,12 @@ def stub_classes():
         if name.startswith("GPUGeek"):
             continue
         ins = {k: (t,) for k, t in spec.get("inputs", {}).items()}
+        # widgets as ComfyUI declares them (ranges, choices), optional here so older test prompts stay valid
+        widgets = {k: tuple(v) for k, v in spec.get("widgets", {}).items()}
         out[name] = type(name, (), {"RETURN_TYPES": tuple(spec.get("outputs", ())),
                                     "OUTPUT_NODE": bool(spec.get("output_node")), "FUNCTION": "run",
-                                    "INPUT_TYPES": classmethod(lambda cls, ins=ins: {"required": ins}),
+                                    "INPUT_TYPES": classmethod(lambda cls, ins=ins, w=widgets: {"required": ins,
+                                                                                                "optional": w}),
                                     "run": _runner(name)})
     return out
 

@@ -92,7 +92,22 @@ def test_node_errors_map_onto_the_users_nodes(env, remote):
     with pytest.raises(E.BadRequestError) as ei:
         execute(p, env)
     # named by id and class: titles stay out of the cloud prompt (a rename must not miss ComfyUI's cache)
-    assert "#2 CloudOnlyUpscaler" in str(ei.value) and "Node type not found" in str(ei.value)
+    text = str(ei.value)
+    assert "The cloud has no node type CloudOnlyUpscaler (node #2)" in text and "take that node out" in text
+    assert "{" not in text  # a sentence, not the server's JSON
+
+
+def test_a_model_the_server_lacks_is_one_sentence_on_that_node(env, remote):
+    p = graph()
+    p["5"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}}
+    p["8"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    p["7"] = {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["5", 2]}}
+    p["10"]["inputs"]["image_1"] = ["7", 0]
+    del p["1"], p["2"]
+    with pytest.raises(E.BadRequestError) as ei:
+        execute(p, env)
+    assert ("#5 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
+            f"the server {remote.url} provides.") in str(ei.value)
 
 
 def test_cloud_failure_named(env, remote):

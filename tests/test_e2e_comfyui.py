@@ -249,7 +249,7 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         page.keyboard.press("Escape")
         page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
         page.evaluate("(wf) => app.loadApiJson(wf, 'local image, cloud edit')", edit)
-        time.sleep(1)
+        page.wait_for_function("() => window.__gpugeekMarking.roles['3'] === 'cloud'", timeout=30000)  # the server's plan
         page.evaluate("app.canvas.ds.scale = 0.75; app.canvas.ds.offset = [40, 60]; app.graph.setDirtyCanvas(true, true)")
         time.sleep(3)
         page.screenshot(path=str(shots / "marked.png"))
@@ -297,6 +297,160 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
     assert "云端执行" in title or "云端执行" in html
     for text in [saved, storage, html] + frames:
         assert KEY not in text
+
+
+# ---- the marking follows an edit: latency on a 500-node graph, on each frontend -------------------------
+# A newer frontend is tested too when COMFYUI_FRONTEND_NEW names its static folder (ComfyUI's
+# --front-end-root), e.g. .../comfyui_frontend_package/static of comfyui-frontend-package 1.58.1.
+FRONTEND_NEW = os.environ.get("COMFYUI_FRONTEND_NEW")
+CHAIN = 500
+
+
+@pytest.fixture(scope="module", params=["bundled", "new"])
+def editor_url(request, stack):
+    """The editor's address: the stack's ComfyUI (bundled frontend), or one more serving the newer frontend."""
+    if request.param == "bundled":
+        yield stack["local"]
+        return
+    if not FRONTEND_NEW or not Path(FRONTEND_NEW, "index.html").exists():
+        pytest.skip("COMFYUI_FRONTEND_NEW does not name a frontend's static folder")
+    port, tmp = free_port(), stack["tmp"]
+    (tmp / "user-new").mkdir(exist_ok=True)
+    log = tmp / "local-new.log"
+    proc = subprocess.Popen([PY, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                             "--front-end-root", FRONTEND_NEW, "--output-directory", str(tmp / "out-new"),
+                             "--user-directory", str(tmp / "user-new")],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=COMFY,
+                            env={**os.environ, "GPUGEEK_API_KEY": KEY, "GPUGEEK_BASE_URL": stack["fake"]})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/object_info/GPUGeekCloudExecute", timeout=180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def chain_prompt(n=CHAIN):
+    """EmptyImage -> ImageInvert x n -> gateway -> SaveImage: a cloud part of n + 1 nodes."""
+    p = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}
+    for i in range(2, n + 2):
+        p[str(i)] = {"class_type": "ImageInvert", "inputs": {"image": [str(i - 1), 0]}}
+    p["9000"] = {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": WF, "run_on": "cloud",
+                                                                  "timeout_s": 120, "image_1": [str(n + 1), 0]}}
+    p["9001"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "chain", "images": ["9000", 0]}}
+    return p
+
+
+# One edit in the page, timed until the marking shows it: cut (or restore) the link into the middle of the
+# chain, so that the first node no longer (or again) runs in the cloud. window.__gpugeekMarking is test-only.
+EDIT_JS = """async ([cut, mid]) => {
+  const m = window.__gpugeekMarking, g = app.graph;
+  const a = g.getNodeById(mid), b = g.getNodeById(mid + 1);
+  const want = cut ? (r) => r !== "cloud" : (r) => r === "cloud";
+  const t0 = performance.now();
+  if (cut) b.disconnectInput(0); else a.connect(0, b, 0);
+  while (!want(m.roles["1"])) {
+    if (performance.now() - t0 > 10000) return -1;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return performance.now() - t0;
+}"""
+
+# what one plan costs without the polling and debounce: the prompt in the page, the server's answer
+COST_JS = """async () => {
+  const t0 = performance.now();
+  const { output } = await app.graphToPrompt();
+  const t1 = performance.now();
+  const res = await fetch("/gpugeek/plan", { method: "POST", headers: { "Content-Type": "application/json" },
+                                             body: JSON.stringify({ prompt: output, lang: "en" }) });
+  const ok = (await res.json()).ok;
+  return [t1 - t0, performance.now() - t1, ok];
+}"""
+
+
+def open_editor(browser, url, on_request=None):
+    page = browser.new_page(viewport={"width": 1500, "height": 900})
+    if on_request:
+        page.on("request", on_request)
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function("window.app && window.app.graph && window.__gpugeekMarking", timeout=60000)
+    time.sleep(3)
+    page.keyboard.press("Escape")
+    return page
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(), reason="no chromium")
+def test_marking_follows_an_edit_on_a_500_node_graph(editor_url, request):
+    pw = pytest.importorskip("playwright.sync_api")
+    import statistics
+    with pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = open_editor(b, editor_url)
+        version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || 'unknown'")
+        page.evaluate("(wf) => app.loadApiJson(wf, 'chain')", chain_prompt())
+        page.wait_for_function("() => window.__gpugeekMarking.roles['1'] === 'cloud'", timeout=60000)
+        assert page.evaluate(f"() => window.__gpugeekMarking.roles['{CHAIN + 1}']") == "cloud"
+        gateway = page.evaluate("() => app.graph.getNodeById(9000).widgets.find(w => w.name === 'run_on').value")
+        assert gateway == "cloud"
+        plans = page.evaluate("() => window.__gpugeekMarking.plans")
+        time.sleep(1.0)   # idle: nothing is planned again
+        assert page.evaluate("() => window.__gpugeekMarking.plans") == plans
+        times = []
+        for i in range(6):
+            time.sleep(0.3)
+            ms = page.evaluate(EDIT_JS, [i % 2 == 0, CHAIN // 2])
+            assert ms >= 0, f"edit {i}: the marking did not follow within 10 s"
+            times.append(ms)
+        costs = [page.evaluate(COST_JS) for _ in range(3)]
+        b.close()
+    med = statistics.median(times)
+    print(f"\n[marking latency] frontend {version} ({request.node.callspec.id}): {CHAIN + 3} nodes, median "
+          f"{med:.0f} ms over {len(times)} edits {[round(t) for t in times]}; one plan: graphToPrompt "
+          f"{statistics.median(c[0] for c in costs):.0f} ms + POST /gpugeek/plan {statistics.median(c[1] for c in costs):.0f} ms")
+    assert all(c[2] for c in costs)
+    assert med < 2000   # a loose sanity bound, not a timing test
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(), reason="no chromium")
+def test_queued_prompt_carries_the_editor_language_and_refusals_are_in_it(editor_url):
+    """Each gateway of the prompt that app.queuePrompt sends carries gpugeek_lang; the marking's refusal
+    sentences and the editor's texts come from the server in the editor's language."""
+    pw = pytest.importorskip("playwright.sync_api")
+    sent, texts = [], []
+
+    def record(r):
+        if "/gpugeek/texts" in r.url:
+            texts.append(r.url)
+        elif r.method == "POST" and r.url.endswith("/prompt"):
+            sent.append(r.post_data_json)
+    with pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = open_editor(b, editor_url, record)
+        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'zh')")
+        crossing = t2i()
+        crossing["13"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}
+        crossing["14"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["13", 0]}}
+        page.evaluate("(wf) => app.loadApiJson(wf, 'crossing')", crossing)
+        page.wait_for_function("() => (window.__gpugeekMarking.refusals['10'] || []).length > 0", timeout=30000)
+        marking = page.evaluate("() => { const m = window.__gpugeekMarking;"
+                                " return { refusals: m.refusals, flagged: [...m.flagged], roles: m.roles }; }")
+        page.evaluate("(wf) => app.loadApiJson(wf, 'cheap')", cheap(gw="96", color=0x0F0F0F))
+        time.sleep(1)
+        page.evaluate("app.queuePrompt(0, 1)")
+        page.wait_for_function("() => (app.graph.getNodeById(96)?.__gpugeekStatus || {}).status === 3", timeout=60000)
+        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+        b.close()
+    assert sorted(u.split("lang=")[1] for u in texts) == ["en", "zh"]    # both tables, once
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in " ".join(marking["refusals"]["10"]))   # Chinese
+    assert "13" in marking["flagged"] and marking["roles"]["3"] in ("cloud", "both")
+    queued = [s["prompt"] for s in sent if s and "96" in s.get("prompt", {})]
+    assert queued and queued[0]["96"]["inputs"]["gpugeek_lang"] == "zh"
+    assert all("gpugeek_lang" not in n["inputs"] for k, n in queued[0].items() if k != "96")
 
 
 # ---- the second target: the same gateway, straight to the second real ComfyUI (nothing between) -------

@@ -150,6 +150,24 @@ def test_interrupt_cancels_the_remote_task_once_within_a_second(env, fake, phase
     assert rec["status"] == "cancelled"
 
 
+def test_a_stop_that_lands_on_a_progress_update_still_cancels(env, fake, monkeypatch):
+    """ComfyUI's progress hook raises a pending Stop and clears it: the gateway's own bar update must not eat the
+    user's Stop (the prompt would then wait for a task the user stopped, and pay for it)."""
+    fake.task_opts.update(run_s=30)
+    server = PromptServer.instance
+    plain = server.send_progress_text
+
+    def stop_while_reporting(text, node_id, sid=None):
+        plain(text, node_id, sid)
+        if text.startswith("Running"):
+            mm.interrupt_flag = True   # the Stop arrives between the text and the bar of one status update
+    monkeypatch.setattr(server, "send_progress_text", stop_while_reporting)
+    with pytest.raises(mm.InterruptProcessingException):
+        execute(t2i(), env)
+    assert core("owner").owner().drain(10)
+    assert fake.count("cancel") == 1 and fake.running_tasks() == []
+
+
 def test_timeout_cancels_remotely(env, fake):
     fake.task_opts.update(run_s=30)
     with pytest.raises(E.TaskTimeoutError) as ei:
@@ -209,6 +227,23 @@ def test_the_prompt_carries_its_language_to_refusals_progress_and_errors(env, fa
         execute(t2i(), env)
     assert "the cloud run failed: CUDA out of memory" in str(ei.value)
     assert "Uploading inputs…" in [t for t, _ in PromptServer.instance.progress_texts]
+
+
+def test_a_wrong_value_in_the_cloud_part_is_refused_before_paying(env, fake):
+    """A cloud node whose class is installed here is checked as ComfyUI checks it: a value out of range or not
+    among its choices refuses the task at queue time, naming the node; a model name only the cloud knows passes."""
+    p = t2i()
+    p["3"]["inputs"].update(steps=0, sampler_name="no_such_sampler")
+    with pytest.raises(mini_comfy.ValidationError) as ei:
+        execute(p, env)
+    said = json.dumps(ei.value.node_errors)
+    assert list(ei.value.node_errors) == ["10"] and "#3 KSampler: steps is 0, outside its range 1 to 10000" in said
+    assert "sampler_name is no_such_sampler, which is not one of its choices (euler, euler_ancestral" in said
+    assert fake.calls == []
+    ok = t2i()
+    ok["3"]["inputs"].update(steps=4, sampler_name="euler")  # and ckpt_name "cloud_only.safetensors": not ours to judge
+    execute(ok, env)
+    assert fake.count("submit") == 1
 
 
 def test_run_here_passes_inputs_through_without_cloud(env, fake, monkeypatch):
@@ -377,3 +412,29 @@ def test_the_editor_reads_its_texts_from_locales():
     assert texts["lang"] == "zh" and texts["texts"]
     en = json.loads((Path(pack.__file__).parent / "locales" / "en" / "editor.json").read_text("utf-8"))
     assert set(en) <= set(texts["texts"])  # English fills what a language lacks
+
+
+def test_the_clouds_refusal_is_a_sentence_per_node_in_the_users_language(env, fake):
+    """GPUGeek's hosted ComfyUI puts its validation answer (JSON) in error_msg: the gateway's error says, node by
+    node, what the cloud lacks and what to do, in the prompt's language; the tasks tab says the same, the raw
+    answer stays in the journal."""
+    raw = json.dumps({"4": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                        "details": "ckpt_name: 'sd_xl_base_1.0.safetensors' not in []",
+                                        "extra_info": {"input_name": "ckpt_name",
+                                                       "received_value": "sd_xl_base_1.0.safetensors"}}],
+                            "dependent_outputs": ["9"], "class_type": "CheckpointLoaderSimple"}})
+    fake.task_opts.update(fail=raw)
+    with pytest.raises(E.TaskFailedError) as ei:
+        execute(t2i(), env)
+    said = ("#4 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
+            f"workflow {WF} provides.")
+    assert said in str(ei.value) and "{" not in str(ei.value)
+    with pytest.raises(E.TaskFailedError) as ei:
+        execute(t2i(gpugeek_lang="zh"), env)
+    assert f"#4 CheckpointLoaderSimple：云端没有名为 sd_xl_base_1.0.safetensors 的 ckpt_name；请选择 工作流 {WF} 提供的一个" \
+        in str(ei.value)
+    tasks = _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks?lang=zh")["tasks"]
+    assert "云端没有名为" in tasks[0]["error_text"] and tasks[0]["error_nodes"] == ["4"]
+    assert tasks[0]["error"] == raw  # the raw answer, for whoever needs it
+    en = _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks")["tasks"]
+    assert said in en[0]["error_text"]

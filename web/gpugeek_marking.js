@@ -1,15 +1,24 @@
 // Marks, as the user edits, the nodes that will run in the cloud for each gateway, flags crossings that
 // would be refused, and shows on each gateway the expected price and run time of its cloud part (median
-// of earlier runs in the journal). The rules are lib/plan.js, the same as the server's plan.
-import { app, api, call, tr, lang, EXT } from "./gpugeek_common.js";
-import { makePlan, GATEWAY } from "./lib/plan.js";
-import { classTable, expectedLine } from "./lib/status.js";
+// of earlier runs in the journal). Everything comes from the server's plan (POST /gpugeek/plan): the
+// editor has no planner of its own, so the marking is what queueing the graph would do.
+import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
+import { GATEWAY } from "./lib/names.js";
+import { expectedLine } from "./lib/status.js";
 import { runningCloudNodes } from "./lib/live.js";
+import { follower } from "./lib/follow.js";
+import { withoutLanguage, hasGateway } from "./lib/prompt.js";
 
 const CLOUD = "#3b82f6";   // readable on dark and light canvases
 const BOTH = "#14b8a6";
 const REFUSED = "#ef4444";
-const state = { roles: {}, owner: {}, refusals: {}, flagged: new Set(), expected: {}, version: null, busy: false, classes: null };
+const EMPTY = { ok: true, roles: {}, owner: {}, refusals: {}, flagged: [], groups: {}, expected: {} };
+// what is drawn (the last plan applied), and the last answer by prompt (a graph whose prompt did not
+// change, e.g. a node moved, is not planned again)
+const state = { roles: {}, owner: {}, refusals: {}, flagged: new Set(), groups: {}, expected: {},
+                applied: null, last: null, failing: false, plans: 0 };
+// test-only: the end-to-end tests read the marking from here (tests/test_e2e_comfyui.py)
+globalThis.__gpugeekMarking = state;
 
 function marking() {
   return app.extensionManager?.setting?.get("GPUGeek.MarkCloud") !== false;
@@ -93,39 +102,66 @@ function patch(node) {
   };
 }
 
-async function refresh() {
+const nodesOf = (graph) => graph._nodes || graph.nodes || [];
+
+// the graph's change counter (and its subgraphs'), and which graph it is: cheap, checked every 100 ms
+const graphIds = new WeakMap();
+function versionOf(graph) {
+  if (!graph) return "none";
+  if (!graphIds.has(graph)) graphIds.set(graph, graphIds.size + 1 + Math.random());
+  const subs = graph.subgraphs?.values ? [...graph.subgraphs.values()].map((g) => g._version).join(",") : "";
+  return `${graphIds.get(graph)}|${graph._version}|${subs}`;
+}
+
+function apply(answer) {
+  if (answer === state.applied) return;
+  Object.assign(state, { roles: answer.roles || {}, owner: answer.owner || {}, refusals: answer.refusals || {},
+    flagged: new Set((answer.flagged || []).map(String)), groups: answer.groups || {}, expected: answer.expected || {},
+    applied: answer });
+  app.graph?.setDirtyCanvas?.(true, true);
+}
+
+function failed(message) {
+  if (!state.failing) console.warn("[GPUGeek] the server's plan failed; the marking stays as it was:", message);
+  state.failing = true;
+}
+
+async function replan() {
   const graph = app.graph;
-  if (!graph || state.busy) return;
-  const version = graph._version ?? Math.random();
-  if (version === state.version) return;
-  state.busy = true;
-  try {
-    for (const n of graph._nodes || graph.nodes || []) patch(n);
-    const { output } = await app.graphToPrompt();
-    const hasGateway = Object.values(output).some((n) => n.class_type === GATEWAY);
-    if (!hasGateway) {
-      Object.assign(state, { roles: {}, owner: {}, refusals: {}, flagged: new Set(), expected: {} });
-    } else {
-      const plan = makePlan(output, state.classes || {});
-      Object.assign(state, { roles: plan.roles, owner: plan.owner, refusals: plan.refusals, flagged: new Set(plan.flagged) });
-      const server = await call("plan", { prompt: output }).catch(() => null);
-      if (server?.ok) state.expected = server.expected || {};
-    }
-    state.version = version;
-    graph.setDirtyCanvas?.(true, true);
-  } catch (e) {
-    console.warn("[GPUGeek] planning in the editor failed", e);
-  } finally {
-    state.busy = false;
+  if (!graph) return;
+  const before = versionOf(graph);
+  for (const n of nodesOf(graph)) patch(n);
+  const { output } = await app.graphToPrompt();
+  withoutLanguage(output);
+  if (!hasGateway(output)) { apply(EMPTY); return; }
+  const code = lang();
+  const key = `${code}|${JSON.stringify(output)}`;
+  if (state.last?.key === key) { apply(state.last.answer); return; }
+  let answer;
+  try { answer = await call("plan", { prompt: output, lang: code }); } catch (e) { failed(e); return; }
+  if (!answer?.ok) { failed(answer?.message); return; }
+  state.failing = false;
+  state.plans += 1;
+  state.last = { key, answer };
+  // stale: the graph changed while the server planned it; the run that follows plans it as it is now
+  if (graph === app.graph && versionOf(graph) === before) apply(answer);
+}
+
+const follow = follower({ version: () => versionOf(app.graph), run: replan, pollMs: 100, debounceMs: 60 });
+
+// estimates change when a run ends: plan again even if the graph did not change
+function replanAfterRuns() {
+  for (const ev of ["execution_success", "execution_error", "execution_interrupted"]) {
+    api.addEventListener(ev, () => { state.last = null; follow.check(true); });
   }
 }
 
 app.registerExtension({
   name: `${EXT}.marking`,
   async setup() {
-    try { state.classes = classTable(await api.getNodeDefs()); } catch { state.classes = {}; }
-    setInterval(refresh, 1000);
-    refresh();
+    await textsReady();
+    replanAfterRuns();
+    follow.start();
   },
   nodeCreated(node) { patch(node); },
   loadedGraphNode(node) { patch(node); },

@@ -1,7 +1,7 @@
 // Settings › GPUGeek: the API key (write-only: stored on the server through the pack's route; the browser
 // only learns whether a key is set and its last four characters), base URL, default workflow id, daily
 // limit, marking; a "test connection" action. Non-secret values are mirrored to the server on change.
-import { app, call, tr, toast, lang, EXT } from "./gpugeek_common.js";
+import { app, call, tr, toast, lang, textsReady, EXT } from "./gpugeek_common.js";
 
 async function saveServer(field, value) {
   const res = await call("config", { [field]: value, lang: lang() });
@@ -71,6 +71,7 @@ function mirrored(field) {
 
 app.registerExtension({
   name: `${EXT}.settings`,
+  async setup() { await textsReady(); },
   settings: [
     { id: "GPUGeek.ApiKey", category: ["GPUGeek", "Connection", "API key"], name: "API key",
       tooltip: "Stored on the ComfyUI server (owner-only file); never sent back to the browser.",

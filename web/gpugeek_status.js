@@ -1,7 +1,7 @@
 // Live task status on each gateway: queued (position N of M), running (elapsed), done (time, price),
 // failed (the cloud's text), cancelled; the task id is copyable from the node's menu.
-import { app, api, tr, toast, lang, call, EXT } from "./gpugeek_common.js";
-import { GATEWAY } from "./lib/plan.js";
+import { app, api, tr, toast, lang, textsReady, EXT } from "./gpugeek_common.js";
+import { GATEWAY } from "./lib/names.js";
 import { statusLines } from "./lib/status.js";
 import { live as byNode } from "./lib/live.js";  // gateway node id -> status record from the server
 
@@ -65,9 +65,9 @@ app.registerExtension({
       return r;
     };
   },
-  setup() {
-    // the server writes its progress text in the editor's language
-    call("locale", { locale: lang() }).catch(() => {});
+  async setup() {
+    // the server writes its progress text in the language each prompt carries (gpugeek_lang.js)
+    await textsReady();
     api.addEventListener("gpugeek.status", ({ detail }) => {
       if (!detail?.node) return;
       byNode.set(String(detail.node), detail);

@@ -1,6 +1,6 @@
 // The GPUGeek tab in the sidebar: every task of the journal (time, workflow, status, durations, price,
 // thumbnails), cancel for a running task, "load results" that adds a GPUGeek Load Result node.
-import { app, call, tr, toast, EXT } from "./gpugeek_common.js";
+import { app, call, tr, toast, textsReady, EXT } from "./gpugeek_common.js";
 import { seconds } from "./lib/i18n.js";
 
 const ACTIVE = new Set(["submitting", "queued", "running", "cancelling", "unknown"]);
@@ -100,7 +100,8 @@ function render(root) {
 
 app.registerExtension({
   name: `${EXT}.tasks`,
-  setup() {
+  async setup() {
+    await textsReady();
     app.extensionManager?.registerSidebarTab?.({
       id: "gpugeek-tasks",
       icon: "pi pi-cloud",

@@ -27,6 +27,7 @@ class ClassInfo:
     outputs: tuple = ()
     output_node: bool = False
     inputs: dict = field(default_factory=dict)  # input name -> type, where known
+    spec: object = None  # () -> the class's INPUT_TYPES(), where installed here (queue-time value checks)
 
 
 ClassTable = dict  # class_type -> ClassInfo

@@ -12,14 +12,8 @@ PASS, IMAGE, MASK = "pass", "image", "mask"          # what a gateway output car
 LITERAL, URL = "literal", "url"                      # crossings in, besides IMAGE and MASK
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(texts.Said):
     """Why a gateway cannot be sent: a sentence of ``locales/<lang>/server.json`` (``key``) and its values."""
-    key: str
-    values: dict = field(default_factory=dict)
-
-    def text(self, lang: str = "en") -> str:
-        return texts.text(self.key, lang, **self.values)
 
 
 @dataclass

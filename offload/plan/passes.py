@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .check import check_node
 from .cloud_prompt import add_save, cloud_prompt
 from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS, PIXELS,
                     PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT, UPLOAD, UPLOAD_URL_SLOT,
@@ -22,7 +23,8 @@ class PlanResult:
     roles: dict       # node id -> "local" | "cloud" | "both"
     groups: dict      # gateway id -> id of the gateway that runs its task
     owner: dict = field(default_factory=dict)   # cloud node id -> the gateway that runs it
-    flagged: list = field(default_factory=list)  # local nodes a refused crossing reaches (the editor marks them)
+    flagged: list = field(default_factory=list)  # nodes a refusal names: a refused crossing's local node, a
+    #                                              cloud node with a wrong value (the editor marks them)
 
 
 @dataclass
@@ -66,6 +68,7 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
     _merge_groups(st)
     _cloud_outputs(st)
     _cycles(st)
+    _check_values(st)
     _crossings_out(st)
     _free_outputs(st)
     _refuse_whole_groups(st)
@@ -160,6 +163,16 @@ def _cycles(st: _Planning) -> None:
         cyc = _find_cycle(st.prompt, nodes)
         if cyc:
             st.refuse(L, "refuse_cycle", path=" -> ".join(st.label(n) for n in cyc))
+
+
+def _check_values(st: _Planning) -> None:
+    """Cloud nodes whose class is installed here are checked as ComfyUI would, before anything is paid for;
+    a mistake refuses the task and marks the node."""
+    for n in sorted(st.owner):
+        found = check_node(n, st.prompt[n], st.classes, st.label(n))
+        st.refusals[st.owner[n]].extend(found)
+        if found:
+            st.flagged.add(n)
 
 
 def _crossings_out(st: _Planning) -> None:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import errors, texts
+from .. import cloud_errors, errors, texts
 from ..journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
 from ..owner import Interrupted
 from ..poll import INTERRUPT_CHECK_S, PollSchedule
@@ -95,12 +95,21 @@ async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache,
     job.emit("submitted", prompt_id=prompt_id)
     detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
                              interrupted=job.interrupted, on_event=job.emit, estimate=estimate, label=label,
-                             stop_reason=lambda: job.stop_reason)
+                             stop_reason=lambda: job.stop_reason, prompt=prompt,
+                             provider=_provider(target, workflow_id))
     t_done = time.monotonic()
     files = await job.guard(fetch_results(detail, target, fetch_nodes))
     t_dl = time.monotonic()
     return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
                       {"upload_s": t_up - t0, "wait_s": t_done - t_up, "download_s": t_dl - t_done})
+
+
+def _provider(target, workflow_id) -> texts.Said:
+    """What provides the cloud's models, for the sentence that asks the user to pick one it has."""
+    url = getattr(target, "url", None)
+    if url:
+        return texts.Said("where_server", {"url": url})
+    return texts.Said("where_workflow", {"workflow": workflow_id}) if workflow_id else texts.Said("where_cloud")
 
 
 async def submit_once(target, prompt: dict, workflow_id, journal: Journal, key: str, label: str) -> str:
@@ -126,7 +135,8 @@ async def submit_once(target, prompt: dict, workflow_id, journal: Journal, key: 
 async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None, timeout_s: float,
                     interrupted: Callable[[], bool], on_event: Callable, estimate: dict | None = None,
                     label: str = "GPUGeek Cloud Execute", cancel_on_exit: bool = True,
-                    stop_reason: Callable[[], str | None] = lambda: None) -> TaskDetail:
+                    stop_reason: Callable[[], str | None] = lambda: None, prompt: dict | None = None,
+                    provider: texts.Said | None = None) -> TaskDetail:
     """Poll until the task ends. The run's own task (``cancel_on_exit``) is cancelled remotely on a stop,
     a timeout, or anything else that ends the wait early (the prompt that waited for it ended, a status call
     that cannot succeed): a paid task is never left running behind the user's back. A reader of somebody's
@@ -158,7 +168,7 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
                                        run_ms=d.run_duration_ms)
                 if d.final:
                     on_event("status", detail=d, expected=hist)
-                    return _finish(d, journal, key, label)
+                    return _finish(d, journal, key, label, prompt, provider)
                 if interrupted():
                     raise Interrupted(prompt_id)
                 on_event("status", detail=d, expected=hist)
@@ -213,10 +223,20 @@ def job_status(s: int) -> str:
     return {1: QUEUED, 2: RUNNING, 3: SUCCEEDED, 4: FAILED, 5: CANCELLED}.get(s, UNKNOWN)
 
 
-def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str) -> TaskDetail:
+def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str, prompt: dict | None = None,
+            provider: texts.Said | None = None) -> TaskDetail:
+    """A task that ended: journaled; a failure raised with the cloud's errors told node by node where it
+    named nodes (the raw answer stays in the journal and the log)."""
+    lines = cloud_errors.explain(d.error_msg, prompt or {}, provider or texts.Said("where_cloud")) \
+        if d.status == S_FAILED else []
     if key:
         journal.update(key, status=job_status(d.status), queue_ms=d.queue_duration_ms, run_ms=d.run_duration_ms,
-                       price=d.origin_price, result_url=d.result_url, error=d.error_msg or None)
+                       price=d.origin_price, result_url=d.result_url, error=d.error_msg or None,
+                       error_lines=[line.to_dict() for line in lines] or None)
+    if lines:
+        log.info("%s: the cloud refused the prompt: %s", label, d.error_msg)
+        raise errors.TaskFailedError(key="err_cloud_rejected", values={"label": label}, lines=lines,
+                                     task_id=d.prompt_id)
     if d.status == S_FAILED:
         raise errors.TaskFailedError(key="err_task_failed", task_id=d.prompt_id,
                                      values={"label": label, "reason": d.error_msg or texts.text("err_no_reason")})

@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from .. import errors
+from .. import cloud_errors, errors, texts
 from ..config import check_base_url
 from ..redact import get_logger, register_secret
 from ..transport import RetryPolicy, Transport, download, page_snippet
@@ -165,31 +165,16 @@ class ComfyUITarget:
             res = await self._request("POST", "/prompt", "submit", safe=False,
                                       json={"prompt": prompt, "client_id": self.client_id, "prompt_id": pid})
         except errors.BadRequestError as e:
-            raise errors.BadRequestError(self._node_errors(getattr(e, "body", ""), prompt) or e.message, status=e.status,
-                                    call="submit", hint="Fix the named nodes for that server (its models and node "
-                                    "types), or run this part elsewhere.") from None
+            lines = cloud_errors.explain(getattr(e, "body", ""), prompt, texts.Said("where_server", {"url": self.url}))
+            if not lines:
+                raise
+            raise errors.BadRequestError(key="err_server_rejected", lines=lines, status=e.status, call="submit",
+                                         hint="") from None
         got = (res or {}).get("prompt_id") if isinstance(res, dict) else None
         if got and got != pid:
             self._state[got] = self._state.pop(pid)
             pid = got
         return pid
-
-    @staticmethod
-    def _node_errors(body: str, prompt: dict) -> str:
-        """The server's node_errors, mapped onto the user's nodes (the cloud part keeps the user's ids)."""
-        try:
-            data = json.loads(body)
-        except (TypeError, ValueError):
-            return ""
-        parts = []
-        for nid, err in (data.get("node_errors") or {}).items():
-            title = ((prompt.get(nid) or {}).get("_meta") or {}).get("title") or err.get("class_type", "")
-            details = "; ".join(f"{e.get('message', '')}: {e.get('details', '')}".strip(": ")
-                                for e in err.get("errors", []))
-            parts.append(f"#{nid} {title}: {details}")
-        if not parts and isinstance(data.get("error"), dict):
-            parts.append(f"{data['error'].get('message', '')} {data['error'].get('details', '')}".strip())
-        return "The ComfyUI server refused the cloud part: " + " | ".join(parts) if parts else ""
 
     async def status(self, task_id: str) -> TaskDetail:
         st = self._state.setdefault(task_id, {})

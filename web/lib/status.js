@@ -21,19 +21,3 @@ export function expectedLine(expected, lang) {
   const key = expected.basis === "shape" || expected.basis === "workflow" ? `expected_${expected.basis}` : "expected";
   return t(lang, key, { price: expected.price ?? "?", time: seconds(expected.run_ms), n: expected.runs });
 }
-
-// object_info -> the class table the plan needs (output types, output nodes, input types)
-export function classTable(defs) {
-  const out = {};
-  for (const [name, d] of Object.entries(defs || {})) {
-    const inputs = {};
-    for (const cat of ["required", "optional"]) {
-      for (const [k, v] of Object.entries((d.input || {})[cat] || {})) {
-        inputs[k] = Array.isArray(v) && typeof v[0] === "string" ? v[0] : "COMBO";
-      }
-    }
-    out[name] = { outputs: (d.output || []).map((o) => (typeof o === "string" ? o : "COMBO")),
-                  output_node: !!d.output_node, inputs };
-  }
-  return out;
-}

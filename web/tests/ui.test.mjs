@@ -3,30 +3,23 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
-import { STRINGS, t, langOf } from "../lib/i18n.js";
-import { statusLines, expectedLine, classTable } from "../lib/status.js";
+import { t, langOf } from "../lib/i18n.js";
+import { statusLines, expectedLine } from "../lib/status.js";
+import { installTexts, editorTexts } from "./texts.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-
-test("every English string has a Chinese one and back", () => {
-  assert.deepEqual(Object.keys(STRINGS.en).sort(), Object.keys(STRINGS.zh).sort());
-});
+installTexts();
 
 test("status lines in both languages", () => {
   assert.deepEqual(statusLines({ status: 1, position: 2, queue_size: 5, task_id: "77" }, "en"),
     ["queued: position 2 of 5", "task 77"]);
-  assert.equal(statusLines({ status: 3, run_ms: 12500, price: 0.25 }, "zh-CN")[0], "完成，用时 12.5 s，费用 0.25");
+  const doneZh = editorTexts("zh").done.replace("{t}", "12.5 s").replace("{price}", "0.25");
+  assert.equal(statusLines({ status: 3, run_ms: 12500, price: 0.25 }, "zh-CN")[0], doneZh);
+  assert.match(doneZh, /12\.5 s.*0\.25/);
   assert.equal(statusLines({ status: 4, error: "CUDA OOM" }, "en")[0], "failed: CUDA OOM");
   assert.equal(expectedLine({ price: 0.3, run_ms: 61000, runs: 3 }, "en"), "expected ~0.3, ~1 min 1 s (3 earlier runs)");
   assert.equal(langOf("zh-TW"), "zh");
   assert.equal(t("fr", "cancel"), "Cancel");
-});
-
-test("object_info becomes the plan's class table", () => {
-  const table = classTable({ SaveImage: { input: { required: { images: ["IMAGE"] } }, output: [], output_node: true },
-    LoadImage: { input: { required: { image: [["a.png"], {}] } }, output: ["IMAGE", "MASK"], output_node: false } });
-  assert.deepEqual(table.SaveImage, { outputs: [], output_node: true, inputs: { images: "IMAGE" } });
-  assert.deepEqual(table.LoadImage.inputs, { image: "COMBO" });
 });
 
 test("locale files cover every input and output of the three nodes in both languages", () => {

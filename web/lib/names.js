@@ -1,0 +1,4 @@
+// Names the editor features share with the server (node classes, the prompt input carrying the language).
+export const GATEWAY = "GPUGeekCloudExecute";
+// the editor's language, added to each gateway's inputs of a queued prompt; the server pops it before validation
+export const LANG_INPUT = "gpugeek_lang";
