@@ -13,7 +13,7 @@ import time
 from ..offload import errors, run, texts
 from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, PLAN_INPUT, REFUSED,
                             GatewayPlan)
-from ..offload.run.progress import bar_percent, event_text, status_record
+from ..offload.run.progress import bar_percent, cloud_errors_record, event_text, preview_record, status_record
 from . import cloud, comfy
 
 NAME = "GPUGeek Cloud Execute"
@@ -104,6 +104,9 @@ class GPUGeekCloudExecute:
         except BaseException as e:  # noqa: BLE001 - mapped below
             if isinstance(e, asyncio.CancelledError):
                 raise
+            told = cloud_errors_record(unique_id, e, plan.lang)
+            if told:
+                comfy.send("gpugeek.cloud_errors", told)
             cloud.reraise(e, label, plan.lang)
         progress.bar.set(100)
         return {"ui": {"images": out.previews, "gpugeek": [_done(out, started)] if plan.leads else []},
@@ -132,7 +135,7 @@ class _Progress:
     def __init__(self, unique_id, lang: str):
         self.unique_id, self.lang = unique_id, lang
         self.bar = comfy.Bar(unique_id)
-        self.last_key, self.last_at = None, 0.0
+        self.last_key, self.last_at, self.last_preview = None, 0.0, None
 
     def changed(self, detail) -> bool:
         key = (detail.status, detail.current_position, detail.node, detail.node_value)
@@ -143,6 +146,9 @@ class _Progress:
         return True
 
     def __call__(self, kind, detail=None, expected=None, **info):
+        if kind == "status" and detail is not None and detail.preview and detail.preview[3] != self.last_preview:
+            self.last_preview = detail.preview[3]
+            comfy.send("gpugeek.preview", preview_record(self.unique_id, detail))
         if kind == "status" and (detail is None or not self.changed(detail)):
             return
         line = event_text(kind, self.lang, detail, expected, **info)

@@ -54,25 +54,26 @@ def explain(raw, prompt: dict, where: str) -> list[Said]:
             continue
         label = f"#{nid} {err.get('class_type') or (prompt.get(nid) or {}).get('class_type') or '?'}"
         for e in err.get("errors") or []:
-            said.append(_one(label, e if isinstance(e, dict) else {}, where))
+            said.append(_one(str(nid), label, e if isinstance(e, dict) else {}, where))
     top = data["error"]
     if not said and isinstance(top, dict):
         message = str(top.get("message") or "")
         missing = message.startswith("Cannot execute because node ") and message.endswith(" does not exist.")
         if missing:
             cls = message[len("Cannot execute because node "):-len(" does not exist.")]
-            said.append(Said("cloud_node_type_missing", {"class_type": cls, "where": where,
-                                                         "node": str(top.get("details") or "").replace("Node ID ", "").strip("'\"")}))
+            node = str(top.get("details") or "").replace("Node ID ", "").strip("'\"")
+            said.append(Said("cloud_node_type_missing", {"class_type": cls, "where": where, "node": node,
+                                                         "id": node.lstrip("#")}))
         else:
             said.append(Said("cloud_other", {"node": "", "message": f"{message} {top.get('details') or ''}".strip()}))
     return said
 
 
-def _one(label: str, e: dict, where: str) -> Said:
+def _one(nid: str, label: str, e: dict, where: str) -> Said:
     extra = e.get("extra_info") if isinstance(e.get("extra_info"), dict) else {}
     name = extra.get("input_name") or str(e.get("details") or "").split(":")[0]
     key = _KEYS.get(e.get("type"), "cloud_other")
     value = extra.get("received_value", "")
-    return Said(key, {"node": label, "input": name, "value": str(value)[:120], "where": where,
+    return Said(key, {"id": nid, "node": label, "input": name, "value": str(value)[:120], "where": where,
                       "details": str(e.get("details") or "")[:200],
                       "message": f"{e.get('message') or ''}: {e.get('details') or ''}".strip(": ")[:300]})

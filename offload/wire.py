@@ -94,6 +94,8 @@ class TaskDetail:
     node: str | None = None
     node_value: int = 0
     node_max: int = 0
+    # the newest sampler preview the target sent: (cloud node id, mime type, image bytes, sequence number)
+    preview: tuple | None = None
 
     @property
     def status_name(self) -> str:

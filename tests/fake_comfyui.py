@@ -5,7 +5,9 @@ execution_success / execution_error / execution_interrupted, run one prompt at a
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import struct
 import threading
 import time
 import uuid
@@ -13,6 +15,7 @@ import uuid
 from aiohttp import WSMsgType, web
 
 from fake_gpugeek import photo_png
+from PIL import Image
 
 MODELS = ["v1-5-pruned-emaonly.safetensors"]
 KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleBy", "SaveImage", "PreviewImage",
@@ -28,6 +31,7 @@ class FakeComfyUI:
         self.finished_at: dict = {}     # prompt id -> time.monotonic() when it finished
         self.started_at: dict = {}
         self.step_s, self.steps = step_s, steps
+        self.previews_for, self.previews_sent = set(), 0   # prompts that asked for previews (extra_data)
         self.pending: list = []          # [number, prompt_id, prompt, client_id]
         self.running: list | None = None
         self.history: dict = {}
@@ -44,6 +48,24 @@ class FakeComfyUI:
     def _auth(self, request):
         if self.token and request.headers.get("Authorization") not in (f"Bearer {self.token}",):
             raise web.HTTPUnauthorized(text="unauthorized")
+
+    async def _send_preview(self, client_id, pid, nid, step):
+        """A sampler preview as ComfyUI sends it: binary, event 1 (format + JPEG) on even steps, event 4 (JSON
+        header with node and prompt, then the image) on odd ones."""
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (step * 40 % 256, 0, 0)).save(buf, format="JPEG")
+        if step % 2 == 0:
+            frame = struct.pack(">I", 1) + struct.pack(">I", 1) + buf.getvalue()
+        else:
+            meta = json.dumps({"node_id": nid, "display_node_id": nid, "prompt_id": pid,
+                               "image_type": "image/jpeg"}).encode()
+            frame = struct.pack(">I", 4) + struct.pack(">I", len(meta)) + meta + buf.getvalue()
+        self.previews_sent += 1
+        for ws in list(self.sockets.get(client_id, [])):
+            try:
+                await ws.send_bytes(frame)
+            except Exception:
+                pass
 
     async def _send(self, client_id, kind, data):
         for ws in list(self.sockets.get(client_id, [])):
@@ -77,6 +99,8 @@ class FakeComfyUI:
                                                 "Prompt outputs failed validation", "details": ""},
                                       "node_errors": errors}, status=400)
         pid = body.get("prompt_id") or str(uuid.uuid4())
+        if ((body.get("extra_data") or {}).get("preview_method") or "none") != "none":
+            self.previews_for.add(pid)
         self._n += 1
         self.pending.append([self._n, pid, prompt, body.get("client_id")])
         return web.json_response({"prompt_id": pid, "number": self._n, "node_errors": {}})
@@ -104,6 +128,8 @@ class FakeComfyUI:
                         if self._interrupt:
                             break
                         await self._send(cid, "progress", {"value": s + 1, "max": self.steps, "node": nid, "prompt_id": pid})
+                        if pid in self.previews_for:
+                            await self._send_preview(cid, pid, nid, s)
                 if self._interrupt:
                     status = "interrupted"
                     break

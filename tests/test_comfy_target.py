@@ -185,3 +185,15 @@ def test_token_sent_and_lan_http_needs_opt_in(monkeypatch):
     assert cfg.problems and "unencrypted" in cfg.problems[0]
     monkeypatch.setenv("GPUGEEK_ALLOW_LAN_HTTP", "1")
     assert C.load_config().target == "http://192.168.1.20:8188"
+
+
+def test_sampler_previews_come_home_on_the_cloud_node(env, remote):
+    """A ComfyUI server's previews (binary frames, with and without their node in a header) reach the editor as
+    gpugeek.preview on the cloud node that made them; previews are asked for with the prompt."""
+    remote.step_s, remote.steps = 0.05, 6
+    PromptServer.instance.sent.clear()
+    execute(graph(), env)
+    assert remote.previews_sent >= 4
+    shown = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.preview"]
+    assert shown and all(d["node"] == "2" and d["gateway"] == "10" for d in shown)
+    assert all(d["image"].startswith("data:image/jpeg;base64,") for d in shown)

@@ -429,6 +429,8 @@ def test_the_clouds_refusal_is_a_sentence_per_node_in_the_users_language(env, fa
     said = ("#4 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
             f"workflow {WF} provides.")
     assert said in str(ei.value) and "{" not in str(ei.value)
+    told = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.cloud_errors"]
+    assert told[-1]["gateway"] == "10" and told[-1]["errors"] == [{"id": "4", "text": said}]  # outlined there
     with pytest.raises(E.TaskFailedError) as ei:
         execute(t2i(gpugeek_lang="zh"), env)
     assert f"#4 CheckpointLoaderSimple：云端没有名为 sd_xl_base_1.0.safetensors 的 ckpt_name；请选择 工作流 {WF} 提供的一个" \

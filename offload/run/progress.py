@@ -2,6 +2,8 @@
 one line of text per event, how far the bar is, and the status record the editor draws."""
 from __future__ import annotations
 
+import base64
+
 from .. import texts
 from ..wire import CANCELLED as S_CANCELLED
 from ..wire import FAILED as S_FAILED
@@ -65,3 +67,22 @@ def status_record(node, detail: TaskDetail, expected: dict | None) -> dict:
             "position": detail.current_position, "queue_size": detail.queue_size, "run_ms": detail.run_duration_ms,
             "price": detail.origin_price, "error": detail.error_msg, "expected": expected,
             "cloud_node": detail.node, "cloud_value": detail.node_value, "cloud_max": detail.node_max}
+
+
+def preview_record(gateway, detail: TaskDetail) -> dict | None:
+    """A sampler preview for the editor to draw on the cloud node that made it (``gpugeek.preview``)."""
+    if not detail.preview:
+        return None
+    node, mime, image, _seq = detail.preview
+    return {"gateway": str(gateway), "node": str(node), "task_id": detail.prompt_id,
+            "image": f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"}
+
+
+def cloud_errors_record(gateway, error, lang: str) -> dict | None:
+    """The cloud's errors node by node (``gpugeek.cloud_errors``): the editor outlines those nodes and shows
+    each sentence on its node."""
+    lines = getattr(error, "lines", None) or []
+    nodes = [{"id": str(line.values.get("id", "")), "text": line.text(lang)} for line in lines]
+    if not nodes:
+        return None
+    return {"gateway": str(gateway), "task_id": getattr(error, "task_id", None), "errors": nodes}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 import time
 import uuid
 from urllib.parse import urlencode, urlsplit
@@ -23,6 +24,10 @@ from ..redact import get_logger, register_secret
 from ..transport import RetryPolicy, Transport, download, page_snippet
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
 
+# ComfyUI's binary websocket events (server.py BinaryEventTypes): a preview image, and one with its node
+PREVIEW_IMAGE, PREVIEW_WITH_METADATA = 1, 4
+# A preview larger than this is not a preview: ignored.
+MAX_PREVIEW_BYTES = 4 * 1024 * 1024
 log = get_logger("gpugeek.comfy_target")
 # Where uploads go in the server's input folder (one place, easy to clean).
 UPLOAD_SUBFOLDER = "gpugeek"
@@ -109,6 +114,8 @@ class ComfyUITarget:
                             self._on_message(json.loads(msg.data))
                         except (ValueError, TypeError, KeyError):
                             continue
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        self._on_preview(msg.data)
                     elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                         break
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
@@ -116,6 +123,32 @@ class ComfyUITarget:
         finally:
             self._ws_ok = False
             ready.set()
+
+    def _on_preview(self, data: bytes) -> None:
+        """A sampler preview (ComfyUI's binary frames: event 1, an image with its format; event 4, with the
+        node and prompt in a JSON header), kept as the newest of the prompt that runs, for its cloud node."""
+        if len(data) < 8 or len(data) > MAX_PREVIEW_BYTES:
+            return
+        event = struct.unpack(">I", data[:4])[0]
+        if event == PREVIEW_IMAGE:
+            kind, image, meta = struct.unpack(">I", data[4:8])[0], data[8:], {}
+            mime = "image/png" if kind == 2 else "image/jpeg"
+        elif event == PREVIEW_WITH_METADATA:
+            size = struct.unpack(">I", data[4:8])[0]
+            try:
+                meta = json.loads(data[8:8 + size])
+            except ValueError:
+                return
+            image, mime = data[8 + size:], str(meta.get("image_type") or "image/jpeg")
+        else:
+            return
+        pid = meta.get("prompt_id") or next((p for p, st in self._state.items()
+                                             if st.get("started") and not st.get("done")), None)
+        st = self._state.get(pid) if pid else None
+        if st is None or not image:
+            return
+        node = str(meta.get("display_node_id") or meta.get("node_id") or st.get("node") or "")
+        st["preview"] = (node, mime, bytes(image), (st.get("preview") or (0, 0, 0, 0))[3] + 1)
 
     def _on_message(self, m: dict) -> None:
         kind, data = m.get("type"), m.get("data") or {}
@@ -163,7 +196,9 @@ class ComfyUITarget:
         self._state[pid] = {"queued": time.monotonic()}
         try:
             res = await self._request("POST", "/prompt", "submit", safe=False,
-                                      json={"prompt": prompt, "client_id": self.client_id, "prompt_id": pid})
+                                      json={"prompt": prompt, "client_id": self.client_id, "prompt_id": pid,
+                                            # sampler previews for this prompt, where the server can make them
+                                            "extra_data": {"preview_method": "auto"}})
         except errors.BadRequestError as e:
             lines = cloud_errors.explain(getattr(e, "body", ""), prompt, texts.Said("where_server", {"url": self.url}))
             if not lines:
@@ -209,7 +244,7 @@ class ComfyUITarget:
         return TaskDetail(prompt_id=pid, status=status, run_duration_ms=int((now - started) * 1000) if started else 0,
                           queue_duration_ms=int(((started or now) - st.get("queued", now)) * 1000),
                           node=st.get("node"), node_value=st.get("value", 0), node_max=st.get("max", 0),
-                          error_msg=st.get("error", ""))
+                          error_msg=st.get("error", ""), preview=st.get("preview"))
 
     def _from_history(self, pid: str, entry: dict, st: dict) -> TaskDetail:
         status = entry.get("status") or {}
