@@ -4,7 +4,8 @@ Against the fake GPUGeek server on loopback, a cloud task of fixed length return
 1024x1024 PNGs. Ours is the GPUGeek Cloud Execute node run as ComfyUI runs it (tests/mini_comfy.py), with
 the journal's history of earlier runs of the same cloud part (as when a user re-runs a workflow) and on a
 first run without it. The baseline, in the same process, is a naive client: fixed 1 s polling, sequential
-downloads, Pillow decoding. Bar (DESIGN.md): under 150 ms.
+downloads, Pillow decoding. Bars (DESIGN.md, issue 18): at most 150 ms with a new seed on every run (history
+by shape), at most 250 ms on the first run of a never-seen part.
 Run: python bench/overhead.py [--runs N] [--task-s S]
 """
 from __future__ import annotations
@@ -81,19 +82,23 @@ def setup(task_s: float):
 
 PROMPT = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "cloud_only.png"}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    # a seed in the cloud part, as a sampler has: "randomize" gives it a new value on every run
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0], "seed": 0}},
     "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": WF, "run_on": "cloud", "timeout_s": 600,
                                                            "image_1": ["2", 0]}},
 }
 
 
-def run_ours(fake, classes, seed: int):
-    """One gateway run (mini_comfy has no cache: every run submits, as a changed cloud part would)."""
+def run_ours(fake, classes, seed: int, part: str = "a"):
+    """One gateway run with this seed (mini_comfy has no cache: every run submits, as a changed cloud part
+    would). ``part`` names a distinct cloud part (a never-seen one has no history at all)."""
     import json
 
     import mini_comfy
     from server import PromptServer
     p = json.loads(json.dumps(PROMPT))
+    p["2"]["inputs"]["seed"] = seed
+    p["1"]["inputs"]["image"] = f"cloud_only_{part}.png"
     t0 = time.perf_counter()
     results, _, _ = asyncio.run(mini_comfy.execute(p, classes, PromptServer.instance))
     wall = time.perf_counter() - t0
@@ -129,27 +134,44 @@ def lifetime(task: dict) -> float:
     return task["lifetime"]
 
 
-def main(runs: int = 5, task_s: float = 2.37) -> dict:
+# What the issue measured before history by shape and first-run polling (same machine, same bench).
+BEFORE = {"new_seed_ms": 350, "first_ms": 706, "rerun_ms": 179}
+
+
+def main(runs: int = 5, task_s: float = 2.97) -> dict:
     pack, fake, classes = setup(task_s)
     try:
         header(f"offload overhead: {task_s:.1f} s cloud task, 4 x 1024x1024 PNG back, loopback, median of {runs}")
-        first_wall, first_task = run_ours(fake, classes, 0)  # no history yet for this cloud part
-        first = first_wall - lifetime(first_task)
-        ours = []
+        firsts = []
+        for part in ("first-1", "first-2", "first-3"):  # never-seen parts: no history of any kind
+            wall, task = run_ours(fake, classes, 0, part)
+            firsts.append(wall - lifetime(task))
+        first = statistics.median(firsts)
+        fresh = []   # a new seed every run: the exact part is never seen again, its shape is
         for i in range(runs):
-            wall, ours_task = run_ours(fake, classes, i + 1)
-            ours.append(wall - lifetime(ours_task))
+            wall, ours_task = run_ours(fake, classes, 1000 + i)
+            fresh.append(wall - lifetime(ours_task))
+        again = []   # the same seed again: the exact part's history
+        for _ in range(runs):
+            wall, task = run_ours(fake, classes, 1000)
+            again.append(wall - lifetime(task))
         naive = []
         for _ in range(max(2, runs // 2)):
             wall, task = run_naive(fake)
             naive.append(wall - lifetime(task))
-        o, n = statistics.median(ours), statistics.median(naive)
-        row("overhead, re-run (history of this part)", f"{o * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / o,
-            "< 150 ms", o < 0.150)
-        row("overhead, first run (no history)", f"{first * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / first)
+        f, o, n = statistics.median(fresh[1:] or fresh), statistics.median(again), statistics.median(naive)
+        row("overhead, new seed each run (by shape)", f"{f * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / f,
+            "<= 150 ms", f <= 0.150)
+        row("overhead, first run of a never-seen part", f"{first * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / first,
+            "<= 250 ms", first <= 0.250)
+        row("overhead, same part again (exact history)", f"{o * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / o,
+            "<= 150 ms", o <= 0.150)
+        print(f"  before (issue 18's figures): new seed {BEFORE['new_seed_ms']} ms, first run {BEFORE['first_ms']} ms,"
+              f" re-run {BEFORE['rerun_ms']} ms")
         polls = ours_task["polls"]
-        row("status polls per task (ours, last run)", f"{polls}", "", None, f"task {task_s:.1f} s")
-        return {"overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3, "polls": polls}
+        row("status polls per task (new seed, last run)", f"{polls}", "", None, f"task {task_s:.1f} s")
+        return {"new_seed_ms": f * 1e3, "overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3,
+                "polls": polls}
     finally:
         fake.stop()
 
@@ -190,7 +212,7 @@ def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--task-s", type=float, default=2.37)  # not a whole second: no lucky alignment
+    ap.add_argument("--task-s", type=float, default=2.97)  # ~3 s, not a whole second: no lucky alignment
     a = ap.parse_args()
     main(a.runs, a.task_s)
     comfyui_target(a.runs, a.task_s)

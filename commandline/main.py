@@ -72,7 +72,8 @@ def whole_prompt_plan(prompt: dict, input_dir: Path) -> plan.GatewayPlan:
         if path.is_file():
             files.append(plan.LocalFile(node=n, file=name))
     return plan.GatewayPlan(gateway="", mode=plan.CLOUD, prompt=prompt, local_files=files,
-                            hash=plan.plan_hash(prompt), shape=plan.shape_hash(prompt))
+                            hash=plan.plan_hash(prompt), shape=plan.shape_hash(prompt), form=plan.form_hash(prompt),
+                            work=plan.work_units(prompt))
 
 
 def save_files(files: dict, out: Path, task_id: str) -> list[Path]:

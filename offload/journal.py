@@ -195,17 +195,37 @@ class Journal:
         return self.estimate(plan_hash=plan_hash)
 
     def estimate(self, plan_hash: str | None = None, shape_hash: str | None = None,
-                 workflow_id: str | None = None) -> dict | None:
+                 workflow_id: str | None = None, form_hash: str | None = None, work: float | None = None) -> dict | None:
         """Expected price and run time of a cloud part from earlier successful runs: of exactly the same part
-        first, then of the same shape (other seeds, texts or input images: the same cost), then of the same
+        first, then of the same shape (other seeds, texts or input images: the same cost), then of the same form
+        at another size or step count (cost per pixel-step, scaled to this part's ``work``), then of the same
         workflow id. ``basis`` says which was used, ``runs`` how many."""
         done = [r for r in self.store.all() if r.get("status") == SUCCEEDED]
-        for basis, field, value in (("exact", "plan_hash", plan_hash), ("shape", "shape_hash", shape_hash),
-                                    ("workflow", "workflow_id", workflow_id)):
+        for basis, field, value in (("exact", "plan_hash", plan_hash), ("shape", "shape_hash", shape_hash)):
             runs = [r for r in done if value and str(r.get(field) or "") == str(value)]
             if runs:
                 return {**_medians(runs), "basis": basis}
+        scaled = _scaled([r for r in done if form_hash and r.get("form_hash") == form_hash], work)
+        if scaled:
+            return scaled
+        runs = [r for r in done if workflow_id and str(r.get("workflow_id") or "") == str(workflow_id)]
+        return {**_medians(runs), "basis": "workflow"} if runs else None
+
+
+def _scaled(runs: list, work: float | None) -> dict | None:
+    """Runs of the same form at other sizes or steps, scaled by work (pixels x steps): run time and price per
+    unit of work are taken as constant, which holds for samplers (their cost grows with both); only runs that
+    recorded their work count."""
+    runs = [r for r in runs if isinstance(r.get("work"), (int, float)) and r["work"] > 0]
+    if not work or not runs:
         return None
+    per_ms = [float(r["run_ms"]) / r["work"] for r in runs if r.get("run_ms") is not None]
+    per_price = [float(r["price"]) / r["work"] for r in runs if r.get("price") is not None]
+    if not per_ms:
+        return None
+    return {"runs": len(runs), "run_ms": statistics.median(per_ms) * work,
+            "price": statistics.median(per_price) * work if per_price else None,
+            "run_ms_spread": None, "queue_ms": None, "basis": "scaled"}
 
 
 def _medians(runs: list) -> dict:

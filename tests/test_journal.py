@@ -112,3 +112,30 @@ def test_first_run_polls_dense_then_thin():
     def at(t):
         return s.next_delay(wire.TaskDetail(prompt_id="1", status=wire.RUNNING, run_duration_ms=int(t * 1000)))
     assert at(0.1) == poll.BLIND_FLOOR_S and at(3.0) <= 0.125 and at(600) == poll.BLIND_CAP_S
+
+
+def test_another_size_or_step_count_scales_the_estimate():
+    """The same graph at twice the steps (or pixels) is expected to take about twice as long and cost twice
+    as much; a part that names no literal size or steps is not scaled (no estimate rather than a guess)."""
+    graph = core("plan")
+    a = {"3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 20, "model": ["4", 0],
+                                                    "latent_image": ["5", 0]}},
+         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}}}
+    j = J.Journal()
+    for price, run_ms in ((0.2, 3000), (0.2, 3000), (0.4, 3400)):
+        k = j.begin(plan_hash=graph.plan_hash(a), shape_hash=graph.shape_hash(a), form_hash=graph.form_hash(a),
+                    work=graph.work_units(a), workflow_id="7")
+        j.update(k, status="succeeded", price=price, run_ms=run_ms)
+    b = json.loads(json.dumps(a))
+    b["3"]["inputs"]["steps"], b["5"]["inputs"]["width"] = 40, 1024   # 2 x steps, 2 x pixels
+    assert graph.form_hash(b) == graph.form_hash(a) and graph.shape_hash(b) != graph.shape_hash(a)
+    est = j.estimate(graph.plan_hash(b), graph.shape_hash(b), "7", form_hash=graph.form_hash(b),
+                     work=graph.work_units(b))
+    assert est["basis"] == "scaled" and est["runs"] == 3
+    assert est["run_ms"] == 4 * 3000 and abs(est["price"] - 4 * 0.2) < 1e-9
+    c = json.loads(json.dumps(b))
+    c["5"]["inputs"]["width"] = ["9", 0]  # a size computed elsewhere: the work cannot be named
+    assert graph.work_units(c) is None
+    assert j.estimate(graph.plan_hash(c), graph.shape_hash(c), "7", form_hash=graph.form_hash(c),
+                      work=graph.work_units(c))["basis"] == "workflow"

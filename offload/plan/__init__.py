@@ -32,7 +32,7 @@ The rules are DESIGN.md's "What goes to the cloud, exactly"; the cases a user hi
 """
 from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS,  # noqa: F401
                     PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TASK_ID_SLOT, UPLOAD, ClassInfo, ClassTable, is_link,
-                    node_label, plan_hash, shape_hash)
+                    form_hash, node_label, plan_hash, shape_hash, work_units)
 from .model import (CLOUD, IMAGE, LITERAL, LOCAL, MASK, PASS, REFUSED, URL, CloudOutput, Crossing, GatewayPlan,  # noqa: F401
                     LocalFile, Refusal, refused_plan)
 from .passes import PlanResult, make_plan  # noqa: F401

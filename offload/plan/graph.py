@@ -83,3 +83,37 @@ def shape_hash(cloud_prompt: dict) -> str:
                   if is_link(x) or k not in COST_FREE_INPUTS}
         core[n] = {"class_type": v.get("class_type"), "inputs": inputs}
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+# Inputs that scale what a part costs in a simple way: its image size, batch and sampling steps. Two parts
+# that differ only there have the same *form*; their cost per unit of work (pixels x steps) is compared.
+SCALE_INPUTS = frozenset({"width", "height", "batch_size", "steps"})
+
+
+def form_hash(cloud_prompt: dict) -> str:
+    """Identity of a cloud part up to its size and steps (and, as :func:`shape_hash`, seeds and texts)."""
+    core = {}
+    for n, v in cloud_prompt.items():
+        inputs = {k: x for k, x in (v.get("inputs") or {}).items()
+                  if is_link(x) or (k not in COST_FREE_INPUTS and k not in SCALE_INPUTS)}
+        core[n] = {"class_type": v.get("class_type"), "inputs": inputs}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def work_units(cloud_prompt: dict) -> float | None:
+    """The part's work, where the code can name it: the largest image (width x height x batch) of its nodes,
+    times the steps of its samplers (summed). None where it has no literal size or no literal steps: then its
+    cost is not scaled, only looked up."""
+    pixels, steps = 0, 0
+    for v in cloud_prompt.values():
+        inputs = v.get("inputs") or {}
+        w, h, b, s = (inputs.get(k) for k in ("width", "height", "batch_size", "steps"))
+        if _number(w) and _number(h):
+            pixels = max(pixels, w * h * (b if _number(b) else 1))
+        if _number(s):
+            steps += s
+    return float(pixels * steps) if pixels and steps else None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0

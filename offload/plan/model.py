@@ -64,6 +64,8 @@ class GatewayPlan:
     members: list = field(default_factory=list)          # gateways sharing this task, the lead first
     hash: str = ""                                       # identity of the part (journal history)
     shape: str = ""                                      # the part without seeds, texts, file names
+    form: str = ""                                       # ... and without sizes and steps
+    work: float | None = None                            # pixels x steps, where the part names them
 
     @property
     def leads(self) -> bool:

@@ -11,7 +11,8 @@ from .check import check_node
 from .cloud_prompt import add_save, cloud_prompt
 from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS, PIXELS,
                     PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT, UPLOAD, UPLOAD_URL_SLOT,
-                    ClassTable, is_link, node_label, node_links, out_type, plan_hash, shape_hash)
+                    ClassTable, form_hash, is_link, node_label, node_links, out_type, plan_hash, shape_hash,
+                    work_units)
 from .model import CLOUD, IMAGE, LOCAL, MASK, PASS, URL, CloudOutput, GatewayPlan, Refusal, refused_plan
 
 
@@ -331,8 +332,10 @@ def _cloud_parts(st: _Planning) -> None:
         lead.prompt, lead.crossings, lead.local_files, lead.members = part, crossings, files, list(ms)
         lead.user_outputs = sorted(n for n in st.group_region[L] if _is_output(st.prompt[n], st.classes, n, st.consumers))
         lead.hash, lead.shape, lead.nodes = plan_hash(part), shape_hash(part), sorted(st.group_region[L])
+        lead.form, lead.work = form_hash(part), work_units(part)
         for g in ms:
-            st.plans[g].hash, st.plans[g].shape, st.plans[g].nodes = lead.hash, lead.shape, lead.nodes
+            plan = st.plans[g]
+            plan.hash, plan.shape, plan.form, plan.work, plan.nodes = lead.hash, lead.shape, lead.form, lead.work, lead.nodes
 
 
 def _finish(st: _Planning, lang: str) -> PlanResult:

@@ -62,8 +62,10 @@ async def sleep_interruptible(seconds: float, interrupted: Callable[[], bool]) -
 
 def estimate_for(journal: Journal, plan, workflow_id=None) -> dict | None:
     """The one estimate of a cloud part's price and run time (the editor, the daily limit, the poll
-    schedule and the node's progress all use it): same part, else same shape, else same workflow."""
-    return journal.estimate(plan.hash, plan.shape, str(workflow_id) if workflow_id else None)
+    schedule and the node's progress all use it): same part, else same shape, else the same form scaled by
+    size and steps, else same workflow."""
+    return journal.estimate(plan.hash, plan.shape, str(workflow_id) if workflow_id else None,
+                            form_hash=plan.form or None, work=plan.work)
 
 
 def check_spend(journal: Journal, limit: float | None, estimate: dict | None) -> None:
@@ -87,9 +89,9 @@ async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache,
     job.emit("uploading")
     prompt = await job.guard(prepare(plan, values, target, uploads, read_file, stats))
     t_up = time.monotonic()
-    key = journal.begin(plan_hash=plan.hash, shape_hash=plan.shape, workflow_id=str(workflow_id or ""),
-                        gateway=label,
-                        target=getattr(target, "name", "?"), **(meta or {}))
+    key = journal.begin(plan_hash=plan.hash, shape_hash=plan.shape, form_hash=plan.form, work=plan.work,
+                        workflow_id=str(workflow_id or ""), gateway=label, target=getattr(target, "name", "?"),
+                        **(meta or {}))
     prompt_id = await submit_once(target, prompt, workflow_id, journal, key, label)
     job.task_id = prompt_id
     job.emit("submitted", prompt_id=prompt_id)
