@@ -13,7 +13,8 @@ import time
 from ..offload import errors, run, texts
 from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, PLAN_INPUT, REFUSED,
                             GatewayPlan)
-from ..offload.run.progress import bar_percent, cloud_errors_record, event_text, preview_record, status_record
+from ..offload.run.progress import (RunsBoard, bar_percent, cloud_errors_record, event_text, preview_record,
+                                     status_record)
 from . import cloud, comfy
 
 NAME = "GPUGeek Cloud Execute"
@@ -50,8 +51,12 @@ class GPUGeekCloudExecute:
                                                  "seconds (queue time included)."}),
             },
             "optional": {**opt, "target": ("STRING", {"default": "", "tooltip": "Where this cloud part runs: empty "
-                         "for the target in Settings (GPUGeek by default), or the URL of a ComfyUI server such as "
-                         "http://127.0.0.1:8188."})},
+                         "for the target in Settings (GPUGeek by default), the URL of a ComfyUI server such as "
+                         "http://127.0.0.1:8188, or several such URLs separated by commas (a pool: each task goes "
+                         "to the least busy one)."}),
+                         "runs": ("INT", {"default": 1, "min": 1, "max": run.MAX_RUNS, "tooltip": "Run the cloud "
+                                  "part this many times at once; run i adds i to every seed of the cloud part. The "
+                                  "images of all runs come back as one batch, in order."})},
             "hidden": {PLAN_INPUT: "GPUGEEK_PLAN", "unique_id": "UNIQUE_ID"},
         }
 
@@ -84,7 +89,7 @@ class GPUGeekCloudExecute:
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=run.DEFAULT_TIMEOUT_S, gpugeek_plan=None,
-                      unique_id=None, target="", **kw):
+                      unique_id=None, target="", runs=1, **kw):
         label = cloud.node_label(NAME, unique_id)
         if gpugeek_plan is None:
             if run_on == LOCAL:
@@ -99,7 +104,8 @@ class GPUGeekCloudExecute:
         started = time.monotonic()
         try:
             job = run.start(cloud.owner(), plan, inputs=kw, place=cloud.place(), workflow_id=workflow_id,
-                            timeout_s=timeout_s, target=target, node=str(unique_id), label=label, on_event=progress)
+                            timeout_s=timeout_s, target=target, node=str(unique_id), label=label, on_event=progress,
+                            runs=runs)
             out = await job.wait(comfy.interrupted)
         except BaseException as e:  # noqa: BLE001 - mapped below
             if isinstance(e, asyncio.CancelledError):
@@ -122,12 +128,13 @@ def _done(out, started: float) -> dict:
     d = out.detail
     return {"state": "done", "task_id": out.task_id, "run_ms": d.run_duration_ms, "queue_ms": d.queue_duration_ms,
             "price": d.origin_price, "wall_s": round(time.monotonic() - started, 3),
-            "uploaded_bytes": out.uploaded_bytes}
+            "uploaded_bytes": out.uploaded_bytes, "task_ids": out.task_ids or [out.task_id]}
 
 
 class _Progress:
     """The job's events as the node's progress: text, bar and the editor's status message. Runs on the
-    prompt's loop (the owner hands events over), so ComfyUI's progress hooks see the executing node."""
+    prompt's loop (the owner hands events over), so ComfyUI's progress hooks see the executing node. With
+    ``runs`` > 1, one line for all runs ("3/8 done · run 4: running 12.3 s") and a bar of runs done."""
 
     # The editor is told of an unchanged status this often (it shows the elapsed time).
     REPEAT_S = 0.5
@@ -135,27 +142,35 @@ class _Progress:
     def __init__(self, unique_id, lang: str):
         self.unique_id, self.lang = unique_id, lang
         self.bar = comfy.Bar(unique_id)
+        self.board = RunsBoard()
         self.last_key, self.last_at, self.last_preview = None, 0.0, None
 
-    def changed(self, detail) -> bool:
-        key = (detail.status, detail.current_position, detail.node, detail.node_value)
+    def changed(self, detail, run) -> bool:
+        key = (run, detail.status, detail.current_position, detail.node, detail.node_value)
         now = time.monotonic()
         if key == self.last_key and now - self.last_at < self.REPEAT_S:
             return False
         self.last_key, self.last_at = key, now
         return True
 
-    def __call__(self, kind, detail=None, expected=None, **info):
+    def __call__(self, kind, detail=None, expected=None, run=None, runs=1, **info):
         if kind == "status" and detail is not None and detail.preview and detail.preview[3] != self.last_preview:
             self.last_preview = detail.preview[3]
             comfy.send("gpugeek.preview", preview_record(self.unique_id, detail))
-        if kind == "status" and (detail is None or not self.changed(detail)):
+        if kind == "status" and detail is not None and run is not None:
+            self.board.update(run, detail.status)
+        if kind == "status" and (detail is None or not self.changed(detail, run)):
             return
         line = event_text(kind, self.lang, detail, expected, **info)
+        if line and run is not None:
+            line = self.board.line(self.lang, runs, run, line)
         if line:
             comfy.progress_text(line, self.unique_id)
         if kind == "status":
-            percent = bar_percent(detail, expected)
+            percent = bar_percent(detail, expected) if run is None else 100 * self.board.done() / runs
             if percent is not None:
                 self.bar.set(percent)
-            comfy.send("gpugeek.status", status_record(self.unique_id, detail, expected))
+            record = status_record(self.unique_id, detail, expected)
+            if run is not None:
+                record.update(self.board.record(runs), run=run)
+            comfy.send("gpugeek.status", record)

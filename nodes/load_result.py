@@ -29,7 +29,8 @@ class GPUGeekLoadResult:
     def INPUT_TYPES(cls):
         return {"required": {
                     "prompt_id": ("STRING", {"default": "", "tooltip": "The GPUGeek task id (from a gateway's "
-                                             "task_id output or the GPUGeek tasks tab). Empty: use urls."})},
+                                             "task_id output or the GPUGeek tasks tab; several ids separated by "
+                                             "commas load as one batch). Empty: use urls."})},
                 "optional": {
                     "urls": ("STRING", {"default": "", "multiline": True,
                                         "tooltip": "Result file URLs, one per line (used when prompt_id is empty)."}),
@@ -47,7 +48,10 @@ class GPUGeekLoadResult:
     async def load(self, prompt_id="", urls="", timeout_s=DEFAULT_TIMEOUT_S, unique_id=None):
         label = cloud.node_label("GPUGeek Load Result", unique_id)
         try:
-            files = await self._files(str(prompt_id or "").strip(), str(urls or ""), timeout_s, unique_id, label)
+            ids = [p.strip() for p in str(prompt_id or "").split(",") if p.strip()] or [""]
+            files = []   # a fan-out's task_id output names every run: their images in run order, one batch
+            for pid in ids:
+                files += await self._files(pid, str(urls or ""), timeout_s, unique_id, label)
             if not files:
                 raise errors.ResultError(f"Task {prompt_id} has no image results", call="results",
                                     hint="Check the task in the GPUGeek tasks tab.")

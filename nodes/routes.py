@@ -12,6 +12,7 @@ from ..offload import errors
 from ..offload import texts
 from ..offload.journal import ACTIVE, CANCELLED
 from ..offload.run import estimate_for
+from ..offload.run.fanout import times_runs
 from . import cloud, hook
 
 log = logging.getLogger("gpugeek.routes")
@@ -59,7 +60,8 @@ async def post_config(request):
         if "target" in body:
             t = str(body["target"] or "").strip()
             if t and t.lower() != "gpugeek":
-                t = config.check_base_url(t, allow_lan_http=bool(config.load_settings().get("allow_lan_http")))
+                lan = bool(config.load_settings().get("allow_lan_http"))  # one server, or a pool (commas)
+                t = ",".join(config.check_base_url(u.strip(), allow_lan_http=lan) for u in t.split(",") if u.strip())
             if (t or "gpugeek") != cfg.target:
                 if cfg.token_source == "environment":
                     raise errors.ConfigError(texts.text("env_token_target", lang, bound=cfg.target), hint="")
@@ -160,8 +162,13 @@ async def post_plan(request):
         return web.json_response({"ok": False, "message": f"{type(e).__name__}: {e}"})
     j = cloud.journal()
     wf = str(config.load_config().workflow_id or "")
-    expected = {g: estimate_for(j, p, (prompt.get(g, {}).get("inputs") or {}).get("workflow_id") or wf)
-                for g, p in res.plans.items() if p.hash}
+    expected = {}
+    for g, p in res.plans.items():
+        if p.hash:
+            inputs = prompt.get(g, {}).get("inputs") or {}
+            runs = inputs.get("runs") if isinstance(inputs.get("runs"), int) else 1
+            # the price of every run of a fan-out: what the daily limit will count
+            expected[g] = times_runs(estimate_for(j, p, inputs.get("workflow_id") or wf), runs)
     return web.json_response({"ok": True, "roles": res.roles, "owner": res.owner, "refusals": res.refusals,
                               "flagged": res.flagged, "groups": res.groups, "expected": expected})
 

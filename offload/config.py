@@ -298,7 +298,8 @@ def _target_and_token(env, saved: dict, problems: list):
                  or bool(saved.get("allow_lan_http")))
     if target.lower() != "gpugeek":
         try:
-            target = check_base_url(target, allow_lan_http=allow_lan)
+            # one server, or a pool of servers separated by commas
+            target = ",".join(check_base_url(t.strip(), allow_lan_http=allow_lan) for t in target.split(",") if t.strip())
         except ConfigError as e:
             problems.append(str(e))
     token = env.get("GPUGEEK_TARGET_TOKEN", "").strip()

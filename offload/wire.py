@@ -96,6 +96,8 @@ class TaskDetail:
     node_max: int = 0
     # the newest sampler preview the target sent: (cloud node id, mime type, image bytes, sequence number)
     preview: tuple | None = None
+    # a fan-out's results seen as one task (run/fanout.py ``combined``): which task made each file
+    sources: dict = field(default_factory=dict)
 
     @property
     def status_name(self) -> str:

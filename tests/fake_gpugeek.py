@@ -377,8 +377,13 @@ class FakeGPUGeek:
         with self._lock:
             pid = str(next(self._ids))
         opts = self.task_opts
-        t = Task(pid, wf, prompt, time.monotonic(), float(opts.get("queue_s", self.queue_s)),
-                 float(opts.get("run_s", self.run_s)), fail=opts.get("fail"), price=float(opts.get("price", 0.25)))
+        seeds = [n.get("inputs", {}).get(k) for n in prompt.values() if isinstance(n, dict) for k in ("seed", "noise_seed")]
+        fail, run_s = opts.get("fail"), float(opts.get("run_s", self.run_s))
+        if "fail_seed" in opts and opts["fail_seed"] in seeds:   # one task of several fails (a bad seed), after
+            fail = f"CUDA error with seed {opts['fail_seed']}"    # fail_seed_s of running
+            run_s = float(opts.get("fail_seed_s", 0.1))
+        t = Task(pid, wf, prompt, time.monotonic(), float(opts.get("queue_s", self.queue_s)), run_s, fail=fail,
+                 price=float(opts.get("price", 0.25)))
         if self.backend is not None:
             t.backend_done = False
             threading.Thread(target=self._run_backend, args=(t,), daemon=True).start()

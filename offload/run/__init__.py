@@ -1,10 +1,11 @@
 """A cloud part's run, on the task owner's loop (offload/owner.py): ``inputs`` (what crosses in: values
-written in, uploads once per content), ``task`` (one remote task: submit once, wait, cancel, fetch),
+written in, uploads once per content), ``task`` (one remote task: submit once, wait, cancel, fetch), ``fanout`` (one task or ``runs`` at once),
 ``gateway`` (a gateway leads a task or follows a merged one, and gets its images), ``progress`` (what the
 user is told, in the prompt's language). ComfyUI is not imported."""
 from .gateway import Delivered, Place, deliver, follow, lead, start  # noqa: F401
 from .inputs import fill_crossings, prepare, register_external  # noqa: F401
 from .progress import status_text  # noqa: F401
+from .fanout import MAX_RUNS, combined, run_plan, run_runs, with_seed_offset  # noqa: F401
 from .task import (CANCEL_PAUSE_S, CANCEL_ROUNDS, DEFAULT_TIMEOUT_S, RunOutcome, cancel_task,  # noqa: F401
-                   check_spend, estimate_for, fetch_results, job_status, run_plan, sleep_interruptible,
-                   submit_once, wait_task)
+                   check_spend, estimate_for, fetch_results, job_status, sleep_interruptible, submit_once,
+                   wait_task)

@@ -12,9 +12,11 @@ from pathlib import Path
 from .. import codec, config, errors
 from ..plan import GATEWAY_OUTPUTS, LEAD_INPUT, MASK, PASS, GatewayPlan
 from ..targets import open_target, target_of
+from ..targets.pool import open_pool, split_targets
 from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
 from ..wire import SUCCEEDED, TaskDetail
-from .task import fetch_results, run_plan
+from .fanout import combined, run_runs
+from .task import RunOutcome, fetch_results
 
 # Where the cloud's files are kept, under ComfyUI's output folder (previews point there).
 RESULTS_SUBFOLDER = "gpugeek"
@@ -30,25 +32,30 @@ class Delivered:
     task_id: str = ""
     detail: TaskDetail | None = None
     uploaded_bytes: int = 0
+    task_ids: list = field(default_factory=list)   # every task of a fan-out, in run order
 
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
-               journal, uploads, read_file, output_dir, label: str, meta: dict) -> Delivered:
-    """Run the cloud part as one task and deliver this gateway's images; merged gateways' files are held
-    by the owner until each of them took its own."""
+               journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1) -> Delivered:
+    """Run the cloud part as one task (or ``runs`` tasks at once, on a pool of servers where ``where`` names
+    several) and deliver this gateway's images, the runs' in order as one batch; merged gateways' files are
+    held by the owner until each of them took its own."""
     members = plan.followers
-    async with open_target(cfg, where) as target:
-        outcome = await run_plan(plan, job=job, target=target, journal=journal, uploads=uploads, values=values,
-                                 workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
-                                 daily_limit=cfg.daily_limit, label=label, meta=meta,
-                                 # merged gateways read this task's files too: fetch them all here; otherwise
-                                 # each file is fetched by deliver() and decoded as soon as it arrives
-                                 fetch_nodes=None if members else set())
-        out = await job.guard(deliver(plan, passthrough, outcome.detail, outcome.files, target, output_dir))
-    journal.update(outcome.journal_key, files=out.saved)
+    async with open_pool(cfg, where, open_target) as pool:
+        outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
+                                  workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                  daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
+                                  # merged gateways read this task's files too: fetch them all here; otherwise
+                                  # each file is fetched by deliver() and decoded as soon as it arrives
+                                  fetch_nodes=None if members else set())
+        detail, files = combined(outcomes)
+        out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir))
+    for o in outcomes:
+        journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)])
     if members:
-        job.owner.share(outcome.prompt_id, outcome.files, members)
-    out.uploaded_bytes = outcome.uploaded_bytes
+        job.owner.share(detail.prompt_id, files, members)
+    out.uploaded_bytes = outcomes[0].uploaded_bytes
+    out.task_ids = [o.prompt_id for o in outcomes]
     return out
 
 
@@ -61,11 +68,14 @@ async def follow(job, *, cfg, plan: GatewayPlan, task_id: str, passthrough: dict
     if files is not None:  # the leading gateway fetched every file: nothing to fetch, no session needed
         detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED)
         return await job.guard(deliver(plan, passthrough, detail, files, None, output_dir, save_user_outputs=False))
-    rec = journal.by_prompt_id(task_id) or {}
-    detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED, result_url=rec.get("result_url") or {})
-    async with open_target(cfg, rec.get("target_url") or target_override or None) as target:
-        files = await job.guard(fetch_results(detail, target, nodes))
-        return await job.guard(deliver(plan, passthrough, detail, files, target, output_dir, save_user_outputs=False))
+    outcomes = []   # a fan-out's task id is its runs' ids: each is fetched from where its record says it ran
+    for pid in task_id.split(","):
+        rec = journal.by_prompt_id(pid) or {}
+        detail = TaskDetail(prompt_id=pid, status=SUCCEEDED, result_url=rec.get("result_url") or {})
+        async with open_target(cfg, rec.get("target_url") or target_override or None) as target:
+            outcomes.append(RunOutcome(pid, detail, await job.guard(fetch_results(detail, target, nodes))))
+    detail, files = combined(outcomes)
+    return await job.guard(deliver(plan, passthrough, detail, files, None, output_dir, save_user_outputs=False))
 
 
 async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
@@ -119,16 +129,18 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
                              + [fetch_into(n) for n in user_outputs if n not in files], limit=PARALLEL_OUTPUTS)
     finally:
         decoder.shutdown(wait=False)
-    previews, saved = await asyncio.to_thread(_save_all, nodes + user_outputs, files, detail.prompt_id,
+    previews, saved = await asyncio.to_thread(_save_all, nodes + user_outputs, files, detail,
                                               Path(output_dir) / RESULTS_SUBFOLDER)
     return Delivered(outs, previews, saved, detail.prompt_id, detail)
 
 
-def _save_all(nodes, files, task_id, folder):
-    """Keep every paid file in output/gpugeek; the images are the node's previews."""
+def _save_all(nodes, files, detail: TaskDetail, folder):
+    """Keep every paid file in output/gpugeek, named after the task that made it; the images are the node's
+    previews."""
     previews, saved = [], []
     for node in nodes:
         for i, (url, data) in enumerate(files.get(node) or []):
+            task_id = detail.sources.get(url, detail.prompt_id)
             name = safe_file_name(url, f"{task_id}_{node}_{i}")
             path = save_into(folder, f"{task_id}_{name}", data)
             saved.append(str(path))
@@ -148,18 +160,18 @@ class Place:
 
 
 def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="", timeout_s: float,
-          target: str = "", node: str = "", label: str, on_event=None):
+          target: str = "", node: str = "", label: str, on_event=None, runs: int = 1):
     """The gateway's one call: start its cloud run on the task owner (lead the task, or follow the merged
     gateway that leads it) and return the job, which the node awaits with ``job.wait``."""
     cfg = config.load_config()
     if plan.leads:
         where = target_of(cfg, target)
-        wf = None if config.is_comfy_target(where) else cfg.resolve_workflow_id(workflow_id)
+        wf = None if config.is_comfy_target(split_targets(where)[0]) else cfg.resolve_workflow_id(workflow_id)
         values = {c.input: inputs.get(c.input) for c in plan.crossings}
         return owner.start(lambda job: lead(
             job, cfg=cfg, where=where, plan=plan, values=values, passthrough=inputs, workflow_id=wf,
             timeout_s=timeout_s, journal=place.journal, uploads=place.uploads, read_file=place.read_file,
-            output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}),
+            output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}, runs=runs),
             label=label, on_event=on_event)
     task_id = inputs.get(LEAD_INPUT)
     if not task_id:

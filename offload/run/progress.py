@@ -86,3 +86,23 @@ def cloud_errors_record(gateway, error, lang: str) -> dict | None:
     if not nodes:
         return None
     return {"gateway": str(gateway), "task_id": getattr(error, "task_id", None), "errors": nodes}
+
+
+class RunsBoard:
+    """Where each run of a fan-out stands, for the gateway's one status line ("3/8 done") and the editor."""
+
+    def __init__(self):
+        self.states: dict = {}   # run -> platform status code
+
+    def update(self, run: int, status: int) -> None:
+        self.states[run] = status
+
+    def done(self) -> int:
+        return sum(1 for s in self.states.values() if s == S_SUCCEEDED)
+
+    def line(self, lang: str, runs: int, run: int, text: str) -> str:
+        return texts.text("progress_runs", lang, done=self.done(), runs=runs, run=run + 1, text=text)
+
+    def record(self, runs: int) -> dict:
+        return {"runs": runs, "runs_done": self.done(),
+                "run_states": [self.states.get(i, 0) for i in range(runs)]}

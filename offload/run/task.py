@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import cloud_errors, errors, texts
-from ..journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal, UploadCache
+from ..journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal
 from ..owner import Interrupted
 from ..poll import INTERRUPT_CHECK_S, PollSchedule
 from ..redact import get_logger
@@ -20,7 +20,6 @@ from ..transfer import ByteBudget, gather_bounded
 from ..wire import CANCELLED as S_CANCELLED
 from ..wire import FAILED as S_FAILED
 from ..wire import TaskDetail
-from .inputs import prepare
 
 log = get_logger("gpugeek.run")
 
@@ -78,35 +77,7 @@ def check_spend(journal: Journal, limit: float | None, estimate: dict | None) ->
                                      values={"spent": f"{spent:g}", "price": f"{price or 0:g}", "limit": f"{limit:g}"})
 
 
-async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache, values: dict,
-                   workflow_id: int | None, timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None,
-                   daily_limit: float | None = None, label: str = "GPUGeek Cloud Execute",
-                   meta: dict | None = None, fetch_nodes=None) -> RunOutcome:
-    t0 = time.monotonic()
-    stats: dict = {}
-    estimate = estimate_for(journal, plan, workflow_id)
-    check_spend(journal, daily_limit, estimate)
-    job.emit("uploading")
-    prompt = await job.guard(prepare(plan, values, target, uploads, read_file, stats))
-    t_up = time.monotonic()
-    key = journal.begin(plan_hash=plan.hash, shape_hash=plan.shape, form_hash=plan.form, work=plan.work,
-                        workflow_id=str(workflow_id or ""), gateway=label, target=getattr(target, "name", "?"),
-                        **(meta or {}))
-    prompt_id = await submit_once(target, prompt, workflow_id, journal, key, label)
-    job.task_id = prompt_id
-    job.emit("submitted", prompt_id=prompt_id)
-    detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
-                             interrupted=job.interrupted, on_event=job.emit, estimate=estimate, label=label,
-                             stop_reason=lambda: job.stop_reason, prompt=prompt,
-                             provider=_provider(target, workflow_id))
-    t_done = time.monotonic()
-    files = await job.guard(fetch_results(detail, target, fetch_nodes))
-    t_dl = time.monotonic()
-    return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
-                      {"upload_s": t_up - t0, "wait_s": t_done - t_up, "download_s": t_dl - t_done})
-
-
-def _provider(target, workflow_id) -> texts.Said:
+def provider_of(target, workflow_id) -> texts.Said:
     """What provides the cloud's models, for the sentence that asks the user to pick one it has."""
     url = getattr(target, "url", None)
     if url:

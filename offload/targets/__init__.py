@@ -40,7 +40,8 @@ async def open_target(cfg: config.Config, override: str | None = None):
     if config.is_comfy_target(where):
         async with new_session() as session:
             # the token belongs to the configured server only: a URL named by a workflow never receives it
-            token = cfg.target_token if where == cfg.target else None
+            # (in a pool of servers set in the settings, to each of them)
+            token = cfg.target_token if where in [t.rstrip("/") for t in cfg.target.split(",")] else None
             target = ComfyUITarget(session, where, token=token, allow_lan_http=cfg.allow_lan_http)
             try:
                 yield target

@@ -274,6 +274,11 @@ class ComfyUITarget:
         d.result_url = urls
         return d
 
+    async def queue_load(self) -> int:
+        """How busy the server is: prompts running and waiting in its queue (a pool sends to the least busy)."""
+        queue = await self._request("GET", "/queue", "queue", safe=True) or {}
+        return len(queue.get("queue_running") or []) + len(queue.get("queue_pending") or [])
+
     async def cancel(self, task_id: str) -> None:
         """Exactly this prompt: deleted while pending, interrupted by id while running."""
         queue = await self._request("GET", "/queue", "cancel", safe=True) or {}

@@ -1,0 +1,152 @@
+"""A cloud part run as one task, or as ``runs`` tasks at once (fan-out): in task i every seed of the cloud
+part is the user's value plus i. Inputs are uploaded once per target; the daily limit counts every task
+before any is submitted; each task goes to the least busy target of the pool; the first task that fails
+cancels the others (their remote tasks too) and names its run; the tasks that finished stay journaled."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+import uuid
+
+from ..journal import Journal, UploadCache
+from ..targets.pool import Pool
+from ..wire import TaskDetail
+from .inputs import prepare
+from .task import (DEFAULT_TIMEOUT_S, RunOutcome, check_spend, estimate_for, fetch_results, provider_of,
+                   submit_once, wait_task)
+
+# Inputs that seed a sampler: in the runs of a fan-out, run i adds i to each of them.
+SEED_INPUTS = ("seed", "noise_seed")
+# Most tasks one gateway may start at once.
+MAX_RUNS = 64
+
+
+def with_seed_offset(prompt: dict, offset: int) -> dict:
+    """The cloud prompt of run ``offset``: every literal seed plus the offset (links untouched)."""
+    if not offset:
+        return prompt
+    out = copy.deepcopy(prompt)
+    for node in out.values():
+        inputs = node.get("inputs") or {}
+        for name in SEED_INPUTS:
+            v = inputs.get(name)
+            if isinstance(v, int) and not isinstance(v, bool):
+                inputs[name] = v + offset
+    return out
+
+
+def times_runs(estimate: dict | None, runs: int) -> dict | None:
+    """The estimate of ``runs`` tasks at once: the price adds up, the time does not."""
+    if not estimate or runs == 1:
+        return estimate
+    price = estimate.get("price")
+    return {**estimate, "price": price * runs if price is not None else None, "runs_at_once": runs}
+
+
+async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache, values: dict,
+                   workflow_id: int | None, timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None,
+                   daily_limit: float | None = None, label: str = "GPUGeek Cloud Execute",
+                   meta: dict | None = None, fetch_nodes=None) -> RunOutcome:
+    """One task on one target (the command line, a gateway with ``runs`` = 1)."""
+    outcomes = await run_runs(plan, job=job, pool=Pool([target]), journal=journal, uploads=uploads, values=values,
+                              workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                              daily_limit=daily_limit, label=label, meta=meta, fetch_nodes=fetch_nodes)
+    return outcomes[0]
+
+
+async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCache, values: dict, workflow_id,
+                   timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None, daily_limit: float | None = None,
+                   label: str = "GPUGeek Cloud Execute", meta: dict | None = None, fetch_nodes=None,
+                   runs: int = 1) -> list[RunOutcome]:
+    runs = max(1, min(MAX_RUNS, int(runs or 1)))
+    estimate = estimate_for(journal, plan, workflow_id)
+    check_spend(journal, daily_limit, times_runs(estimate, runs))
+    job.emit("uploading")
+    stats: dict = {}
+    prepared: dict = {}   # target -> its cloud prompt (uploads go to each target once)
+
+    async def prompt_for(target) -> dict:
+        if id(target) not in prepared:
+            prepared[id(target)] = await job.guard(prepare(plan, values, target, uploads, read_file, stats))
+        return prepared[id(target)]
+
+    group = {"group": uuid.uuid4().hex[:12], "runs": runs} if runs > 1 else {}
+    base_meta = {**(meta or {}), **group}
+
+    async def one(i: int) -> RunOutcome:
+        t0 = time.monotonic()
+        async with pool.lock:  # choose, prepare and submit in turn: each choice sees the previous submit
+            target = await pool.choose()
+            prompt = with_seed_offset(await prompt_for(target), i)
+            # a pool's task is journaled with the server it went to (refresh, cancel and Load Result go there)
+            where = {"target_url": target.url} if getattr(target, "url", None) else {}
+            key = journal.begin(plan_hash=plan.hash, shape_hash=plan.shape, form_hash=plan.form, work=plan.work,
+                                workflow_id=str(workflow_id or ""), gateway=label, target=getattr(target, "name", "?"),
+                                **{**base_meta, **where, **({"run": i} if runs > 1 else {})})
+            prompt_id = await submit_once(target, prompt, workflow_id, journal, key, _run_label(label, i, runs))
+        job.task_id = job.task_id or prompt_id
+        emit = _run_events(job.emit, i, runs)
+        emit("submitted", prompt_id=prompt_id)
+        detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
+                                 interrupted=job.interrupted, on_event=emit, estimate=estimate,
+                                 label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
+                                 prompt=prompt, provider=provider_of(target, workflow_id))
+        t_done = time.monotonic()
+        files = await job.guard(fetch_results(detail, target, fetch_nodes))
+        return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
+                          {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
+
+    return await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)])
+
+
+def _run_label(label: str, i: int, runs: int) -> str:
+    return label if runs == 1 else f"{label} (run {i + 1} of {runs})"
+
+
+def _run_events(emit, i: int, runs: int):
+    if runs == 1:
+        return emit
+    return lambda kind, **info: emit(kind, run=i, runs=runs, **info)
+
+
+async def _all_or_none(tasks: list) -> list:
+    """Every task's result in order; the first failure cancels the rest (each cancels its remote task) and is
+    raised once they have ended, so no paid task is left behind."""
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None), None)
+    if failed is None:
+        return [t.result() for t in tasks]
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    raise failed.exception()
+
+
+def combined(outcomes: list) -> tuple[TaskDetail, dict]:
+    """The runs' results as one task's: each output node's files in run order (one batch on the outputs)."""
+    first = outcomes[0].detail
+    if len(outcomes) == 1:
+        return first, dict(outcomes[0].files)
+    urls: dict = {}
+    files: dict = {}
+    sources: dict = {}
+    for o in outcomes:
+        for node, got in o.detail.result_url.items():
+            urls.setdefault(node, []).extend(got)
+            sources.update({u: o.prompt_id for u in got})
+        for node, got in o.files.items():
+            files.setdefault(node, []).extend(got)
+    price = [o.detail.origin_price for o in outcomes if o.detail.origin_price is not None]
+    detail = TaskDetail(prompt_id=",".join(o.prompt_id for o in outcomes), status=first.status, result_url=urls,
+                        run_duration_ms=max(o.detail.run_duration_ms for o in outcomes),
+                        queue_duration_ms=max(o.detail.queue_duration_ms for o in outcomes),
+                        origin_price=sum(price) if price else None, sources=sources)
+    return detail, files
+
