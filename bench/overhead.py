@@ -34,7 +34,7 @@ WF = "123456789012345"
 class RemoteFake:
     """The fake GPUGeek server in its own process (as the platform is): the client alone is measured."""
 
-    def __init__(self, task_s: float):
+    def __init__(self, task_s: float, size: int = 1024, batch: int = 4):
         import socket
         import subprocess
         with socket.socket() as s:
@@ -42,7 +42,7 @@ class RemoteFake:
             port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_gpugeek.py"), "--port", str(port),
-                                      "--key", KEY, "--run-s", str(task_s), "--size", "1024", "--batch", "4"],
+                                      "--key", KEY, "--run-s", str(task_s), "--size", str(size), "--batch", str(batch)],
                                      cwd=str(ROOT / "tests"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.time() + 30
         while time.time() < end:
@@ -61,7 +61,7 @@ class RemoteFake:
         self.proc.wait(10)
 
 
-def setup(task_s: float):
+def setup(task_s: float, size: int = 1024, batch: int = 4):
     os.environ["GPUGEEK_HOME"] = tempfile.mkdtemp(prefix="gpugeek-bench-")
     from conftest import load_pack
     pack = load_pack()
@@ -71,7 +71,7 @@ def setup(task_s: float):
     folder_paths.base = tempfile.mkdtemp(prefix="comfy-bench-")
     for d in ("input", "output", "temp", "user"):
         os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    fake = RemoteFake(task_s)
+    fake = RemoteFake(task_s, size, batch)
     os.environ["GPUGEEK_API_KEY"] = KEY
     os.environ["GPUGEEK_BASE_URL"] = fake.base_url
     classes = mini_comfy.stub_classes()

@@ -5,6 +5,7 @@ cancels the others (their remote tasks too) and names its run; the tasks that fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 import uuid
@@ -64,19 +65,20 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
     check_spend(journal, daily_limit, times_runs(estimate, runs))
     job.emit("uploading")
     stats: dict = {}
-    prepared: dict = {}   # target -> its cloud prompt (uploads go to each target once)
+    prepared: dict = {}   # target -> its cloud prompt, being made or made (uploads go to each target once)
 
     async def prompt_for(target) -> dict:
         if id(target) not in prepared:
-            prepared[id(target)] = await job.guard(prepare(plan, values, target, uploads, read_file, stats))
-        return prepared[id(target)]
+            prepared[id(target)] = asyncio.ensure_future(prepare(plan, values, target, uploads, read_file, stats))
+        return await job.guard(asyncio.shield(prepared[id(target)]))
 
     group = {"group": uuid.uuid4().hex[:12], "runs": runs} if runs > 1 else {}
     base_meta = {**(meta or {}), **group}
 
     async def one(i: int) -> RunOutcome:
         t0 = time.monotonic()
-        async with pool.lock:  # choose, prepare and submit in turn: each choice sees the previous submit
+        # on a pool, choose and submit in turn (each choice sees the previous submit); one target takes all at once
+        async with pool.lock if len(pool.targets) > 1 else contextlib.nullcontext():
             target = await pool.choose()
             prompt = with_seed_offset(await prompt_for(target), i)
             # a pool's task is journaled with the server it went to (refresh, cancel and Load Result go there)

@@ -1,0 +1,105 @@
+"""Fan-out (issue 17): N tasks of one cloud part at once, measured against one task in the same process.
+
+1. GPUGeek fake (its own process, as the platform is): 8 runs of a 2 s cloud part against 1 run, with one
+   512x512 image per run and with four 1024x1024 per run. Bar: 8 runs within 1.3x the time of one (the
+   platform runs tasks side by side).
+2. A pool of two ComfyUI servers (tests/fake_comfyui.py, each running one prompt at a time, as ComfyUI does):
+   8 runs over the pool against 4 runs on one server. Bar: within 1.3x.
+Run: python bench/fanout.py [--task-s S]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import header, row  # noqa: E402
+
+import overhead  # noqa: E402  (its GPUGeek fake in a process and the ComfyUI stand-in set-up)
+
+
+def gateway(runs: int, seed: int, target: str = "") -> dict:
+    return {"1": {"class_type": "LoadImage", "inputs": {"image": "cloud_only.png"}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0], "seed": seed}},
+            "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": overhead.WF, "run_on": "cloud",
+                                                                   "timeout_s": 600, "image_1": ["2", 0],
+                                                                   "runs": runs, "target": target}}}
+
+
+def timed(prompt: dict, classes) -> tuple[float, object]:
+    import mini_comfy
+    from server import PromptServer
+    t0 = time.perf_counter()
+    results, _, _ = asyncio.run(mini_comfy.execute(json.loads(json.dumps(prompt)), classes, PromptServer.instance))
+    return time.perf_counter() - t0, results["10"]
+
+
+def gpugeek(task_s: float, size: int, batch: int) -> dict:
+    _, fake, classes = overhead.setup(task_s, size, batch)
+    try:
+        timed(gateway(1, 0), classes)                          # warm-up: imports, sessions, history
+        one, _ = timed(gateway(1, 1), classes)
+        eight, out = timed(gateway(8, 100), classes)
+        assert out[0].shape[0] == 8 * batch
+        header(f"fan-out on the GPUGeek fake: {task_s:.1f} s cloud part, {batch} x {size}x{size} PNG back per run")
+        row("8 runs at once vs 1 run (wall)", f"{eight:.2f} s", f"{one:.2f} s", eight / one, "<= 1.3x",
+            eight / one <= 1.3)
+        return {"one_s": one, "eight_s": eight}
+    finally:
+        fake.stop()
+
+
+def frames(task_s: float, count: int = 81, side: int = 632) -> dict:
+    """A short video clip back: ``count`` frames of about 832x480 pixels (the fake makes squares: 632x632 has
+    the same pixel count), one run; the net overhead per frame (wall minus the task's own lifetime)."""
+    import resource
+    _, fake, classes = overhead.setup(task_s, side, count)
+    try:
+        timed(gateway(1, 0), classes)
+        wall, out = timed(gateway(1, 1), classes)
+        life = fake.task(out[6])["lifetime"]
+        per = (wall - life) / count * 1e3
+        tensor_mb = out[0].numel() * 4 / 2**20
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        header(f"{count} frames of {side}x{side} (~832x480) back from one {task_s:.1f} s task")
+        row("net overhead per frame", f"{per:.1f} ms", "", None, "<= 8 ms", per <= 8)
+        print(f"  final tensor {tensor_mb:.0f} MB; process peak RSS {peak_mb:.0f} MB (torch and the pack included)")
+        return {"per_frame_ms": per}
+    finally:
+        fake.stop()
+
+
+def pool(task_s: float) -> dict:
+    from fake_comfyui import FakeComfyUI
+    servers = [FakeComfyUI(size=256, files=1, run_s=task_s).start() for _ in range(2)]
+    try:
+        _, fake, classes = overhead.setup(0.1)
+        fake.stop()
+        a, both = servers[0].url, ",".join(s.url for s in servers)
+        timed(gateway(1, 0, a), classes)                       # warm-up: websockets, history
+        four_one, _ = timed(gateway(4, 10, a), classes)
+        eight_two, out = timed(gateway(8, 20, both), classes)
+        assert out[0].shape[0] == 8
+        spread = [sum(1 for c in s.calls if c == "prompt") for s in servers]
+        header(f"fan-out on a pool of two ComfyUI servers: {task_s:.1f} s prompt each, one at a time per server")
+        row("8 runs on two servers vs 4 on one (wall)", f"{eight_two:.2f} s", f"{four_one:.2f} s",
+            eight_two / four_one, "<= 1.3x", eight_two / four_one <= 1.3)
+        print(f"  prompts per server (warm-up and both measures): {spread}")
+        return {"four_one_s": four_one, "eight_two_s": eight_two}
+    finally:
+        for s in servers:
+            s.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task-s", type=float, default=2.0)
+    a = ap.parse_args()
+    gpugeek(a.task_s, 512, 1)      # four variations of an SD 1.5 image: one 512x512 per run
+    gpugeek(a.task_s, 1024, 4)     # heavy: four 1024x1024 per run, 32 in all (decode and memory bound here)
+    frames(a.task_s)
+    pool(a.task_s)
