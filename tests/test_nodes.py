@@ -440,3 +440,16 @@ def test_the_clouds_refusal_is_a_sentence_per_node_in_the_users_language(env, fa
     assert tasks[0]["error"] == raw  # the raw answer, for whoever needs it
     en = _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks")["tasks"]
     assert said in en[0]["error_text"]
+
+
+def test_the_tasks_tab_shows_a_running_tasks_estimate(env, fake):
+    """The tasks tab uses the same estimate as the editor, the poll schedule and the daily limit."""
+    fake.task_opts.update(run_s=0.05, price=0.3)
+    execute(t2i(), env)
+    j = pack.nodes.cloud.journal()
+    done = j.tasks()[0]
+    key = j.begin(plan_hash="another-seed", shape_hash=done["shape_hash"], workflow_id=WF, form_hash=done["form_hash"])
+    j.update(key, status="running", prompt_id="777")
+    tasks = {t["prompt_id"]: t for t in _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks")["tasks"]}
+    assert tasks["777"]["expected"]["basis"] == "shape" and tasks["777"]["expected"]["price"] == 0.3
+    assert "expected" not in tasks[done["prompt_id"]]
