@@ -106,8 +106,11 @@ def test_a_model_the_server_lacks_is_one_sentence_on_that_node(env, remote):
     del p["1"], p["2"]
     with pytest.raises(E.BadRequestError) as ei:
         execute(p, env)
-    assert ("#5 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
-            f"the server {remote.url} provides.") in str(ei.value)
+    said = ("#5 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
+            f"the server {remote.url} provides.")
+    assert said in str(ei.value)
+    rec = pack.nodes.cloud.journal().tasks()[0]   # the tasks tab tells it the same way, in any language
+    assert rec["status"] == "failed" and rec["error_lines"][0]["values"]["id"] == "5"
 
 
 def test_cloud_failure_named(env, remote):

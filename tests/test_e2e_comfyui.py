@@ -231,7 +231,8 @@ def test_key_never_in_history_object_info_or_outputs(stack):
 
 @pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(), reason="no chromium")
 def test_editor_marks_runs_and_never_shows_the_key(stack):
-    """The README's screenshots come from here (GPUGEEK_SCREENSHOTS=docs)."""
+    """On the bundled frontend (GPUGEEK_SCREENSHOTS=dir keeps its screenshots). The README's screenshots are
+    taken on the newest frontend (1.58.1) through this same stack."""
     pw = pytest.importorskip("playwright.sync_api")
     shots = Path(os.environ.get("GPUGEEK_SCREENSHOTS", stack["tmp"] / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
@@ -622,3 +623,146 @@ def test_a_neighbour_fails_while_a_submit_is_answered_late(stack):
         assert wait_until(lambda: journal_status(stack, task["prompt_id"]) == "cancelled", 30)
     finally:
         requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 0}, timeout=10)
+
+
+# ---- issue 15: missing models of cloud nodes, the cloud's errors on nodes, live previews, one status ------
+
+CHROMIUM = pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(), reason="no chromium")
+
+
+def launch(p):
+    return p.chromium.launch(executable_path="/usr/bin/chromium",
+                             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def with_local_loader(wf):
+    """The example workflow plus a checkpoint loader that runs here, with a model this machine lacks (embedded
+    with a download URL too: frontend 1.27 warns only about models a workflow embeds)."""
+    wf = json.loads(json.dumps(wf))
+    wf["nodes"].append({"id": 20, "type": "CheckpointLoaderSimple", "pos": [100, 700], "size": [315, 98], "flags": {},
+                        "order": 20, "mode": 0, "inputs": [],
+                        "outputs": [{"name": "MODEL", "type": "MODEL", "links": None},
+                                    {"name": "CLIP", "type": "CLIP", "links": None},
+                                    {"name": "VAE", "type": "VAE", "links": None}],
+                        "properties": {"Node name for S&R": "CheckpointLoaderSimple", "models": [
+                            {"name": "local_only_missing.safetensors", "directory": "checkpoints",
+                             "url": "https://huggingface.co/none/none/resolve/main/local_only_missing.safetensors"}]},
+                        "widgets_values": ["local_only_missing.safetensors"]})
+    wf["last_node_id"] = 20
+    return wf
+
+
+MISSING_JS = """() => {
+  const s = app.extensionManager._p?._s?.get('missingModel');
+  return { entries: s ? (s.missingModelCandidates || []).map(c => String(c.nodeId)) : null,
+           errors: app.graph._nodes.filter(n => n.has_errors).map(n => String(n.id)),
+           text: document.body.innerText };
+}"""
+
+
+@CHROMIUM
+def test_no_missing_model_warning_for_a_cloud_node(editor_url):
+    """The example's checkpoint loader runs in the cloud: its model is not reported missing here (1.58 checks
+    widget values against this machine's lists); a loader that runs here still is, and so is the cloud's loader
+    once an edit takes it out of the cloud."""
+    pw = pytest.importorskip("playwright.sync_api")
+    wf = with_local_loader(json.loads((ROOT / "example_workflows" / "text_to_image_cloud_upscale_here.json").read_text()))
+    with pw.sync_playwright() as p:
+        b = launch(p)
+        page = open_editor(b, editor_url)
+        new = page.evaluate("() => typeof app.refreshMissingModels === 'function'")
+        page.evaluate("(wf) => app.loadGraphData(wf)", wf)
+        page.wait_for_function("() => window.__gpugeekMarking.roles['4'] === 'cloud'", timeout=30000)
+        page.wait_for_function("() => document.body.innerText.includes('local_only_missing.safetensors')", timeout=30000)
+        time.sleep(2)
+        seen = page.evaluate(MISSING_JS)
+        page.keyboard.press("Escape")
+        # take the loader out of the cloud: the frontend's check runs again and names its model
+        page.evaluate("() => { const g = app.graph; g.getNodeById(3).disconnectInput(0); g.getNodeById(6).disconnectInput(0);"
+                      " g.getNodeById(7).disconnectInput(0); g.getNodeById(8).disconnectInput(1); }")
+        page.wait_for_function("() => window.__gpugeekMarking.roles['4'] === 'local'", timeout=30000)
+        time.sleep(2)
+        after = page.evaluate(MISSING_JS)
+        b.close()
+    assert "sd_xl_base_1.0.safetensors" not in seen["text"]
+    assert "local_only_missing.safetensors" in seen["text"]
+    if new:   # 1.58: the store of missing models, which also outlines the nodes
+        assert seen["entries"] == ["20"] and seen["errors"] == ["20"], seen
+        assert sorted(after["entries"]) == ["20", "4"] and "4" in after["errors"], after
+
+
+def on_target(target):
+    p = t2i()
+    p["10"]["inputs"]["target"] = target
+    return p
+
+
+@CHROMIUM
+def test_cloud_errors_on_the_users_nodes_and_in_the_tasks_tab(editor_url, stack):
+    """GPUGeek's task fails: its ComfyUI has no such checkpoint. The loader is outlined with the sentence until
+    the user changes it; the tasks tab shows the sentence, with the raw answer (JSON) collapsed under it."""
+    pw = pytest.importorskip("playwright.sync_api")
+    with pw.sync_playwright() as p:
+        b = launch(p)
+        page = open_editor(b, editor_url)
+        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+        page.evaluate("(wf) => app.loadApiJson(wf, 'refused')", t2i())
+        page.wait_for_function("() => window.__gpugeekMarking.roles['4'] === 'cloud'", timeout=30000)
+        page.evaluate("app.canvas.ds.scale = 0.8; app.canvas.ds.offset = [40, 60]; app.graph.setDirtyCanvas(true, true)")
+        page.evaluate("app.queuePrompt(0, 1)")
+        page.wait_for_function("() => window.__gpugeekCloudErrors.has('4')", timeout=60000)
+        shown = page.evaluate("() => Object.fromEntries([...window.__gpugeekCloudErrors].map(([k, v]) => [k, v.text]))")
+        page.keyboard.press("Escape")
+        page.evaluate("app.extensionManager.command.execute('Workspace.ToggleSidebarTab.gpugeek-tasks')")
+        page.wait_for_function("() => [...document.querySelectorAll('details')].some(d => d.innerText.includes('raw'))",
+                               timeout=30000)
+        tab = page.evaluate("""() => { const d = [...document.querySelectorAll('details')]
+            .find(d => d.parentElement.firstChild.innerText.includes('does_not_exist_here'));
+          return { sentence: d.parentElement.firstChild.innerText, open: d.open, summary: d.querySelector('summary').innerText }; }""")
+        # the user changes the node the sentence is about: it goes
+        page.evaluate("() => { const w = app.graph.getNodeById(4).widgets[0]; w.value = 'another.safetensors';"
+                      " app.graph.setDirtyCanvas(true, true); }")
+        page.wait_for_function("() => !window.__gpugeekCloudErrors.has('4')", timeout=10000)
+        b.close()
+    assert list(shown) == ["4"] and "does_not_exist_here.safetensors" in shown["4"], shown
+    assert "does_not_exist_here.safetensors" in tab["sentence"] and "{" not in tab["sentence"], tab
+    assert tab["open"] is False and tab["summary"] == "show the cloud's raw answer"
+
+
+@CHROMIUM
+def test_live_previews_on_the_cloud_sampler_and_one_status(editor_url, stack):
+    """A ComfyUI server's sampler previews reach the cloud KSampler the way ComfyUI's own do (the node's
+    preview images), and go when the run ends; the gateway shows one status at a time."""
+    pw = pytest.importorskip("playwright.sync_api")
+    from fake_comfyui import MODELS, FakeComfyUI
+    fake = FakeComfyUI(step_s=0.3, steps=12).start()
+    prompt = on_target(fake.url)
+    prompt["4"]["inputs"]["ckpt_name"] = MODELS[0]
+    try:
+        with pw.sync_playwright() as p:
+            b = launch(p)
+            page = open_editor(b, editor_url)
+            page.evaluate("(wf) => app.loadApiJson(wf, 'previews')", prompt)
+            page.wait_for_function("() => window.__gpugeekMarking.roles['3'] === 'cloud'", timeout=30000)
+            page.evaluate("app.canvas.ds.scale = 0.5; app.canvas.ds.offset = [20, 20]; app.graph.setDirtyCanvas(true, true)")
+            page.evaluate("app.queuePrompt(0, 1)")
+            page.wait_for_function("() => (app.nodePreviewImages || {})['3']?.length > 0", timeout=60000)
+            during = page.evaluate(STATUS_JS)
+            page.wait_for_function("() => (app.graph.getNodeById(10)?.__gpugeekStatus || {}).status === 3", timeout=60000)
+            page.wait_for_function("() => window.__gpugeekPreviews.shown.size === 0", timeout=30000)
+            time.sleep(2)
+            after = page.evaluate(STATUS_JS)
+            b.close()
+    finally:
+        fake.stop()
+    assert fake.previews_sent > 0 and during["previews"] > 0
+    assert after["preview3"] is None and not after["imgs3"]
+    for s in (during, after):   # exactly one status: ComfyUI's progress text or the pack's box
+        assert (s["progress"] is not None) != (s["box"] == "status"), s
+
+
+STATUS_JS = """() => { const g = app.graph.getNodeById(10);
+  const w = (g.widgets || []).find(w => w.name === '$$node-text-preview' && w.value);
+  return { progress: w ? String(w.value) : null, box: g.__gpugeekBoxShown ?? null,
+           previews: window.__gpugeekPreviews.state.count, preview3: (app.nodePreviewImages || {})['3'] ?? null,
+           imgs3: (app.graph.getNodeById(3).imgs || []).length }; }"""

@@ -1,22 +1,21 @@
 // Marks, as the user edits, the nodes that will run in the cloud for each gateway, flags crossings that
 // would be refused, and shows on each gateway the expected price and run time of its cloud part (median
-// of earlier runs in the journal). Everything comes from the server's plan (POST /gpugeek/plan): the
-// editor has no planner of its own, so the marking is what queueing the graph would do.
+// of earlier runs in the journal; drawn by gpugeek_status.js). Everything comes from the server's plan (POST
+// /gpugeek/plan): the editor has no planner of its own, so the marking is what queueing the graph would do.
 import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { GATEWAY } from "./lib/names.js";
-import { expectedLine } from "./lib/status.js";
 import { runningCloudNodes } from "./lib/live.js";
 import { follower } from "./lib/follow.js";
 import { withoutLanguage, hasGateway } from "./lib/prompt.js";
+import { plan, setPlan, setPlanner } from "./lib/plan_state.js";
 
 const CLOUD = "#3b82f6";   // readable on dark and light canvases
 const BOTH = "#14b8a6";
 const REFUSED = "#ef4444";
 const EMPTY = { ok: true, roles: {}, owner: {}, refusals: {}, flagged: [], groups: {}, expected: {} };
-// what is drawn (the last plan applied), and the last answer by prompt (a graph whose prompt did not
-// change, e.g. a node moved, is not planned again)
-const state = { roles: {}, owner: {}, refusals: {}, flagged: new Set(), groups: {}, expected: {},
-                applied: null, last: null, failing: false, plans: 0 };
+// what is drawn (the last plan applied, shared in lib/plan_state.js), and the last answer by prompt (a graph
+// whose prompt did not change, e.g. a node moved, is not planned again)
+const state = Object.assign(plan, { applied: null, last: null, failing: false, plans: 0 });
 // test-only: the end-to-end tests read the marking from here (tests/test_e2e_comfyui.py)
 globalThis.__gpugeekMarking = state;
 
@@ -83,21 +82,13 @@ function outline(ctx, node, color, title) {
   ctx.restore();
 }
 
-function drawExpected(node, ctx) {
-  if (node.type !== GATEWAY) return;
-  const id = String(node.id);
-  if (node.__gpugeekStatus) return;  // live status replaces the estimate (gpugeek_status.js)
-  const lines = state.refusals[id] ? state.refusals[id] : [expectedLine(state.expected[id], lang())];
-  node.__gpugeekBox?.(ctx, lines, state.refusals[id] ? REFUSED : null);
-}
-
 function patch(node) {
   if (node.__gpugeekMarked) return;
   node.__gpugeekMarked = true;
   const orig = node.onDrawForeground;
   node.onDrawForeground = function (ctx, ...rest) {
     const r = orig?.apply(this, [ctx, ...rest]);
-    try { drawMark(this, ctx); drawExpected(this, ctx); } catch (e) { console.warn("[GPUGeek] mark", e); }
+    try { drawMark(this, ctx); } catch (e) { console.warn("[GPUGeek] mark", e); }
     return r;
   };
 }
@@ -115,9 +106,8 @@ function versionOf(graph) {
 
 function apply(answer) {
   if (answer === state.applied) return;
-  Object.assign(state, { roles: answer.roles || {}, owner: answer.owner || {}, refusals: answer.refusals || {},
-    flagged: new Set((answer.flagged || []).map(String)), groups: answer.groups || {}, expected: answer.expected || {},
-    applied: answer });
+  state.applied = answer;
+  setPlan(answer);
   app.graph?.setDirtyCanvas?.(true, true);
 }
 
@@ -148,6 +138,7 @@ async function replan() {
 }
 
 const follow = follower({ version: () => versionOf(app.graph), run: replan, pollMs: 100, debounceMs: 60 });
+setPlanner(() => follow.now());
 
 // estimates change when a run ends: plan again even if the graph did not change
 function replanAfterRuns() {

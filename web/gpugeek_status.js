@@ -1,9 +1,14 @@
-// Live task status on each gateway: queued (position N of M), running (elapsed), done (time, price),
-// failed (the cloud's text), cancelled; the task id is copyable from the node's menu.
+// The box under each gateway: before a run the expected price and time of its cloud part (or why it would
+// be refused), then its task's status: queued (position N of M), running (elapsed), done (time, price),
+// failed, cancelled. One status at a time: while the frontend shows the server's progress text on the node
+// (in the prompt's language), the box does not repeat it. The task id is copyable from the node's menu.
 import { app, api, tr, toast, lang, textsReady, EXT } from "./gpugeek_common.js";
-import { GATEWAY } from "./lib/names.js";
-import { statusLines } from "./lib/status.js";
+import { GATEWAY, PROGRESS_TEXT_WIDGET } from "./lib/names.js";
+import { gatewayBox } from "./lib/status.js";
 import { live as byNode } from "./lib/live.js";  // gateway node id -> status record from the server
+import { plan } from "./lib/plan_state.js";
+
+const REFUSED = "#ef4444";
 
 function box(node, ctx, lines, color) {
   if (!lines.length) return;
@@ -23,6 +28,19 @@ function box(node, ctx, lines, color) {
   ctx.restore();
 }
 
+const progressShown = (node) => !!node.widgets?.some((w) => w.name === PROGRESS_TEXT_WIDGET && w.value);
+
+function drawBox(node, ctx) {
+  const id = String(node.id);
+  const s = byNode.get(id);
+  node.__gpugeekStatus = s;
+  const content = gatewayBox({ live: s, progressShown: progressShown(node), refusals: plan.refusals[id],
+    expected: plan.expected[id] }, lang());
+  node.__gpugeekBoxShown = content?.kind || null;   // test-only: what the box shows
+  if (!content) return;
+  box(node, ctx, content.lines, content.kind === "status" ? colorOf(s) : content.kind === "refused" ? REFUSED : null);
+}
+
 function colorOf(s) {
   return { 1: "#eab308", 2: "#3b82f6", 3: "#22c55e", 4: "#ef4444", 5: "#94a3b8" }[s?.status] || "#3b82f6";
 }
@@ -34,10 +52,7 @@ app.registerExtension({
     const onDraw = nodeType.prototype.onDrawForeground;
     nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
       const r = onDraw?.apply(this, [ctx, ...rest]);
-      this.__gpugeekBox = (c, lines, color) => box(this, c, lines, color);
-      const s = byNode.get(String(this.id));
-      this.__gpugeekStatus = s;
-      if (s) box(this, ctx, statusLines(s, lang()).map(String), colorOf(s));
+      try { drawBox(this, ctx); } catch (e) { console.warn("[GPUGeek] status", e); }
       return r;
     };
     const menu = nodeType.prototype.getExtraMenuOptions;

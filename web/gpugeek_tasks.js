@@ -1,7 +1,8 @@
 // The GPUGeek tab in the sidebar: every task of the journal (time, workflow, status, durations, price,
 // thumbnails), cancel for a running task, "load results" that adds a GPUGeek Load Result node.
-import { app, call, tr, toast, textsReady, EXT } from "./gpugeek_common.js";
+import { app, call, tr, toast, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { seconds } from "./lib/i18n.js";
+import { errorView } from "./lib/tasks.js";
 
 const ACTIVE = new Set(["submitting", "queued", "running", "cancelling", "unknown"]);
 const COLORS = { succeeded: "#22c55e", failed: "#ef4444", cancelled: "#94a3b8", cancelling: "#f97316", unknown: "#f97316", queued: "#eab308", running: "#3b82f6" };
@@ -44,6 +45,26 @@ function thumbs(files) {
   return box;
 }
 
+// the cloud's refusal in the editor's language, its raw answer collapsed under it (kept open across the
+// tab's refreshes once opened)
+const rawOpen = new Set();
+
+function errorBlock(task) {
+  const { text, raw } = errorView(task, tr("cloudError"));
+  const box = el("div", "color:#ef4444;margin-top:2px;word-break:break-word");
+  if (text) box.append(el("div", "", text));
+  if (raw) {
+    const details = el("details", "margin-top:2px;color:inherit;opacity:.85");
+    const key = task.key || task.prompt_id;
+    details.open = rawOpen.has(key);
+    details.ontoggle = () => (details.open ? rawOpen.add(key) : rawOpen.delete(key));
+    details.append(el("summary", "cursor:pointer;font-size:11px", tr("rawError")),
+      el("pre", "white-space:pre-wrap;font-size:11px;margin:2px 0 0 0", raw));
+    box.append(details);
+  }
+  return box;
+}
+
 function row(task, rerender) {
   const r = el("div", "padding:8px;border-bottom:1px solid rgba(128,128,128,.25);font-size:12px");
   const when = new Date((task.created || 0) * 1000).toLocaleString();
@@ -54,7 +75,7 @@ function row(task, rerender) {
     `${tr("taskId", { id: task.prompt_id || "-" })} · wf ${task.workflow_id || "-"} · ` +
     `${seconds(task.queue_ms)} + ${seconds(task.run_ms)}${task.price != null ? ` · ${task.price}` : ""}`);
   r.append(head, meta);
-  if (task.error && st !== "succeeded") r.append(el("div", "color:#ef4444;margin-top:2px;word-break:break-word", String(task.error)));
+  if ((task.error || task.error_text) && st !== "succeeded") r.append(errorBlock(task));
   r.append(thumbs(task.files));
   const actions = el("div", "margin-top:4px");
   if (task.prompt_id) {
@@ -84,7 +105,7 @@ function render(root) {
     // the tab may render before it is attached; stop polling once it has been shown and then closed
     if (root.isConnected) shown = true;
     else if (shown) { clearInterval(timer); return; }
-    const data = await call("tasks").catch(() => ({ tasks: [] }));
+    const data = await call(`tasks?lang=${lang()}`).catch(() => ({ tasks: [] }));
     const tasks = data.tasks || [];
     const today = new Date().toDateString();
     const spent = tasks.filter((t) => new Date((t.created || 0) * 1000).toDateString() === today)

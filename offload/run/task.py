@@ -94,8 +94,9 @@ async def submit_once(target, prompt: dict, workflow_id, journal: Journal, key: 
         journal.update(key, status=UNKNOWN, error=e.to_dict()["text"])
         log.warning("%s: %s", label, e)
         raise
-    except errors.GPUGeekError as e:
-        journal.update(key, status=FAILED, error=e.to_dict()["text"], price=0)
+    except errors.GPUGeekError as e:  # refused: nothing runs, nothing is paid (the cloud's reasons by node kept)
+        journal.update(key, status=FAILED, error=e.to_dict()["text"], price=0,
+                       error_lines=[line.to_dict() for line in e.lines] or None)
         raise
     except BaseException as e:  # the process is going down mid-submit: the answer is lost to us
         journal.update(key, status=UNKNOWN, error=str(errors.SubmitUnknownError(

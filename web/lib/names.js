@@ -2,3 +2,5 @@
 export const GATEWAY = "GPUGeekCloudExecute";
 // the editor's language, added to each gateway's inputs of a queued prompt; the server pops it before validation
 export const LANG_INPUT = "gpugeek_lang";
+// the frontend's widget that shows a node's progress text (the server's send_progress_text), 1.27 and 1.58
+export const PROGRESS_TEXT_WIDGET = "$$node-text-preview";

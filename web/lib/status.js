@@ -21,3 +21,12 @@ export function expectedLine(expected, lang) {
   const key = expected.basis === "shape" || expected.basis === "workflow" ? `expected_${expected.basis}` : "expected";
   return t(lang, key, { price: expected.price ?? "?", time: seconds(expected.run_ms), n: expected.runs });
 }
+
+// What the box under a gateway shows, one status at a time: while a task is known (live), its status only
+// where the frontend does not already show the server's progress text on the node (the frontend 1.58 drops
+// that text when the run ends, 1.27 keeps it); before a run the refusals, or else the estimate.
+export function gatewayBox({ live, progressShown, refusals, expected }, lang) {
+  if (live) return progressShown ? null : { kind: "status", lines: statusLines(live, lang).map(String) };
+  if (refusals?.length) return { kind: "refused", lines: refusals.map(String) };
+  return { kind: "expected", lines: [expectedLine(expected, lang)] };
+}
