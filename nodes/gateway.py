@@ -115,6 +115,11 @@ class GPUGeekCloudExecute:
                 comfy.send("gpugeek.cloud_errors", told)
             cloud.reraise(e, label, plan.lang)
         progress.bar.set(100)
+        if len(out.task_ids) > 1:  # the closing line of a fan-out: every run, their time and total price
+            d = out.detail
+            comfy.progress_text(texts.text("progress_runs_done", plan.lang, runs=len(out.task_ids),
+                                           s=f"{d.run_duration_ms / 1000:.1f}", price=f"{d.origin_price or 0:g}"),
+                                unique_id)
         return {"ui": {"images": out.previews, "gpugeek": [_done(out, started)] if plan.leads else []},
                 "result": tuple(out.outputs) + (out.task_id,)}
 

@@ -766,3 +766,103 @@ STATUS_JS = """() => { const g = app.graph.getNodeById(10);
   return { progress: w ? String(w.value) : null, box: g.__gpugeekBoxShown ?? null,
            previews: window.__gpugeekPreviews.state.count, preview3: (app.nodePreviewImages || {})['3'] ?? null,
            imgs3: (app.graph.getNodeById(3).imgs || []).length }; }"""
+
+
+# ---- a gateway with runs = 3: the count and each run's state on the gateway, one group in the tasks tab ----
+
+RUNS_BOX_JS = """() => { const g = app.graph.getNodeById(60);
+  const w = (g.widgets || []).find(w => w.name === '$$node-text-preview' && w.value);
+  return { progress: w ? String(w.value) : null, box: g.__gpugeekBoxShown ?? null, lines: g.__gpugeekBoxLines ?? null,
+           status: g.__gpugeekStatus ?? null }; }"""
+
+GROUP_JS = """async (first) => {
+  const tasks = (await (await fetch('/gpugeek/tasks?lang=en')).json()).tasks;
+  const group = (tasks.find(t => t.prompt_id === first) || {}).group;
+  const el = group && document.querySelector(`[data-gpugeek-group="${group}"]`);
+  if (!el) return null;
+  return { group, head: el.querySelector('[data-gpugeek-group-head]').innerText,
+           cells: [...el.querySelectorAll('[data-gpugeek-cell]')].map(c => c.dataset.gpugeekCell),
+           runs: [...el.querySelectorAll('[data-gpugeek-run]')].map(r => [r.dataset.gpugeekRun, r.dataset.gpugeekTask,
+                                                                        r.firstChild.firstChild.innerText]),
+           toggle: el.querySelector('[data-gpugeek-toggle]').dataset.gpugeekToggle,
+           groups: tasks.filter(t => t.group === group).length }; }"""
+
+
+@CHROMIUM
+def test_three_runs_on_the_gateway_and_one_group_in_the_tasks_tab(editor_url, stack):
+    """A gateway with runs = 3 queued from the editor: it ends saying "3/3 done" (ComfyUI's progress text on
+    1.27, the pack's box with a square per run on 1.58; in Chinese too), and the tasks tab lists its three
+    tasks as one group ("3 runs · 3 done", their summed price) that opens to run 1..3; Load all runs adds a
+    Load Result node with the three ids in run order."""
+    pw = pytest.importorskip("playwright.sync_api")
+    shots = Path(os.environ.get("GPUGEEK_SCREENSHOTS", stack["tmp"] / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    tag = "new" if editor_url != stack["local"] else "bundled"
+    prompt = cheap(gw="60", color=0x2050A0)
+    prompt["60"]["inputs"]["runs"] = 3
+    requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 3}, timeout=10)
+    try:
+        with pw.sync_playwright() as p:
+            b = launch(p)
+            page = open_editor(b, editor_url)
+            page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+            page.evaluate("(wf) => app.loadApiJson(wf, 'three runs')", prompt)
+            page.wait_for_function("() => window.__gpugeekMarking.roles['601'] === 'cloud'", timeout=30000)
+            page.evaluate("""() => { const g = app.graph.getNodeById(60), ds = app.canvas.ds; ds.scale = 0.9;
+                ds.offset = [-g.pos[0] + 450, -g.pos[1] + 130]; app.graph.setDirtyCanvas(true, true); }""")
+            page.evaluate("app.queuePrompt(0, 1)")
+            page.evaluate("app.extensionManager.command.execute('Workspace.ToggleSidebarTab.gpugeek-tasks')")
+            # the fake holds each task 3 s: the runs are queued or running
+            page.wait_for_function("() => (app.graph.getNodeById(60)?.__gpugeekStatus || {}).runs === 3", timeout=60000)
+            time.sleep(1)
+            during = page.evaluate(RUNS_BOX_JS)
+            mid = page.evaluate(GROUP_JS, during["status"]["task_id"])
+            page.screenshot(path=str(shots / f"runs_running_{tag}.png"))
+            page.wait_for_function("() => (app.graph.getNodeById(60)?.__gpugeekStatus || {}).status === 3"
+                                   " && !!app.graph.getNodeById(60).__gpugeekStatus.task_ids", timeout=60000)
+            time.sleep(2)
+            after = page.evaluate(RUNS_BOX_JS)
+            page.screenshot(path=str(shots / f"runs_done_{tag}.png"))
+            zh = None
+            if after["box"] == "status":   # the box is the one status: it follows the editor's language
+                page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'zh')")
+                time.sleep(1.5)
+                page.evaluate("app.graph.setDirtyCanvas(true, true)")
+                time.sleep(0.5)
+                zh = page.evaluate(RUNS_BOX_JS)
+                page.screenshot(path=str(shots / f"runs_done_zh_{tag}.png"))
+                page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+                time.sleep(1.5)
+            ids = after["status"]["task_ids"]
+            assert wait_until(lambda: page.evaluate(GROUP_JS, ids[0]) is not None, 30)
+            closed = page.evaluate(GROUP_JS, ids[0])
+            page.click(f"[data-gpugeek-group='{closed['group']}'] [data-gpugeek-toggle]")
+            time.sleep(0.5)
+            opened = page.evaluate(GROUP_JS, ids[0])
+            page.screenshot(path=str(shots / f"runs_tasks_{tag}.png"))
+            page.click(f"[data-gpugeek-group='{closed['group']}'] >> text=Load all runs")
+            time.sleep(1)
+            loaded = page.evaluate("() => app.graph._nodes.filter(n => n.type === 'GPUGeekLoadResult')"
+                                   ".map(n => n.widgets.find(w => w.name === 'prompt_id').value)")
+            b.close()
+    finally:
+        requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 0}, timeout=10)
+    assert during["status"]["runs"] == 3 and len(during["status"]["run_states"]) == 3, during
+    assert during["box"] in ("runs", "status"), during    # the squares: under the progress text, or with the lines
+    assert during["status"]["runs_done"] < 3, during
+    if mid is not None:   # the tab (it polls every 3 s) has seen the group while it ran
+        assert set(mid["cells"]) != {"succeeded"}, mid
+    for s in (during, after):   # exactly one status: ComfyUI's progress text or the pack's box
+        assert (s["progress"] is not None) != (s["box"] == "status"), s
+    shown = after["progress"] if after["progress"] is not None else after["lines"][0]
+    assert "3/3 done" in shown, after
+    if zh is not None:
+        assert zh["lines"][0] == "\u5df2\u5b8c\u6210 3/3", zh
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert closed["groups"] == 3 and closed["toggle"] == "closed" and not closed["runs"], closed
+    assert closed["head"].startswith("3 runs \u00b7 3 done \u00b7 0.75"), closed
+    assert closed["cells"] == ["succeeded"] * 3, closed
+    assert opened["toggle"] == "open", opened
+    assert [r[:2] for r in opened["runs"]] == [["0", ids[0]], ["1", ids[1]], ["2", ids[2]]], opened
+    assert [r[2] for r in opened["runs"]] == ["run 1 of 3", "run 2 of 3", "run 3 of 3"], opened
+    assert ",".join(ids) in loaded, loaded

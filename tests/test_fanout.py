@@ -61,7 +61,7 @@ def test_four_runs_four_seeds_one_batch_every_id_kept(env, fake):
     assert {r["status"] for r in recs} == {"succeeded"} and len({r["group"] for r in recs}) == 1
     assert sorted(r["run"] for r in recs) == [0, 1, 2, 3]
     texts = [t for t, _ in PromptServer.instance.progress_texts]
-    assert any(t.startswith("4/4 done") for t in texts)
+    assert texts[-1].startswith("4/4 done: the longest ran") and "price 1 in all" in texts[-1]
 
 
 def test_the_daily_limit_counts_every_run_before_any_is_submitted(env, fake, monkeypatch):

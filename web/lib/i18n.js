@@ -28,3 +28,11 @@ export function seconds(ms) {
   const m = Math.floor(s / 60);
   return `${m} min ${Math.round(s - m * 60)} s`;
 }
+
+// a price as people read it: at most 4 decimals (sums and scaled estimates carry float noise), "?" unknown
+export function money(p) {
+  if (p === null || p === undefined || p === "") return "?";
+  const n = Number(p);
+  if (!Number.isFinite(n)) return String(p);
+  return String(n === 0 || Math.abs(n) >= 0.01 ? Number(n.toFixed(4)) : Number(n.toPrecision(2)));
+}
