@@ -61,18 +61,25 @@ async def post_config(request):
             t = str(body["target"] or "").strip()
             if t and t.lower() != "gpugeek":
                 lan = bool(config.load_settings().get("allow_lan_http"))  # one server, or a pool (commas)
-                t = ",".join(config.check_base_url(u.strip(), allow_lan_http=lan) for u in t.split(",") if u.strip())
+                t = ",".join(config.check_target_url(u.strip(), allow_lan_http=lan) for u in t.split(",") if u.strip())
             if (t or "gpugeek") != cfg.target:
                 if cfg.token_source == "environment":
                     raise errors.ConfigError(texts.text("env_token_target", lang, bound=cfg.target), hint="")
                 if cfg.target_token and "target_token" not in body:
                     config.save_target_token(None)  # a token only ever goes to the server it was saved for
                     notes.append(texts.text("forgot_token", lang))
+            v2 = config.first_v2_url(t)
+            if (cfg.comfy_key_source == "saved" and "comfy_api_key" not in body and v2
+                    and config.origin(v2) != config.origin(cfg.comfy_key_url)):
+                config.save_comfy_api_key(None)  # a Comfy API key only ever goes to the address it was saved for
+                notes.append(texts.text("forgot_comfy_key", lang, url=v2))
             changes["target"] = t or None
         if "api_key" in body:
             config.save_api_key(body.get("api_key") or None)
         if "target_token" in body:
             config.save_target_token(body.get("target_token") or None)
+        if "comfy_api_key" in body:
+            config.save_comfy_api_key(body.get("comfy_api_key") or None)
         if "allow_lan_http" in body:
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "workflow_id" in body:
@@ -82,13 +89,15 @@ async def post_config(request):
             changes["daily_limit"] = float(v) if v not in (None, "", 0, "0") else None
         if changes:
             config.save_settings(**changes)
-        if body.get("api_key") or body.get("target_token"):
+        if body.get("api_key") or body.get("target_token") or body.get("comfy_api_key"):
             # a secret saved here is bound to where it goes once this change applies, as load_config reads it
             now, bound = config.load_config(), {}
             if body.get("api_key"):
                 bound["key_base_url"] = now.base_url
             if body.get("target_token"):
                 bound["token_target"] = now.target
+            if body.get("comfy_api_key"):  # the configured v2 address, else Comfy Cloud
+                bound["comfy_key_url"] = config.first_v2_url(now.target) or config.COMFY_CLOUD_URL
             config.save_settings(**bound)
         # a route that changes where credentials go says so
         return web.json_response({"ok": True, "notes": notes, **config.load_config().public()})

@@ -17,10 +17,16 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .redact import register_secret
+from .transport import origin
 
 DEFAULT_BASE_URL = "https://comfyapi.gpugeek.com"
 KEY_FILE = "api_key"
 TOKEN_FILE = "target_token"
+COMFY_KEY_FILE = "comfy_api_key"
+# A Comfy API v2 target is written "v2:" and its base URL; a key from COMFY_API_KEY goes to COMFY_BASE_URL's
+# address (comfy-sdk's own convention) or Comfy Cloud's, unless GPUGEEK_TARGET names a v2 address.
+V2_PREFIX = "v2:"
+COMFY_CLOUD_URL = "https://cloud.comfy.org"
 SETTINGS_FILE = "settings.json"
 _data_dir: Path | None = None
 
@@ -206,6 +212,15 @@ class Config:
     allow_lan_http: bool = False       # plain http to a LAN ComfyUI server, only when the user opts in
     env_base_url: str = DEFAULT_BASE_URL  # where a key from the environment may go (GPUGEEK_BASE_URL or default)
     token_source: str = "none"
+    comfy_api_key: ApiKey | None = None   # a Comfy API key (v2 targets), sent only to comfy_key_url's origin
+    comfy_key_url: str | None = None
+    comfy_key_source: str = "none"
+
+    def comfy_key_for(self, base: str) -> ApiKey | None:
+        """The Comfy API key, for the v2 address it was configured for and no other."""
+        if self.comfy_api_key is None or not self.comfy_key_url:
+            return None
+        return self.comfy_api_key if origin(base) == origin(self.comfy_key_url) else None
 
     def __repr__(self) -> str:
         return (f"Config(target={self.target!r}, base_url={self.base_url!r}, key_set={self.api_key is not None}, "
@@ -231,7 +246,10 @@ class Config:
                 "key_source": self.key_source, "base_url": self.base_url,
                 "workflow_id": str(self.workflow_id) if self.workflow_id else "",
                 "daily_limit": self.daily_limit, "problems": list(self.problems), "target": self.target,
-                "target_token_set": bool(self.target_token), "allow_lan_http": self.allow_lan_http}
+                "target_token_set": bool(self.target_token), "allow_lan_http": self.allow_lan_http,
+                "comfy_key_set": self.comfy_api_key is not None,
+                "comfy_key_last4": self.comfy_api_key.last4 if self.comfy_api_key else None,
+                "comfy_key_source": self.comfy_key_source, "comfy_key_url": self.comfy_key_url}
 
 
 def load_config(env=None) -> Config:
@@ -257,9 +275,11 @@ def load_config(env=None) -> Config:
         except ValueError:
             problems.append(f"GPUGEEK_DAILY_LIMIT {lim_raw[:20]!r} is not a number; no limit applies")
     target, allow_lan, token, token_source = _target_and_token(env, saved, problems)
+    comfy_key, comfy_url, comfy_source = _comfy_key(env, saved, problems, allow_lan)
     return Config(api_key=key, base_url=base, workflow_id=wf, daily_limit=limit, key_source=source,
                   problems=problems, target=target, target_token=token or None, allow_lan_http=allow_lan,
-                  env_base_url=env_base, token_source=token_source)
+                  env_base_url=env_base, token_source=token_source, comfy_api_key=comfy_key,
+                  comfy_key_url=comfy_url, comfy_key_source=comfy_source)
 
 
 def _key_and_base(env, saved: dict, problems: list):
@@ -299,7 +319,8 @@ def _target_and_token(env, saved: dict, problems: list):
     if target.lower() != "gpugeek":
         try:
             # one server, or a pool of servers separated by commas
-            target = ",".join(check_base_url(t.strip(), allow_lan_http=allow_lan) for t in target.split(",") if t.strip())
+            target = ",".join(check_target_url(t.strip(), allow_lan_http=allow_lan)
+                              for t in target.split(",") if t.strip())
         except ConfigError as e:
             problems.append(str(e))
     token = env.get("GPUGEEK_TARGET_TOKEN", "").strip()
@@ -324,4 +345,57 @@ def save_target_token(value: str | None) -> None:
 
 
 def is_comfy_target(target: str | None) -> bool:
+    """Not GPUGeek: a ComfyUI server (or a pool of them), or a Comfy API v2 address; no workflow id is needed."""
     return bool(target) and target.strip().lower() != "gpugeek"
+
+
+def is_v2_target(target: str | None) -> bool:
+    return str(target or "").strip().lower().startswith(V2_PREFIX)
+
+
+def check_target_url(url: str, *, allow_lan_http: bool = False) -> str:
+    """One place a cloud part can run: a ComfyUI server's URL, or ``v2:`` and a Comfy API v2 base URL."""
+    if is_v2_target(url):
+        return V2_PREFIX + check_base_url(url.strip()[len(V2_PREFIX):], allow_lan_http=allow_lan_http)
+    return check_base_url(url, allow_lan_http=allow_lan_http)
+
+
+def first_v2_url(target: str | None) -> str | None:
+    """The base URL of the first v2 address in a target (one, or a pool separated by commas)."""
+    v2 = [t.strip()[len(V2_PREFIX):].strip().rstrip("/") for t in str(target or "").split(",") if is_v2_target(t)]
+    return v2[0] if v2 else None
+
+
+def _comfy_key(env, saved: dict, problems: list, allow_lan: bool = False):
+    """The Comfy API key, the one v2 address it may go to, and where it comes from. From COMFY_API_KEY it goes to
+    the v2 address of GPUGEEK_TARGET, else COMFY_BASE_URL, else Comfy Cloud; saved from the settings, to the
+    address it was saved for (``comfy_key_url``)."""
+    raw, source = env.get("COMFY_API_KEY", "").strip(), "environment"
+    url = first_v2_url(env.get("GPUGEEK_TARGET")) or env.get("COMFY_BASE_URL", "").strip() or COMFY_CLOUD_URL
+    if not raw:
+        source, url = "saved", saved.get("comfy_key_url")
+        try:
+            raw = (data_dir() / COMFY_KEY_FILE).read_text("utf-8").strip()
+        except FileNotFoundError:
+            raw = ""
+    if not raw:
+        return None, None, "none"
+    if not url:
+        problems.append("The saved Comfy API key is not bound to an address: paste it again in Settings > GPUGeek")
+        return None, None, "none"
+    try:
+        return ApiKey(raw), check_base_url(url, allow_lan_http=allow_lan), source
+    except ConfigError:
+        problems.append("The Comfy API key (COMFY_API_KEY or the one saved in Settings > GPUGeek) is not usable: "
+                        "paste it again, without spaces, and use https for its address")
+        return None, None, "none"
+
+
+def save_comfy_api_key(value: str | None) -> None:
+    """A Comfy API key (v2 targets), kept like the GPUGeek key: owner-only, never read back."""
+    try:
+        key = ApiKey(value).reveal() if value and value.strip() else None
+    except ConfigError:
+        raise ConfigError("The Comfy API key contains spaces or unprintable characters: copy it again from your "
+                          "Comfy account and paste it in Settings > GPUGeek", hint="") from None
+    _save_secret(COMFY_KEY_FILE, key)

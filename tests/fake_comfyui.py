@@ -1,7 +1,10 @@
 """A small fake of ComfyUI's own HTTP and websocket API (the second target), on a real socket on 127.0.0.1:
 /prompt (node_errors for unknown classes), /queue (list, delete), /interrupt (by prompt id), /history/{id},
 /view, /upload/image, /system_stats and /ws with execution_start / executing / progress / executed /
-execution_success / execution_error / execution_interrupted, run one prompt at a time like ComfyUI."""
+execution_success / execution_error / execution_interrupted, run one prompt at a time like ComfyUI. Also what
+comfy-api-proxy calls upstream: the newer ComfyUI's /api/jobs/{id}/cancel (that prompt only: dequeued while
+pending, interrupted while running), the /ws feature_flags handshake, and one socket per client id (a second
+connection with the same id takes the events, as in ComfyUI)."""
 from __future__ import annotations
 
 import asyncio
@@ -32,6 +35,9 @@ class FakeComfyUI:
         self.started_at: dict = {}
         self.step_s, self.steps = step_s, steps
         self.previews_for, self.previews_sent = set(), 0   # prompts that asked for previews (extra_data)
+        self.preview_all = False   # previews for every prompt, as a server started with --preview-method auto
+        self.job_cancels: list = []   # ids given to /api/jobs/{id}/cancel
+        self.cancel_route = True      # False: a ComfyUI without /api/jobs/{id}/cancel (0.3.x): 404
         self.pending: list = []          # [number, prompt_id, prompt, client_id]
         self.running: list | None = None
         self.history: dict = {}
@@ -128,7 +134,7 @@ class FakeComfyUI:
                         if self._interrupt:
                             break
                         await self._send(cid, "progress", {"value": s + 1, "max": self.steps, "node": nid, "prompt_id": pid})
-                        if pid in self.previews_for:
+                        if pid in self.previews_for or self.preview_all:
                             await self._send_preview(cid, pid, nid, s)
                 if self._interrupt:
                     status = "interrupted"
@@ -188,6 +194,21 @@ class FakeComfyUI:
             self._interrupt = True
         return web.Response(status=200)
 
+    async def h_job_cancel(self, request):
+        """The newer ComfyUI's cancel of exactly one prompt: dequeued while pending, interrupted while running."""
+        self._auth(request)
+        if not self.cancel_route:
+            raise web.HTTPNotFound()
+        pid = request.match_info["pid"]
+        self.job_cancels.append(pid)
+        if any(p[1] == pid for p in self.pending):
+            self.pending = [p for p in self.pending if p[1] != pid]
+            return web.json_response({"id": pid, "cancelled": "pending"})
+        if self.running and self.running[1] == pid:
+            self._interrupt = True
+            return web.json_response({"id": pid, "cancelled": "running"})
+        return web.json_response({"error": f"no queued or running job {pid}"}, status=404)
+
     async def h_history(self, request):
         self._auth(request)
         pid = request.match_info["pid"]
@@ -217,12 +238,17 @@ class FakeComfyUI:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         cid = request.query.get("clientId", "")
-        self.sockets.setdefault(cid, []).append(ws)
+        self.sockets[cid] = [ws]   # as ComfyUI: a reconnect with the same id replaces the earlier socket
         await ws.send_str(json.dumps({"type": "status", "data": {"sid": cid}}))
+        first = True
         async for msg in ws:
             if msg.type == WSMsgType.ERROR:
                 break
-        self.sockets[cid].remove(ws)
+            if first and msg.type == WSMsgType.TEXT and '"feature_flags"' in msg.data:
+                await ws.send_str(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+            first = False
+        if ws in self.sockets.get(cid, []):
+            self.sockets[cid].remove(ws)
         return ws
 
     def start(self):
@@ -236,6 +262,7 @@ class FakeComfyUI:
             app.router.add_get("/queue", self.h_queue)
             app.router.add_post("/queue", self.h_queue)
             app.router.add_post("/interrupt", self.h_interrupt)
+            app.router.add_post("/api/jobs/{pid}/cancel", self.h_job_cancel)
             app.router.add_get("/history/{pid}", self.h_history)
             app.router.add_get("/view", self.h_view)
             app.router.add_post("/upload/image", self.h_upload)

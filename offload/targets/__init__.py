@@ -1,14 +1,15 @@
 """Where a cloud part runs, behind one small interface (DESIGN.md): upload, submit, status, cancel, fetch.
 
-Side by side: ``gpugeek.py`` (GPUGeek's open API, through ``gpugeek_api.py``) and ``comfyui.py`` (any ComfyUI
-server). The run, the nodes, the journal and the command line only see this interface and :func:`open_target`.
+Side by side: ``gpugeek.py`` (GPUGeek's open API, through ``gpugeek_api.py``), ``comfyui.py`` (any ComfyUI
+server) and ``comfy_v2.py`` (the Comfy API v2: Comfy Cloud, serverless, comfy-api-proxy; ``v2:<base URL>``).
+The run, the nodes, the journal and the command line only see this interface and :func:`open_target`.
 """
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from .. import config
+from .. import config, errors
 from ..transport import new_session
 from ..wire import TaskDetail
 from .comfyui import ComfyUITarget
@@ -35,8 +36,24 @@ def target_of(cfg: config.Config, override: str | None = None) -> str:
 
 @asynccontextmanager
 async def open_target(cfg: config.Config, override: str | None = None):
-    """GPUGeek (needs the API key) or a ComfyUI server (no key), on a session created for this run."""
+    """GPUGeek (needs the API key), a Comfy API v2 address (``v2:<url>``, the Comfy API key where one is set for
+    it) or a ComfyUI server (no key), on a session created for this run."""
     where = target_of(cfg, override)
+    if config.is_v2_target(where):
+        try:
+            from .comfy_v2 import ComfyV2Target  # comfy-sdk is loaded only where a v2 target is used
+        except ImportError as e:
+            raise errors.ConfigError(key="err_v2_no_sdk", values={"module": e.name or "comfy_sdk"}, hint="") from None
+        base = config.check_target_url(where, allow_lan_http=cfg.allow_lan_http)[len(config.V2_PREFIX):]
+        key = cfg.comfy_key_for(base)   # the Comfy API key goes to the v2 address it was set for, no other
+        async with new_session() as session:
+            target = ComfyV2Target(session, base, api_key=key.reveal() if key else None,
+                                   allow_lan_http=cfg.allow_lan_http)
+            try:
+                yield target
+            finally:
+                await target.close()
+        return
     if config.is_comfy_target(where):
         async with new_session() as session:
             # the token belongs to the configured server only: a URL named by a workflow never receives it
