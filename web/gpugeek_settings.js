@@ -1,4 +1,4 @@
-// Settings › GPUGeek: the API key (write-only: stored on the server through the pack's route; the browser
+// Settings › GPUGeek: the API key and the Comfy API key (write-only: stored on the server through the pack's route; the browser
 // only learns whether a key is set and its last four characters), base URL, default workflow id, daily
 // limit, marking; a "test connection" action. Non-secret values are mirrored to the server on change.
 import { app, call, tr, toast, lang, textsReady, EXT } from "./gpugeek_common.js";
@@ -61,6 +61,9 @@ const keyField = () => secretField("api_key", tr("keyPlaceholder"),
   (cfg) => (cfg.key_set ? tr("keySet", { last4: cfg.key_last4, source: tr(`source_${cfg.key_source}`) }) : tr("keyNotSet")), true);
 const tokenField = () => secretField("target_token", tr("tokenPlaceholder"),
   (cfg) => (cfg.target_token_set ? tr("tokenSet") : tr("tokenNotSet")), false);
+const comfyKeyField = () => secretField("comfy_api_key", tr("comfyKeyPlaceholder"),
+  (cfg) => (cfg.comfy_key_set ? tr("comfyKeySet", { last4: cfg.comfy_key_last4, source: tr(`source_${cfg.comfy_key_source}`),
+                                                     url: cfg.comfy_key_url || "" }) : tr("comfyKeyNotSet")), false);
 
 function mirrored(field) {
   return (value, old) => {
@@ -83,11 +86,14 @@ app.registerExtension({
       type: "text", defaultValue: "", tooltip: "Used when a gateway's workflow_id is empty (15 digits).",
       onChange: mirrored("workflow_id") },
     { id: "GPUGeek.Target", category: ["GPUGeek", "Target", "Run on"], name: "Run on", type: "text",
-      defaultValue: "", tooltip: "Empty or 'gpugeek': GPUGeek. Or the URL of a ComfyUI server (http://host:8188) to run cloud parts there.",
+      defaultValue: "", tooltip: "Empty or 'gpugeek': GPUGeek. The URL of a ComfyUI server (http://host:8188), several separated by commas (a pool), or v2:<URL> for the Comfy API v2.",
       onChange: mirrored("target") },
     { id: "GPUGeek.TargetToken", category: ["GPUGeek", "Target", "Server token"], name: "Server token",
       tooltip: "For a ComfyUI server behind a proxy: a bearer token, or user:password. Stored on this ComfyUI server only.",
       type: () => tokenField(), defaultValue: "" },
+    { id: "GPUGeek.ComfyApiKey", category: ["GPUGeek", "Target", "Comfy API key"], name: "Comfy API key",
+      tooltip: "For a v2: target. Stored on this ComfyUI server only; sent only to the v2 address it was saved for.",
+      type: () => comfyKeyField(), defaultValue: "" },
     { id: "GPUGeek.AllowLanHttp", category: ["GPUGeek", "Target", "Allow plain http on the LAN"], name: "Allow plain http on the LAN",
       type: "boolean", defaultValue: false, tooltip: "Send cloud parts to a ComfyUI server on your local network over plain http (unencrypted).",
       onChange: mirrored("allow_lan_http") },

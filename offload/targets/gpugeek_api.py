@@ -15,7 +15,7 @@ import aiohttp
 from .. import errors
 from ..config import ApiKey, check_base_url
 from ..redact import get_logger
-from ..transport import (MAX_DOWNLOAD_BYTES, TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download,
+from ..transport import (TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download,
                         new_session, page_snippet)
 from ..wire import TaskDetail, first, prompt_id_str, task_id_int
 
