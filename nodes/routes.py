@@ -49,31 +49,9 @@ async def post_config(request):
         cfg = config.load_config()
         changes, notes = {}, []
         if "base_url" in body:
-            new = config.check_base_url(body["base_url"]) if body["base_url"] else None
-            if cfg.key_source == "environment" and (new or cfg.env_base_url) != cfg.env_base_url:
-                # the environment's key goes only to the environment's address (or the default)
-                raise errors.ConfigError(texts.text("env_key_base_url", lang, bound=cfg.env_base_url), hint="")
-            changes["base_url"] = new
-            if (new or config.DEFAULT_BASE_URL) != cfg.base_url and "api_key" not in body and cfg.key_source == "saved":
-                config.save_api_key(None)  # a saved key only ever goes to the address it was saved for
-                notes.append(texts.text("forgot_key", lang, url=new or config.DEFAULT_BASE_URL))
+            changes["base_url"] = _new_base_url(body, cfg, lang, notes)
         if "target" in body:
-            t = str(body["target"] or "").strip()
-            if t and t.lower() != "gpugeek":
-                lan = bool(config.load_settings().get("allow_lan_http"))  # one server, or a pool (commas)
-                t = ",".join(config.check_target_url(u.strip(), allow_lan_http=lan) for u in t.split(",") if u.strip())
-            if (t or "gpugeek") != cfg.target:
-                if cfg.token_source == "environment":
-                    raise errors.ConfigError(texts.text("env_token_target", lang, bound=cfg.target), hint="")
-                if cfg.target_token and "target_token" not in body:
-                    config.save_target_token(None)  # a token only ever goes to the server it was saved for
-                    notes.append(texts.text("forgot_token", lang))
-            v2 = config.first_v2_url(t)
-            if (cfg.comfy_key_source == "saved" and "comfy_api_key" not in body and v2
-                    and config.origin(v2) != config.origin(cfg.comfy_key_url)):
-                config.save_comfy_api_key(None)  # a Comfy API key only ever goes to the address it was saved for
-                notes.append(texts.text("forgot_comfy_key", lang, url=v2))
-            changes["target"] = t or None
+            changes["target"] = _new_target(body, cfg, lang, notes)
         if "api_key" in body:
             config.save_api_key(body.get("api_key") or None)
         if "target_token" in body:
@@ -89,20 +67,58 @@ async def post_config(request):
             changes["daily_limit"] = float(v) if v not in (None, "", 0, "0") else None
         if changes:
             config.save_settings(**changes)
-        if body.get("api_key") or body.get("target_token") or body.get("comfy_api_key"):
-            # a secret saved here is bound to where it goes once this change applies, as load_config reads it
-            now, bound = config.load_config(), {}
-            if body.get("api_key"):
-                bound["key_base_url"] = now.base_url
-            if body.get("target_token"):
-                bound["token_target"] = now.target
-            if body.get("comfy_api_key"):  # the configured v2 address, else Comfy Cloud
-                bound["comfy_key_url"] = config.first_v2_url(now.target) or config.COMFY_CLOUD_URL
-            config.save_settings(**bound)
+        _bind_saved_secrets(body)
         # a route that changes where credentials go says so
         return web.json_response({"ok": True, "notes": notes, **config.load_config().public()})
     except (errors.GPUGeekError, ValueError, TypeError) as e:
         return web.json_response({"ok": False, "error": str(e)}, status=400)
+
+
+def _new_base_url(body: dict, cfg, lang: str, notes: list):
+    """A new GPUGeek address; the saved key, bound to the old one, is forgotten (and said so)."""
+    new = config.check_base_url(body["base_url"]) if body["base_url"] else None
+    if cfg.key_source == "environment" and (new or cfg.env_base_url) != cfg.env_base_url:
+        # the environment's key goes only to the environment's address (or the default)
+        raise errors.ConfigError(texts.text("env_key_base_url", lang, bound=cfg.env_base_url), hint="")
+    if (new or config.DEFAULT_BASE_URL) != cfg.base_url and "api_key" not in body and cfg.key_source == "saved":
+        config.save_api_key(None)  # a saved key only ever goes to the address it was saved for
+        notes.append(texts.text("forgot_key", lang, url=new or config.DEFAULT_BASE_URL))
+    return new
+
+
+def _new_target(body: dict, cfg, lang: str, notes: list):
+    """A new place to run (one server, a pool separated by commas, v2:<url>); the credentials bound to the
+    old one are forgotten (and said so)."""
+    t = str(body["target"] or "").strip()
+    if t and t.lower() != "gpugeek":
+        lan = bool(config.load_settings().get("allow_lan_http"))
+        t = ",".join(config.check_target_url(u.strip(), allow_lan_http=lan) for u in t.split(",") if u.strip())
+    if (t or "gpugeek") != cfg.target:
+        if cfg.token_source == "environment":
+            raise errors.ConfigError(texts.text("env_token_target", lang, bound=cfg.target), hint="")
+        if cfg.target_token and "target_token" not in body:
+            config.save_target_token(None)  # a token only ever goes to the server it was saved for
+            notes.append(texts.text("forgot_token", lang))
+    v2 = config.first_v2_url(t)
+    if (cfg.comfy_key_source == "saved" and "comfy_api_key" not in body and v2
+            and config.origin(v2) != config.origin(cfg.comfy_key_url)):
+        config.save_comfy_api_key(None)  # a Comfy API key only ever goes to the address it was saved for
+        notes.append(texts.text("forgot_comfy_key", lang, url=v2))
+    return t or None
+
+
+def _bind_saved_secrets(body: dict) -> None:
+    """A secret saved here is bound to where it goes once this change applies, as load_config reads it."""
+    if not (body.get("api_key") or body.get("target_token") or body.get("comfy_api_key")):
+        return
+    now, bound = config.load_config(), {}
+    if body.get("api_key"):
+        bound["key_base_url"] = now.base_url
+    if body.get("target_token"):
+        bound["token_target"] = now.target
+    if body.get("comfy_api_key"):  # the configured v2 address, else Comfy Cloud
+        bound["comfy_key_url"] = config.first_v2_url(now.target) or config.COMFY_CLOUD_URL
+    config.save_settings(**bound)
 
 
 async def post_test(request):
