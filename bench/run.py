@@ -9,6 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import codec  # noqa: E402
+import fanout  # noqa: E402
 import overhead  # noqa: E402
 import plan  # noqa: E402
 import poll  # noqa: E402
@@ -23,3 +24,7 @@ if __name__ == "__main__":
     poll.main()
     overhead.main()
     overhead.comfyui_target()
+    fanout.gpugeek(2.0, 512, 1)
+    fanout.gpugeek(2.0, 1024, 4)
+    fanout.frames(2.0)
+    fanout.pool(2.0)
