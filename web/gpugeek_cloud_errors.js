@@ -3,6 +3,7 @@
 // language. Each named node is outlined in red with its sentence under it (wrapped), until that gateway
 // runs again or the node is changed (a widget value or an input link).
 import { app, api, EXT } from "./gpugeek_common.js";
+import { drawAfter } from "./lib/draw.js";
 import { wrapText } from "./lib/wrap.js";
 
 const RED = "#ef4444";
@@ -63,14 +64,7 @@ function draw(node, ctx) {
 }
 
 function patch(node) {
-  if (node.__gpugeekErrors) return;
-  node.__gpugeekErrors = true;
-  const orig = node.onDrawForeground;
-  node.onDrawForeground = function (ctx, ...rest) {
-    const r = orig?.apply(this, [ctx, ...rest]);
-    try { draw(this, ctx); } catch (e) { console.warn("[GPUGeek] cloud errors", e); }
-    return r;
-  };
+  drawAfter(node, "__gpugeekErrors", (n, ctx) => draw(n, ctx), "cloud errors");
 }
 
 // a gateway runs again: ComfyUI says it executes, or its task reports a status

@@ -3,6 +3,7 @@
 // of earlier runs in the journal; drawn by gpugeek_status.js). Everything comes from the server's plan (POST
 // /gpugeek/plan): the editor has no planner of its own, so the marking is what queueing the graph would do.
 import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
+import { drawAfter } from "./lib/draw.js";
 import { GATEWAY } from "./lib/names.js";
 import { runningCloudNodes } from "./lib/live.js";
 import { follower } from "./lib/follow.js";
@@ -83,14 +84,7 @@ function outline(ctx, node, color, title) {
 }
 
 function patch(node) {
-  if (node.__gpugeekMarked) return;
-  node.__gpugeekMarked = true;
-  const orig = node.onDrawForeground;
-  node.onDrawForeground = function (ctx, ...rest) {
-    const r = orig?.apply(this, [ctx, ...rest]);
-    try { drawMark(this, ctx); } catch (e) { console.warn("[GPUGeek] mark", e); }
-    return r;
-  };
+  drawAfter(node, "__gpugeekMarked", (n, ctx) => drawMark(n, ctx), "mark");
 }
 
 const nodesOf = (graph) => graph._nodes || graph.nodes || [];
