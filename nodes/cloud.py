@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..offload import config, errors, targets
+from ..offload import config, errors, targets, texts
 from ..offload.journal import Journal, UploadCache, stores_at
 from ..offload.owner import Interrupted, Owner
 from ..offload.owner import owner as _owner
@@ -57,7 +57,8 @@ def labelled(err: errors.GPUGeekError, label: str, lang: str = "en") -> errors.G
     new = type(err)(message if message.startswith(label) else f"{label}: {message}", code=err.code,
                     traceid=err.traceid, status=err.status, call=err.call, task_id=err.task_id,
                     hint=err.hint_in(lang))
-    new.enveloped, new.cause = err.enveloped, err.cause
+    new.enveloped, new.cause, new.lang = err.enveloped, err.cause, texts.lang_of(lang)
+    Exception.__init__(new, str(new))  # its text in that language
     return new
 
 

@@ -17,6 +17,7 @@ class GPUGeekError(Exception):
     made from a text key (``key``, ``values``) can be told again in another language (:meth:`text`)."""
 
     enveloped = False   # True when the platform itself answered in its JSON envelope (not a proxy's page)
+    lang = "en"         # the language str() tells it in (a node's error: the prompt's language)
     cause = None        # why a connection could not open: "tls", "dns" or "connect" (transport.py)
 
     def __init__(self, message: str = "", *, code=None, traceid: str | None = None, status: int | None = None,
@@ -81,7 +82,7 @@ class GPUGeekError(Exception):
         return out
 
     def __str__(self) -> str:
-        return self.text("en")
+        return self.text(self.lang)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.__str__()!r})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -41,6 +42,21 @@ def core(name: str):
     """A core module, e.g. ``core("plan")`` -> ``comfyui-gpugeek.offload.plan``."""
     load_pack()
     return importlib.import_module(f"{PACK_NAME}.offload.{name}")
+
+
+def said(key: str, lang: str = "zh", **values) -> str:
+    """A sentence of ``locales/<lang>/server.json`` as the pack says it; with values left out, the part
+    before the first of them (for "contains" checks). Tests hold no text of their own in another language."""
+    texts = core("texts")
+    template = texts.lookup(key, lang) or ""
+    head = template
+    for m in re.finditer(r"{(\w+)}", template):
+        if m.group(1) not in values:
+            head = template[:m.start()]
+            break
+    out = texts.text(key, lang, **values) if head == template else head.format(**values)
+    assert out.strip(), f"{key}: give the values its sentence starts with"  # an empty part matches anything
+    return out
 
 
 def command_line():

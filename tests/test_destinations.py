@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 import mini_comfy
-from conftest import SECRET_KEY, comfy_env, core, load_pack, command_line
+from conftest import SECRET_KEY, comfy_env, core, load_pack, command_line, said
 from fake_comfyui import FakeComfyUI
 from fake_gpugeek import photo_png
 from other_host import OtherHost
@@ -47,7 +47,7 @@ def test_env_key_never_follows_a_base_url_changed_from_the_editor(monkeypatch):
     cfg = C.load_config()
     assert cfg.base_url == C.DEFAULT_BASE_URL and cfg.problems
     status, body = post(routes.post_config, "/gpugeek/config", {"base_url": "https://x.example.com", "lang": "zh"})
-    assert status == 400 and "只会发送到" in body["error"]
+    assert status == 400 and said("env_key_base_url") in body["error"]
 
 
 def test_a_saved_key_is_forgotten_with_its_address_and_the_answer_says_so(monkeypatch):
@@ -86,21 +86,21 @@ def test_test_connection_names_each_failure(fake, monkeypatch, lang):
     monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
     monkeypatch.setattr(core("transport").RetryPolicy, "attempts", 1)
     ok, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
-    assert body["ok"] is True and ("API key works" in body["message"] or "密钥可用" in body["message"])
+    assert body["ok"] is True and said("ping_ok", lang, url=fake.base_url) in body["message"]
     page = OtherHost(404, html=True)
     try:
         monkeypatch.setenv("GPUGEEK_BASE_URL", page.url)
         _, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
-        assert body["ok"] is False and ("not as GPUGeek" in body["message"] or "不是 GPUGeek" in body["message"])
+        assert body["ok"] is False and said("ping_not_gpugeek", lang, url=page.url) in body["message"]
     finally:
         page.stop()
     monkeypatch.setenv("GPUGEEK_BASE_URL", "http://127.0.0.1:9")
     _, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
-    assert body["ok"] is False and ("Nothing answered" in body["message"] or "没有响应" in body["message"])
+    assert body["ok"] is False and said("ping_connect", lang, url="http://127.0.0.1:9") in body["message"]
     monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
     monkeypatch.setenv("GPUGEEK_API_KEY", "sk-wrong-key-000000")
     _, body = post(routes.post_test, "/gpugeek/test", {"lang": lang})
-    assert body["ok"] is False and ("refused the API key" in body["message"] or "拒绝了该 API 密钥" in body["message"])
+    assert body["ok"] is False and said("ping_key_refused", lang, url=fake.base_url) in body["message"]
 
 
 def test_test_connection_names_dns_and_tls(monkeypatch):

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import mini_comfy
-from conftest import comfy_env, SECRET_KEY, core, load_pack, produced
+from conftest import comfy_env, SECRET_KEY, core, load_pack, produced, said
 from fake_gpugeek import photo_png
 
 pack = load_pack()
@@ -215,13 +215,14 @@ def test_the_prompt_carries_its_language_to_refusals_progress_and_errors(env, fa
     p["14"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["13", 0]}}
     with pytest.raises(mini_comfy.ValidationError) as ei:
         execute(p, env)
-    assert "LATENT 不能从云端部分" in json.dumps(ei.value.node_errors, ensure_ascii=False)
+    assert said("refuse_type_crossing", type="LATENT") in json.dumps(ei.value.node_errors, ensure_ascii=False)
     fake.task_opts.update(fail="CUDA out of memory")
     with pytest.raises(E.TaskFailedError) as ei:
         execute(t2i(gpugeek_lang="zh"), env)
-    assert "云端运行失败：CUDA out of memory" in str(ei.value) and "重新运行" in str(ei.value)
+    assert said("err_task_failed", label="GPUGeek Cloud Execute #10", reason="CUDA out of memory") in str(ei.value)
+    assert said("hint_TaskFailedError") in str(ei.value)
     texts = [t for t, _ in PromptServer.instance.progress_texts]
-    assert "正在上传输入…" in texts and any(t.startswith("已提交：任务 ") for t in texts)
+    assert said("progress_uploading") in texts and any(t.startswith(said("progress_submitted")) for t in texts)
     PromptServer.instance.progress_texts.clear()
     with pytest.raises(E.TaskFailedError) as ei:
         execute(t2i(), env)
@@ -236,9 +237,9 @@ def test_a_wrong_value_in_the_cloud_part_is_refused_before_paying(env, fake):
     p["3"]["inputs"].update(steps=0, sampler_name="no_such_sampler")
     with pytest.raises(mini_comfy.ValidationError) as ei:
         execute(p, env)
-    said = json.dumps(ei.value.node_errors)
-    assert list(ei.value.node_errors) == ["10"] and "#3 KSampler: steps is 0, outside its range 1 to 10000" in said
-    assert "sampler_name is no_such_sampler, which is not one of its choices (euler, euler_ancestral" in said
+    told = json.dumps(ei.value.node_errors)
+    assert list(ei.value.node_errors) == ["10"] and "#3 KSampler: steps is 0, outside its range 1 to 10000" in told
+    assert "sampler_name is no_such_sampler, which is not one of its choices (euler, euler_ancestral" in told
     assert fake.calls == []
     ok = t2i()
     ok["3"]["inputs"].update(steps=4, sampler_name="euler")  # and ckpt_name "cloud_only.safetensors": not ours to judge
@@ -402,7 +403,7 @@ def test_the_editor_marks_from_the_servers_plan(env, fake):
     res = _route(routes.post_plan, "POST", "/gpugeek/plan", {"prompt": p, "lang": "zh"})
     assert res["ok"] and res["roles"]["4"] == "cloud" and res["roles"]["12"] == "local"
     assert res["owner"]["8"] == "10" and "12" not in res["owner"]
-    assert res["flagged"] == ["13"] and "LATENT 不能从云端部分" in res["refusals"]["10"][0]
+    assert res["flagged"] == ["13"] and said("refuse_type_crossing", type="LATENT") in res["refusals"]["10"][0]
     ok = _route(routes.post_plan, "POST", "/gpugeek/plan", {"prompt": t2i()})
     assert ok["refusals"] == {} and ok["flagged"] == [] and "10" in ok["expected"]
 
@@ -426,20 +427,21 @@ def test_the_clouds_refusal_is_a_sentence_per_node_in_the_users_language(env, fa
     fake.task_opts.update(fail=raw)
     with pytest.raises(E.TaskFailedError) as ei:
         execute(t2i(), env)
-    said = ("#4 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
+    en_said = ("#4 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
             f"workflow {WF} provides.")
-    assert said in str(ei.value) and "{" not in str(ei.value)
+    assert en_said in str(ei.value) and "{" not in str(ei.value)
     told = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.cloud_errors"]
-    assert told[-1]["gateway"] == "10" and told[-1]["errors"] == [{"id": "4", "text": said}]  # outlined there
+    assert told[-1]["gateway"] == "10" and told[-1]["errors"] == [{"id": "4", "text": en_said}]  # outlined there
     with pytest.raises(E.TaskFailedError) as ei:
         execute(t2i(gpugeek_lang="zh"), env)
-    assert f"#4 CheckpointLoaderSimple：云端没有名为 sd_xl_base_1.0.safetensors 的 ckpt_name；请选择 工作流 {WF} 提供的一个" \
-        in str(ei.value)
+    zh_said = said("cloud_value_not_in_list", node="#4 CheckpointLoaderSimple", input="ckpt_name",
+                   value="sd_xl_base_1.0.safetensors", where=core("texts").Said("where_workflow", {"workflow": WF}))
+    assert zh_said in str(ei.value)
     tasks = _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks?lang=zh")["tasks"]
-    assert "云端没有名为" in tasks[0]["error_text"] and tasks[0]["error_nodes"] == ["4"]
+    assert zh_said in tasks[0]["error_text"] and tasks[0]["error_nodes"] == ["4"]
     assert tasks[0]["error"] == raw  # the raw answer, for whoever needs it
     en = _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks")["tasks"]
-    assert said in en[0]["error_text"]
+    assert en_said in en[0]["error_text"]
 
 
 def test_the_tasks_tab_shows_a_running_tasks_estimate(env, fake):

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import mini_comfy  # noqa: E402
-from conftest import SECRET_KEY, command_line, comfy_env, core, load_pack, produced  # noqa: E402
+from conftest import SECRET_KEY, command_line, comfy_env, core, load_pack, produced, said  # noqa: E402
 from fake_comfyui import FakeComfyUI  # noqa: E402
 from fake_gpugeek import photo_png  # noqa: E402
 from other_host import OtherHost  # noqa: E402
@@ -187,8 +187,9 @@ def test_node_errors_map_onto_the_users_nodes_in_both_languages(env, remote):
     p["10"]["inputs"]["gpugeek_lang"] = "zh"
     with pytest.raises(E.BadRequestError) as ei:
         execute(p, env)
-    assert "Comfy API v2 服务器拒绝了云端部分" in str(ei.value)
-    assert "#5 CheckpointLoaderSimple：云端没有名为 sd_xl_base_1.0.safetensors 的 ckpt_name" in str(ei.value)
+    assert said("err_v2_rejected") in str(ei.value)
+    assert said("cloud_value_not_in_list", node="#5 CheckpointLoaderSimple", value="sd_xl_base_1.0.safetensors",
+                input="ckpt_name") in str(ei.value)
     assert remote.history == {}
 
 
@@ -203,7 +204,7 @@ def test_a_failing_cloud_node_is_named(env, remote):
     p["10"]["inputs"]["gpugeek_lang"] = "zh"
     with pytest.raises(E.TaskFailedError) as ei:
         execute(p, env)
-    assert "云端运行失败：ImageInvert #2: CUDA out of memory" in str(ei.value)
+    assert said("err_task_failed", reason="ImageInvert #2: CUDA out of memory", label="GPUGeek Cloud Execute #10") in str(ei.value)
 
 
 def _stop_when(remote, phase):
@@ -470,7 +471,7 @@ def test_a_lost_submit_answer_is_never_a_second_job():
             _on(stub.url, lambda t: t.submit({"1": {"class_type": "EmptyImage", "inputs": {}}}))
         keys = [h.get("Idempotency-Key") for m, p, h, _ in stub.seen if p == "/api/v2/jobs"]
         assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
-        assert "a paid job may exist" in str(ei.value) and "不会自动重发" in ei.value.text("zh")
+        assert "a paid job may exist" in str(ei.value) and said("err_v2_submit_unknown") in ei.value.text("zh")
     finally:
         stub.stop()
 
