@@ -27,8 +27,7 @@ def _public_task(r: dict, lang: str = "en") -> dict:
     # the cloud's refusal, node by node, in the editor's language (the raw answer stays in ``error``)
     lines = [texts.Said.from_dict(x) for x in r.get("error_lines") or [] if isinstance(x, dict)]
     out["error_text"] = " ".join(line.text(lang) for line in lines) or None
-    out["error_nodes"] = sorted({str(x["values"]["node"]).split(" ")[0].lstrip("#") for x in r.get("error_lines") or []
-                                 if isinstance(x, dict) and str((x.get("values") or {}).get("node", "")).startswith("#")})
+    out["error_nodes"] = sorted({str(line.values["id"]) for line in lines if line.values.get("id")})
     return out
 
 

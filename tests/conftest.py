@@ -109,6 +109,23 @@ def _gpugeek_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def env(fake, monkeypatch, tmp_path):
+    """The pack in the ComfyUI stand-in, its key and base URL pointing at the GPUGeek fake, the stand-in's
+    interrupt flag and sent messages cleared; returns the node classes (files override it where they need)."""
+    import mini_comfy
+    from server import PromptServer
+    import comfy.model_management as mm
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    classes = comfy_env(tmp_path)
+    mm.interrupt_flag = False
+    PromptServer.instance.progress_texts.clear()
+    PromptServer.instance.sent.clear()
+    mini_comfy.SAVED.clear()
+    return classes
+
+
+@pytest.fixture
 def fake():
     from fake_gpugeek import FakeGPUGeek
     srv = FakeGPUGeek(api_key=SECRET_KEY).start()

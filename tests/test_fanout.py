@@ -7,7 +7,7 @@ import time
 import pytest
 
 import mini_comfy
-from conftest import SECRET_KEY, comfy_env, core, load_pack
+from conftest import core, load_pack
 from fake_comfyui import FakeComfyUI
 
 pack = load_pack()
@@ -19,14 +19,6 @@ J = core("journal")
 WF = "123456789012345"
 
 
-@pytest.fixture
-def env(fake, monkeypatch, tmp_path):
-    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
-    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
-    mm.interrupt_flag = False
-    PromptServer.instance.sent.clear()
-    PromptServer.instance.progress_texts.clear()
-    return comfy_env(tmp_path)
 
 
 def seeded(runs=4, seed=100, **gw):

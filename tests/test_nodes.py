@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import mini_comfy
-from conftest import comfy_env, SECRET_KEY, core, load_pack, produced, said
+from conftest import SECRET_KEY, core, load_pack, produced, said
 from fake_gpugeek import photo_png
 
 pack = load_pack()
@@ -27,16 +27,6 @@ E = core("errors")
 WF = "123456789012345"
 
 
-@pytest.fixture
-def env(fake, monkeypatch, tmp_path):
-    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
-    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
-    classes = comfy_env(tmp_path)
-    mm.interrupt_flag = False
-    PromptServer.instance.progress_texts.clear()
-    PromptServer.instance.sent.clear()
-    mini_comfy.SAVED.clear()
-    return classes
 
 
 def t2i(**gw):
