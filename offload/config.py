@@ -176,6 +176,14 @@ def _save_secret(name: str, value: str | None) -> None:
     _write_private(path, value.strip())
 
 
+def _read_secret(name: str) -> str:
+    """A secret saved with :func:`_save_secret` ("" when there is none)."""
+    try:
+        return (data_dir() / name).read_text("utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
 def save_api_key(value: str | None) -> None:
     """Save (or with ``None``/empty, forget) the key entered in the editor."""
     _save_secret(KEY_FILE, ApiKey(value).reveal() if value and value.strip() else None)
@@ -288,13 +296,8 @@ def _key_and_base(env, saved: dict, problems: list):
     raw = env.get("GPUGEEK_API_KEY", "").strip()
     if raw:
         key, source = ApiKey(raw), "environment"
-    else:
-        try:
-            text = (data_dir() / KEY_FILE).read_text("utf-8").strip()
-            if text:
-                key, source = ApiKey(text), "saved"
-        except FileNotFoundError:
-            pass
+    elif text := _read_secret(KEY_FILE):
+        key, source = ApiKey(text), "saved"
     env_base = check_base_url(env.get("GPUGEEK_BASE_URL", "").strip() or DEFAULT_BASE_URL)
     if source == "environment":
         # a key from the environment goes only to the base URL from the environment (or the default)
@@ -326,11 +329,8 @@ def _target_and_token(env, saved: dict, problems: list):
     token = env.get("GPUGEEK_TARGET_TOKEN", "").strip()
     token_source = "environment" if token else "none"
     if not token:
-        try:
-            token = (data_dir() / TOKEN_FILE).read_text("utf-8").strip()
-            token_source = "saved" if token else "none"
-        except FileNotFoundError:
-            token = ""
+        token = _read_secret(TOKEN_FILE)
+        token_source = "saved" if token else "none"
         bound = saved.get("token_target")
         if token and bound and bound.rstrip("/") != target:
             token, token_source = "", "none"  # a saved token only ever goes to the server it was saved for
@@ -373,11 +373,7 @@ def _comfy_key(env, saved: dict, problems: list, allow_lan: bool = False):
     raw, source = env.get("COMFY_API_KEY", "").strip(), "environment"
     url = first_v2_url(env.get("GPUGEEK_TARGET")) or env.get("COMFY_BASE_URL", "").strip() or COMFY_CLOUD_URL
     if not raw:
-        source, url = "saved", saved.get("comfy_key_url")
-        try:
-            raw = (data_dir() / COMFY_KEY_FILE).read_text("utf-8").strip()
-        except FileNotFoundError:
-            raw = ""
+        source, url, raw = "saved", saved.get("comfy_key_url"), _read_secret(COMFY_KEY_FILE)
     if not raw:
         return None, None, "none"
     if not url:
