@@ -18,6 +18,14 @@ CROSS_PREFIX = "gpugeek_x"           # hidden gateway link inputs carrying cross
 LEAD_INPUT = "gpugeek_lead"          # hidden link from a merged gateway to the one that runs the task
 SKIP_UPLOAD_INPUT = "gpugeek_skip"   # hidden flag on an Upload Image whose upload nobody needs
 TARGET_INPUT = "gpugeek_target"      # hidden: the target an Upload Image uploads to (its gateway's)
+# A whole workflow in the cloud (no gateway, the switch on): one gateway of this id runs the graph, and each
+# output node is replaced, under its own id, by a Cloud Output that saves or shows that node's files here.
+WHOLE = "gpugeek_whole"
+CLOUD_OUTPUT = "GPUGeekCloudOutput"
+OUTPUT_NODE_INPUT = "gpugeek_node"     # hidden on a Cloud Output: the id of the node it stands for
+OUTPUT_CLASS_INPUT = "gpugeek_class"   # ... and that node's class (SaveImage, PreviewImage, a video saver)
+OUTPUT_PREFIX_INPUT = "gpugeek_prefix"  # ... and its filename_prefix, where it was a plain value
+REFUSAL_INPUT = "gpugeek_refusal"      # hidden on a Cloud Output standing for a node that cannot go: why
 SCALARS = frozenset({"STRING", "INT", "FLOAT", "BOOLEAN"})
 PIXELS = frozenset({"IMAGE", "MASK"})
 

@@ -66,6 +66,8 @@ class GatewayPlan:
     shape: str = ""                                      # the part without seeds, texts, file names
     form: str = ""                                       # ... and without sizes and steps
     work: float | None = None                            # pixels x steps, where the part names them
+    whole: bool = False                                  # the whole workflow: user_outputs are shown on
+    #                                                      their own (Cloud Output) nodes, not on a gateway
 
     @property
     def leads(self) -> bool:

@@ -9,11 +9,17 @@ from typing import Callable
 
 from .check import check_node
 from .cloud_prompt import add_save, cloud_prompt
-from .graph import (CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS, PIXELS,
-                    PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT, UPLOAD, UPLOAD_URL_SLOT,
+from .graph import (CLOUD_OUTPUT, CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS,
+                    OUTPUT_CLASS_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, PIXELS, PLAN_INPUT, REFUSAL_INPUT,
+                    SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT, UPLOAD, UPLOAD_URL_SLOT, WHOLE,
                     ClassTable, form_hash, is_link, node_label, node_links, out_type, plan_hash, shape_hash,
                     work_units)
 from .model import CLOUD, IMAGE, LOCAL, MASK, PASS, URL, CloudOutput, GatewayPlan, Refusal, refused_plan
+
+# A whole workflow in the cloud refuses what only makes sense on this machine: the pack's own Load Result
+# (it reads this machine's journal), and loaders of a local file the pack does not upload (only images are).
+HERE_ONLY = frozenset({"GPUGeekLoadResult"})
+LOCAL_FILE_LOADERS = {"LoadAudio": "audio", "LoadVideo": "file", "VHS_LoadVideo": "video", "VHS_LoadAudioUpload": "audio"}
 
 
 @dataclass
@@ -51,6 +57,8 @@ class _Planning:
     rerouted: list = field(default_factory=list)     # (consumer, input, gateway, output index)
     local: dict = field(default_factory=dict)
     plans: dict = field(default_factory=dict)
+    sinks: list = field(default_factory=list)        # whole workflow: the output nodes its gateway sits after
+    said_on: dict = field(default_factory=dict)      # node -> [Refusal] told on that node (whole workflow)
 
     def label(self, n) -> str:
         return node_label(self.prompt, n)
@@ -60,11 +68,20 @@ class _Planning:
 
 
 def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bool] | None = None,
-              lang: str = "en") -> PlanResult:
+              lang: str = "en", whole: bool = False, unavailable: list | None = None) -> PlanResult:
+    """``whole``: with no gateway, the graph runs as one cloud part, as if a gateway sat after every output
+    node (``unavailable``: refusals of the switch itself, e.g. no key configured, told on the output nodes)."""
     gateways = sorted(n for n, v in prompt.items() if isinstance(v, dict) and v.get("class_type") == GATEWAY)
+    if not gateways and whole:
+        return _whole_workflow(prompt, classes, file_exists or (lambda name: False), lang, list(unavailable or []))
     if not gateways:
         return PlanResult(prompt, {}, {}, {n: LOCAL for n in prompt}, {})
     st = _start(prompt, classes, file_exists or (lambda name: False), gateways)
+    _passes(st)
+    return _finish(st, lang)
+
+
+def _passes(st: _Planning) -> None:
     _regions(st)
     _merge_groups(st)
     _cloud_outputs(st)
@@ -76,7 +93,6 @@ def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bo
     _local_prompt(st)
     _gateway_plans(st)
     _cloud_parts(st)
-    return _finish(st, lang)
 
 
 def _start(prompt, classes, file_exists, gateways) -> _Planning:
@@ -95,10 +111,13 @@ def _regions(st: _Planning) -> None:
     """Each gateway's region: everything upstream of its linked outputs, up to the boundaries."""
     for g in st.gateways:
         linked = [(name, src, slot) for name, src, slot in node_links(st.prompt[g]) if name in GATEWAY_OUTPUTS]
-        if not linked:
+        if g == WHOLE:  # sits after every output node
+            stack = list(st.sinks)
+        elif not linked:
             st.refuse(g, "refuse_nothing_connected", gateway=st.label(g))
+        if g != WHOLE:
+            stack = [src for _, src, _ in linked if src not in st.boundaries]
         seen: set = set()
-        stack = [src for _, src, _ in linked if src not in st.boundaries]
         while stack:
             n = stack.pop()
             if n in seen:
@@ -174,6 +193,7 @@ def _check_values(st: _Planning) -> None:
         st.refusals[st.owner[n]].extend(found)
         if found:
             st.flagged.add(n)
+            st.said_on.setdefault(n, []).extend(found)
 
 
 def _crossings_out(st: _Planning) -> None:
@@ -354,6 +374,75 @@ def _finish(st: _Planning, lang: str) -> PlanResult:
             node["inputs"][SKIP_UPLOAD_INPUT] = True
     roles = {n: ("both" if n in st.needed else CLOUD) if n in st.owner else LOCAL for n in st.prompt}
     return PlanResult(st.local, st.plans, sentences, roles, st.groups, owner=dict(st.owner), flagged=sorted(st.flagged))
+
+
+def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list) -> PlanResult:
+    """No gateway and the switch on: the planner's passes over the graph with one gateway (``WHOLE``) sitting
+    after every output node. The local prompt is that gateway (plus what still runs here: Upload Image nodes
+    and what feeds them) and, under each output node's own id, a Cloud Output that saves or shows its files
+    as the node would have; a refused graph leaves only Cloud Outputs that say why, on the nodes concerned."""
+    whole = {"class_type": GATEWAY, "inputs": {"workflow_id": "", "run_on": CLOUD}, "_meta": {"title": "GPUGeek"}}
+    full = {**prompt, WHOLE: whole}
+    st = _start(full, classes, file_exists, [WHOLE])
+    st.sinks = sorted(n for n, v in prompt.items() if isinstance(v, dict) and n not in st.boundaries
+                      and _is_output(v, classes, n, st.consumers))
+    if not st.sinks:
+        st.refuse(WHOLE, "refuse_whole_no_output")
+    st.refusals[WHOLE].extend(unavailable)
+    _passes(st)
+    _here_only(st)
+    st.plans[WHOLE].whole = True
+    res = _finish(st, lang)
+    res.roles.pop(WHOLE, None)
+    res.local_prompt = _whole_local(st, res, lang)
+    return res
+
+
+def _here_only(st: _Planning) -> None:
+    """What only makes sense on this machine cannot go with the whole workflow: said on that node."""
+    for n in sorted(st.owner):
+        node = st.prompt[n]
+        cls = node.get("class_type")
+        name = (node.get("inputs") or {}).get(LOCAL_FILE_LOADERS.get(cls, ""))
+        if cls in HERE_ONLY:
+            found = Refusal("refuse_whole_here_only", {"node": st.label(n)})
+        elif isinstance(name, str) and name and "://" not in name and st.file_exists(name):
+            found = Refusal("refuse_whole_local_file", {"node": st.label(n), "file": name})
+        else:
+            continue
+        st.refusals[WHOLE].append(found)
+        st.said_on.setdefault(n, []).append(found)
+        st.flagged.add(n)
+
+
+def _whole_local(st: _Planning, res: PlanResult, lang: str) -> dict:
+    """The local prompt of a whole workflow: the gateway and a Cloud Output per output node; refused, only
+    Cloud Outputs saying why on the nodes concerned (ComfyUI reports them as those nodes' errors, and nothing
+    is submitted)."""
+    if st.refusals[WHOLE]:
+        told = {id(r) for rs in st.said_on.values() for r in rs}
+        general = [r.text(lang) for r in st.refusals[WHOLE] if id(r) not in told]
+        local = {}
+        for n in sorted(set(st.said_on) | (set(st.sinks) if general else set())):
+            sentences = [r.text(lang) for r in st.said_on.get(n, [])] + general
+            local[n] = _stand_in(st.prompt[n], n, {REFUSAL_INPUT: " ".join(sentences)})
+        if not local:  # nothing to say it on (no output node): the gateway says it
+            local[WHOLE] = st.local[WHOLE]
+        return local
+    local = dict(st.local)
+    for n in st.sinks:
+        prefix = (st.prompt[n].get("inputs") or {}).get("filename_prefix")
+        local[n] = _stand_in(st.prompt[n], n, {"task_id": [WHOLE, TASK_ID_SLOT],
+                                               OUTPUT_PREFIX_INPUT: prefix if isinstance(prefix, str) else ""})
+    return local
+
+
+def _stand_in(node: dict, n: str, inputs: dict) -> dict:
+    out = {"class_type": CLOUD_OUTPUT, "inputs": {OUTPUT_NODE_INPUT: n, OUTPUT_CLASS_INPUT: node.get("class_type"),
+                                                  **inputs}}
+    if node.get("_meta"):
+        out["_meta"] = dict(node["_meta"])
+    return out
 
 
 def _is_output(node: dict, classes: ClassTable, nid: str, consumers: dict) -> bool:
