@@ -98,9 +98,12 @@ class GPUGeekCloudExecute:
         plan = GatewayPlan.from_json(gpugeek_plan)
         if plan.mode == LOCAL:
             return _passthrough(kw)
+        if plan.whole:  # no gateway in the editor: the run is named after the switch
+            label = texts.text("whole_label", plan.lang)
         if plan.mode == REFUSED:
             raise errors.PlanError(f"{label}: " + " ".join(plan.refusals), hint="")
-        progress = _Progress(unique_id, plan.lang)
+        # a whole workflow's progress is shown on its output nodes, the nodes the editor has
+        progress = _Progress(unique_id, plan.lang, shown=plan.user_outputs if plan.whole else ())
         started = time.monotonic()
         try:
             job = run.start(cloud.owner(), plan, inputs=kw, place=cloud.place(), workflow_id=workflow_id,
@@ -117,10 +120,11 @@ class GPUGeekCloudExecute:
         progress.bar.set(100)
         if len(out.task_ids) > 1:  # the closing line of a fan-out: every run, their time and total price
             d = out.detail
-            comfy.progress_text(texts.text("progress_runs_done", plan.lang, runs=len(out.task_ids),
-                                           s=f"{d.run_duration_ms / 1000:.1f}", price=f"{d.origin_price or 0:g}"),
-                                unique_id)
-        return {"ui": {"images": out.previews, "gpugeek": [_done(out, started)] if plan.leads else []},
+            progress.text(texts.text("progress_runs_done", plan.lang, runs=len(out.task_ids),
+                                     s=f"{d.run_duration_ms / 1000:.1f}", price=f"{d.origin_price or 0:g}"))
+        # a whole workflow's images are shown (and recorded) on its output nodes, not twice
+        return {"ui": {"images": [] if plan.whole else out.previews,
+                       "gpugeek": [_done(out, started)] if plan.leads else []},
                 "result": tuple(out.outputs) + (out.task_id,)}
 
 
@@ -144,8 +148,8 @@ class _Progress:
     # The editor is told of an unchanged status this often (it shows the elapsed time).
     REPEAT_S = 0.5
 
-    def __init__(self, unique_id, lang: str):
-        self.unique_id, self.lang = unique_id, lang
+    def __init__(self, unique_id, lang: str, shown=()):
+        self.unique_id, self.lang, self.shown = unique_id, lang, list(shown)
         self.bar = comfy.Bar(unique_id)
         self.board = RunsBoard()
         self.last_key, self.last_at, self.last_preview = None, 0.0, None
@@ -170,7 +174,7 @@ class _Progress:
         if line and run is not None:
             line = self.board.line(self.lang, runs, run, line)
         if line:
-            comfy.progress_text(line, self.unique_id)
+            self.text(line)
         if kind == "status":
             percent = bar_percent(detail, expected) if run is None else 100 * self.board.done() / runs
             if percent is not None:
@@ -179,3 +183,7 @@ class _Progress:
             if run is not None:
                 record.update(self.board.record(runs), run=run)
             comfy.send("gpugeek.status", record)
+
+    def text(self, line: str) -> None:
+        for node in [self.unique_id] + self.shown:
+            comfy.progress_text(line, node)

@@ -3,21 +3,64 @@ alike). ComfyUI swallows a handler's exceptions, so every problem travels as dat
 gateway's hidden plan input, which its VALIDATE_INPUTS turns into ComfyUI's normal node error.
 
 The editor's language rides on each gateway as the input ``gpugeek_lang`` (web/gpugeek_lang.js); it is
-taken out here and carried in the plan, so refusals and progress speak the language of whoever queued."""
+taken out here and carried in the plan, so refusals and progress speak the language of whoever queued.
+
+A prompt with no gateway runs here, unless the whole-workflow switch is on: the prompt's ``extra_data`` key
+``gpugeek_whole_workflow`` (true/false, the editor's "Run in the cloud" sends it) wins, else
+``GPUGEEK_WHOLE_WORKFLOW`` or the saved setting. Then the graph is planned as one cloud part, whose gateway
+gets its required values here; without a key or a target the switch is refused on the output nodes."""
 from __future__ import annotations
 
 import logging
 
-from ..offload import plan, texts
+from ..offload import config, errors, plan, run, texts
+from ..offload.targets.pool import split_targets
 from . import comfy
 
 log = logging.getLogger("gpugeek.hook")
 LANG_INPUT = "gpugeek_lang"
+WHOLE_KEY = "gpugeek_whole_workflow"   # extra_data: run a graph with no gateway in the cloud (true/false)
+LANG_KEY = "gpugeek_lang"              # extra_data: the editor's language, for a graph with no gateway
 
 
-def plan_prompt(prompt: dict, lang: str = "en") -> plan.PlanResult:
-    return plan.make_plan(prompt, comfy.CLASSES, file_exists=lambda name: comfy.input_file(name) is not None,
-                          lang=lang)
+def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False) -> plan.PlanResult:
+    unavailable = whole_unavailable() if whole and not _has_gateway(prompt) else []
+    res = plan.make_plan(prompt, comfy.CLASSES, file_exists=lambda name: comfy.input_file(name) is not None,
+                         lang=lang, whole=whole, unavailable=unavailable)
+    gateway = res.local_prompt.get(plan.WHOLE)
+    if gateway is not None:  # the whole workflow's gateway: the values its required widgets would have
+        gateway["inputs"].setdefault("timeout_s", run.DEFAULT_TIMEOUT_S)
+    return res
+
+
+def whole_switch(json_data) -> bool:
+    """The prompt's ``extra_data.gpugeek_whole_workflow`` where it says, else the default."""
+    extra = json_data.get("extra_data") if isinstance(json_data, dict) else None
+    said = extra.get(WHOLE_KEY) if isinstance(extra, dict) else None
+    if said is None:
+        return config.whole_workflow_default()
+    if isinstance(said, str):
+        return said.strip().lower() in ("1", "true", "yes", "on")
+    return bool(said)
+
+
+def whole_unavailable() -> list:
+    """Why the whole workflow cannot go where it is configured to (no key, no workflow id), as refusals."""
+    try:
+        cfg = config.load_config()
+    except errors.GPUGeekError as e:
+        return [plan.Refusal("whole_config_problem", {"problem": str(e)})]
+    if config.is_comfy_target(split_targets(cfg.target)[0]):
+        return []
+    if cfg.api_key is None:
+        return [plan.Refusal("whole_no_key", {})]
+    if cfg.workflow_id is None:
+        return [plan.Refusal("whole_no_workflow", {})]
+    return []
+
+
+def _has_gateway(prompt: dict) -> bool:
+    return any(isinstance(v, dict) and v.get("class_type") == plan.GATEWAY for v in prompt.values())
 
 
 def take_lang(prompt: dict) -> str:
@@ -32,18 +75,25 @@ def take_lang(prompt: dict) -> str:
 def on_prompt(json_data):
     try:
         prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
-        if not isinstance(prompt, dict) or not any(
-                isinstance(v, dict) and v.get("class_type") == plan.GATEWAY for v in prompt.values()):
-            return json_data  # no gateway: untouched
-        lang = take_lang(prompt)
+        if not isinstance(prompt, dict):
+            return json_data
+        whole = not _has_gateway(prompt) and whole_switch(json_data)
+        if not whole and not _has_gateway(prompt):
+            return json_data  # no gateway, the switch off: untouched
+        extra = json_data.get("extra_data") if isinstance(json_data.get("extra_data"), dict) else {}
+        lang = texts.lang_of(extra[LANG_KEY]) if whole and extra.get(LANG_KEY) else take_lang(prompt)
         try:
-            res = plan_prompt(prompt, lang)
+            res = plan_prompt(prompt, lang, whole)
         except Exception as e:  # a bug of ours must not run anything unplanned: refuse on every gateway
             log.exception("GPUGeek: planning failed")
             why = texts.text("plan_failed", lang, error=f"{type(e).__name__}: {e}")
             for g, v in prompt.items():
                 if isinstance(v, dict) and v.get("class_type") == plan.GATEWAY:
                     v.setdefault("inputs", {})[plan.PLAN_INPUT] = plan.refused_plan(g, [why], lang).to_json()
+            if whole:  # nothing unplanned runs here or there: the gateway says why
+                json_data["prompt"] = {plan.WHOLE: {"class_type": plan.GATEWAY, "inputs": {
+                    "workflow_id": "", "run_on": "cloud", "timeout_s": run.DEFAULT_TIMEOUT_S,
+                    plan.PLAN_INPUT: plan.refused_plan(plan.WHOLE, [why], lang).to_json()}}}
             return json_data
         json_data["prompt"] = res.local_prompt
         return json_data

@@ -59,6 +59,8 @@ async def post_config(request):
             config.save_comfy_api_key(body.get("comfy_api_key") or None)
         if "allow_lan_http" in body:
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
+        if "whole_workflow" in body:
+            changes["whole_workflow"] = bool(body["whole_workflow"]) or None
         if "workflow_id" in body:
             changes["workflow_id"] = str(config.parse_workflow_id(body["workflow_id"])) if body["workflow_id"] else None
         if "daily_limit" in body:
@@ -190,7 +192,8 @@ async def post_plan(request):
         body = await request.json()
         prompt = body.get("prompt") or {}
         lang = texts.lang_of(body.get("lang") or hook.take_lang(prompt))
-        res = await asyncio.to_thread(hook.plan_prompt, prompt, lang)
+        whole = hook.whole_switch(body)  # the editor's switch rides as the prompt's would
+        res = await asyncio.to_thread(hook.plan_prompt, prompt, lang, whole)
     except Exception as e:  # noqa: BLE001 - the editor shows it
         return web.json_response({"ok": False, "message": f"{type(e).__name__}: {e}"})
     j = cloud.journal()

@@ -257,7 +257,9 @@ class Config:
                 "target_token_set": bool(self.target_token), "allow_lan_http": self.allow_lan_http,
                 "comfy_key_set": self.comfy_api_key is not None,
                 "comfy_key_last4": self.comfy_api_key.last4 if self.comfy_api_key else None,
-                "comfy_key_source": self.comfy_key_source, "comfy_key_url": self.comfy_key_url}
+                "comfy_key_source": self.comfy_key_source, "comfy_key_url": self.comfy_key_url,
+                "whole_workflow": whole_workflow_default(),
+                "whole_workflow_env": bool(os.environ.get("GPUGEEK_WHOLE_WORKFLOW", "").strip())}
 
 
 def load_config(env=None) -> Config:
@@ -342,6 +344,16 @@ def _target_and_token(env, saved: dict, problems: list):
 def save_target_token(value: str | None) -> None:
     """A ComfyUI server's token (or user:password), kept like the API key: owner-only, never read back."""
     _save_secret(TOKEN_FILE, value)
+
+
+def whole_workflow_default(env=None) -> bool:
+    """Whether a prompt with no gateway runs in the cloud when it does not say (its ``extra_data`` key
+    ``gpugeek_whole_workflow`` wins): ``GPUGEEK_WHOLE_WORKFLOW``, else the setting saved from the editor."""
+    env = os.environ if env is None else env
+    raw = env.get("GPUGEEK_WHOLE_WORKFLOW", "").strip().lower()
+    if raw:
+        return raw in ("1", "true", "yes", "on")
+    return bool(load_settings().get("whole_workflow"))
 
 
 def is_comfy_target(target: str | None) -> bool:

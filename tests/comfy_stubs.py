@@ -29,6 +29,20 @@ def install():
     fp.get_annotated_filepath = annotated
     fp.exists_annotated_filepath = lambda name: os.path.exists(annotated(name))
     fp.get_filename_list = lambda folder: []
+
+    def get_save_image_path(prefix, output_dir, width=0, height=0):
+        """As ComfyUI's: the prefix's folder under ``output_dir`` (never outside it), its name, and the next
+        counter after the highest ``name_NNNNN_`` already there."""
+        import re
+        subfolder, name = os.path.split(os.path.normpath(prefix))
+        folder = os.path.join(output_dir, subfolder)
+        if os.path.commonpath((os.path.abspath(output_dir), os.path.abspath(folder))) != os.path.abspath(output_dir):
+            raise Exception("Saving image outside the output folder is not allowed.")
+        os.makedirs(folder, exist_ok=True)
+        pat = re.compile(re.escape(name) + r"_(\d+)_")
+        counts = [int(m.group(1)) for f in os.listdir(folder) if (m := pat.match(f))]
+        return folder, name, max(counts, default=0) + 1, subfolder, prefix
+    fp.get_save_image_path = get_save_image_path
     sys.modules["folder_paths"] = fp
 
     comfy = types.ModuleType("comfy")

@@ -66,10 +66,12 @@ def is_link(v):
     return isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], int)
 
 
-async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None):
-    """Run the prompt the way ComfyUI would; returns {node id: result tuple} and ui per node."""
+async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None, extra_data=None):
+    """Run the prompt the way ComfyUI would; returns {node id: result tuple} and ui per node. ``extra_data``
+    goes with the prompt to the on_prompt handlers, as POST /prompt's body carries it."""
+    extra_data = dict(extra_data or {})
     if server is not None:
-        prompt = server.trigger_on_prompt({"prompt": prompt, "client_id": "test"})["prompt"]
+        prompt = server.trigger_on_prompt({"prompt": prompt, "client_id": "test", "extra_data": extra_data})["prompt"]
     errors = {}
     for nid, node in prompt.items():
         cls = classes[node["class_type"]]
@@ -97,6 +99,10 @@ async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None):
         for k, t in spec.get("hidden", {}).items():
             if t == "UNIQUE_ID":
                 kw[k] = nid
+            elif t == "PROMPT":
+                kw[k] = prompt
+            elif t == "EXTRA_PNGINFO":
+                kw[k] = extra_data.get("extra_pnginfo")
         fn = getattr(cls(), cls.FUNCTION)
         out = fn(**kw)
         if inspect.isawaitable(out):

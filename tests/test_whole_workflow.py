@@ -138,3 +138,162 @@ def test_an_upload_image_still_runs_here_and_crosses_in():
     assert "20" in res.local_prompt and "22" in res.local_prompt and "20" not in gp.prompt
     assert [c.kind for c in gp.crossings] == ["url"]
     assert json.dumps(res.local_prompt[plan.WHOLE]["inputs"]).count('"22"') == 1
+
+
+# ---- the hook and the nodes, in the ComfyUI stand-in against the GPUGeek fake --------------------------------
+import asyncio  # noqa: E402
+import io  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+WF = "123456789012345"
+
+
+def _node_env():
+    from conftest import load_pack
+    load_pack()
+    import folder_paths
+    import mini_comfy
+    from server import PromptServer
+    return folder_paths, mini_comfy, PromptServer.instance
+
+
+def queue(prompt, classes, extra_data=None):
+    _, mini_comfy, server = _node_env()
+    return asyncio.run(mini_comfy.execute(copy.deepcopy(prompt), classes, server, extra_data=extra_data))
+
+
+def pixels(path_or_bytes):
+    src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    return np.asarray(Image.open(src).convert("RGB"))
+
+
+@pytest.fixture
+def wenv(env, monkeypatch):
+    monkeypatch.setenv("GPUGEEK_WORKFLOW_ID", WF)
+    monkeypatch.delenv("GPUGEEK_WHOLE_WORKFLOW", raising=False)
+    folder_paths, _, _ = _node_env()
+    from fake_gpugeek import photo_png
+    Image.open(io.BytesIO(photo_png(40, 32, seed=3))).save(Path(folder_paths.get_input_directory(), "here.png"))
+    return env
+
+
+def runnable():
+    """The downloaded graph, with its save reading the local photo straight (the fake serves an uploaded
+    image back as the result of the SaveImage that reads it), and the preview reading the sampler's image."""
+    p = downloaded()
+    p["9"]["inputs"]["images"] = L("20")
+    return p
+
+
+@pytest.mark.parametrize("how", ["extra_data", "env"])
+def test_one_submission_holding_every_node_and_the_saves_on_their_own_nodes(wenv, fake, monkeypatch, how):
+    folder_paths, mini_comfy, server = _node_env()
+    extra = {"gpugeek_whole_workflow": True} if how == "extra_data" else None
+    if how == "env":
+        monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    results, ui, local = queue(runnable(), wenv, extra)
+    assert len(fake.tasks) == 1
+    task = next(iter(fake.tasks.values()))
+    # every node of the graph in the one submission; the local photo uploaded and read by URL
+    assert set(runnable()) <= set(task.prompt)
+    assert task.prompt["20"]["inputs"]["image"].startswith(fake.base_url + "/oss/") and fake.count("put") == 1
+    # nothing ran here but the gateway and the stand-ins (the local SaveImage class never ran)
+    assert sorted(local) == sorted([plan.WHOLE, "9", "12:7:2"]) and mini_comfy.SAVED == []
+    # the save: in output/ with its own prefix, the cloud's pixels, on node 9, type output
+    (img,) = ui["9"]["images"]
+    assert img["type"] == "output" and img["subfolder"] == "" and img["filename"] == "ComfyUI_00001_.png"
+    saved = Path(folder_paths.get_output_directory(), img["filename"])
+    (cloud_name, cloud_bytes), = task.files["9"]
+    assert (pixels(saved) == pixels(cloud_bytes)).all()
+    assert (pixels(saved) == pixels(Path(folder_paths.get_input_directory(), "here.png"))).all()
+    assert "workflow" not in Image.open(saved).info and "prompt" in Image.open(saved).info
+    # the preview: in temp/, on its own (subgraph) node
+    (prev,) = ui["12:7:2"]["images"]
+    assert prev["type"] == "temp" and Path(folder_paths.get_temp_directory(), prev["filename"]).is_file()
+    # the gateway shows no images of its own (they are on the nodes), but its task and price
+    assert ui[plan.WHOLE]["images"] == [] and ui[plan.WHOLE]["gpugeek"][0]["state"] == "done"
+    # progress on the nodes the editor has
+    assert any(n == "9" and t.startswith("Done") for t, n in server.progress_texts)
+    # the journal has the task, for Load Result and the tasks tab
+    import conftest
+    rec = conftest.load_pack().nodes.cloud.journal().by_prompt_id(task.prompt_id)
+    assert rec["status"] == "succeeded"
+    # the owner let go of the files once each output node took its own
+    assert conftest.load_pack().nodes.cloud.owner().held() == 0
+
+
+def test_the_switch_off_runs_here_and_submits_nothing(wenv, fake, monkeypatch):
+    _, mini_comfy, _ = _node_env()
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    p = {"20": {"class_type": "LoadImage", "inputs": {"image": "here.png"}},
+         "24": {"class_type": "ImageInvert", "inputs": {"image": L("20")}},
+         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": L("24")}}}
+    results, ui, local = queue(p, wenv, {"gpugeek_whole_workflow": False})
+    assert local == p and len(fake.tasks) == 0 and fake.count("put") == 0
+    assert len(mini_comfy.SAVED) == 1
+    monkeypatch.delenv("GPUGEEK_WHOLE_WORKFLOW")
+    queue(p, wenv)  # no switch anywhere: here too
+    assert len(fake.tasks) == 0 and len(mini_comfy.SAVED) == 2
+
+
+def test_cached_gateway_and_a_new_prefix_fetch_the_files_again_from_the_journal(wenv, fake):
+    folder_paths, _, _ = _node_env()
+    p = runnable()
+    _, ui, local = queue(p, wenv, {"gpugeek_whole_workflow": True})
+    task_id = next(iter(fake.tasks))
+    # ComfyUI kept the gateway's output and runs only the changed output node: it reads the task again
+    import conftest
+    cls = wenv["GPUGeekCloudOutput"]
+    out = asyncio.run(cls().show(task_id=task_id, gpugeek_node="9", gpugeek_class="SaveImage",
+                                 gpugeek_prefix="cats/again", unique_id="9"))
+    (img,) = out["ui"]["images"]
+    assert img["subfolder"] == "cats" and img["filename"] == "again_00001_.png"
+    saved = Path(folder_paths.get_output_directory(), "cats", "again_00001_.png")
+    assert (pixels(saved) == pixels(Path(folder_paths.get_input_directory(), "here.png"))).all()
+    assert len(fake.tasks) == 1 and conftest.load_pack().nodes.cloud.owner().held() == 0
+
+
+def test_nothing_came_back_says_where_it_is_left(wenv, fake):
+    _, _, server = _node_env()
+    cls = wenv["GPUGeekCloudOutput"]
+    queue(runnable(), wenv, {"gpugeek_whole_workflow": True})
+    task_id = next(iter(fake.tasks))
+    out = asyncio.run(cls().show(task_id=task_id, gpugeek_node="3", gpugeek_class="ShowText", unique_id="3"))
+    assert out["ui"]["gpugeek"][0] == {"state": "left", "task_id": task_id}
+    assert (said("whole_left_in_cloud", "en", task=task_id), "3") in server.progress_texts
+
+
+def test_no_key_is_refused_on_the_output_nodes_and_nothing_is_sent(wenv, fake, monkeypatch):
+    import mini_comfy
+    monkeypatch.delenv("GPUGEEK_API_KEY")
+    with pytest.raises(mini_comfy.ValidationError) as e:
+        queue(runnable(), wenv, {"gpugeek_whole_workflow": True, "gpugeek_lang": "zh"})
+    assert sorted(e.value.node_errors) == ["12:7:2", "9"]
+    assert said("whole_no_key", "zh") in json.dumps(e.value.node_errors, ensure_ascii=False)
+    assert len(fake.tasks) == 0 and fake.count("put") == 0
+
+
+def test_a_node_that_only_makes_sense_here_is_refused_at_queue_time(wenv, fake):
+    import mini_comfy
+    p = runnable()
+    p["40"] = {"class_type": "GPUGeekLoadResult", "inputs": {"prompt_id": "123"}}
+    p["41"] = {"class_type": "PreviewImage", "inputs": {"images": L("40")}}
+    with pytest.raises(mini_comfy.ValidationError) as e:
+        queue(p, wenv, {"gpugeek_whole_workflow": "true"})
+    assert list(e.value.node_errors) == ["40"]
+    assert len(fake.tasks) == 0 and fake.count("put") == 0
+
+
+def test_the_plan_route_marks_the_whole_graph(wenv, fake):
+    from conftest import load_pack
+    routes = load_pack().nodes.routes
+
+    class Req:
+        async def json(self):
+            return {"prompt": runnable(), "lang": "en", "extra_data": {"gpugeek_whole_workflow": True}}
+    answer = json.loads(asyncio.run(routes.post_plan(Req())).text)
+    assert answer["ok"] and set(answer["roles"]) == set(runnable()) and set(answer["roles"].values()) == {"cloud"}
+    assert set(answer["owner"].values()) == {plan.WHOLE} and plan.WHOLE in answer["expected"]

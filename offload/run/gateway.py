@@ -39,8 +39,9 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
                journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1) -> Delivered:
     """Run the cloud part as one task (or ``runs`` tasks at once, on a pool of servers where ``where`` names
     several) and deliver this gateway's images, the runs' in order as one batch; merged gateways' files are
-    held by the owner until each of them took its own."""
-    members = plan.followers
+    held by the owner until each of them took its own (and, for a whole workflow, its output nodes' files
+    until each output node took its own)."""
+    members = plan.followers + (list(plan.user_outputs) if plan.whole else [])
     async with open_pool(cfg, where, open_target) as pool:
         outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                   workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
@@ -61,21 +62,26 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
 
 async def follow(job, *, cfg, plan: GatewayPlan, task_id: str, passthrough: dict, journal, output_dir, member: str,
                  target_override: str = "") -> Delivered:
-    """A gateway merged into another's task: its images from that task (held by the owner, else fetched
-    again from the journal's result addresses)."""
-    nodes = set(plan.saves)
+    """A gateway merged into another's task: its images from that task."""
+    detail, files = await files_of(job, cfg=cfg, task_id=task_id, nodes=set(plan.saves), member=member,
+                                   journal=journal, target_override=target_override)
+    return await job.guard(deliver(plan, passthrough, detail, files, None, output_dir, save_user_outputs=False))
+
+
+async def files_of(job, *, cfg, task_id: str, nodes: set, member: str, journal, target_override: str = ""):
+    """The files of ``nodes`` of a task another node led (a merged gateway's, a whole workflow's output
+    node's): held by the owner when the leading gateway fetched them, else fetched again from the journal's
+    result addresses. Returns (detail, {node: [(url, bytes)]})."""
     files = job.owner.take(task_id, member, nodes)
     if files is not None:  # the leading gateway fetched every file: nothing to fetch, no session needed
-        detail = TaskDetail(prompt_id=task_id, status=SUCCEEDED)
-        return await job.guard(deliver(plan, passthrough, detail, files, None, output_dir, save_user_outputs=False))
+        return TaskDetail(prompt_id=task_id, status=SUCCEEDED), files
     outcomes = []   # a fan-out's task id is its runs' ids: each is fetched from where its record says it ran
     for pid in task_id.split(","):
         rec = journal.by_prompt_id(pid) or {}
         detail = TaskDetail(prompt_id=pid, status=SUCCEEDED, result_url=rec.get("result_url") or {})
         async with open_target(cfg, rec.get("target_url") or target_override or None) as target:
             outcomes.append(RunOutcome(pid, detail, await job.guard(fetch_results(detail, target, nodes))))
-    detail, files = combined(outcomes)
-    return await job.guard(deliver(plan, passthrough, detail, files, None, output_dir, save_user_outputs=False))
+    return combined(outcomes)
 
 
 async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
@@ -157,6 +163,14 @@ class Place:
     uploads: object
     read_file: object
     output_dir: str
+
+
+def start_output(owner, *, task_id: str, node: str, journal, label: str):
+    """A whole workflow's output node: its files from the task its gateway ran, as a job on the owner whose
+    result is (detail, {node: [(url, bytes)]})."""
+    cfg = config.load_config()
+    return owner.start(lambda job: files_of(job, cfg=cfg, task_id=task_id, nodes={node}, member=node,
+                                            journal=journal), label=label)
 
 
 def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="", timeout_s: float,
