@@ -469,7 +469,8 @@ class FakeGPUGeek:
         tasks = [{"prompt_id": t.prompt_id, "status": self.status_of(t)[0], "created_ago": now - t.created,
                   "lifetime": ((t.finished_at - t.created) if t.finished_at else None),
                   "finished_ago": (now - t.finished_at) if t.finished_at else None,
-                  "cancelled": t.cancelled_at is not None, "polls": t.polls} for t in self.tasks.values()]
+                  "cancelled": t.cancelled_at is not None, "polls": t.polls, "prompt": t.prompt}
+                 for t in self.tasks.values()]
         return web.json_response({"calls": {c: self.count(c) for c in (CALL_PRESIGN, CALL_PUT, CALL_SUBMIT,
                                                                          CALL_CANCEL, CALL_TASK, CALL_FILE)},
                                   "tasks": tasks})

@@ -42,7 +42,13 @@ def wait_http(url, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack_env():
+    """More environment for the local ComfyUI of ``stack`` (a test module overrides it)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, stack_env):
     tmp = tmp_path_factory.mktemp("e2e")
     cloud_port, fake_port, local_port = free_port(), free_port(), free_port()
     procs = []
@@ -62,7 +68,7 @@ def stack(tmp_path_factory):
     home.mkdir()
     start("local", comfyui_command(tmp, "local", local_port, "--output-directory", str(tmp / "out"),
                                    "--user-directory", str(home)),
-          env={"GPUGEEK_API_KEY": KEY, "GPUGEEK_BASE_URL": f"http://127.0.0.1:{fake_port}"}, cwd=COMFY)
+          env={"GPUGEEK_API_KEY": KEY, "GPUGEEK_BASE_URL": f"http://127.0.0.1:{fake_port}", **stack_env}, cwd=COMFY)
     try:
         wait_http(f"http://127.0.0.1:{cloud_port}/object_info/SaveImage")
         wait_http(f"http://127.0.0.1:{local_port}/object_info/GPUGeekCloudExecute", timeout=180)
