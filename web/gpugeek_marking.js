@@ -2,9 +2,12 @@
 // would be refused, and shows on each gateway the expected price and run time of its cloud part (median
 // of earlier runs in the journal; drawn by gpugeek_status.js). Everything comes from the server's plan (POST
 // /gpugeek/plan): the editor has no planner of its own, so the marking is what queueing the graph would do.
+// With Run in the cloud on (gpugeek_whole.js), a graph with no gateway is planned as one cloud part: every
+// node is marked, inside subgraphs too.
 import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { drawAfter } from "./lib/draw.js";
-import { GATEWAY } from "./lib/names.js";
+import { GATEWAY, WHOLE } from "./lib/names.js";
+import { switchOf, planRequest } from "./lib/whole.js";
 import { runningCloudNodes } from "./lib/live.js";
 import { follower } from "./lib/follow.js";
 import { withoutLanguage, hasGateway } from "./lib/prompt.js";
@@ -57,7 +60,8 @@ function drawMark(node, ctx) {
   if (!role || role === "local") return;
   const color = refused ? REFUSED : role === "both" ? BOTH : CLOUD;
   outline(ctx, node, color, title);
-  const text = refused ? tr("refused") : `${tr("cloudOf", { g })}${role === "both" ? " · " + tr("both") : ""}`;
+  const cloudOf = g === WHOLE ? tr("cloudWhole") : tr("cloudOf", { g });
+  const text = refused ? tr("refused") : `${cloudOf}${role === "both" ? " · " + tr("both") : ""}`;
   badge(ctx, text, color, title);
 }
 
@@ -95,8 +99,11 @@ function versionOf(graph) {
   if (!graph) return "none";
   if (!graphIds.has(graph)) graphIds.set(graph, graphIds.size + 1 + Math.random());
   const subs = graph.subgraphs?.values ? [...graph.subgraphs.values()].map((g) => g._version).join(",") : "";
-  return `${graphIds.get(graph)}|${graph._version}|${subs}`;
+  return `${graphIds.get(graph)}|${graph._version}|${subs}|${wholeSwitch()}`;
 }
+
+// Run in the cloud, as the workflow says (gpugeek_whole.js keeps it in the root graph's extra)
+const wholeSwitch = () => switchOf((app.rootGraph ?? app.graph)?.extra);
 
 function apply(answer) {
   if (answer === state.applied) return;
@@ -117,12 +124,13 @@ async function replan() {
   for (const n of nodesOf(graph)) patch(n);
   const { output } = await app.graphToPrompt();
   withoutLanguage(output);
-  if (!hasGateway(output)) { apply(EMPTY); return; }
+  const on = wholeSwitch();
+  if (!hasGateway(output) && !on) { apply(EMPTY); return; }
   const code = lang();
-  const key = `${code}|${JSON.stringify(output)}`;
+  const key = `${code}|${on}|${JSON.stringify(output)}`;
   if (state.last?.key === key) { apply(state.last.answer); return; }
   let answer;
-  try { answer = await call("plan", { prompt: output, lang: code }); } catch (e) { failed(e); return; }
+  try { answer = await call("plan", planRequest(output, code, on)); } catch (e) { failed(e); return; }
   if (!answer?.ok) { failed(answer?.message); return; }
   state.failing = false;
   state.plans += 1;

@@ -2,6 +2,7 @@
 // only learns whether a key is set and its last four characters), base URL, default workflow id, daily
 // limit, marking; a "test connection" action. Non-secret values are mirrored to the server on change.
 import { app, call, tr, toast, lang, textsReady, EXT } from "./gpugeek_common.js";
+import { whole } from "./lib/whole.js";
 
 async function saveServer(field, value) {
   const res = await call("config", { [field]: value, lang: lang() });
@@ -100,6 +101,10 @@ app.registerExtension({
     { id: "GPUGeek.DailyLimit", category: ["GPUGeek", "Spending", "Daily spending limit"], name: "Daily spending limit",
       type: "number", defaultValue: 0, tooltip: "Refuse new tasks that would pass it; 0 means no limit.",
       onChange: mirrored("daily_limit") },
+    { id: "GPUGeek.WholeWorkflow", category: ["GPUGeek", "Editor", "Run in the cloud by default"],
+      name: "Run in the cloud by default", type: "boolean", defaultValue: false,
+      tooltip: "The Run in the cloud switch of a workflow that has not set its own: on, a workflow with no GPUGeek Cloud Execute node runs whole in the cloud.",
+      onChange: (value, old) => { if (old !== undefined && value !== old) whole.fallback = !!value; mirrored("whole_workflow")(value, old); } },
     { id: "GPUGeek.MarkCloud", category: ["GPUGeek", "Editor", "Mark cloud nodes"], name: "Mark cloud nodes",
       type: "boolean", defaultValue: true, tooltip: "Mark the nodes that will run in the cloud in the editor." },
   ],

@@ -4,3 +4,8 @@ export const GATEWAY = "GPUGeekCloudExecute";
 export const LANG_INPUT = "gpugeek_lang";
 // the frontend's widget that shows a node's progress text (the server's send_progress_text), 1.27 and 1.58
 export const PROGRESS_TEXT_WIDGET = "$$node-text-preview";
+// a whole workflow in the cloud: the prompt's extra_data key of the switch (and of the editor's language),
+// the workflow's extra key keeping the switch with the workflow, and the id of the gateway the server adds
+export const WHOLE_KEY = "gpugeek_whole_workflow";
+export const WHOLE_LANG_KEY = "gpugeek_lang";
+export const WHOLE = "gpugeek_whole";
