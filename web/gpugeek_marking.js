@@ -8,6 +8,7 @@ import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { drawAfter } from "./lib/draw.js";
 import { GATEWAY, WHOLE } from "./lib/names.js";
 import { switchOf, planRequest } from "./lib/whole.js";
+import { executionId, forget } from "./lib/exec_id.js";
 import { runningCloudNodes } from "./lib/live.js";
 import { follower } from "./lib/follow.js";
 import { withoutLanguage, hasGateway } from "./lib/prompt.js";
@@ -41,7 +42,7 @@ function drawRunning(node, ctx, run) {
 
 function drawMark(node, ctx) {
   if (!marking()) return;
-  const id = String(node.id);
+  const id = executionId(node, app.rootGraph ?? app.graph);  // "12:3" inside a subgraph, as the plan names it
   const run = runningCloudNodes().get(id);
   if (run) { drawRunning(node, ctx, run); return; }
   const role = state.roles[id];
@@ -108,6 +109,7 @@ const wholeSwitch = () => switchOf((app.rootGraph ?? app.graph)?.extra);
 function apply(answer) {
   if (answer === state.applied) return;
   state.applied = answer;
+  forget();
   setPlan(answer);
   app.graph?.setDirtyCanvas?.(true, true);
 }
@@ -122,6 +124,7 @@ async function replan() {
   if (!graph) return;
   const before = versionOf(graph);
   for (const n of nodesOf(graph)) patch(n);
+  for (const sub of graph.subgraphs?.values?.() || []) for (const n of nodesOf(sub)) patch(n);
   const { output } = await app.graphToPrompt();
   withoutLanguage(output);
   const on = wholeSwitch();
