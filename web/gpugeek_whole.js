@@ -8,6 +8,7 @@ import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { WHOLE } from "./lib/names.js";
 import { whole, switchOf, setSwitch, withSwitch } from "./lib/whole.js";
 import { statusLines } from "./lib/status.js";
+import { seconds } from "./lib/i18n.js";
 import { planNow } from "./lib/plan_state.js";
 
 const WRAPPED = Symbol.for("gpugeek.whole");
@@ -98,7 +99,9 @@ function wrapFetch() {
 function followStatus() {
   api.addEventListener("gpugeek.status", ({ detail }) => {
     if (detail?.node !== WHOLE) return;
-    state.status = statusLines(detail, lang())[0] || "";
+    // a ComfyUI server names no price: the time alone
+    state.status = (detail.status === 3 && detail.price == null ? tr("doneIn", { t: seconds(detail.run_ms) })
+      : statusLines(detail, lang())[0]) || "";
     render();
   });
   api.addEventListener("execution_start", () => { state.status = ""; render(); });
