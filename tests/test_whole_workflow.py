@@ -297,3 +297,25 @@ def test_the_plan_route_marks_the_whole_graph(wenv, fake):
     answer = json.loads(asyncio.run(routes.post_plan(Req())).text)
     assert answer["ok"] and set(answer["roles"]) == set(runnable()) and set(answer["roles"].values()) == {"cloud"}
     assert set(answer["owner"].values()) == {plan.WHOLE} and plan.WHOLE in answer["expected"]
+
+
+def test_the_default_saved_from_the_settings_and_the_environment(wenv, monkeypatch):
+    from conftest import load_pack
+    pack = load_pack()
+    routes, hook, config = pack.nodes.routes, pack.nodes.hook, pack.offload.config
+
+    class Req:
+        def __init__(self, body):
+            self.body = body
+
+        async def json(self):
+            return self.body
+    assert hook.whole_switch({"extra_data": {}}) is False
+    answer = json.loads(asyncio.run(routes.post_config(Req({"whole_workflow": True}))).text)
+    assert answer["ok"] and answer["whole_workflow"] is True and answer["whole_workflow_env"] is False
+    assert hook.whole_switch({}) is True and hook.whole_switch({"extra_data": {"gpugeek_whole_workflow": False}}) is False
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "0")  # the environment wins over the saved setting
+    assert hook.whole_switch({}) is False and config.load_config().public()["whole_workflow_env"] is True
+    asyncio.run(routes.post_config(Req({"whole_workflow": False})))
+    monkeypatch.delenv("GPUGEEK_WHOLE_WORKFLOW")
+    assert hook.whole_switch({}) is False

@@ -7,13 +7,13 @@
 import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { WHOLE } from "./lib/names.js";
 import { whole, switchOf, setSwitch, withSwitch } from "./lib/whole.js";
-import { statusLines } from "./lib/status.js";
+import { statusLines, expectedLine } from "./lib/status.js";
 import { seconds } from "./lib/i18n.js";
-import { planNow } from "./lib/plan_state.js";
+import { planNow, onPlan } from "./lib/plan_state.js";
 
 const WRAPPED = Symbol.for("gpugeek.whole");
 const ID = "gpugeek-whole-switch";
-const state = { status: "" };
+const state = { status: "", planned: false, expected: null };
 
 const root = () => app.rootGraph ?? app.graph;
 
@@ -71,14 +71,17 @@ function render() {
   const on = wholeOn();
   el.setAttribute("aria-checked", String(on));
   el.dataset.on = String(on);
-  el.title = on ? tr("wholeOnTip") : tr("wholeOffTip");
+  // before a run, the expected price and time of the whole graph (earlier runs of it in the journal)
+  const expected = on && state.planned ? expectedLine(state.expected, lang()) : "";
+  el.title = (on ? tr("wholeOnTip") : tr("wholeOffTip")) + (expected ? `\n${expected}` : "");
   el.style.background = on ? "#3b82f6" : "transparent";
   el.style.color = on ? "#fff" : "#3b82f6";
   const knob = el.querySelector('[data-part="knob"]');
   knob.style.background = on ? "rgba(255,255,255,.45)" : "#64748b";
   knob.firstChild.style.left = on ? "14px" : "2px";
   el.querySelector('[data-part="label"]').textContent = `\u2601 ${tr("wholeSwitch")}`;
-  el.querySelector('[data-part="status"]').textContent = on && state.status ? `\u00b7 ${state.status}` : "";
+  const line = state.status || (state.expected ? expected : "");
+  el.querySelector('[data-part="status"]').textContent = on && line ? `\u00b7 ${line}` : "";
 }
 
 // queued prompts carry the switch: api.queuePrompt builds POST /prompt's body and sends it through fetchApi
@@ -115,6 +118,11 @@ app.registerExtension({
     await textsReady();
     try { whole.fallback = !!(await call("config"))?.whole_workflow; } catch { /* the default stays off */ }
     followStatus();
+    onPlan((plan) => {  // the marking's plan of the graph: is it a whole workflow, and what will it cost
+      state.planned = Object.values(plan.owner || {}).includes(WHOLE);
+      state.expected = state.planned ? plan.expected?.[WHOLE] ?? null : null;
+      render();
+    });
     render();
     setInterval(render, 500);  // another workflow opened, the editor re-rendered its top bar
   },
