@@ -142,6 +142,7 @@ def test_an_upload_image_still_runs_here_and_crosses_in():
 
 # ---- the hook and the nodes, in the ComfyUI stand-in against the GPUGeek fake --------------------------------
 import asyncio  # noqa: E402
+import time  # noqa: E402
 import io  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -319,3 +320,36 @@ def test_the_default_saved_from_the_settings_and_the_environment(wenv, monkeypat
     asyncio.run(routes.post_config(Req({"whole_workflow": False})))
     monkeypatch.delenv("GPUGEEK_WHOLE_WORKFLOW")
     assert hook.whole_switch({}) is False
+
+
+def test_stop_cancels_the_whole_workflows_task_and_the_daily_limit_counts_it(wenv, fake, monkeypatch):
+    import threading
+
+    import comfy.model_management as mm
+    from conftest import load_pack
+    fake.task_opts.update(run_s=30)
+
+    def stopper():
+        while not fake.tasks:
+            time.sleep(0.01)
+        t = next(iter(fake.tasks.values()))
+        while fake.status_of(t)[0] != 2 or t.polls < 1:
+            time.sleep(0.01)
+        mm.interrupt_flag = True
+    threading.Thread(target=stopper, daemon=True).start()
+    with pytest.raises(mm.InterruptProcessingException):
+        queue(runnable(), wenv, {"gpugeek_whole_workflow": True})
+    assert core("owner").owner().drain(10)
+    t = next(iter(fake.tasks.values()))
+    assert fake.count("cancel") == 1 and t.cancelled_at is not None
+    assert load_pack().nodes.cloud.journal().by_prompt_id(t.prompt_id)["status"] == "cancelled"
+    # the daily limit refuses the whole workflow's task as a gateway's, before it is submitted
+    mm.interrupt_flag = False
+    fake.task_opts.update(run_s=0)
+    monkeypatch.setenv("GPUGEEK_DAILY_LIMIT", "0.3")
+    queue(runnable(), wenv, {"gpugeek_whole_workflow": True})  # 0.25 spent
+    p = runnable()
+    p["9"]["inputs"]["filename_prefix"] = "again"
+    with pytest.raises(Exception) as e:
+        queue(p, wenv, {"gpugeek_whole_workflow": True})
+    assert "0.3" in str(e.value) and len(fake.tasks) == 2

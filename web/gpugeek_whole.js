@@ -13,7 +13,7 @@ import { planNow, onPlan } from "./lib/plan_state.js";
 
 const WRAPPED = Symbol.for("gpugeek.whole");
 const ID = "gpugeek-whole-switch";
-const state = { status: "", planned: false, expected: null };
+const state = { status: "", planned: false, expected: null, refused: "" };
 
 const root = () => app.rootGraph ?? app.graph;
 
@@ -47,7 +47,7 @@ function button() {
   el.innerHTML = '<span data-part="knob" style="display:inline-block;width:26px;height:14px;border-radius:7px;' +
     'position:relative;transition:background .15s"><span style="position:absolute;top:2px;width:10px;' +
     'height:10px;border-radius:5px;background:#fff;transition:left .15s"></span></span>' +
-    '<span data-part="label"></span><span data-part="status" style="font-weight:400;opacity:.85"></span>';
+    '<span data-part="label"></span><span data-part="status" style="font-weight:400;opacity:.9;max-width:420px;overflow:hidden;text-overflow:ellipsis"></span>';
   el.addEventListener("click", (e) => { e.stopPropagation(); flip(); });
   return el;
 }
@@ -73,14 +73,17 @@ function render() {
   el.dataset.on = String(on);
   // before a run, the expected price and time of the whole graph (earlier runs of it in the journal)
   const expected = on && state.planned ? expectedLine(state.expected, lang()) : "";
-  el.title = (on ? tr("wholeOnTip") : tr("wholeOffTip")) + (expected ? `\n${expected}` : "");
-  el.style.background = on ? "#3b82f6" : "transparent";
+  el.title = (on ? tr("wholeOnTip") : tr("wholeOffTip")) + (state.refused ? `\n${state.refused}` : expected ? `\n${expected}` : "");
+  // what would refuse the run (no key, a node that only makes sense here), before anything is queued: red
+  const refused = on && state.refused && !state.status;
+  el.style.background = refused ? "#ef4444" : on ? "#3b82f6" : "transparent";
+  el.style.borderColor = refused ? "#ef4444" : "#3b82f6";
   el.style.color = on ? "#fff" : "#3b82f6";
   const knob = el.querySelector('[data-part="knob"]');
   knob.style.background = on ? "rgba(255,255,255,.45)" : "#64748b";
   knob.firstChild.style.left = on ? "14px" : "2px";
   el.querySelector('[data-part="label"]').textContent = `\u2601 ${tr("wholeSwitch")}`;
-  const line = state.status || (state.expected ? expected : "");
+  const line = state.status || (refused ? state.refused : state.expected ? expected : "");
   el.querySelector('[data-part="status"]').textContent = on && line ? `\u00b7 ${line}` : "";
 }
 
@@ -121,6 +124,7 @@ app.registerExtension({
     onPlan((plan) => {  // the marking's plan of the graph: is it a whole workflow, and what will it cost
       state.planned = Object.values(plan.owner || {}).includes(WHOLE);
       state.expected = state.planned ? plan.expected?.[WHOLE] ?? null : null;
+      state.refused = state.planned ? (plan.refusals?.[WHOLE] || [])[0] || "" : "";
       render();
     });
     render();
