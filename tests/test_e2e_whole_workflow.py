@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from test_e2e_comfyui import COMFY, WF, history, stack, stats  # noqa: F401  (the module's own stack)
+from test_e2e_comfyui import COMFY, WF, editor_url, history, stack, stats  # noqa: F401  (this module's own)
 
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
 
@@ -143,3 +144,65 @@ def test_a_node_that_only_makes_sense_here_is_refused_on_it_and_nothing_is_sent(
     assert list(errs) == ["40"] and "GPUGeek" in json.dumps(errs["40"])
     time.sleep(0.5)
     assert stats(stack)["calls"] == before["calls"]
+
+
+GRAPH = """(prefix) => {
+  const g = app.graph; g.clear();
+  const mk = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; g.add(n); return n; };
+  const load = mk("LoadImage", [40, 80]), inv = mk("ImageInvert", [400, 80]), save = mk("SaveImage", [760, 80]);
+  const empty = mk("EmptyImage", [40, 470]), prev = mk("PreviewImage", [400, 470]);
+  const w = (n, name, v) => { n.widgets.find((x) => x.name === name).value = v; };
+  w(load, "image", "example.png"); w(save, "filename_prefix", prefix); w(empty, "width", 64); w(empty, "height", 48);
+  load.connect(0, inv, 0); inv.connect(0, save, 0); empty.connect(0, prev, 0);
+  return { save: String(save.id), prev: String(prev.id), ids: g.nodes.map((n) => String(n.id)) };
+}"""
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no chromium")
+def test_editor_switch_marks_the_whole_graph_and_the_results_land_on_the_output_nodes(editor_url, stack):
+    from playwright.sync_api import sync_playwright
+    from test_e2e_comfyui import open_editor
+    requests.post(editor_url + "/gpugeek/config", json={"workflow_id": WF}, timeout=10)  # as Settings saves it
+    bodies = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = open_editor(browser, editor_url, on_request=lambda r: bodies.append(r.post_data)
+                               if r.url.endswith("/prompt") and r.method == "POST" else None)
+            prefix = f"editor_whole_{abs(hash(editor_url)) % 10000}"
+            ids = page.evaluate(GRAPH, prefix)
+            page.wait_for_selector("#gpugeek-whole-switch", timeout=10000)
+            # on by default where GPUGEEK_WHOLE_WORKFLOW=1 (the stack's ComfyUI), else flipped on by hand
+            flipped = page.evaluate("document.getElementById('gpugeek-whole-switch').dataset.on") != "true"
+            if flipped:
+                page.click("#gpugeek-whole-switch")
+            # the whole graph marked as cloud, and the switch kept in the workflow
+            page.wait_for_function("(ids) => ids.every((i) => window.__gpugeekMarking.roles[i] === 'cloud')",
+                                   arg=ids["ids"], timeout=20000)
+            kept = page.evaluate("(app.rootGraph ?? app.graph).extra.gpugeek_whole_workflow")
+            assert kept is (True if flipped else None)  # a flip is kept in the workflow; the default is not
+            before = stats(stack)
+            page.evaluate("""() => { window.__done = null;
+                app.api.addEventListener('execution_success', () => window.__done = 'ok');
+                app.api.addEventListener('execution_error', (e) => window.__done = JSON.stringify(e.detail)); }""")
+            page.evaluate("app.queuePrompt(0)")
+            page.wait_for_function("window.__done", timeout=120000)
+            assert page.evaluate("window.__done") == "ok"
+            assert json.loads(bodies[-1])["extra_data"]["gpugeek_whole_workflow"] is True
+            assert len(new_tasks(stack, before)) == 1
+            # the images on the very nodes: the save's and the preview's
+            page.wait_for_function("(ids) => [ids.save, ids.prev].every((i) => (app.graph.getNodeById(i)?.imgs || []).length)",
+                                   arg=ids, timeout=20000)
+            # off: the marking goes, the graph runs here, nothing is submitted
+            page.click("#gpugeek-whole-switch")
+            page.wait_for_function("(ids) => ids.every((i) => (window.__gpugeekMarking.roles[i] || 'local') === 'local')",
+                                   arg=ids["ids"], timeout=20000)
+            page.evaluate(f"() => {{ window.__done = null; app.graph.getNodeById({ids['save']}).widgets[0].value = '{prefix}_here'; }}")
+            before = stats(stack)
+            page.evaluate("app.queuePrompt(0)")
+            page.wait_for_function("window.__done", timeout=120000)
+            assert page.evaluate("window.__done") == "ok"
+            assert json.loads(bodies[-1])["extra_data"]["gpugeek_whole_workflow"] is False
+            assert new_tasks(stack, before) == []
+        finally:
+            browser.close()
