@@ -353,3 +353,21 @@ def test_stop_cancels_the_whole_workflows_task_and_the_daily_limit_counts_it(wen
     with pytest.raises(Exception) as e:
         queue(p, wenv, {"gpugeek_whole_workflow": True})
     assert "0.3" in str(e.value) and len(fake.tasks) == 2
+
+
+def test_video_audio_and_animations_are_kept_as_they_came_and_shown_as_the_savers_would(wenv):
+    folder_paths, _, _ = _node_env()
+    from conftest import load_pack
+    output = load_pack().nodes.output
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:])
+    files = [("http://x/view?filename=clip_00001_.mp4", b"\x00\x00\x00\x18ftypmp42"),
+             ("http://x/view?filename=anim.webp", buf.getvalue())]
+    ui = output.save_as(files, "SaveVideo", "video/cats")
+    assert ui["animated"] == [True] and [f["filename"] for f in ui["images"]] == ["cats_00001_.mp4", "cats_00002_.webp"]
+    assert Path(folder_paths.get_output_directory(), "video", "cats_00001_.mp4").read_bytes() == files[0][1]
+    ui = output.save_as([("http://x/o/sound.flac", b"fLaC....")], "SaveAudio", "")
+    assert ui == {"audio": [{"filename": "ComfyUI_00001_.flac", "subfolder": "", "type": "output"}]}
+    ui = output.save_as([("http://x/o/model.glb", b"glTF")], "Save3D", "m")
+    assert ui == {} and Path(folder_paths.get_output_directory(), "m_00001_.glb").is_file()  # kept, not shown
