@@ -14,6 +14,7 @@ import overhead  # noqa: E402
 import plan  # noqa: E402
 import poll  # noqa: E402
 import upload  # noqa: E402
+import whole  # noqa: E402
 
 if __name__ == "__main__":
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -28,3 +29,4 @@ if __name__ == "__main__":
     fanout.gpugeek(2.0, 1024, 4)
     fanout.frames(2.0)
     fanout.pool(2.0)
+    whole.main()

@@ -12,8 +12,9 @@ import json
 import os
 import random
 
-from ..offload import errors, run, texts
-from ..offload.plan import (OUTPUT_CLASS_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, REFUSAL_INPUT)
+from ..offload import codec, errors, run, texts
+from ..offload.plan import (OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT,
+                            REFUSAL_INPUT)
 from ..offload.transfer import safe_file_name
 from . import cloud, comfy
 
@@ -39,6 +40,7 @@ class GPUGeekCloudOutput:
                 "optional": {"task_id": ("STRING", {"forceInput": True})},
                 "hidden": {OUTPUT_NODE_INPUT: "GPUGEEK_NODE", OUTPUT_CLASS_INPUT: "GPUGEEK_CLASS",
                            OUTPUT_PREFIX_INPUT: "GPUGEEK_PREFIX", REFUSAL_INPUT: "GPUGEEK_REFUSAL",
+                           OUTPUT_LANG_INPUT: "GPUGEEK_LANG",
                            "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}}
 
     @classmethod
@@ -47,9 +49,9 @@ class GPUGeekCloudOutput:
         return gpugeek_refusal if gpugeek_refusal else True
 
     async def show(self, task_id=None, gpugeek_node="", gpugeek_class="", gpugeek_prefix="", gpugeek_refusal=None,
-                   prompt=None, extra_pnginfo=None, unique_id=None):
+                   gpugeek_out_lang=None, prompt=None, extra_pnginfo=None, unique_id=None):
         node = str(gpugeek_node or unique_id)
-        lang = texts.default_lang()
+        lang = texts.lang_of(gpugeek_out_lang) if gpugeek_out_lang else texts.default_lang()
         if gpugeek_refusal:
             raise errors.PlanError(gpugeek_refusal, hint="")
         if not task_id:
@@ -77,11 +79,12 @@ def is_preview(class_type: str) -> bool:
 
 
 def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginfo=None) -> dict:
-    """Write ``files`` ([(url, bytes)]) as the node ``class_type`` would: still images as PNG with the
-    workflow in their metadata (pixels unchanged), animations, video and audio as they came; named like
-    ComfyUI's savers (``prefix_00001_.png``). Returns the node's ui (``images``, ``animated``, ``audio``)."""
-    from PIL import Image
+    """Write ``files`` ([(url, bytes)]) as the node ``class_type`` would: still images as PNG with this
+    machine's prompt and workflow in their metadata (a PNG's pixels untouched: its text chunks are replaced,
+    nothing is encoded again), animations, video and audio as they came; named like ComfyUI's savers
+    (``prefix_00001_.png``). Returns the node's ui (``images``, ``animated``, ``audio``)."""
     fp = comfy.folder_paths()
+    text = _metadata(prompt, extra_pnginfo)
     temp = is_preview(class_type)
     if temp:
         base, kind, level = fp.get_temp_directory(), "temp", 1
@@ -94,10 +97,9 @@ def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginf
     for url, data in files:
         ext = os.path.splitext(safe_file_name(url, "file"))[1]
         if ext in STILL:
-            im = Image.open(io.BytesIO(data))
-            im.load()
             file = f"{name}_{counter:05}_.png"
-            im.save(os.path.join(folder, file), pnginfo=_metadata(prompt, extra_pnginfo), compress_level=level)
+            with open(os.path.join(folder, file), "wb") as f:
+                f.write(_as_png(data, text, level))
             key = "images"
         else:
             file = f"{name}_{counter:05}_{ext}"
@@ -112,21 +114,34 @@ def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginf
     return ui
 
 
-def _metadata(prompt, extra_pnginfo):
-    """The workflow in the PNG, as ComfyUI's Save Image writes it (unless ComfyUI runs without metadata)."""
+def _metadata(prompt, extra_pnginfo) -> dict:
+    """The prompt and workflow for the PNG, as ComfyUI's Save Image writes them (none where ComfyUI runs
+    with --disable-metadata)."""
     try:
         from comfy.cli_args import args
         if getattr(args, "disable_metadata", False):
-            return None
+            return {}
     except Exception:
         pass
+    text = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+    text.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
+    return text
+
+
+def _as_png(data: bytes, text: dict, level: int) -> bytes:
+    """A cloud still image as the PNG a local save writes: a PNG keeps its bytes (only its text is this
+    machine's); another format (a JPEG) is written as PNG."""
+    if codec.sniff(data) == "png":
+        return codec.png_with_text(data, text)
+    from PIL import Image
     from PIL.PngImagePlugin import PngInfo
     info = PngInfo()
-    if prompt is not None:
-        info.add_text("prompt", json.dumps(prompt))
-    for k, v in (extra_pnginfo or {}).items():
-        info.add_text(k, json.dumps(v))
-    return info
+    for k, v in text.items():
+        info.add_text(k, v)
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as im:
+        im.save(out, "PNG", pnginfo=info, compress_level=level)
+    return out.getvalue()
 
 
 def _frames(data: bytes) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -321,3 +322,37 @@ def tensor_digest(*tensors) -> str:
             h.update(f"{a.shape}{a.dtype}".encode())
             h.update(a.tobytes())
     return h.hexdigest()
+
+
+_TEXT_CHUNKS = (b"tEXt", b"iTXt", b"zTXt")
+
+
+def png_with_text(data: bytes, text: dict) -> bytes:
+    """The same PNG (pixels untouched, no re-encoding) with its text chunks replaced by ``text`` (keyword ->
+    string; tEXt where Latin-1 holds it, else iTXt in UTF-8, as Pillow writes them), right after IHDR: a cloud
+    result saved here with this machine's workflow in it, as ComfyUI's Save Image writes it."""
+    if sniff(data) != "png" or data[12:16] != b"IHDR":
+        raise ResultError("A result file is not a valid PNG", call="save")
+    out, pos = [data[:8]], 8
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise ResultError("A result file is a truncated PNG", call="save")
+        if kind not in _TEXT_CHUNKS:
+            out.append(data[pos:end])
+        if kind == b"IHDR":
+            out.extend(_text_chunk(k, v) for k, v in text.items())
+        pos = end
+        if kind == b"IEND":
+            return b"".join(out)
+    raise ResultError("A result file is a truncated PNG", call="save")
+
+
+def _text_chunk(keyword: str, value: str) -> bytes:
+    key = keyword.encode("latin-1")[:79]
+    try:
+        kind, body = b"tEXt", key + b"\0" + value.encode("latin-1")
+    except UnicodeEncodeError:
+        kind, body = b"iTXt", key + b"\0\0\0\0\0" + value.encode("utf-8")
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)

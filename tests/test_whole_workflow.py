@@ -48,7 +48,8 @@ def test_one_cloud_part_holding_every_node_and_a_stand_in_under_each_output_id(n
     save = res.local_prompt["9"]
     assert save["class_type"] == plan.CLOUD_OUTPUT and save["_meta"] == {"title": "Save the cat"}
     assert save["inputs"] == {plan.OUTPUT_NODE_INPUT: "9", plan.OUTPUT_CLASS_INPUT: "SaveImage",
-                              plan.OUTPUT_PREFIX_INPUT: "ComfyUI", "task_id": [g, plan.TASK_ID_SLOT]}
+                              plan.OUTPUT_PREFIX_INPUT: "ComfyUI", "task_id": [g, plan.TASK_ID_SLOT],
+                              plan.OUTPUT_LANG_INPUT: "en"}
     assert res.local_prompt["12:7:2"]["inputs"][plan.OUTPUT_CLASS_INPUT] == "PreviewImage"
     written = plan.GatewayPlan.from_json(res.local_prompt[g]["inputs"][plan.PLAN_INPUT])
     assert written.whole and written.leads and written.user_outputs == gp.user_outputs
@@ -262,9 +263,10 @@ def test_nothing_came_back_says_where_it_is_left(wenv, fake):
     cls = wenv["GPUGeekCloudOutput"]
     queue(runnable(), wenv, {"gpugeek_whole_workflow": True})
     task_id = next(iter(fake.tasks))
-    out = asyncio.run(cls().show(task_id=task_id, gpugeek_node="3", gpugeek_class="ShowText", unique_id="3"))
+    out = asyncio.run(cls().show(task_id=task_id, gpugeek_node="3", gpugeek_class="ShowText", unique_id="3",
+                                 gpugeek_out_lang="zh"))
     assert out["ui"]["gpugeek"][0] == {"state": "left", "task_id": task_id}
-    assert (said("whole_left_in_cloud", "en", task=task_id), "3") in server.progress_texts
+    assert (said("whole_left_in_cloud", "zh", task=task_id), "3") in server.progress_texts
 
 
 def test_no_key_is_refused_on_the_output_nodes_and_nothing_is_sent(wenv, fake, monkeypatch):
@@ -371,3 +373,23 @@ def test_video_audio_and_animations_are_kept_as_they_came_and_shown_as_the_saver
     assert ui == {"audio": [{"filename": "ComfyUI_00001_.flac", "subfolder": "", "type": "output"}]}
     ui = output.save_as([("http://x/o/model.glb", b"glTF")], "Save3D", "m")
     assert ui == {} and Path(folder_paths.get_output_directory(), "m_00001_.glb").is_file()  # kept, not shown
+
+
+def test_a_cloud_png_keeps_its_bytes_and_gets_this_machines_prompt_and_workflow():
+    from fake_gpugeek import photo_png
+    codec = core("codec")
+    src = Image.open(io.BytesIO(photo_png(48, 32, seed=2)))
+    buf = io.BytesIO()
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text("prompt", '{"cloud": "prompt"}')
+    src.save(buf, "PNG", pnginfo=info)
+    workflow = json.dumps({"extra": {"note": "\u732b"}})  # a text Latin-1 cannot hold: iTXt
+    out = codec.png_with_text(buf.getvalue(), {"prompt": '{"local": 1}', "workflow": workflow})
+    back = Image.open(io.BytesIO(out))
+    assert back.info["prompt"] == '{"local": 1}' and json.loads(back.info["workflow"]) == json.loads(workflow)
+    assert (np.asarray(back) == np.asarray(src)).all()
+    # the image data itself is the cloud's, byte for byte
+    assert buf.getvalue()[buf.getvalue().index(b"IDAT"):] in out or out.endswith(buf.getvalue()[-12:])
+    with pytest.raises(core("errors").ResultError):
+        codec.png_with_text(buf.getvalue()[:40], {})

@@ -34,7 +34,7 @@ The rules are DESIGN.md's "What goes to the cloud, exactly"; the cases a user hi
   output node is replaced here, under its own id, by a Cloud Output that saves or shows its files as the node
   would. What only makes sense here (Load Result, a local non-image file) is refused on that node.
 """
-from .graph import (CLOUD_OUTPUT, OUTPUT_CLASS_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, REFUSAL_INPUT,  # noqa: F401
+from .graph import (CLOUD_OUTPUT, OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, REFUSAL_INPUT,  # noqa: F401
                     WHOLE, CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS,  # noqa: F401
                     PLAN_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TASK_ID_SLOT, UPLOAD, ClassInfo, ClassTable, is_link,
                     form_hash, node_label, plan_hash, shape_hash, work_units)

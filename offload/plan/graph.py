@@ -26,6 +26,7 @@ OUTPUT_NODE_INPUT = "gpugeek_node"     # hidden on a Cloud Output: the id of the
 OUTPUT_CLASS_INPUT = "gpugeek_class"   # ... and that node's class (SaveImage, PreviewImage, a video saver)
 OUTPUT_PREFIX_INPUT = "gpugeek_prefix"  # ... and its filename_prefix, where it was a plain value
 REFUSAL_INPUT = "gpugeek_refusal"      # hidden on a Cloud Output standing for a node that cannot go: why
+OUTPUT_LANG_INPUT = "gpugeek_out_lang"  # ... and the language it speaks (the prompt's)
 SCALARS = frozenset({"STRING", "INT", "FLOAT", "BOOLEAN"})
 PIXELS = frozenset({"IMAGE", "MASK"})
 

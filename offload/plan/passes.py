@@ -10,7 +10,7 @@ from typing import Callable
 from .check import check_node
 from .cloud_prompt import add_save, cloud_prompt
 from .graph import (CLOUD_OUTPUT, CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS,
-                    OUTPUT_CLASS_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, PIXELS, PLAN_INPUT, REFUSAL_INPUT,
+                    OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, PIXELS, PLAN_INPUT, REFUSAL_INPUT,
                     SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT, UPLOAD, UPLOAD_URL_SLOT, WHOLE,
                     ClassTable, form_hash, is_link, node_label, node_links, out_type, plan_hash, shape_hash,
                     work_units)
@@ -425,7 +425,7 @@ def _whole_local(st: _Planning, res: PlanResult, lang: str) -> dict:
         local = {}
         for n in sorted(set(st.said_on) | (set(st.sinks) if general else set())):
             sentences = [r.text(lang) for r in st.said_on.get(n, [])] + general
-            local[n] = _stand_in(st.prompt[n], n, {REFUSAL_INPUT: " ".join(sentences)})
+            local[n] = _stand_in(st.prompt[n], n, {REFUSAL_INPUT: " ".join(sentences)}, lang)
         if not local:  # nothing to say it on (no output node): the gateway says it
             local[WHOLE] = st.local[WHOLE]
         return local
@@ -433,13 +433,13 @@ def _whole_local(st: _Planning, res: PlanResult, lang: str) -> dict:
     for n in st.sinks:
         prefix = (st.prompt[n].get("inputs") or {}).get("filename_prefix")
         local[n] = _stand_in(st.prompt[n], n, {"task_id": [WHOLE, TASK_ID_SLOT],
-                                               OUTPUT_PREFIX_INPUT: prefix if isinstance(prefix, str) else ""})
+                                               OUTPUT_PREFIX_INPUT: prefix if isinstance(prefix, str) else ""}, lang)
     return local
 
 
-def _stand_in(node: dict, n: str, inputs: dict) -> dict:
+def _stand_in(node: dict, n: str, inputs: dict, lang: str) -> dict:
     out = {"class_type": CLOUD_OUTPUT, "inputs": {OUTPUT_NODE_INPUT: n, OUTPUT_CLASS_INPUT: node.get("class_type"),
-                                                  **inputs}}
+                                                  OUTPUT_LANG_INPUT: lang, **inputs}}
     if node.get("_meta"):
         out["_meta"] = dict(node["_meta"])
     return out
