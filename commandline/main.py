@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..offload import config, errors, plan
+from ..offload import config, errors, plan, texts
 from ..offload.journal import Journal, UploadCache
 from ..offload.owner import Interrupted, owner
 from ..offload.run import fetch_results, run_plan, status_text, wait_task
@@ -53,27 +53,27 @@ def _bar(frac: float, width: int = 20) -> str:
 
 
 def whole_prompt_plan(prompt: dict, input_dir: Path) -> plan.GatewayPlan:
-    """A saved workflow run whole in the cloud: every node is the cloud part; local input files go up."""
+    """A saved workflow run whole in the cloud: the planner's whole-workflow pass (every node the outputs need is
+    the cloud part; local input files go up)."""
     if any(isinstance(v, dict) and v.get("class_type") in (plan.GATEWAY, plan.UPLOAD) for v in prompt.values()):
         raise errors.PlanError("This workflow contains GPUGeek nodes: run it in ComfyUI, or export only the cloud part",
                           hint="")
-    files = []
     for n, v in sorted(prompt.items()):
         if not isinstance(v, dict) or v.get("class_type") not in ("LoadImage", "LoadImageMask"):
             continue
         name = (v.get("inputs") or {}).get("image")
-        if not isinstance(name, str) or "://" in name:
-            continue
-        path = input_path(input_dir, name)
-        if path is None:
+        if isinstance(name, str) and "://" not in name and input_path(input_dir, name) is None:
             raise errors.PlanError(f"{v['class_type']} #{n} names {name[:80]!r}, which is outside the input folder "
                               f"{input_dir}", hint="Copy the file into the input folder (--input-dir) and name it "
                               "relative to it, as ComfyUI does; nothing was uploaded.")
-        if path.is_file():
-            files.append(plan.LocalFile(node=n, file=name))
-    return plan.GatewayPlan(gateway="", mode=plan.CLOUD, prompt=prompt, local_files=files,
-                            hash=plan.plan_hash(prompt), shape=plan.shape_hash(prompt), form=plan.form_hash(prompt),
-                            work=plan.work_units(prompt))
+
+    def here(name: str) -> bool:
+        path = input_path(input_dir, name)
+        return path is not None and path.is_file()
+    res = plan.make_plan(prompt, {}, here, lang=texts.default_lang(), whole=True)
+    if res.refusals:
+        raise errors.PlanError(" ".join(s for ss in res.refusals.values() for s in ss), hint="")
+    return res.plans[plan.WHOLE]
 
 
 def save_files(files: dict, out: Path, task_id: str) -> list[Path]:
