@@ -10,8 +10,8 @@ from typing import Callable
 from .check import check_node
 from .cloud_prompt import add_save, cloud_prompt
 from .graph import (CLOUD_OUTPUT, CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS,
-                    OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, PIXELS, PLAN_INPUT, REFUSAL_INPUT,
-                    SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT, UPLOAD, UPLOAD_URL_SLOT, WHOLE,
+                    OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, PIXELS, PLAN_INPUT,
+                    REFUSAL_INPUT, SCALARS, SKIP_UPLOAD_INPUT, TARGET_INPUT, TASK_ID_SLOT, UPLOAD, UPLOAD_URL_SLOT, WHOLE,
                     ClassTable, form_hash, is_link, node_label, node_links, out_type, plan_hash, shape_hash,
                     work_units)
 from .model import CLOUD, IMAGE, LOCAL, MASK, PASS, URL, CloudOutput, GatewayPlan, Refusal, refused_plan
@@ -19,7 +19,8 @@ from .model import CLOUD, IMAGE, LOCAL, MASK, PASS, URL, CloudOutput, GatewayPla
 # A whole workflow in the cloud refuses what only makes sense on this machine: the pack's own Load Result
 # (it reads this machine's journal), and loaders of a local file the pack does not upload (only images are).
 HERE_ONLY = frozenset({"GPUGeekLoadResult"})
-LOCAL_FILE_LOADERS = {"LoadAudio": "audio", "LoadVideo": "file", "VHS_LoadVideo": "video", "VHS_LoadAudioUpload": "audio"}
+LOCAL_FILE_LOADERS = {"LoadAudio": "audio", "LoadVideo": "file", "VHS_LoadVideo": "video",
+                      "VHS_LoadAudioUpload": "audio"}
 
 
 @dataclass
@@ -111,11 +112,11 @@ def _regions(st: _Planning) -> None:
     """Each gateway's region: everything upstream of its linked outputs, up to the boundaries."""
     for g in st.gateways:
         linked = [(name, src, slot) for name, src, slot in node_links(st.prompt[g]) if name in GATEWAY_OUTPUTS]
-        if g == WHOLE:  # sits after every output node
+        if g == WHOLE:  # the whole workflow's gateway sits after every output node
             stack = list(st.sinks)
-        elif not linked:
-            st.refuse(g, "refuse_nothing_connected", gateway=st.label(g))
-        if g != WHOLE:
+        else:
+            if not linked:
+                st.refuse(g, "refuse_nothing_connected", gateway=st.label(g))
             stack = [src for _, src, _ in linked if src not in st.boundaries]
         seen: set = set()
         while stack:
