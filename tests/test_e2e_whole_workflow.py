@@ -206,3 +206,29 @@ def test_editor_switch_marks_the_whole_graph_and_the_results_land_on_the_output_
             assert new_tasks(stack, before) == []
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no chromium")
+def test_editor_marks_the_nodes_inside_a_subgraph(editor_url, stack):
+    from playwright.sync_api import sync_playwright
+    from test_e2e_comfyui import open_editor
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = open_editor(browser, editor_url)
+            page.evaluate(GRAPH, "editor_whole_sub")
+            if not page.evaluate("typeof app.graph.convertToSubgraph === 'function'"):
+                pytest.skip("this editor has no subgraphs")
+            page.evaluate("""() => app.graph.convertToSubgraph(new Set(app.graph.nodes.filter(
+                (n) => ['LoadImage', 'ImageInvert'].includes(n.type))))""")
+            if page.evaluate("document.getElementById('gpugeek-whole-switch').dataset.on") != "true":
+                page.click("#gpugeek-whole-switch")
+            inner = page.evaluate("""async () => {
+                const { executionId } = await import('/extensions/comfyui-gpugeek/lib/exec_id.js');
+                const sub = app.graph.nodes.find((n) => n.subgraph);
+                return sub.subgraph.nodes.map((n) => executionId(n, app.rootGraph ?? app.graph)); }""")
+            assert len(inner) == 2 and all(":" in i for i in inner)  # "12:3": as the API prompt names them
+            page.wait_for_function("(ids) => ids.every((i) => window.__gpugeekMarking.roles[i] === 'cloud')",
+                                   arg=inner, timeout=20000)
+        finally:
+            browser.close()

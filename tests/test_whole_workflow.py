@@ -393,3 +393,20 @@ def test_a_cloud_png_keeps_its_bytes_and_gets_this_machines_prompt_and_workflow(
     assert buf.getvalue()[buf.getvalue().index(b"IDAT"):] in out or out.endswith(buf.getvalue()[-12:])
     with pytest.raises(core("errors").ResultError):
         codec.png_with_text(buf.getvalue()[:40], {})
+
+
+def test_a_target_that_refuses_the_graph_says_it_node_by_node_and_outlines_those_nodes(wenv, fake):
+    from server import PromptServer
+    E = core("errors")
+    raw = json.dumps({"4": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                        "details": "ckpt_name: 'cloud_only.safetensors' not in []",
+                                        "extra_info": {"input_name": "ckpt_name",
+                                                       "received_value": "cloud_only.safetensors"}}],
+                            "dependent_outputs": ["9"], "class_type": "CheckpointLoaderSimple"}})
+    fake.task_opts.update(fail=raw)
+    with pytest.raises(E.TaskFailedError) as ei:
+        queue(runnable(), wenv, {"gpugeek_whole_workflow": True})
+    text = str(ei.value)
+    assert text.startswith(said("whole_label", "en")) and "#4 CheckpointLoaderSimple" in text and "{" not in text
+    told = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.cloud_errors"]
+    assert [e["id"] for e in told[-1]["errors"]] == ["4"]  # outlined on the user's own node
