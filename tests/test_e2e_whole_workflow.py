@@ -219,8 +219,8 @@ def test_editor_marks_the_nodes_inside_a_subgraph(editor_url, stack):
             page.evaluate(GRAPH, "editor_whole_sub")
             if not page.evaluate("typeof app.graph.convertToSubgraph === 'function'"):
                 pytest.skip("this editor has no subgraphs")
-            page.evaluate("""() => app.graph.convertToSubgraph(new Set(app.graph.nodes.filter(
-                (n) => ['LoadImage', 'ImageInvert'].includes(n.type))))""")
+            page.evaluate("""() => { app.graph.convertToSubgraph(new Set(app.graph.nodes.filter(
+                (n) => ['LoadImage', 'ImageInvert'].includes(n.type)))); }""")
             if page.evaluate("document.getElementById('gpugeek-whole-switch').dataset.on") != "true":
                 page.click("#gpugeek-whole-switch")
             inner = page.evaluate("""async () => {
