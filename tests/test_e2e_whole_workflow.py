@@ -232,3 +232,7 @@ def test_editor_marks_the_nodes_inside_a_subgraph(editor_url, stack):
                                    arg=inner, timeout=20000)
         finally:
             browser.close()
+
+
+# last, on this module's stack: the key is in none of its history, outputs (PNG metadata included) or logs
+from test_e2e_comfyui import test_key_never_in_history_object_info_or_outputs  # noqa: E402,F401
