@@ -410,3 +410,17 @@ def test_a_target_that_refuses_the_graph_says_it_node_by_node_and_outlines_those
     assert text.startswith(said("whole_label", "en")) and "#4 CheckpointLoaderSimple" in text and "{" not in text
     told = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.cloud_errors"]
     assert [e["id"] for e in told[-1]["errors"]] == ["4"]  # outlined on the user's own node
+
+
+def test_a_planning_bug_runs_nothing_here_or_there(wenv, fake, monkeypatch):
+    import mini_comfy
+    from conftest import load_pack
+    hook = load_pack().nodes.hook
+
+    def broken(*a, **kw):
+        raise KeyError("bug")
+    monkeypatch.setattr(hook.plan, "make_plan", broken)
+    with pytest.raises(mini_comfy.ValidationError) as e:
+        queue(runnable(), wenv, {"gpugeek_whole_workflow": True})
+    assert list(e.value.node_errors) == [plan.WHOLE] and "KeyError" in json.dumps(e.value.node_errors)
+    assert len(fake.tasks) == 0 and mini_comfy.SAVED == []
