@@ -25,7 +25,7 @@ from test_e2e_comfyui import FRONTEND_NEW, free_port, launch, wait_http
 KEY = "sk-e2e-LISTS-5e0c7a19b3"
 WF = "123456789012345"
 CLOUD_CKPT = "cloud_tiny_model.safetensors"
-pytestmark = [pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set"),
+pytestmark = [pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set"), pytest.mark.timeout(600),
               pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(),
                                  reason="no chromium")]
 
@@ -124,6 +124,20 @@ OPEN_COMBO_JS = """() => { const n = app.graph.getNodeById(4), c = app.canvas;
   return [r.left + (x + ds.offset[0]) * ds.scale, r.top + (y + ds.offset[1]) * ds.scale]; }"""
 
 
+# the loader's menu entry, as a user picks it, the names typed in the frontend's prompt dialog
+ADD_BY_HAND_JS = """() => {
+  const typed = 'handmade_a.safetensors, handmade_b.safetensors';
+  const d = app.extensionManager?.dialog;
+  if (d) d.prompt = async () => typed;
+  window.prompt = () => typed;
+  const entries = (id) => (app.canvas.getNodeMenuOptions(app.graph.getNodeById(id)) || [])
+    .filter((o) => o && String(o.content).startsWith('Add cloud model names to '));
+  const item = entries(4)[0];
+  if (item) item.callback();
+  return { cloud: !!item, here: entries(20).length };
+}"""
+
+
 def show_list(page, shot):
     """Lay the graph out readably, click the cloud loader's combo, and keep a screenshot of the open list."""
     page.evaluate("""() => { const g = app.graph, at = (id, x, y, size) => { const n = g.getNodeById(id);
@@ -171,6 +185,10 @@ def test_a_servers_checkpoint_is_in_the_cloud_loaders_list_without_a_run(stack, 
         page.wait_for_function("() => window.__gpugeekCloudLists.applied['4']", timeout=60000)
         cloud = page.evaluate(VALUES_JS, 4)
         here = page.evaluate(VALUES_JS, 20)
+        menu = page.evaluate(ADD_BY_HAND_JS)
+        page.wait_for_function("() => (window.__gpugeekCloudLists.applied['4']?.ckpt_name || [])"
+                               ".includes('handmade_b.safetensors')", timeout=30000)
+        added = page.evaluate(VALUES_JS, 4)
         opened = show_list(page, shots_dir(stack) / f"cloud_list_server_{editor['tag']}.png")
         # the loader leaves the cloud (its outputs now feed nothing there): this machine's list comes back
         page.evaluate("() => { const g = app.graph; for (const [n, i] of [[3, 0], [6, 0], [7, 0], [8, 1]])"
@@ -186,6 +204,10 @@ def test_a_servers_checkpoint_is_in_the_cloud_loaders_list_without_a_run(stack, 
     assert CLOUD_CKPT not in here["values"] and here["line"] is None, here   # runs here: this machine's list
     assert CLOUD_CKPT in opened   # the open list shows it
     assert CLOUD_CKPT not in back["values"] and back["line"] is None, back
+    # the cloud node's menu adds names by hand (a node that runs here has no such entry)
+    assert menu == {"cloud": True, "here": 0}, menu
+    assert added["values"][-2:] == ["handmade_a.safetensors", "handmade_b.safetensors"], added
+    assert "added by you" in added["line"], added
 
 
 def test_a_gpugeek_refusal_teaches_the_list_which_survives_a_restart(stack):

@@ -165,7 +165,7 @@ function drawLine(node, ctx) {
   ctx.font = "11px sans-serif";
   ctx.fillStyle = LINE_COLOR;
   let shown = text;
-  const room = Math.max(node.size[0], 220);
+  const room = Math.max(node.size[0] + 120, 300);
   while (shown.length > 4 && ctx.measureText(shown).width > room) shown = shown.slice(0, -2);
   if (shown !== text) shown = shown.slice(0, -1) + "…";
   ctx.fillText(shown, 2, node.size[1] + 14);
@@ -237,6 +237,15 @@ app.registerExtension({
   },
   setup() {
     onPlan(() => { update(false); });
+    // the editor's own refresh (R) gives every combo this machine's list again: the cloud's are read again too
+    const refreshCombos = app.refreshComboInNodes;
+    if (typeof refreshCombos === "function") {
+      app.refreshComboInNodes = async function (...args) {
+        const r = await refreshCombos.apply(this, args);
+        refresh().catch((e) => console.warn("[GPUGeek] refreshing the cloud's lists", e));
+        return r;
+      };
+    }
     // a refusal taught the server the cloud's list: ask again now
     api.addEventListener("gpugeek.cloud_errors", () => { answers.clear(); update(true); });
   },
