@@ -138,6 +138,11 @@ ADD_BY_HAND_JS = """() => {
 }"""
 
 
+TITLE_JS = """() => { const n = app.graph.getNodeById(4), c = app.canvas, ds = c.ds;
+  const r = c.canvas.getBoundingClientRect(), x = n.pos[0] + 60, y = n.pos[1] - 15;
+  return [r.left + (x + ds.offset[0]) * ds.scale, r.top + (y + ds.offset[1]) * ds.scale]; }"""
+
+
 def show_list(page, shot):
     """Lay the graph out readably, click the cloud loader's combo, and keep a screenshot of the open list."""
     page.evaluate("""() => { const g = app.graph, at = (id, x, y, size) => { const n = g.getNodeById(id);
@@ -190,6 +195,11 @@ def test_a_servers_checkpoint_is_in_the_cloud_loaders_list_without_a_run(stack, 
                                ".includes('handmade_b.safetensors')", timeout=30000)
         added = page.evaluate(VALUES_JS, 4)
         opened = show_list(page, shots_dir(stack) / f"cloud_list_server_{editor['tag']}.png")
+        x, y = page.evaluate(TITLE_JS)
+        page.mouse.click(x, y, button="right")   # the menu a user opens on the node
+        time.sleep(1)
+        right_click = page.evaluate("() => document.body.innerText")
+        page.keyboard.press("Escape")
         # the loader leaves the cloud (its outputs now feed nothing there): this machine's list comes back
         page.evaluate("() => { const g = app.graph; for (const [n, i] of [[3, 0], [6, 0], [7, 0], [8, 1]])"
                       " g.getNodeById(n).disconnectInput(i); }")
@@ -205,6 +215,7 @@ def test_a_servers_checkpoint_is_in_the_cloud_loaders_list_without_a_run(stack, 
     assert CLOUD_CKPT in opened   # the open list shows it
     assert CLOUD_CKPT not in back["values"] and back["line"] is None, back
     # the cloud node's menu adds names by hand (a node that runs here has no such entry)
+    assert "Add cloud model names to" in right_click and "Read the cloud's model lists again" in right_click
     assert menu == {"cloud": True, "here": 0}, menu
     assert added["values"][-2:] == ["handmade_a.safetensors", "handmade_b.safetensors"], added
     assert "added by you" in added["line"], added
