@@ -269,10 +269,17 @@ async def post_lists_add(request):
                                   else f"{type(e).__name__}: {e}"})
 
 
+def _editor_texts(lang: str) -> dict:
+    """``locales/<lang>/editor.json``, and the pack's node names (``node_<Class>``, from nodeDefs.json)."""
+    names = {f"node_{cls}": d["display_name"] for cls, d in texts.table(lang, "nodeDefs").items()
+             if isinstance(d, dict) and d.get("display_name")}
+    return {**names, **texts.table(lang, "editor")}
+
+
 async def get_texts(request):
-    """The editor's texts in one language (``locales/<lang>/editor.json``, English where it lacks one)."""
+    """The editor's texts in one language (English where it lacks one)."""
     lang = texts.lang_of(request.query.get("lang"))
-    return web.json_response({"lang": lang, "texts": {**texts.table("en", "editor"), **texts.table(lang, "editor")}})
+    return web.json_response({"lang": lang, "texts": {**_editor_texts("en"), **_editor_texts(lang)}})
 
 
 def install(server) -> None:

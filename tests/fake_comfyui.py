@@ -203,13 +203,14 @@ class FakeComfyUI:
             raise web.HTTPNotFound()
         pid = request.match_info["pid"]
         self.job_cancels.append(pid)
+        # as ComfyUI 0.33's server.py answers: 200 and whether it fired; a finished or unknown id is no error
         if any(p[1] == pid for p in self.pending):
             self.pending = [p for p in self.pending if p[1] != pid]
-            return web.json_response({"id": pid, "cancelled": "pending"})
+            return web.json_response({"cancelled": True})
         if self.running and self.running[1] == pid:
             self._interrupt = True
-            return web.json_response({"id": pid, "cancelled": "running"})
-        return web.json_response({"error": f"no queued or running job {pid}"}, status=404)
+            return web.json_response({"cancelled": True})
+        return web.json_response({"cancelled": False})
 
     async def h_history(self, request):
         self._auth(request)

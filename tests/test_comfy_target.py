@@ -123,8 +123,12 @@ def test_cloud_failure_named(env, remote):
     assert "CUDA out of memory" in str(ei.value) and "#2" in str(ei.value)
 
 
+@pytest.mark.parametrize("jobs_api", [True, False], ids=["0.33", "0.3"])
 @pytest.mark.parametrize("phase", ["pending", "running"])
-def test_stop_cancels_exactly_that_prompt(env, remote, phase):
+def test_stop_cancels_exactly_that_prompt(env, remote, phase, jobs_api):
+    """A server with ComfyUI 0.33's /api/jobs/{id}/cancel cancels that prompt in one atomic call (no gap between
+    reading the queue and acting on it); an older one is read from its queue, then dequeued or interrupted."""
+    remote.cancel_route = jobs_api
     remote.step_s = 0.5
     other = {"1": {"class_type": "EmptyImage", "inputs": {}}, "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}
     if phase == "pending":  # someone else's long prompt runs first
@@ -144,6 +148,12 @@ def test_stop_cancels_exactly_that_prompt(env, remote, phase):
     with pytest.raises(mm.InterruptProcessingException):
         execute(graph(), env)
     assert core("owner").owner().drain(10)  # the prompt ended at once; the cancel finishes on the owner
+    mine = [pid for pid in remote.job_cancels if pid != "someone-else"]
+    if jobs_api:
+        assert len(mine) == 1 and mine == remote.job_cancels and remote.deleted == [] and remote.interrupts == []
+        assert all(p[1] != mine[0] for p in remote.pending) and (remote.history.get(mine[0]) or {}).get("status", {}).get("status_str") != "success"
+        return
+    assert remote.job_cancels == []   # a 0.3.x server has no such route (404): the queue's way
     if phase == "pending":
         assert len(remote.deleted) == 1 and remote.deleted[0] != "someone-else" and remote.interrupts == []
     else:

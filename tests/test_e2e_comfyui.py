@@ -285,6 +285,10 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         time.sleep(3)
         page.screenshot(path=str(shots / "chinese.png"))
         title = page.evaluate("() => app.graph.getNodeById(10).title")
+        four = json.loads((ROOT / "example_workflows" / "four_variations_at_once.json").read_text("utf-8"))
+        page.evaluate("(wf) => app.loadGraphData(wf)", four)
+        time.sleep(2)
+        four_title = page.evaluate("() => app.graph.getNodeById(10).title")   # an example's own title
         saved = page.evaluate("async () => JSON.stringify((await app.graphToPrompt()).workflow)")
         storage = page.evaluate("() => JSON.stringify(Object.assign({}, localStorage, sessionStorage))")
         html = page.content()
@@ -292,6 +296,8 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         b.close()
     zh_name = json.loads((ROOT / "locales" / "zh" / "nodeDefs.json").read_text("utf-8"))["GPUGeekCloudExecute"]["display_name"]
     assert zh_name in title or zh_name in html
+    zh_texts = json.loads((ROOT / "locales" / "zh" / "editor.json").read_text("utf-8"))
+    assert four_title == zh_texts["example_gpugeek_cloud_execute_4_runs"]
     for text in [saved, storage, html] + frames:
         assert KEY not in text
 

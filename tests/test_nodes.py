@@ -403,6 +403,8 @@ def test_the_editor_reads_its_texts_from_locales():
     assert texts["lang"] == "zh" and texts["texts"]
     en = json.loads((Path(pack.__file__).parent / "locales" / "en" / "editor.json").read_text("utf-8"))
     assert set(en) <= set(texts["texts"])  # English fills what a language lacks
+    zh_defs = json.loads((Path(pack.__file__).parent / "locales" / "zh" / "nodeDefs.json").read_text("utf-8"))
+    assert texts["texts"]["node_GPUGeekCloudExecute"] == zh_defs["GPUGeekCloudExecute"]["display_name"]
 
 
 def test_the_clouds_refusal_is_a_sentence_per_node_in_the_users_language(env, fake):

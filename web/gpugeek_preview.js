@@ -57,17 +57,29 @@ function dropImage(node) {
   node.preview = undefined;
 }
 
-function clearAll() {
-  if (!shown.size) return;
+// A preview's image loads asynchronously: the last one can finish loading (and the frontend put it on the node)
+// just after the run ended and the previews were cleared. The nodes just cleared are looked at again this long
+// after (a node that has shown a new preview since is left alone).
+const SETTLE_MS = [250, 1000];
+
+function drop(ids) {
   const s = outputStore();
-  for (const id of shown) {
+  for (const id of ids) {
+    if (shown.has(id)) continue;
     if (s?.revokePreviewsByLocatorId) s.revokePreviewsByLocatorId(id);   // 1.58: at once (a root node's locator is its id)
     else dropLegacy(id);
     const node = app.graph?.getNodeById?.(id);
     if (node) dropImage(node);
   }
-  shown.clear();
   app.graph?.setDirtyCanvas?.(true, true);
+}
+
+function clearAll() {
+  if (!shown.size) return;
+  const ids = [...shown];
+  shown.clear();
+  drop(ids);
+  for (const ms of SETTLE_MS) setTimeout(() => drop(ids), ms);
 }
 
 app.registerExtension({

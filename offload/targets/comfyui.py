@@ -14,7 +14,7 @@ import json
 import struct
 import time
 import uuid
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
@@ -59,6 +59,7 @@ class ComfyUITarget:
         self._state: dict[str, dict] = {}
         self._ws_task: asyncio.Task | None = None
         self._ws_ok = False
+        self._jobs_api: bool | None = None   # whether the server has /api/jobs/{id}/cancel (ComfyUI 0.33): unknown
         self._missing: dict[str, int] = {}
 
     # ---- plumbing ----------------------------------------------------------------------------------
@@ -282,7 +283,17 @@ class ComfyUITarget:
         return len(queue.get("queue_running") or []) + len(queue.get("queue_pending") or [])
 
     async def cancel(self, task_id: str) -> None:
-        """Exactly this prompt: deleted while pending, interrupted by id while running."""
+        """Exactly this prompt: in one atomic call where the server has ComfyUI 0.33's jobs API, else read from
+        its queue, then deleted while pending or interrupted by id while running."""
+        if self._jobs_api is not False:
+            try:
+                await self._request("POST", f"/api/jobs/{quote(task_id, safe='')}/cancel", "cancel", safe=True)
+                self._jobs_api = True
+                return
+            except (errors.NotFoundError, errors.BadRequestError) as e:
+                if self._jobs_api or e.status not in (404, 405):
+                    raise
+                self._jobs_api = False   # ComfyUI 0.3.x: no such route
         queue = await self._request("GET", "/queue", "cancel", safe=True) or {}
         if any(len(q) > 1 and q[1] == task_id for q in queue.get("queue_pending", [])):
             await self._request("POST", "/queue", "cancel", safe=True, json={"delete": [task_id]})
