@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -177,20 +176,7 @@ class Catalog:
 
     def _write(self, key: str, lists: dict) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lists-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"key": key, "lists": lists}, f, ensure_ascii=False, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        config.write_private(path, json.dumps({"key": key, "lists": lists}, ensure_ascii=False, separators=(",", ":")))
         self._cache[key] = (os.stat(path).st_mtime_ns, lists)
 
     def learn(self, key: str, source: str, found: dict, *, replace: bool, at: float | None = None) -> int:
