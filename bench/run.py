@@ -8,6 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import cloud_lists  # noqa: E402
 import codec  # noqa: E402
 import fanout  # noqa: E402
 import overhead  # noqa: E402
@@ -22,6 +23,7 @@ if __name__ == "__main__":
     codec.main()
     upload.main()
     plan.main()
+    cloud_lists.main()
     poll.main()
     overhead.main()
     overhead.comfyui_target()

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from ..offload import catalog
 from ..offload import config
 from ..offload import errors
 from ..offload import texts
@@ -209,6 +210,68 @@ async def post_plan(request):
                               "flagged": res.flagged, "groups": res.groups, "expected": expected})
 
 
+def _wanted(raw) -> dict:
+    """``{class: [input names]}`` as the editor sent it (strings only, bounded)."""
+    out = {}
+    for cls, names in (raw.items() if isinstance(raw, dict) else ()):
+        if isinstance(cls, str) and isinstance(names, list) and len(out) < 2000:
+            out[cls[:catalog.MAX_NAME]] = [n[:catalog.MAX_NAME] for n in names[:200] if isinstance(n, str)]
+    return out
+
+
+async def _lists_answer(cfg, keys: list, wanted: dict, lang: str, refresh: bool = False) -> dict:
+    problems = await catalog.read_servers(cfg, keys, force=refresh)
+    cat = catalog.catalog()
+    lists = await asyncio.to_thread(cat.view, keys, wanted)
+    problems += [p for p in (cat.problem(k) for k in keys) if p is not None]
+    return {"ok": True, "lists": lists, "where": keys, "problems": [p.text(lang) for p in problems]}
+
+
+async def post_lists(request):
+    """The cloud's lists for the combos of the cloud nodes of one gateway: ``{target, workflow_id, nodes:
+    {class: [input names]}, refresh, lang}`` (the gateway's own widgets; empty means the settings) ->
+    ``{lists: {class: {input: {values, sources}}}, where, problems}``. No key or token ever in the answer."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"ok": False, "message": "The request was not JSON."}, status=400)
+    lang = texts.lang_of(body.get("lang"))
+    try:
+        cfg = config.load_config()
+        keys = catalog.keys_for(cfg, body.get("target"), body.get("workflow_id"))
+        return web.json_response(await _lists_answer(cfg, keys, _wanted(body.get("nodes")), lang,
+                                                     refresh=bool(body.get("refresh"))))
+    except errors.GPUGeekError as e:
+        return web.json_response({"ok": False, "message": e.message_in(lang)})
+
+
+async def post_lists_add(request):
+    """Names the user typed for one input of one node class, kept for the gateway's target (per workflow id on
+    GPUGeek, which has no call that lists models): ``{target, workflow_id, class, input, names, lang}``."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"ok": False, "message": "The request was not JSON."}, status=400)
+    lang = texts.lang_of(body.get("lang"))
+    raw = body.get("names")
+    raw = raw if isinstance(raw, list) else str(raw or "").replace("\n", ",").split(",")
+    names = [n.strip() for n in raw if isinstance(n, str) and n.strip()]
+    cls, name = str(body.get("class") or ""), str(body.get("input") or "")
+    if not names or not cls or not name:
+        return web.json_response({"ok": False, "message": texts.text("lists_no_names", lang)})
+    try:
+        cfg = config.load_config()
+        keys = catalog.keys_for(cfg, body.get("target"), body.get("workflow_id"))
+        if any(k.startswith("gpugeek@") and k.endswith("/") for k in keys):
+            return web.json_response({"ok": False, "message": texts.text("lists_need_workflow", lang)})
+        for k in keys:
+            await asyncio.to_thread(catalog.catalog().learn, k, catalog.USER, {cls: {name: names}}, replace=False)
+        return web.json_response(await _lists_answer(cfg, keys, {cls: [name]}, lang))
+    except (errors.GPUGeekError, OSError) as e:
+        return web.json_response({"ok": False, "message": e.message_in(lang) if isinstance(e, errors.GPUGeekError)
+                                  else f"{type(e).__name__}: {e}"})
+
+
 def _editor_texts(lang: str) -> dict:
     """``locales/<lang>/editor.json``, and the pack's node names (``node_<Class>``, from nodeDefs.json)."""
     names = {f"node_{cls}": d["display_name"] for cls, d in texts.table(lang, "nodeDefs").items()
@@ -234,4 +297,6 @@ def install(server) -> None:
     r.post("/gpugeek/tasks/{pid}/refresh")(post_refresh)
     r.post("/gpugeek/plan")(post_plan)
     r.get("/gpugeek/texts")(get_texts)
+    r.post("/gpugeek/lists")(post_lists)
+    r.post("/gpugeek/lists/add")(post_lists_add)
     server._gpugeek_routes = True

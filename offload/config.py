@@ -143,8 +143,9 @@ def is_private(host: str) -> bool:
         return host.endswith(".local") or "." not in host
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Atomically write a file readable by its owner only."""
+def write_private(path: Path, text: str) -> None:
+    """Atomically write a file readable by its owner only (the pack's every file under the user folder: secrets,
+    the journal, the cloud's lists): a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
@@ -173,7 +174,7 @@ def _save_secret(name: str, value: str | None) -> None:
             pass
         return
     register_secret(value.strip())
-    _write_private(path, value.strip())
+    write_private(path, value.strip())
 
 
 def _read_secret(name: str) -> str:
@@ -203,7 +204,7 @@ def save_settings(**changes) -> dict:
             current.pop(k, None)
         else:
             current[k] = v
-    _write_private(data_dir() / SETTINGS_FILE, json.dumps(current, indent=1))
+    write_private(data_dir() / SETTINGS_FILE, json.dumps(current, indent=1))
     return current
 
 

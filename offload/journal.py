@@ -12,14 +12,13 @@ import functools
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .config import data_dir
+from .config import data_dir, write_private
 
 # Compact when the file holds this many more lines than records (a long-running install stays small).
 COMPACT_SLACK = 2000
@@ -108,14 +107,8 @@ class JsonlStore:
             recs.sort(key=lambda r: r.get("created", 0))
             recs = recs[-self.max_records:]
             self._records = {r["key"]: r for r in recs}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".journal-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in recs:
-                f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        write_private(self.path, "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+                                         for r in recs))
         self._lines = len(recs)
 
     def get(self, key: str) -> dict | None:

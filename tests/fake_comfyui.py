@@ -48,6 +48,7 @@ class FakeComfyUI:
         self.interrupts: list = []
         self.deleted: list = []
         self.fail_class: str | None = None
+        self.object_info: object = None   # what /object_info answers (None: definitions of KNOWN, as ComfyUI)
         self._n = 0
         self._interrupt = False
 
@@ -95,7 +96,8 @@ class FakeComfyUI:
                                                 "extra_info": {}}, "node_errors": {}}, status=400)
         errors = {nid: {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
                                     "details": f"ckpt_name: '{node['inputs']['ckpt_name']}' not in {MODELS}",
-                                    "extra_info": {"input_name": "ckpt_name",
+                                    # as ComfyUI: the input's spec when its list has at most 20 values
+                                    "extra_info": {"input_name": "ckpt_name", "input_config": [MODELS, {}],
                                                    "received_value": node["inputs"]["ckpt_name"]}}],
                         "dependent_outputs": [], "class_type": node["class_type"]}
                   for nid, node in prompt.items() if node.get("class_type") == "CheckpointLoaderSimple"
@@ -231,6 +233,16 @@ class FakeComfyUI:
         self.inputs[key] = f.file.read()
         return web.json_response({"name": f.filename, "subfolder": sub, "type": "input"})
 
+    async def h_object_info(self, request):
+        self._auth(request)
+        self.calls.append("object_info")
+        if isinstance(self.object_info, (bytes, str)):
+            return web.Response(body=self.object_info, content_type="application/json")
+        info = self.object_info if self.object_info is not None else {
+            cls: {"input": {"required": {"ckpt_name": [MODELS, {}]} if cls == "CheckpointLoaderSimple" else {}},
+                  "output": [], "name": cls} for cls in sorted(KNOWN)}
+        return web.json_response(info)
+
     async def h_stats(self, request):
         self._auth(request)
         return web.json_response({"system": {"comfyui_version": "0.3.64-fake"}})
@@ -268,6 +280,7 @@ class FakeComfyUI:
             app.router.add_get("/view", self.h_view)
             app.router.add_post("/upload/image", self.h_upload)
             app.router.add_get("/system_stats", self.h_stats)
+            app.router.add_get("/object_info", self.h_object_info)
             app.router.add_get("/ws", self.h_ws)
             runner = web.AppRunner(app, access_log=None)
             self.loop.run_until_complete(runner.setup())

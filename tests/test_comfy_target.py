@@ -107,8 +107,11 @@ def test_a_model_the_server_lacks_is_one_sentence_on_that_node(env, remote):
     with pytest.raises(E.BadRequestError) as ei:
         execute(p, env)
     said = ("#5 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl_base_1.0.safetensors; pick one that "
-            f"the server {remote.url} provides.")
+            f"the server {remote.url} provides; it has: v1-5-pruned-emaonly.safetensors.")
     assert said in str(ei.value)
+    # and the refusal taught the editor's list of that server (offload/catalog.py)
+    learned = core("catalog").catalog().lists(remote.url)["CheckpointLoaderSimple"]["ckpt_name"]
+    assert learned["refused"]["values"] == ["v1-5-pruned-emaonly.safetensors"]
     rec = pack.nodes.cloud.journal().tasks()[0]   # the tasks tab tells it the same way, in any language
     assert rec["status"] == "failed" and rec["error_lines"][0]["values"]["id"] == "5"
 

@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 
 import mini_comfy  # noqa: E402
 from conftest import SECRET_KEY, command_line, comfy_env, core, load_pack, produced, said  # noqa: E402
-from fake_comfyui import FakeComfyUI  # noqa: E402
+from fake_comfyui import MODELS, FakeComfyUI  # noqa: E402
 from fake_gpugeek import photo_png  # noqa: E402
 from other_host import OtherHost  # noqa: E402
 
@@ -167,7 +167,7 @@ def test_inputs_are_assets_uploaded_once_and_found_by_hash_after(env, remote, ca
     assert "was there already (found by its hash): nothing sent" in caplog.text
 
 
-def test_node_errors_map_onto_the_users_nodes_in_both_languages(env, remote):
+def test_node_errors_map_onto_the_users_nodes_in_both_languages(env, remote, proxy):
     p = graph()
     p["2"] = {"class_type": "CloudOnlyUpscaler", "inputs": {"image": ["1", 0]}}
     with pytest.raises(E.BadRequestError) as ei:
@@ -191,6 +191,9 @@ def test_node_errors_map_onto_the_users_nodes_in_both_languages(env, remote):
     assert said("cloud_value_not_in_list", node="#5 CheckpointLoaderSimple", value="sd_xl_base_1.0.safetensors",
                 input="ckpt_name") in str(ei.value)
     assert remote.history == {}
+    # the refusal named what the server has: the editor's list of this v2 target learned it (offload/catalog.py)
+    learned = core("catalog").catalog().view(["v2:" + proxy.url], {"CheckpointLoaderSimple": ["ckpt_name"]})
+    assert learned["CheckpointLoaderSimple"]["ckpt_name"]["values"] == MODELS
 
 
 def test_a_failing_cloud_node_is_named(env, remote):

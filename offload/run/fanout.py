@@ -10,6 +10,7 @@ import copy
 import time
 import uuid
 
+from .. import catalog
 from ..journal import Journal, UploadCache
 from ..targets.pool import Pool
 from ..wire import TaskDetail
@@ -93,7 +94,8 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
         detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
                                  interrupted=job.interrupted, on_event=emit, estimate=estimate,
                                  label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
-                                 prompt=prompt, provider=provider_of(target, workflow_id))
+                                 prompt=prompt, provider=provider_of(target, workflow_id),
+                                 lists_key=catalog.key_of_target(target, workflow_id))
         t_done = time.monotonic()
         files = await job.guard(fetch_results(detail, target, fetch_nodes))
         return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import cloud_errors, errors, texts
+from .. import catalog, cloud_errors, errors, texts
 from ..journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED, UNKNOWN, Journal
 from ..owner import Interrupted
 from ..poll import INTERRUPT_CHECK_S, PollSchedule
@@ -19,6 +19,7 @@ from ..redact import get_logger
 from ..transfer import ByteBudget, gather_bounded
 from ..wire import CANCELLED as S_CANCELLED
 from ..wire import FAILED as S_FAILED
+from ..wire import SUCCEEDED as S_SUCCEEDED
 from ..wire import TaskDetail
 
 log = get_logger("gpugeek.run")
@@ -97,6 +98,8 @@ async def submit_once(target, prompt: dict, workflow_id, journal: Journal, key: 
     except errors.GPUGeekError as e:  # refused: nothing runs, nothing is paid (the cloud's reasons by node kept)
         journal.update(key, status=FAILED, error=e.to_dict()["text"], price=0,
                        error_lines=[line.to_dict() for line in e.lines] or None)
+        if getattr(e, "body", None):   # a server's refusal names what it accepts: the editor's lists learn it
+            catalog.learn_refusal(catalog.key_of_target(target, workflow_id), cloud_errors.accepted(e.body, prompt))
         raise
     except BaseException as e:  # the process is going down mid-submit: the answer is lost to us
         journal.update(key, status=UNKNOWN, error=str(errors.SubmitUnknownError(
@@ -110,7 +113,7 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
                     interrupted: Callable[[], bool], on_event: Callable, estimate: dict | None = None,
                     label: str = "GPUGeek Cloud Execute", cancel_on_exit: bool = True,
                     stop_reason: Callable[[], str | None] = lambda: None, prompt: dict | None = None,
-                    provider: texts.Said | None = None) -> TaskDetail:
+                    provider: texts.Said | None = None, lists_key: str | None = None) -> TaskDetail:
     """Poll until the task ends. The run's own task (``cancel_on_exit``) is cancelled remotely on a stop,
     a timeout, or anything else that ends the wait early (the prompt that waited for it ended, a status call
     that cannot succeed): a paid task is never left running behind the user's back. A reader of somebody's
@@ -142,7 +145,7 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
                                        run_ms=d.run_duration_ms)
                 if d.final:
                     try:
-                        done = _finish(d, journal, key, label, prompt, provider)
+                        done = _finish(d, journal, key, label, prompt, provider, lists_key)
                     except errors.GPUGeekError as failure:
                         # the status line says what the error says (the cloud's sentences), never its raw answer
                         on_event("status", detail=d, expected=hist, failure=failure)
@@ -204,11 +207,15 @@ def job_status(s: int) -> str:
 
 
 def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str, prompt: dict | None = None,
-            provider: texts.Said | None = None) -> TaskDetail:
+            provider: texts.Said | None = None, lists_key: str | None = None) -> TaskDetail:
     """A task that ended: journaled; a failure raised with the cloud's errors told node by node where it
     named nodes (the raw answer stays in the journal and the log)."""
     lines = cloud_errors.explain(d.error_msg, prompt or {}, provider or texts.Said("where_cloud")) \
         if d.status == S_FAILED else []
+    if lists_key and d.status == S_FAILED:
+        catalog.learn_refusal(lists_key, cloud_errors.accepted(d.error_msg, prompt or {}))
+    elif lists_key and d.status == S_SUCCEEDED:
+        catalog.learn_ran(lists_key, prompt or {})
     if key:
         journal.update(key, status=job_status(d.status), queue_ms=d.queue_duration_ms, run_ms=d.run_duration_ms,
                        price=d.origin_price, result_url=d.result_url, error=d.error_msg or None,

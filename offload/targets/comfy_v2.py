@@ -207,10 +207,13 @@ class ComfyV2Target:
     def _refusal(self, e: ComfyError, prompt: dict) -> errors.GPUGeekError:
         """The server refused the prompt: its node errors told node by node, on the user's nodes."""
         if e.code == "invalid_workflow":
-            lines = cloud_errors.explain(_as_comfy(e, prompt), prompt, texts.Said("where_server", {"url": self.base}))
+            answer = _as_comfy(e, prompt)
+            lines = cloud_errors.explain(answer, prompt, texts.Said("where_server", {"url": self.base}))
             if lines:
-                return errors.BadRequestError(key="err_v2_rejected", lines=lines, status=e.http_status,
-                                              call="submit", hint="")
+                refused = errors.BadRequestError(key="err_v2_rejected", lines=lines, status=e.http_status,
+                                                 call="submit", hint="")
+                refused.body = answer   # what the server accepts is learned from it
+                return refused
         if e.code == "missing_asset":
             return errors.BadRequestError(key="err_v2_missing_asset", values={"url": self.base},
                                           status=e.http_status, call="submit", hint="")

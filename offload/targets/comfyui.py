@@ -204,8 +204,10 @@ class ComfyUITarget:
             lines = cloud_errors.explain(getattr(e, "body", ""), prompt, texts.Said("where_server", {"url": self.url}))
             if not lines:
                 raise
-            raise errors.BadRequestError(key="err_server_rejected", lines=lines, status=e.status, call="submit",
-                                         hint="") from None
+            refused = errors.BadRequestError(key="err_server_rejected", lines=lines, status=e.status, call="submit",
+                                             hint="")
+            refused.body = getattr(e, "body", "")   # the server's own answer: what it accepts is learned from it
+            raise refused from None
         got = (res or {}).get("prompt_id") if isinstance(res, dict) else None
         if got and got != pid:
             self._state[got] = self._state.pop(pid)
@@ -314,6 +316,10 @@ class ComfyUITarget:
         if not version:
             return False, f"{self.url} answered, but not as a ComfyUI server (no /system_stats): check the address."
         return True, f"Connected to the ComfyUI server at {self.url} (ComfyUI {version})."
+
+    async def node_definitions(self, max_bytes: int) -> object:
+        """The server's ``/object_info`` as it answered (its lists: offload/catalog.py), at most ``max_bytes``."""
+        return await self._request("GET", "/object_info", "node definitions", safe=True, max_bytes=max_bytes)
 
     async def close(self) -> None:
         if self._ws_task is not None:

@@ -1,0 +1,294 @@
+"""What the cloud has (offload/catalog.py): a cloud node's lists come from its target's node definitions, from
+what the cloud's refusals and successful runs taught, and from names the user added; kept per target in the
+user folder, bounded, robust to a damaged file; served to the editor by POST /gpugeek/lists."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import mini_comfy
+from conftest import ROOT, SECRET_KEY, comfy_env, core, load_pack, said
+from fake_comfyui import MODELS, FakeComfyUI
+
+pack = load_pack()
+from server import PromptServer  # noqa: E402
+import comfy.model_management as mm  # noqa: E402
+
+cat = core("catalog")
+C = core("config")
+E = core("errors")
+cloud_errors = core("cloud_errors")
+WF = "123456789012345"
+CKPT = {"CheckpointLoaderSimple": ["ckpt_name"]}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_server_state(monkeypatch):
+    monkeypatch.setattr(cat, "_server_state", {})
+
+
+@pytest.fixture
+def remote():
+    srv = FakeComfyUI().start()
+    yield srv
+    srv.stop()
+
+
+def route(handler, body):
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+    req = make_mocked_request("POST", "/gpugeek/lists")
+    req.json = mock.AsyncMock(return_value=body)
+    return json.loads(asyncio.run(handler(req)).body)
+
+
+def lists(body):
+    return route(pack.nodes.routes.post_lists, {"lang": "en", **body})
+
+
+# ---- a ComfyUI server's own node definitions -----------------------------------------------------------------
+
+def test_a_servers_checkpoints_are_the_cloud_nodes_list_without_a_run(remote):
+    got = lists({"target": remote.url, "nodes": CKPT})
+    entry = got["lists"]["CheckpointLoaderSimple"]["ckpt_name"]
+    assert got["ok"] and entry["values"] == MODELS and got["problems"] == []
+    assert entry["sources"][0]["source"] == "server" and entry["sources"][0]["at"] > 0
+    assert remote.calls.count("object_info") == 1
+    lists({"target": remote.url, "nodes": CKPT})   # read once per process...
+    assert remote.calls.count("object_info") == 1
+    remote.object_info = {"CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["new.safetensors"], {}]}}}}
+    again = lists({"target": remote.url, "nodes": CKPT, "refresh": True})   # ...and again on demand
+    assert again["lists"]["CheckpointLoaderSimple"]["ckpt_name"]["values"] == ["new.safetensors"]
+    assert remote.calls.count("object_info") == 2
+
+
+def test_newer_comfyui_combo_specs_and_any_list_a_node_declares(remote):
+    remote.object_info = {
+        "UNETLoader": {"input": {"required": {"unet_name": ["COMBO", {"options": ["flux.safetensors"]}],
+                                              "weight_dtype": [["default", "fp8_e4m3fn"]]}}},
+        "KSampler": {"input": {"required": {"seed": ["INT", {}], "sampler_name": [["euler", "dpmpp_2m"], {}]}}}}
+    got = lists({"target": remote.url, "nodes": {"UNETLoader": ["unet_name", "weight_dtype"],
+                                                 "KSampler": ["sampler_name", "seed"]}})["lists"]
+    assert got["UNETLoader"]["unet_name"]["values"] == ["flux.safetensors"]
+    assert got["UNETLoader"]["weight_dtype"]["values"] == ["default", "fp8_e4m3fn"]
+    assert got["KSampler"] == {"sampler_name": got["KSampler"]["sampler_name"]}   # no list for a number
+
+
+def test_the_server_token_goes_only_to_the_configured_server(monkeypatch):
+    srv = FakeComfyUI(token="tok-123").start()
+    other = FakeComfyUI(token="tok-123").start()
+    try:
+        monkeypatch.setenv("GPUGEEK_TARGET", srv.url)
+        monkeypatch.setenv("GPUGEEK_TARGET_TOKEN", "tok-123")
+        assert lists({"target": "", "nodes": CKPT})["lists"]["CheckpointLoaderSimple"]["ckpt_name"]["values"] == MODELS
+        # a URL a workflow names is not the configured server: no token for it (and so it refuses)
+        got = lists({"target": other.url, "nodes": CKPT})
+        assert got["lists"] == {} and said("lists_unreachable", "en", url=other.url) in got["problems"][0]
+        assert "tok-123" not in json.dumps(got)
+    finally:
+        srv.stop()
+        other.stop()
+
+
+def test_garbage_an_enormous_answer_and_silence_are_a_sentence_and_keep_the_old_list(remote, monkeypatch):
+    assert lists({"target": remote.url, "nodes": CKPT})["lists"]   # kept from a first read
+    remote.object_info = "<html>a proxy's login page</html>"
+    got = lists({"target": remote.url, "nodes": CKPT, "refresh": True})
+    assert got["problems"] == [said("lists_garbage", "en", url=remote.url)]
+    assert got["lists"]["CheckpointLoaderSimple"]["ckpt_name"]["values"] == MODELS   # nothing lost
+    remote.object_info = {"not": "definitions"}
+    assert lists({"target": remote.url, "nodes": CKPT, "refresh": True})["problems"] == [
+        said("lists_garbage", "en", url=remote.url)]
+    remote.object_info = {f"Class{i}": {"input": {"required": {"x": [[f"v{j}" for j in range(50)], {}]}}}
+                          for i in range(400)}
+    monkeypatch.setattr(cat, "MAX_OBJECT_INFO_BYTES", 64 * 1024)
+    got = lists({"target": remote.url, "nodes": CKPT, "refresh": True})
+    assert got["problems"] == [said("lists_too_big", "en", url=remote.url, mb=0)]
+    assert got["lists"]["CheckpointLoaderSimple"]["ckpt_name"]["values"] == MODELS
+
+    import socket
+    with socket.socket() as silent:   # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cat.catalog().learn(url, "server", {"CheckpointLoaderSimple": {"ckpt_name": MODELS}}, replace=True)
+        monkeypatch.setattr(cat, "SERVER_READ_TIMEOUT_S", 0.5)
+        got = lists({"target": url, "nodes": CKPT})
+    assert got["problems"] == [said("lists_silent", "en", url=url, seconds="0.5")]
+    assert got["lists"]["CheckpointLoaderSimple"]["ckpt_name"]["values"] == MODELS   # kept from before
+
+
+def test_a_server_that_is_not_there_is_a_sentence():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"   # closed once this block ends: nobody listens
+    got = lists({"target": url, "nodes": CKPT})
+    assert got["ok"] and got["lists"] == {} and said("lists_unreachable", "en", url=url) in got["problems"][0]
+    assert lists({"target": url, "nodes": CKPT})["problems"] == got["problems"]   # not asked again, still said
+
+
+def test_lists_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(cat, "MAX_VALUES", 100)
+    monkeypatch.setattr(cat, "MAX_LISTS", 10)
+    info = {f"C{i}": {"input": {"required": {"x": [[f"m{j}.safetensors" for j in range(1000)] + ["a" * 1000], {}]}}}
+            for i in range(50)}
+    found = cat.lists_of_object_info(info)
+    assert sum(len(v) for v in found.values()) == 10
+    assert all(len(v["x"]) == 100 for v in found.values())
+    c = cat.Catalog(tmp_path)
+    c.learn("http://127.0.0.1:1", "server", found, replace=True)
+    assert len(c.lists("http://127.0.0.1:1")) == 10
+
+
+# ---- learned from the cloud's answers, persisted ---------------------------------------------------------------
+
+def refusal(values, details=None):
+    """ComfyUI's value_not_in_list as validate_inputs writes it (input_config only up to 20 values)."""
+    cfg = [values, {}] if len(values) <= 20 else None
+    listed = str(values) if len(values) <= 20 else f"(list of length {len(values)})"
+    return json.dumps({"4": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                         "details": details or f"ckpt_name: 'sd_xl.safetensors' not in {listed}",
+                                         "extra_info": {"input_name": "ckpt_name", "input_config": cfg,
+                                                        "received_value": "sd_xl.safetensors"}}],
+                             "dependent_outputs": ["9"], "class_type": "CheckpointLoaderSimple"}})
+
+
+def test_a_refusal_names_a_few_of_the_values_the_cloud_has():
+    names = [f"m{i}.safetensors" for i in range(15)]
+    where = core("texts").Said("where_workflow", {"workflow": WF})
+    (line,) = cloud_errors.explain(refusal(names), {}, where)
+    assert line.text("en") == ("#4 CheckpointLoaderSimple: the cloud has no ckpt_name named sd_xl.safetensors; pick "
+                               f"one that workflow {WF} provides; it has: m0.safetensors, m1.safetensors, "
+                               "m2.safetensors and 12 more.")
+    assert said("names_and_more", "zh", names="m0.safetensors, m1.safetensors, m2.safetensors", more=12) in line.text("zh")
+    # without input_config, the list in the details text
+    (line,) = cloud_errors.explain(refusal(["a.safetensors"], "ckpt_name: 'x' not in ['a.safetensors']").replace(
+        '"input_config": [["a.safetensors"], {}], ', ""), {}, where)
+    assert line.text("en").endswith("it has: a.safetensors.")
+    # more than 20: ComfyUI sends only the count
+    (line,) = cloud_errors.explain(refusal([f"m{i}" for i in range(57)]), {}, where)
+    assert "57" in line.text("en") and line.key == "cloud_value_not_in_list_count"
+    assert cloud_errors.accepted(refusal(names), {}) == [("CheckpointLoaderSimple", "ckpt_name", names)]
+
+
+@pytest.fixture
+def env(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    classes = comfy_env(tmp_path)
+    mm.interrupt_flag = False
+    PromptServer.instance.sent.clear()
+    return classes
+
+
+def t2i(ckpt="sd_xl.safetensors"):
+    L = lambda n, s=0: [n, s]  # noqa: E731
+    return {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo.png", "clip": L("4", 1)}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "3": {"class_type": "KSampler", "inputs": {"seed": 1, "model": L("4"), "positive": L("6"),
+                                                       "negative": L("6"), "latent_image": L("5")}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": L("3"), "vae": L("4", 2)}},
+            "10": {"class_type": "GPUGeekCloudExecute",
+                   "inputs": {"workflow_id": WF, "run_on": "cloud", "timeout_s": 60, "image_1": L("8")}}}
+
+
+def execute(prompt, classes):
+    return asyncio.run(mini_comfy.execute(prompt, classes, PromptServer.instance))
+
+
+def test_gpugeek_refusals_and_successful_runs_teach_the_workflows_list(env, fake):
+    names = ["v1-5.safetensors", "sdxl_base.safetensors", "flux_dev.safetensors"]
+    fake.task_opts.update(fail=refusal(names))
+    with pytest.raises(E.TaskFailedError) as ei:
+        execute(t2i(), env)
+    assert "it has: v1-5.safetensors, sdxl_base.safetensors, flux_dev.safetensors." in str(ei.value)
+    got = lists({"target": "", "workflow_id": WF, "nodes": CKPT})["lists"]["CheckpointLoaderSimple"]["ckpt_name"]
+    assert got["values"] == names and got["sources"][0]["source"] == "refused"
+    # another workflow is another environment: it knows nothing
+    assert lists({"target": "gpugeek", "workflow_id": "999999999999999", "nodes": CKPT})["lists"] == {}
+    fake.task_opts.clear()
+    execute(t2i("my_private_upload.safetensors"), env)   # ran: that value is the cloud's too
+    got = lists({"target": "", "workflow_id": WF, "nodes": {**CKPT, "CLIPTextEncode": ["text"]}})["lists"]
+    assert got["CheckpointLoaderSimple"]["ckpt_name"]["values"] == names + ["my_private_upload.safetensors"]
+    assert [s["source"] for s in got["CheckpointLoaderSimple"]["ckpt_name"]["sources"]] == ["refused", "ran"]
+    assert "CLIPTextEncode" not in got   # a prompt's text is never learned
+    # a loader of another class with the same input shares the list (one model folder)
+    other = lists({"target": "", "workflow_id": WF, "nodes": {"CheckpointLoader": ["ckpt_name"]}})["lists"]
+    assert other["CheckpointLoader"]["ckpt_name"]["values"] == names + ["my_private_upload.safetensors"]
+
+
+def test_the_lists_survive_a_new_process(env, fake):
+    fake.task_opts.update(fail=refusal(["a.safetensors", "b.safetensors"]))
+    with pytest.raises(E.TaskFailedError):
+        execute(t2i(), env)
+    key = cat.gpugeek_key(fake.base_url, WF)
+    code = ("import importlib.util, sys, json, types\n"
+            f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+            "from conftest import core\n"
+            "c = core('catalog')\n"
+            f"print(json.dumps(c.catalog().view([{key!r}], {{'CheckpointLoaderSimple': ['ckpt_name']}})))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GPUGEEK_HOME": str(C.data_dir())})
+    assert out.returncode == 0, out.stderr[-2000:]
+    view = json.loads(out.stdout.strip().splitlines()[-1])
+    assert view["CheckpointLoaderSimple"]["ckpt_name"]["values"] == ["a.safetensors", "b.safetensors"]
+
+
+def test_a_damaged_file_is_set_aside_said_and_the_lists_start_again(tmp_path):
+    c = cat.Catalog(tmp_path)
+    key = "http://127.0.0.1:8188"
+    c.learn(key, "user", {"CheckpointLoaderSimple": {"ckpt_name": ["mine.safetensors"]}}, replace=False)
+    path = c._path(key)
+    path.write_bytes(b'{"key": "http://127.0.0.1:8188", "lists": {"Che')   # cut mid-write
+    fresh = cat.Catalog(tmp_path)
+    assert fresh.lists(key) == {}
+    assert fresh.problem(key).key == "lists_damaged"
+    aside = [p for p in os.listdir(tmp_path) if ".damaged-" in p]
+    assert len(aside) == 1   # kept, not deleted
+    assert said("lists_damaged", "en", where=key) in fresh.problem(key).text("en")
+    fresh.learn(key, "user", {"CheckpointLoaderSimple": {"ckpt_name": ["again.safetensors"]}}, replace=False)
+    assert cat.Catalog(tmp_path).view([key], CKPT)["CheckpointLoaderSimple"]["ckpt_name"]["values"] == ["again.safetensors"]
+    # valid JSON of the wrong shape is damaged too; values that are not names are dropped
+    path.write_text(json.dumps({"key": key, "lists": {"A": {"b": {"user": {"values": [1, None, "ok.pt"], "at": "x"}}}}}))
+    assert cat.Catalog(tmp_path).lists(key) == {"A": {"b": {"user": {"values": ["ok.pt"], "at": None}}}}
+    path.write_text("[1, 2]")
+    broken = cat.Catalog(tmp_path)
+    assert broken.lists(key) == {} and broken.problem(key) is not None
+
+
+# ---- names the user adds ---------------------------------------------------------------------------------------
+
+def test_names_added_by_hand_are_kept_per_workflow_and_need_one(env, fake, remote):
+    add = pack.nodes.routes.post_lists_add
+    body = {"target": "", "workflow_id": WF, "class": "LoraLoader", "input": "lora_name",
+            "names": "detail.safetensors, style.safetensors\nstyle.safetensors", "lang": "en"}
+    got = route(add, body)
+    assert got["ok"] and got["lists"]["LoraLoader"]["lora_name"]["values"] == ["detail.safetensors", "style.safetensors"]
+    assert got["lists"]["LoraLoader"]["lora_name"]["sources"][0]["source"] == "user"
+    assert lists({"target": "", "workflow_id": WF, "nodes": {"LoraLoader": ["lora_name"]}})["lists"]
+    assert lists({"target": "", "workflow_id": "999999999999999", "nodes": {"LoraLoader": ["lora_name"]}})["lists"] == {}
+    no_wf = route(add, {**body, "workflow_id": ""})
+    assert not no_wf["ok"] and no_wf["message"] == said("lists_need_workflow", "en")
+    assert route(add, {**body, "names": " , "})["message"] == said("lists_no_names", "en")
+    # on a ComfyUI server, names add to what its definitions list
+    got = route(add, {**body, "target": remote.url, "class": "CheckpointLoaderSimple", "input": "ckpt_name",
+                      "names": ["extra.safetensors"]})
+    assert got["lists"]["CheckpointLoaderSimple"]["ckpt_name"]["values"] == MODELS + ["extra.safetensors"]
+    assert SECRET_KEY not in json.dumps(got)
+
+
+def test_a_pool_offers_what_every_server_has(tmp_path, monkeypatch):
+    monkeypatch.setattr(cat, "catalog", lambda c=cat.Catalog(tmp_path): c)
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    cat.catalog().learn(a, "server", {"L": {"ckpt_name": ["x.safetensors", "y.safetensors"]}}, replace=True)
+    cat.catalog().learn(b, "server", {"L": {"ckpt_name": ["y.safetensors", "z.safetensors"]}}, replace=True)
+    assert cat.catalog().view([a, b], {"L": ["ckpt_name"]})["L"]["ckpt_name"]["values"] == ["y.safetensors"]
+    cfg = C.load_config({"GPUGEEK_TARGET": f"{a}, {b}"})
+    assert cat.keys_for(cfg, "") == [a, b]
+    assert cat.keys_for(cfg, "gpugeek", "123456789012345") == [cat.gpugeek_key(cfg.base_url, "123456789012345")]

@@ -1,0 +1,48 @@
+// The pure parts of the cloud's lists in the editor (web/lib/cloud_lists.js): which combos, the values a cloud
+// node's combo offers (its current value kept), names as typed, and the line that says where a list came from.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { comboWidgets, withCurrent, parseNames, describe, wanted, when } from "../lib/cloud_lists.js";
+import { t } from "../lib/i18n.js";
+import { installTexts } from "./texts.mjs";
+
+const combo = (name, value, values) => ({ name, type: "combo", value, options: { values } });
+const loader = () => ({ id: 4, type: "CheckpointLoaderSimple", comfyClass: "CheckpointLoaderSimple",
+  widgets: [combo("ckpt_name", "mine.safetensors", []), { name: "seed", type: "number", value: 1, options: {} }] });
+
+test("only combos, and the request names each class's combos once", () => {
+  assert.deepEqual(comboWidgets(loader()).map((w) => w.name), ["ckpt_name"]);
+  const sampler = { id: 3, type: "KSampler", widgets: [combo("sampler_name", "euler", ["euler"]), combo("scheduler", "normal", [])] };
+  assert.deepEqual(wanted([loader(), loader(), sampler, { id: 9, type: "Note", widgets: [] }]),
+    { CheckpointLoaderSimple: ["ckpt_name"], KSampler: ["sampler_name", "scheduler"] });
+});
+
+test("a cloud combo offers the cloud's list and keeps a value no list knows", () => {
+  assert.deepEqual(withCurrent(["a.safetensors", "b.safetensors"], "mine.safetensors"),
+    ["mine.safetensors", "a.safetensors", "b.safetensors"]);
+  assert.deepEqual(withCurrent(["a.safetensors"], "a.safetensors"), ["a.safetensors"]);
+  assert.deepEqual(withCurrent(undefined, ""), []);
+  const list = ["x"];
+  withCurrent(list, "y");
+  assert.deepEqual(list, ["x"]);   // the answer itself is not changed
+});
+
+test("names as typed: lines or commas, trimmed, each once", () => {
+  assert.deepEqual(parseNames(" a.safetensors, b.safetensors\n\nb.safetensors ,"), ["a.safetensors", "b.safetensors"]);
+  assert.deepEqual(parseNames(null), []);
+});
+
+test("the line says every source, best first, in the editor's language", () => {
+  installTexts();
+  const now = Date.UTC(2026, 11, 2, 12, 0) ;
+  const at = now / 1000 - 60;
+  const sources = [{ source: "server", at, count: 3 }, { source: "user", at, count: 2 }];
+  const en = describe(sources, (k, v) => t("en", k, v), now, "en-GB");
+  assert.match(en, /^☁ list: the server's, \d\d:\d\d · 2 added by you$/);
+  const zh = describe(sources, (k, v) => t("zh", k, v), now, "zh-CN");
+  assert.notEqual(zh, en);
+  assert.ok(!zh.includes("{"), zh);
+  assert.equal(describe([], (k) => k), "");
+  assert.equal(when(null), "");
+  assert.notEqual(when(at - 86400 * 3, now, "en-GB"), when(at, now, "en-GB"));   // another day shows its date
+});
