@@ -7,7 +7,7 @@
 // token never reach the browser: the server resolves the gateway's target and workflow id.
 import { app, api, call, tr, lang, textsReady, toast, EXT } from "./gpugeek_common.js";
 import { drawAfter } from "./lib/draw.js";
-import { GATEWAY } from "./lib/names.js";
+import { GATEWAY, WHOLE } from "./lib/names.js";
 import { plan, onPlan } from "./lib/plan_state.js";
 import { isCloudOnly } from "./lib/models.js";
 import { comboWidgets, withCurrent, parseNames, describe, wanted } from "./lib/cloud_lists.js";
@@ -31,6 +31,7 @@ const widgetValue = (node, name) => node?.widgets?.find((w) => w.name === name)?
 
 // where a gateway runs: its own target and workflow id (empty: the settings', resolved by the server)
 function placeOf(gatewayId) {
+  if (String(gatewayId) === WHOLE) return { target: "", workflow_id: "" };  // Run in the cloud: the settings' cloud
   const gw = nodeById(gatewayId);
   return gw?.type === GATEWAY ? { target: String(widgetValue(gw, "target") || ""),
     workflow_id: String(widgetValue(gw, "workflow_id") || "") } : null;
