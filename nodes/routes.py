@@ -39,11 +39,24 @@ async def get_config(request):
         return web.json_response({"key_set": False, "problems": [str(e)]})
 
 
-async def post_config(request):
+async def _body(request) -> dict | None:
+    """The request's JSON object, or None when it sent anything else (not JSON, a list, a number)."""
     try:
         body = await request.json()
     except ValueError:
-        return web.json_response({"ok": False, "error": "The request was not JSON."}, status=400)
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _not_json():
+    said = "The request was not a JSON object."
+    return web.json_response({"ok": False, "error": said, "message": said}, status=400)
+
+
+async def post_config(request):
+    body = await _body(request)
+    if body is None:
+        return _not_json()
     lang = texts.lang_of(body.get("lang"))
     try:
         cfg = config.load_config()
@@ -125,10 +138,7 @@ def _bind_saved_secrets(body: dict) -> None:
 
 async def post_test(request):
     """One sentence, in the editor's language: do the key and URL work (or: does the ComfyUI server answer)?"""
-    try:
-        body = await request.json()
-    except ValueError:
-        body = {}
+    body = await _body(request) or {}
     lang = texts.lang_of(body.get("lang"))
     try:
         async with cloud.open_target(config.load_config()) as target:
@@ -231,10 +241,9 @@ async def post_lists(request):
     """The cloud's lists for the combos of the cloud nodes of one gateway: ``{target, workflow_id, nodes:
     {class: [input names]}, refresh, lang}`` (the gateway's own widgets; empty means the settings) ->
     ``{lists: {class: {input: {values, sources}}}, where, problems}``. No key or token ever in the answer."""
-    try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response({"ok": False, "message": "The request was not JSON."}, status=400)
+    body = await _body(request)
+    if body is None:
+        return _not_json()
     lang = texts.lang_of(body.get("lang"))
     try:
         cfg = config.load_config()
@@ -248,10 +257,9 @@ async def post_lists(request):
 async def post_lists_add(request):
     """Names the user typed for one input of one node class, kept for the gateway's target (per workflow id on
     GPUGeek, which has no call that lists models): ``{target, workflow_id, class, input, names, lang}``."""
-    try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response({"ok": False, "message": "The request was not JSON."}, status=400)
+    body = await _body(request)
+    if body is None:
+        return _not_json()
     lang = texts.lang_of(body.get("lang"))
     raw = body.get("names")
     raw = raw if isinstance(raw, list) else str(raw or "").replace("\n", ",").split(",")

@@ -452,3 +452,18 @@ def test_the_tasks_tab_shows_a_running_tasks_estimate(env, fake):
     tasks = {t["prompt_id"]: t for t in _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks")["tasks"]}
     assert tasks["777"]["expected"]["basis"] == "shape" and tasks["777"]["expected"]["price"] == 0.3
     assert "expected" not in tasks[done["prompt_id"]]
+
+
+@pytest.mark.parametrize("body", [["a", "list"], 42, "text"])
+def test_every_post_route_answers_a_body_that_is_no_json_object_with_one_sentence(env, body):
+    """Bad input of any kind: a JSON list, number or string is told as such (400), never a server error."""
+    routes = pack.nodes.routes
+    for handler, path in [(routes.post_config, "/gpugeek/config"), (routes.post_lists, "/gpugeek/lists"),
+                          (routes.post_lists_add, "/gpugeek/lists/add")]:
+        from unittest import mock
+
+        from aiohttp.test_utils import make_mocked_request
+        req = make_mocked_request("POST", path)
+        req.json = mock.AsyncMock(return_value=body)
+        res = asyncio.run(handler(req))
+        assert res.status == 400 and "JSON object" in json.loads(res.body)["message"], path
