@@ -178,8 +178,22 @@ def _why(e: BaseException) -> str:
 
 
 async def _cancel_after(e: BaseException, target, prompt_id: str, journal: Journal, key, why: str, on_event) -> None:
-    """The wait ended early: cancel the task, and say in a timeout's message whether the cancel worked."""
-    cancelled = await cancel_task(target, prompt_id, journal, key, why, on_event)
+    """The wait ended early: cancel the task, and say in a timeout's message whether the cancel worked. The
+    cancel itself is not cut short when this coroutine is cancelled meanwhile (a fan-out cancels its other runs
+    while they are cancelling their own tasks after the same Stop): it ends (bounded rounds), then the
+    cancellation goes on."""
+    work = asyncio.ensure_future(cancel_task(target, prompt_id, journal, key, why, on_event))
+    interrupted = False
+    while True:
+        try:
+            cancelled = await asyncio.shield(work)
+            break
+        except asyncio.CancelledError:
+            if work.done():
+                raise
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError()
     if isinstance(e, errors.TaskTimeoutError) and e.key == "err_timeout":
         e.key = "err_timeout_cancelled" if cancelled else "err_timeout_cancel_failed"
         e.message = e.message_in("en")
