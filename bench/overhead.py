@@ -138,7 +138,7 @@ def lifetime(task: dict) -> float:
 BEFORE = {"new_seed_ms": 350, "first_ms": 706, "rerun_ms": 179}
 
 
-def main(runs: int = 5, task_s: float = 2.97) -> dict:
+def main(runs: int = 10, task_s: float = 2.97) -> dict:
     pack, fake, classes = setup(task_s)
     try:
         header(f"offload overhead: {task_s:.1f} s cloud task, 4 x 1024x1024 PNG back, loopback, median of {runs}")
@@ -147,10 +147,11 @@ def main(runs: int = 5, task_s: float = 2.97) -> dict:
             wall, task = run_ours(fake, classes, 0, part)
             firsts.append(wall - lifetime(task))
         first = statistics.median(firsts)
-        fresh = []   # a new seed every run: the exact part is never seen again, its shape is
-        for i in range(runs):
-            wall, ours_task = run_ours(fake, classes, 1000 + i)
+        fresh, lags = [], []   # a new seed every run: the exact part is never seen again, its shape is
+        for i in range(runs + 1):   # the first builds the shape's history; then ``runs`` measured
+            wall, ours_task = run_ours(fake, classes, int(time.time() * 1000) % 10**9 + i)
             fresh.append(wall - lifetime(ours_task))
+            lags.append(ours_task["noticed_lag"])
         again = []   # the same seed again: the exact part's history
         for _ in range(runs):
             wall, task = run_ours(fake, classes, 1000)
@@ -159,9 +160,17 @@ def main(runs: int = 5, task_s: float = 2.97) -> dict:
         for _ in range(max(2, runs // 2)):
             wall, task = run_naive(fake)
             naive.append(wall - lifetime(task))
-        f, o, n = statistics.median(fresh[1:] or fresh), statistics.median(again), statistics.median(naive)
+        fresh = fresh[1:]
+        f, o, n = statistics.median(fresh), statistics.median(again), statistics.median(naive)
         row("overhead, new seed each run (by shape)", f"{f * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / f,
             "<= 150 ms", f <= 0.150)
+        row(f"  slowest of {len(fresh)} (new seed each run)", f"{max(fresh) * 1e3:.0f} ms", "", None,
+            "<= 250 ms", max(fresh) <= 0.250)
+        print("  distribution (ms): " + " ".join(f"{x * 1e3:.0f}" for x in fresh))
+        lags = lags[1:]
+        print("  of which the end noticed after (ms, the fake's clock): "
+              + " ".join(f"{x * 1e3:.0f}" for x in lags) + f"; median {statistics.median(lags) * 1e3:.0f},"
+              f" slowest {max(lags) * 1e3:.0f}")
         row("overhead, first run of a never-seen part", f"{first * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / first,
             "<= 250 ms", first <= 0.250)
         row("overhead, same part again (exact history)", f"{o * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / o,
@@ -170,13 +179,13 @@ def main(runs: int = 5, task_s: float = 2.97) -> dict:
               f" re-run {BEFORE['rerun_ms']} ms")
         polls = ours_task["polls"]
         row("status polls per task (new seed, last run)", f"{polls}", "", None, f"task {task_s:.1f} s")
-        return {"new_seed_ms": f * 1e3, "overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3,
+        return {"new_seed_ms": f * 1e3, "new_seed_slowest_ms": max(fresh) * 1e3, "overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3,
                 "polls": polls}
     finally:
         fake.stop()
 
 
-def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
+def comfyui_target(runs: int = 10, task_s: float = 2.37) -> dict:
     """The same measure with the second target: a ComfyUI server (tests/fake_comfyui.py) whose prompt runs a
     fixed time and returns four photo-like 1024x1024 PNGs; the lifetime is the server's own."""
     from fake_comfyui import FakeComfyUI
@@ -192,6 +201,7 @@ def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
         over = []
         for i in range(runs + 1):
             p = json.loads(json.dumps(PROMPT))
+            p["2"]["inputs"]["seed"] = int(time.time() * 1000) % 10**9 + i   # a new seed each run
             t0 = time.monotonic()
             results, _, _ = asyncio.run(mini_comfy.execute(p, classes, PromptServer.instance))
             wall = time.monotonic() - t0
@@ -203,6 +213,7 @@ def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
         o = statistics.median(over)
         header(f"offload overhead, ComfyUI server target: {task_s:.2f} s prompt, 4 x 1024x1024 PNG back, loopback")
         row("overhead, ComfyUI target (websocket)", f"{o * 1e3:.0f} ms", "", None, "< 150 ms", o < 0.150)
+        row(f"  slowest of {len(over)}", f"{max(over) * 1e3:.0f} ms", "", None, "<= 250 ms", max(over) <= 0.250)
         return {"comfyui_overhead_ms": o * 1e3}
     finally:
         os.environ.pop("GPUGEEK_TARGET", None)
@@ -211,7 +222,7 @@ def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--task-s", type=float, default=2.97)  # ~3 s, not a whole second: no lucky alignment
     a = ap.parse_args()
     main(a.runs, a.task_s)

@@ -97,6 +97,7 @@ class Task:
     finished_at: float | None = None
     backend_done: bool | None = None   # None: the clock decides; False/True: a real backend runs it
     backend_started: float | None = None
+    noticed_at: float | None = None    # when a status call first answered that the task had ended
 
 
 class FakeGPUGeek:
@@ -431,6 +432,8 @@ class FakeGPUGeek:
             return self._error(404, 40400, "task not exist")
         t.polls += 1
         d = self.detail(t)
+        if d["status"] in (3, 4, 5) and t.noticed_at is None:
+            t.noticed_at = time.monotonic()
         return await self._after(request, kind, self._env(d))
 
     async def h_file(self, request):
@@ -469,7 +472,10 @@ class FakeGPUGeek:
         tasks = [{"prompt_id": t.prompt_id, "status": self.status_of(t)[0], "created_ago": now - t.created,
                   "lifetime": ((t.finished_at - t.created) if t.finished_at else None),
                   "finished_ago": (now - t.finished_at) if t.finished_at else None,
-                  "cancelled": t.cancelled_at is not None, "polls": t.polls} for t in self.tasks.values()]
+                  "cancelled": t.cancelled_at is not None, "polls": t.polls,
+                  # how long after its end the client's status call saw the task ended (the poll's lag)
+                  "noticed_lag": (t.noticed_at - t.finished_at) if t.noticed_at and t.finished_at else None}
+                 for t in self.tasks.values()]
         return web.json_response({"calls": {c: self.count(c) for c in (CALL_PRESIGN, CALL_PUT, CALL_SUBMIT,
                                                                          CALL_CANCEL, CALL_TASK, CALL_FILE)},
                                   "tasks": tasks})
