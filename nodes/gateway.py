@@ -175,7 +175,7 @@ class _Progress:
             percent = bar_percent(detail, expected) if run is None else 100 * self.board.done() / runs
             if percent is not None:
                 self.bar.set(percent)
-            record = status_record(self.unique_id, detail, expected)
+            record = status_record(self.unique_id, detail, expected, self.lang, info.get("failure"))
             if run is not None:
                 record.update(self.board.record(runs), run=run)
             comfy.send("gpugeek.status", record)

@@ -11,16 +11,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-COMFY = os.environ.get("COMFYUI_DIR")
-PY = os.environ.get("COMFYUI_PYTHON", sys.executable)
+from real_comfyui import COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
 KEY = "sk-e2e-DISTINCTIVE-9c41f0b2d7"
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
 WF = "123456789012345"
@@ -47,10 +44,6 @@ def wait_http(url, timeout=120):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    link = Path(COMFY) / "custom_nodes" / "comfyui-gpugeek-e2e"
-    existing = [p for p in (Path(COMFY) / "custom_nodes").iterdir() if p.is_symlink() and p.resolve() == ROOT]
-    if not existing:
-        link.symlink_to(ROOT)
     cloud_port, fake_port, local_port = free_port(), free_port(), free_port()
     procs = []
     logs = {}
@@ -61,14 +54,14 @@ def stack(tmp_path_factory):
                              env={**os.environ, **(env or {})})
         procs.append(p)
         return p
-    start("cloud", [PY, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(cloud_port),
-                    "--disable-all-custom-nodes", "--output-directory", str(tmp / "cloud-out")], cwd=COMFY)
+    start("cloud", comfyui_command(tmp, "cloud", cloud_port, "--output-directory", str(tmp / "cloud-out"),
+                                   pack=False), cwd=COMFY)
     start("fake", [PY, str(ROOT / "tests" / "fake_gpugeek.py"), "--port", str(fake_port), "--key", KEY,
                    "--comfy", f"http://127.0.0.1:{cloud_port}"], cwd=str(ROOT / "tests"))
     home = tmp / "user"
     home.mkdir()
-    start("local", [PY, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(local_port),
-                    "--output-directory", str(tmp / "out"), "--user-directory", str(home)],
+    start("local", comfyui_command(tmp, "local", local_port, "--output-directory", str(tmp / "out"),
+                                   "--user-directory", str(home)),
           env={"GPUGEEK_API_KEY": KEY, "GPUGEEK_BASE_URL": f"http://127.0.0.1:{fake_port}"}, cwd=COMFY)
     try:
         wait_http(f"http://127.0.0.1:{cloud_port}/object_info/SaveImage")
@@ -83,8 +76,6 @@ def stack(tmp_path_factory):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if not existing and link.is_symlink():
-            link.unlink()
 
 
 def post(stack, prompt, client_id="e2e"):
@@ -323,11 +314,9 @@ def editor_url(request, stack):
     port, tmp = free_port(), stack["tmp"]
     (tmp / "user-new").mkdir(exist_ok=True)
     log = tmp / "local-new.log"
-    proc = subprocess.Popen([PY, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                             "--front-end-root", FRONTEND_NEW, "--output-directory", str(tmp / "out-new"),
-                             "--user-directory", str(tmp / "user-new")],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=COMFY,
-                            env={**os.environ, "GPUGEEK_API_KEY": KEY, "GPUGEEK_BASE_URL": stack["fake"]})
+    proc = start_comfyui(tmp, "local-new", port, "--front-end-root", FRONTEND_NEW,
+                         "--output-directory", str(tmp / "out-new"), "--user-directory", str(tmp / "user-new"),
+                         env={"GPUGEEK_API_KEY": KEY, "GPUGEEK_BASE_URL": stack["fake"]}, log=log)
     try:
         wait_http(f"http://127.0.0.1:{port}/object_info/GPUGeekCloudExecute", timeout=180)
         yield f"http://127.0.0.1:{port}"
@@ -495,7 +484,7 @@ def test_comfyui_target_upload_boundary_not_reuploaded(stack):
          "54": {"class_type": "SaveImage", "inputs": {"filename_prefix": "e2e_up", "images": ["50", 0]}}}
     h = history(stack, post(stack, p).json()["prompt_id"])
     assert h["status"]["status_str"] == "success", h["status"]
-    cloud_inputs = Path(COMFY) / "input" / "gpugeek"
+    cloud_inputs = stack["tmp"] / "comfyui-cloud" / "input" / "gpugeek"
     files = {f: f.stat().st_mtime_ns for f in cloud_inputs.glob("*.png")}
     assert files
     p["53"]["class_type"] = "ImageInvert"

@@ -3,13 +3,13 @@ gives four submissions with four seeds and a batch of four; over a pool of two r
 receive work. Skipped unless COMFYUI_DIR points at a ComfyUI (see tests/test_e2e_comfyui.py)."""
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 import requests
 
-from test_e2e_comfyui import COMFY, PY, WF, free_port, history, post, stack, wait_http  # noqa: F401
+from real_comfyui import start_comfyui
+from test_e2e_comfyui import COMFY, WF, free_port, history, post, stack, wait_http  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
 
@@ -43,9 +43,7 @@ def test_four_runs_four_seeds_one_batch(stack):
 def second_cloud(stack, tmp_path_factory):
     port = free_port()
     out = tmp_path_factory.mktemp("cloud2")
-    p = subprocess.Popen([PY, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                          "--disable-all-custom-nodes", "--output-directory", str(out)], cwd=COMFY,
-                         stdout=open(out / "cloud2.log", "w"), stderr=subprocess.STDOUT)
+    p = start_comfyui(out, "cloud2", port, "--output-directory", str(out / "output"), pack=False)
     try:
         wait_http(f"http://127.0.0.1:{port}/object_info/SaveImage")
         yield f"http://127.0.0.1:{port}"

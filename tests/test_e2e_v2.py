@@ -13,12 +13,12 @@ import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
-from test_e2e_comfyui import COMFY, PY, ROOT, free_port, history, wait_http
+from real_comfyui import COMFY, comfyui_command
+from test_e2e_comfyui import free_port, history, wait_http
 
 KEY = "comfyui-e2e-V2-DISTINCTIVE-5b7d2e91"
 pytestmark = [pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set"), pytest.mark.timeout(600),
@@ -31,11 +31,6 @@ def stack(tmp_path_factory):
     from other_host import OtherHost
     from test_v2_target import Proxy
     tmp = tmp_path_factory.mktemp("e2e_v2")
-    nodes_dir = Path(COMFY) / "custom_nodes"
-    existing = [p for p in nodes_dir.iterdir() if p.is_symlink() and p.resolve() == ROOT]
-    link = nodes_dir / "comfyui-gpugeek-e2e-v2"
-    if not existing:
-        link.symlink_to(ROOT)
     cloud_port, local_port = free_port(), free_port()
     procs, logs = [], {}
 
@@ -44,9 +39,8 @@ def stack(tmp_path_factory):
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("GPUGEEK_", "COMFY_"))}
         procs.append(subprocess.Popen(args, stdout=open(logs[name], "w"), stderr=subprocess.STDOUT, cwd=COMFY,
                                       env={**clean, **env}))
-    start("cloud", [PY, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(cloud_port),
-                    "--disable-all-custom-nodes", "--output-directory", str(tmp / "cloud-out"),
-                    "--input-directory", str(tmp / "cloud-in")], {})
+    start("cloud", comfyui_command(tmp, "cloud", cloud_port, "--output-directory", str(tmp / "cloud-out"),
+                                   "--input-directory", str(tmp / "cloud-in"), pack=False), {})
     cloud = f"http://127.0.0.1:{cloud_port}"
     proxy, other = None, OtherHost(status=404)
     try:
@@ -55,9 +49,8 @@ def stack(tmp_path_factory):
         proxy = Proxy(cloud, token=KEY, log_path=logs["proxy"])
         (tmp / "in").mkdir()
         (tmp / "user").mkdir()
-        start("local", [PY, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(local_port),
-                        "--output-directory", str(tmp / "out"), "--input-directory", str(tmp / "in"),
-                        "--user-directory", str(tmp / "user")],
+        start("local", comfyui_command(tmp, "local", local_port, "--output-directory", str(tmp / "out"),
+                                       "--input-directory", str(tmp / "in"), "--user-directory", str(tmp / "user")),
               {"COMFY_API_KEY": KEY, "GPUGEEK_TARGET": "v2:" + proxy.url})
         wait_http(f"http://127.0.0.1:{local_port}/object_info/GPUGeekCloudExecute", timeout=180)
         yield {"local": f"http://127.0.0.1:{local_port}", "cloud": cloud, "proxy": proxy.url, "other": other,
@@ -73,8 +66,6 @@ def stack(tmp_path_factory):
         if proxy is not None:
             proxy.stop()
         other.stop()
-        if not existing and link.is_symlink():
-            link.unlink()
 
 
 def run(stack, prompt, timeout=180):

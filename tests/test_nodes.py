@@ -422,6 +422,11 @@ def test_the_clouds_refusal_is_a_sentence_per_node_in_the_users_language(env, fa
     assert en_said in str(ei.value) and "{" not in str(ei.value)
     told = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.cloud_errors"]
     assert told[-1]["gateway"] == "10" and told[-1]["errors"] == [{"id": "4", "text": en_said}]  # outlined there
+    # the gateway's status line under the node and its progress text say that very sentence, not the raw JSON
+    failed = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.status" and d["status"] == 4]
+    assert failed[-1]["error"] == en_said
+    lines = [text for text, _node in PromptServer.instance.progress_texts]
+    assert any(en_said in line for line in lines) and not any('"errors"' in line for line in lines)
     with pytest.raises(E.TaskFailedError) as ei:
         execute(t2i(gpugeek_lang="zh"), env)
     zh_said = said("cloud_value_not_in_list", node="#4 CheckpointLoaderSimple", input="ckpt_name",

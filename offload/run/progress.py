@@ -13,8 +13,15 @@ from ..wire import SUCCEEDED as S_SUCCEEDED
 from ..wire import TaskDetail
 
 
-def status_text(d: TaskDetail, expected: dict | None = None, lang: str = "en") -> str:
-    """One line for the node: queued (position N of M), running (elapsed), done (time, price)."""
+def failure_text(d: TaskDetail, failure, lang: str) -> str:
+    """Why a task failed, as the error the user sees says it: the cloud's sentences node by node where it named
+    nodes (the same ones the loader node and the tasks tab show), else the platform's own text."""
+    lines = getattr(failure, "lines", None) or []
+    return " ".join(line.text(lang) for line in lines) or d.error_msg or ""
+
+
+def status_text(d: TaskDetail, expected: dict | None = None, lang: str = "en", failure=None) -> str:
+    """One line for the node: queued (position N of M), running (elapsed), done (time, price), failed (why)."""
     if d.status == S_QUEUED:
         if d.current_position:
             return texts.text("status_queued_at", lang, pos=d.current_position, size=d.queue_size)
@@ -23,7 +30,7 @@ def status_text(d: TaskDetail, expected: dict | None = None, lang: str = "en") -
         key = "status_done_price" if d.origin_price is not None else "status_done"
         return texts.text(key, lang, s=f"{d.run_duration_ms / 1000:.1f}", price=f"{d.origin_price or 0:g}")
     if d.status == S_FAILED:
-        return texts.text("status_failed", lang, msg=d.error_msg or "")
+        return texts.text("status_failed", lang, msg=failure_text(d, failure, lang))
     if d.status == S_CANCELLED:
         return texts.text("status_cancelled", lang)
     run = f"{d.run_duration_ms / 1000:.1f}"
@@ -45,7 +52,7 @@ def event_text(kind: str, lang: str, detail: TaskDetail | None = None, expected=
     if kind == "status_error":
         return texts.text("progress_status_error", lang, error=info.get("error"))
     if kind == "status" and detail is not None:
-        line = status_text(detail, expected, lang)
+        line = status_text(detail, expected, lang, info.get("failure"))
         if detail.node and detail.status == S_RUNNING:
             line += f" · #{detail.node}" + (f" {detail.node_value}/{detail.node_max}" if detail.node_max else "")
         return line
@@ -61,11 +68,11 @@ def bar_percent(detail: TaskDetail, expected: dict | None) -> float | None:
     return min(90, 10 + detail.run_duration_ms / 1000)
 
 
-def status_record(node, detail: TaskDetail, expected: dict | None) -> dict:
+def status_record(node, detail: TaskDetail, expected: dict | None, lang: str = "en", failure=None) -> dict:
     """What the editor's status box and marking draw for a gateway (its ``gpugeek.status`` message)."""
     return {"node": str(node), "task_id": detail.prompt_id, "status": detail.status,
             "position": detail.current_position, "queue_size": detail.queue_size, "run_ms": detail.run_duration_ms,
-            "price": detail.origin_price, "error": detail.error_msg, "expected": expected,
+            "price": detail.origin_price, "error": failure_text(detail, failure, lang), "expected": expected,
             "cloud_node": detail.node, "cloud_value": detail.node_value, "cloud_max": detail.node_max}
 
 

@@ -141,8 +141,14 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
                         journal.update(key, status=job_status(d.status), queue_ms=d.queue_duration_ms,
                                        run_ms=d.run_duration_ms)
                 if d.final:
+                    try:
+                        done = _finish(d, journal, key, label, prompt, provider)
+                    except errors.GPUGeekError as failure:
+                        # the status line says what the error says (the cloud's sentences), never its raw answer
+                        on_event("status", detail=d, expected=hist, failure=failure)
+                        raise
                     on_event("status", detail=d, expected=hist)
-                    return _finish(d, journal, key, label, prompt, provider)
+                    return done
                 if interrupted():
                     raise Interrupted(prompt_id)
                 on_event("status", detail=d, expected=hist)
