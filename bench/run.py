@@ -25,6 +25,7 @@ if __name__ == "__main__":
     overhead.main()
     overhead.comfyui_target()
     fanout.gpugeek(2.0, 512, 1)
-    fanout.gpugeek(2.0, 1024, 4)
+    fanout.gpugeek(2.0, 1024, 1)
+    fanout.gpugeek(2.0, 1024, 4, 3)
     fanout.frames(2.0)
     fanout.pool(2.0)

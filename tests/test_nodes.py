@@ -450,3 +450,40 @@ def test_the_tasks_tab_shows_a_running_tasks_estimate(env, fake):
     tasks = {t["prompt_id"]: t for t in _route(pack.nodes.routes.get_tasks, "GET", "/gpugeek/tasks")["tasks"]}
     assert tasks["777"]["expected"]["basis"] == "shape" and tasks["777"]["expected"]["price"] == 0.3
     assert "expected" not in tasks[done["prompt_id"]]
+
+
+def test_results_decode_on_every_core_and_are_written_while_they_decode(env, fake, monkeypatch):
+    """Four files back: two decode at the same moment (each decode waits, up to 5 s, until another thread is
+    decoding too), and the first file is on disk before the last decode ends (writes do not wait for the
+    decoding). Before: one decoding thread, files written after all decoding."""
+    codec, gw = core("codec"), core("run.gateway")
+    fake.task_opts["batch"] = 4
+    real_decode, real_save = codec.decode_array, gw.save_into
+    both = threading.Barrier(2, timeout=5)
+    written = threading.Event()
+    seen = {"parallel": 0, "written_before_last": False}
+    lock = threading.Lock()
+    calls = []
+
+    def decode(data, use_spng=True):
+        with lock:
+            calls.append(1)
+            last = len(calls) == 4
+        try:
+            both.wait()
+            seen["parallel"] += 1
+        except threading.BrokenBarrierError:
+            pass
+        if last:
+            seen["written_before_last"] = written.wait(5)
+        return real_decode(data, use_spng)
+
+    def save(folder, name, data):
+        path = real_save(folder, name, data)
+        written.set()
+        return path
+    monkeypatch.setattr(codec, "decode_array", decode)
+    monkeypatch.setattr(gw, "save_into", save)
+    results, ui, _ = execute(t2i(), env)
+    assert results["10"][0].shape[0] == 4 and len(ui["10"]["images"]) == 4
+    assert seen["parallel"] >= 2 and seen["written_before_last"]
