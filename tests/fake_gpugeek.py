@@ -16,6 +16,10 @@ carried out, then the connection is closed: the answer is lost), ``late:<seconds
 that much later), ``hang`` (carried out, never answered while the test runs), ``slow:<seconds>`` (answered
 late, before anything is done), ``expired`` (403 on a signed PUT/GET), ``truncate`` (a download cut short),
 ``gzip_bomb`` (a small gzip body that inflates to 200 MB), ``redirect:<url>`` (302 to another address).
+A network (off unless asked, so tests stay fast): ``latency_ms`` before every answer, and the storage's bytes
+(result downloads, uploads) through shared links of ``down_mbit`` and ``up_mbit`` (the benches' home link:
+30 ms, 100 Mbit/s down, 20 up; ``--latency-ms``/``--down-mbit``/``--up-mbit`` or GPUGEEK_FAKE_LATENCY_MS,
+GPUGEEK_FAKE_DOWN_MBIT, GPUGEEK_FAKE_UP_MBIT). ``/_fake/stats`` counts the bytes moved each way.
 """
 from __future__ import annotations
 
@@ -40,6 +44,10 @@ from PIL import Image
 
 CALL_PRESIGN, CALL_COMMIT, CALL_SUBMIT, CALL_CANCEL, CALL_TASK = "presign", "commit", "submit", "cancel", "task"
 CALL_PUT, CALL_FILE = "put", "file"
+
+
+# Distinct generated result images per size (a task's seed picks one).
+PHOTO_VARIANTS = 64
 
 
 @functools.lru_cache(maxsize=256)
@@ -80,6 +88,36 @@ def gzip_bomb(inflated: int = 200 * 1024 * 1024) -> bytes:
     return out.getvalue()
 
 
+class Link:
+    """One direction of a network link shared by every transfer: bytes pass at ``mbit`` megabits a second in
+    all (concurrent transfers share it, chunk by chunk, in the order they asked)."""
+    CHUNK = 64 * 1024
+
+    def __init__(self, mbit: float):
+        self.rate = mbit * 1e6 / 8
+        self.free_at = 0.0
+        self.bytes = 0
+
+    async def take(self, n: int) -> None:
+        now = time.monotonic()
+        start = max(now, self.free_at)
+        self.free_at = start + n / self.rate
+        self.bytes += n
+        await asyncio.sleep(self.free_at - now)
+
+
+def network_from_env() -> dict:
+    """The link the benches put the fake behind: GPUGEEK_FAKE_LATENCY_MS (every request), GPUGEEK_FAKE_DOWN_MBIT
+    and GPUGEEK_FAKE_UP_MBIT (storage bytes, shared); unset: loopback as it is (the tests stay fast)."""
+    import os
+    out = {}
+    for key, env in (("latency_ms", "GPUGEEK_FAKE_LATENCY_MS"), ("down_mbit", "GPUGEEK_FAKE_DOWN_MBIT"),
+                     ("up_mbit", "GPUGEEK_FAKE_UP_MBIT")):
+        if os.environ.get(env):
+            out[key] = float(os.environ[env])
+    return out
+
+
 @dataclass
 class Task:
     prompt_id: str
@@ -101,8 +139,15 @@ class Task:
 
 
 class FakeGPUGeek:
-    def __init__(self, api_key="sk-test-0123456789abcdef", *, queue_s=0.0, run_s=0.05):
+    def __init__(self, api_key="sk-test-0123456789abcdef", *, queue_s=0.0, run_s=0.05, latency_ms: float = 0.0,
+                 down_mbit: float | None = None, up_mbit: float | None = None):
         self.api_key = api_key
+        # a network between the client and the platform (off by default): each request answered this much
+        # later, the storage's bytes through shared links (results down, uploads up)
+        self.latency_s = latency_ms / 1000.0
+        self.down = Link(down_mbit) if down_mbit else None
+        self.up = Link(up_mbit) if up_mbit else None
+        self.bytes_down = 0
         self.queue_s, self.run_s = queue_s, run_s
         self.variants: set[str] = set()
         self.faults: dict[str, list[str]] = {}
@@ -218,7 +263,7 @@ class FakeGPUGeek:
                 size = int(self.task_opts.get("size", 64))
                 seed = int(hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:6], 16)
                 # one of 64 images per size, made once: the stand-in's own CPU stays out of what is measured
-                data = _photo_once(size, (seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)) % 64)
+                data = _photo_once(size, (seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)) % PHOTO_VARIANTS)
             count = int(self.task_opts.get("batch", 1))
             files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.png", data) for i in range(count)]
         return files
@@ -266,6 +311,8 @@ class FakeGPUGeek:
 
     async def _guard(self, request, call):
         self.calls.append((call, request.path))
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
         kind = self._take_fault(call)
         if kind and kind not in ("lost", "truncate", "hang") and not kind.startswith("late:"):
             resp = await self._apply_fault(request, call, kind)
@@ -337,7 +384,14 @@ class FakeGPUGeek:
             return resp
         if "Signature" not in request.query:
             return web.Response(status=403, text="missing signature")
-        body = await request.read()
+        if self.up is not None:
+            parts = []
+            async for chunk in request.content.iter_chunked(Link.CHUNK):
+                await self.up.take(len(chunk))
+                parts.append(chunk)
+            body = b"".join(parts)
+        else:
+            body = await request.read()
         key = request.match_info["key"]
         self.uploads[key] = body
         self.bytes_uploaded += len(body)
@@ -350,7 +404,21 @@ class FakeGPUGeek:
         data = self.uploads.get(request.match_info["key"])
         if data is None:
             return web.Response(status=404)
-        return web.Response(body=data, content_type="application/octet-stream")
+        return await self.send_bytes(request, data, "application/octet-stream")
+
+    async def send_bytes(self, request, data: bytes, content_type: str):
+        """A storage download, through the down link where there is one."""
+        self.bytes_down += len(data)
+        if self.down is None:
+            return web.Response(body=data, content_type=content_type)
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data)), "Content-Type": content_type})
+        await resp.prepare(request)
+        for i in range(0, len(data), Link.CHUNK):
+            chunk = data[i:i + Link.CHUNK]
+            await self.down.take(len(chunk))
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
     async def h_commit(self, request):
         resp, kind = await self._guard(request, CALL_COMMIT)
@@ -451,6 +519,9 @@ class FakeGPUGeek:
                         await resp.write(data[: len(data) // 2])
                         request.transport.close()
                         return resp
+                    if self.down is not None and not kind:
+                        return await self.send_bytes(request, data, "image/png")
+                    self.bytes_down += len(data)
                     return await self._after(request, kind, web.Response(body=data, content_type="image/png"))
         return web.Response(status=404, text="no such file")
 
@@ -478,7 +549,7 @@ class FakeGPUGeek:
                  for t in self.tasks.values()]
         return web.json_response({"calls": {c: self.count(c) for c in (CALL_PRESIGN, CALL_PUT, CALL_SUBMIT,
                                                                          CALL_CANCEL, CALL_TASK, CALL_FILE)},
-                                  "tasks": tasks})
+                                  "tasks": tasks, "bytes_up": self.bytes_uploaded, "bytes_down": self.bytes_down})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
@@ -542,12 +613,23 @@ def main(argv=None):
     ap.add_argument("--run-s", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=64, help="side of the generated result images")
     ap.add_argument("--batch", type=int, default=1, help="files per save node")
+    ap.add_argument("--variants", type=int, default=8, help="distinct generated images, made before serving")
+    net = network_from_env()
+    ap.add_argument("--latency-ms", type=float, default=net.get("latency_ms", 0.0), help="added to every request")
+    ap.add_argument("--down-mbit", type=float, default=net.get("down_mbit"), help="storage downloads, shared")
+    ap.add_argument("--up-mbit", type=float, default=net.get("up_mbit"), help="storage uploads, shared")
     args = ap.parse_args(argv)
-    srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s)
+    srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s, latency_ms=args.latency_ms,
+                      down_mbit=args.down_mbit, up_mbit=args.up_mbit)
     srv.task_opts.update(size=args.size, batch=args.batch)
     if args.comfy:
         from comfy_backend import ComfyBackend
         srv.backend = ComfyBackend(args.comfy)
+    else:   # every result image made before serving: a submit then costs this machine nothing (the platform's
+        global PHOTO_VARIANTS   # work happens elsewhere; made at submit, it took the client's two cores)
+        PHOTO_VARIANTS = args.variants
+        for k in range(PHOTO_VARIANTS):
+            _photo_once(args.size, k)
     loop = asyncio.new_event_loop()
     srv.loop = loop
     runner = web.AppRunner(srv.app(), access_log=None)
