@@ -19,6 +19,9 @@ if __name__ == "__main__":
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{platform.system()} {platform.release()}")
     codec.main()
+    codec.decoders(1024, 1024, 8)
+    codec.decoders(832, 480, 16)
+    codec.first_touch()
     upload.main()
     plan.main()
     poll.main()
@@ -28,4 +31,6 @@ if __name__ == "__main__":
     fanout.gpugeek(2.0, 1024, 1)
     fanout.gpugeek(2.0, 1024, 4, 3)
     fanout.frames(2.0)
+    fanout.frames(2.0, net=overhead.HOME_LINK)
+    overhead.main(net=overhead.HOME_LINK)
     fanout.pool(2.0)
