@@ -162,31 +162,6 @@ def _max_of(arr) -> float:
     return 1.0
 
 
-# Tensors at least this big are allocated on huge pages where the system offers them (Linux's transparent huge
-# pages, "madvise" mode): writing a fresh 370 MB clip tensor then faults 512x fewer pages (bench/codec.py:
-# ~4 ms a 832x480 frame to ~1.3 ms here).
-HUGE_PAGES_FROM = 32 * 1024**2
-
-
-def empty_float32(shape):
-    """An uninitialised float32 tensor; a big one on transparent huge pages where the system offers them (an
-    ordinary tensor to every reader: the memory is an anonymous mapping the tensor keeps alive)."""
-    import mmap
-
-    import torch
-    n = 4
-    for d in shape:
-        n *= int(d)
-    if n >= HUGE_PAGES_FROM and hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            m.madvise(mmap.MADV_HUGEPAGE)
-            return torch.frombuffer(m, dtype=torch.float32).view(*shape)
-        except (OSError, ValueError, AttributeError):
-            pass
-    return torch.empty(shape, dtype=torch.float32)
-
-
 def _fit(rgb, alpha, w: int, h: int):
     """Scale and centre-crop an array to w x h (ComfyUI's ImageBatch behaviour for mismatched sizes)."""
     def fit_one(a):
@@ -237,7 +212,7 @@ class BatchDecoder:
         if need > MAX_BATCH_BYTES:
             raise ResultError(f"{self.count} result images of {w0}x{h0} would need {need >> 20} MB of memory, "
                               f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
-        self.image = empty_float32((self.count, h0, w0, 3))
+        self.image = torch.empty((self.count, h0, w0, 3), dtype=torch.float32)
 
     def _put(self, i: int, decoded) -> None:
         import torch

@@ -155,24 +155,3 @@ def test_tensor_digest_tracks_pixels():
     u = t.clone()
     u[0, 0, 0] += 0.5
     assert codec.tensor_digest(t) != codec.tensor_digest(u)
-
-
-def test_a_big_batch_tensor_is_an_ordinary_writable_tensor():
-    """A clip's tensor may live on huge pages (an anonymous mapping): to ComfyUI it is an ordinary tensor that
-    outlives the decoder, and a batch decoded into it equals LoadImage's pixels."""
-    import gc
-    data = photo_png(64, 48, seed=9)
-    old = codec.HUGE_PAGES_FROM
-    codec.HUGE_PAGES_FROM = 1
-    try:
-        img, _ = codec.decode_batch([data, data])
-    finally:
-        codec.HUGE_PAGES_FROM = old
-    gc.collect()
-    ref, _ = comfy_load(data)
-    assert img.dtype == torch.float32 and img.is_contiguous() and img.shape == (2, 48, 64, 3)
-    assert torch.equal(img[1], ref[0])
-    img += 0   # writable in place
-    assert torch.equal((img * 2).sum(), (ref[0] * 2).sum() * 2)
-    t = codec.empty_float32((3, 4))
-    assert t.shape == (3, 4) and t.dtype == torch.float32
