@@ -81,4 +81,4 @@ class PollSchedule:
         late = ran - (self.expected + self.flat)
         if late <= 0:
             return self.dense
-        return min(max(OVERDUE_CAP_S, self.dense), self.dense + OVERDUE_SHARE * late)
+        return min(OVERDUE_CAP_S, self.dense + OVERDUE_SHARE * late)
