@@ -137,6 +137,32 @@ def decoders(w: int = 1024, h: int = 1024, count: int = 8, repeat: int = 5) -> d
     return {k: {"one_ms": v[0] * 1e3, "two_ms": v[1] * 1e3, "exact": v[2]} for k, v in res.items()}
 
 
+def batch_parallel(w: int = 1024, h: int = 1024, count: int = 4, trials: int = 10) -> dict:
+    """A result batch into one tensor as the gateway decodes it (codec.BatchDecoder): on every core with a
+    decoder that lets go of the GIL (ours) against one thread with pyspng (before issue 26), alternated."""
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    files = [comfy_png(w, h, s) for s in range(count)]
+
+    def run(threads, spng):
+        d = codec.BatchDecoder(count)
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(lambda i: d.add(i, files[i], spng), range(count)))
+        return d.result()
+    res: dict = {"ours": [], "before": []}
+    for _ in range(trials):
+        for name, threads, spng in (("ours", max(2, min(4, os.cpu_count() or 2)), False), ("before", 1, True)):
+            t = time.perf_counter()
+            run(threads, spng)
+            res[name].append(time.perf_counter() - t)
+    a, b = statistics.median(res["ours"]), statistics.median(res["before"])
+    header(f"{count} result files of {w}x{h} into one tensor, {trials} trials alternated")
+    row("median (slowest)", f"{a * 1e3:.0f} ({max(res['ours']) * 1e3:.0f}) ms",
+        f"{b * 1e3:.0f} ({max(res['before']) * 1e3:.0f}) ms", b / a, "every core vs one pyspng thread")
+    return {"ours_ms": a * 1e3, "before_ms": b * 1e3}
+
+
 def huge_pages(shape):
     """A float32 tensor on an anonymous mapping advised to use transparent huge pages (tried, not used)."""
     import mmap
@@ -213,4 +239,6 @@ if __name__ == "__main__":
     main()
     decoders(1024, 1024, 8)
     decoders(832, 480, 16)
+    batch_parallel()
+    batch_parallel(832, 480, 81, 3)
     first_touch()

@@ -21,6 +21,8 @@ if __name__ == "__main__":
     codec.main()
     codec.decoders(1024, 1024, 8)
     codec.decoders(832, 480, 16)
+    codec.batch_parallel()
+    codec.batch_parallel(832, 480, 81, 3)
     codec.first_touch()
     upload.main()
     plan.main()
