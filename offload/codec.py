@@ -120,6 +120,13 @@ def _pil_array(data: bytes):
         raise ResultError(f"A result file could not be decoded ({type(e).__name__})", call="decode") from None
 
 
+def parallel_decoding() -> bool:
+    """Whether result files should decode in several threads at once: yes with imagecodecs' libspng (it lets go
+    of the GIL), and with Pillow alone (so does Pillow); not with pyspng alone, which holds the GIL and on one
+    thread is as fast as Pillow on two (bench/codec.py), while it leaves a loaded machine's cores to others."""
+    return _spng_nogil is not None or pyspng is None
+
+
 def decode_array(data: bytes, use_spng: bool = True):
     """Bytes -> (rgb, alpha): rgb HxWx3 uint8/uint16/float32, alpha HxW or None (same integer depth).
 

@@ -155,3 +155,15 @@ def test_tensor_digest_tracks_pixels():
     u = t.clone()
     u[0, 0, 0] += 0.5
     assert codec.tensor_digest(t) != codec.tensor_digest(u)
+
+
+def test_results_decode_in_parallel_only_with_a_decoder_that_lets_go_of_the_gil(monkeypatch):
+    """pyspng alone holds the GIL: one thread (as fast as Pillow on two); imagecodecs' libspng or Pillow alone:
+    every core."""
+    monkeypatch.setattr(codec, "_spng_nogil", None)
+    monkeypatch.setattr(codec, "pyspng", object())
+    assert not codec.parallel_decoding()
+    monkeypatch.setattr(codec, "pyspng", None)
+    assert codec.parallel_decoding()
+    monkeypatch.setattr(codec, "_spng_nogil", lambda d: None)
+    assert codec.parallel_decoding()

@@ -483,6 +483,7 @@ def test_results_decode_on_every_core_and_are_written_while_they_decode(env, fak
         written.set()
         return path
     monkeypatch.setattr(codec, "decode_array", decode)
+    monkeypatch.setattr(codec, "parallel_decoding", lambda: True)   # a decoder that lets go of the GIL is here
     monkeypatch.setattr(gw, "save_into", save)
     results, ui, _ = execute(t2i(), env)
     assert results["10"][0].shape[0] == 4 and len(ui["10"]["images"]) == 4

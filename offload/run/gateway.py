@@ -90,9 +90,10 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
     outs = [None] * len(GATEWAY_OUTPUTS)
     files = dict(files)
     budget = ByteBudget()
-    # decoding on every core, each file as soon as it arrives while the next ones download: the decoders
-    # used here let go of the GIL (codec.decode_array with use_spng=False), so the downloads go on meanwhile
-    decoder = concurrent.futures.ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="gpugeek-decode")
+    # each file decoded as soon as it arrives while the next ones download, on every core where the decoder
+    # lets go of the GIL (codec.parallel_decoding), else on one thread with pyspng
+    threads = DECODE_THREADS if codec.parallel_decoding() else 1
+    decoder = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpugeek-decode")
     writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-save")
     loop = asyncio.get_running_loop()
     nodes = plan.saves
@@ -115,7 +116,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
             got[i] = (url, data)
             save(node, i, url, data)
             if dec is not None:
-                await loop.run_in_executor(decoder, dec.add, i, data, False)
+                await loop.run_in_executor(decoder, dec.add, i, data)
         await gather_bounded([one(i, u) for i, u in enumerate(urls)])
         files[node] = got
 
@@ -130,7 +131,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
         if have is None:
             await fetch_into(node, dec)
         else:
-            await asyncio.gather(*(loop.run_in_executor(decoder, dec.add, i, d, False) for i, (_, d) in enumerate(have)))
+            await asyncio.gather(*(loop.run_in_executor(decoder, dec.add, i, d) for i, (_, d) in enumerate(have)))
         image, _mask = dec.result()
         outs[o.slot] = image[..., 0].contiguous() if o.kind == MASK else image
 
