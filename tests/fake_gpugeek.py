@@ -154,6 +154,7 @@ class FakeGPUGeek:
         self.tasks: dict[str, Task] = {}
         self.uploads: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []   # (call, path)
+        self.call_at: list[float] = []            # when each of them came (monotonic clock)
         self.bodies: list[tuple[str, object]] = []
         self.bytes_uploaded = 0
         self.storage_auth: list = []   # Authorization headers seen on storage requests (must be None)
@@ -169,6 +170,11 @@ class FakeGPUGeek:
     def fault(self, call: str, *kinds: str) -> None:
         with self._lock:
             self.faults.setdefault(call, []).extend(kinds)
+
+    def file_fetched_at(self, prompt_id: str) -> list:
+        """When each result file of a task was asked for (monotonic clock)."""
+        return [at for (call, path), at in zip(self.calls, self.call_at) if call == CALL_FILE
+                and path.startswith(f"/files/{prompt_id}/")]
 
     def _take_fault(self, call: str):
         with self._lock:
@@ -311,6 +317,7 @@ class FakeGPUGeek:
 
     async def _guard(self, request, call):
         self.calls.append((call, request.path))
+        self.call_at.append(time.monotonic())
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         kind = self._take_fault(call)
@@ -457,6 +464,9 @@ class FakeGPUGeek:
         if "fail_seed" in opts and opts["fail_seed"] in seeds:   # one task of several fails (a bad seed), after
             fail = f"CUDA error with seed {opts['fail_seed']}"    # fail_seed_s of running
             run_s = float(opts.get("fail_seed_s", 0.1))
+        for seed, secs in (opts.get("run_s_by_seed") or {}).items():   # tasks of a fan-out that run longer
+            if int(seed) in seeds:
+                run_s = float(secs)
         t = Task(pid, wf, prompt, time.monotonic(), float(opts.get("queue_s", self.queue_s)), run_s, fail=fail,
                  price=float(opts.get("price", 0.25)))
         if self.backend is not None:

@@ -48,9 +48,10 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
         outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                   workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
                                   daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
-                                  # merged gateways read this task's files too: fetch them all here; otherwise
-                                  # each file is fetched by deliver() and decoded as soon as it arrives
-                                  fetch_nodes=None if members else set())
+                                  # merged gateways read this task's files too, and a fan-out's runs end one
+                                  # by one: each run fetches its files as soon as it ends; otherwise each file
+                                  # is fetched by deliver() and decoded as soon as it arrives
+                                  fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget())
         detail, files = combined(outcomes)
         out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir))
     for o in outcomes:
