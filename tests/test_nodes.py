@@ -74,6 +74,10 @@ def test_text_to_image_returns_cloud_pixels_exactly(env, fake):
     assert any(t.startswith("Done: ran") and "price 0.25" in t for t in texts)
     rec = pack.nodes.cloud.journal().by_prompt_id(task.prompt_id)
     assert rec["status"] == "succeeded" and rec["price"] == 0.25 and rec["files"] == [str(saved)]
+    # the bytes moved, for the tasks tab: the result file down, nothing up (the cloud part needs no input)
+    assert rec["bytes_down"] == len(data) and rec["bytes_up"] == 0
+    public = pack.nodes.routes._public_task(rec)
+    assert public["bytes_down"] == len(data) and public["bytes_up"] == 0
 
 
 def test_same_input_image_uploads_zero_bytes_the_second_time(env, fake):

@@ -36,6 +36,7 @@ class Delivered:
     detail: TaskDetail | None = None
     uploaded_bytes: int = 0
     task_ids: list = field(default_factory=list)   # every task of a fan-out, in run order
+    fetched: dict = field(default_factory=dict)     # task id -> bytes of its files brought back
 
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
@@ -54,8 +55,9 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
                                   fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget())
         detail, files = combined(outcomes)
         out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir))
-    for o in outcomes:
-        journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)])
+    for i, o in enumerate(outcomes):   # the bytes moved: each run's files down, the inputs up once
+        journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)],
+                       bytes_down=out.fetched.get(o.prompt_id, 0), bytes_up=o.uploaded_bytes if i == 0 else 0)
     if members:
         job.owner.share(detail.prompt_id, files, members)
     out.uploaded_bytes = outcomes[0].uploaded_bytes
@@ -152,6 +154,11 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
     finally:
         decoder.shutdown(wait=False)
         writer.shutdown(wait=False)
+    fetched: dict = {}
+    for got in files.values():
+        for url, data in got or []:
+            task_id = detail.sources.get(url, detail.prompt_id)
+            fetched[task_id] = fetched.get(task_id, 0) + len(data)
     previews, saved = [], []
     for node in nodes + user_outputs:   # in the order of the outputs and their files
         for i in range(len(files.get(node) or [])):
@@ -159,7 +166,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
             saved.append(str(path))
             if path.suffix.lower() in IMAGE_EXTS:
                 previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
-    return Delivered(outs, previews, saved, detail.prompt_id, detail)
+    return Delivered(outs, previews, saved, detail.prompt_id, detail, fetched=fetched)
 
 
 def _save_one(folder, node, i: int, url: str, data: bytes, detail: TaskDetail):
