@@ -216,11 +216,10 @@ def comfyui_target(runs: int = 10, task_s: float = 2.37) -> dict:
     os.environ["GPUGEEK_TARGET"] = srv.url
     try:
         import json
-
+        _, fake, classes = setup(0.1)   # loads the pack and ComfyUI's stand-ins (server, mini_comfy)
+        fake.stop()
         import mini_comfy
         from server import PromptServer
-        _, fake, classes = setup(0.1)
-        fake.stop()
         over = []
         for i in range(runs + 1):
             p = json.loads(json.dumps(PROMPT))
