@@ -63,6 +63,139 @@ def main(n_batch: int = 4) -> dict:
     return out
 
 
+def comfy_png(w: int, h: int, seed: int) -> bytes:
+    """A photo-like frame saved as ComfyUI's SaveImage saves it (PNG, compress_level 4)."""
+    from fake_gpugeek import photo_png as _p
+    im = Image.open(io.BytesIO(_p(w, h, seed=seed)))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=4)
+    return buf.getvalue()
+
+
+def _candidates() -> dict:
+    """Every PNG decoder installed here: bytes -> HxWx3 uint8 RGB (ComfyUI's LoadImage reads with Pillow)."""
+    out = {"Pillow": lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB"))}
+    try:
+        import pyspng
+        out["pyspng (libspng)"] = pyspng.load
+    except ImportError:
+        pass
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+        out["OpenCV imdecode"] = lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR_RGB
+                                                        if hasattr(cv2, "IMREAD_COLOR_RGB") else cv2.IMREAD_COLOR)
+    except ImportError:
+        pass
+    try:
+        import imagecodecs
+        out["imagecodecs spng"] = imagecodecs.spng_decode
+        out["imagecodecs png (libpng)"] = imagecodecs.png_decode
+    except ImportError:
+        pass
+    return out
+
+
+def decoders(w: int = 1024, h: int = 1024, count: int = 8, repeat: int = 5) -> dict:
+    """Each decoder, bytes to a float32 slot of one preallocated tensor (the division as LoadImage's), in one
+    thread and in two (the machine's cores): ms per image, and whether its pixels equal LoadImage's."""
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    files = [comfy_png(w, h, s) for s in range(count)]
+    ref = [np.asarray(Image.open(io.BytesIO(d)).convert("RGB")).astype(np.float32) / 255.0 for d in files]
+    out = torch.empty((count, h, w, 3), dtype=torch.float32)
+    header(f"PNG decoders on {count} photo-like {w}x{h} frames as ComfyUI saves them "
+           f"({sum(map(len, files)) / count / 1e6:.2f} MB each), into one float32 tensor")
+    res = {}
+    for name, dec in _candidates().items():
+        def one(i, dec=dec):
+            a = dec(files[i])
+            if name.startswith("OpenCV") and not hasattr(__import__("cv2"), "IMREAD_COLOR_RGB"):
+                a = a[..., ::-1]
+            np.divide(a, np.float32(255.0), out=out.numpy()[i], dtype=np.float32, casting="unsafe")
+        exact = True
+        for i in range(count):
+            one(i)
+            exact = exact and np.array_equal(out.numpy()[i], ref[i])
+        t1, t2 = [], []
+        with ThreadPoolExecutor(2) as ex:
+            for _ in range(repeat):
+                t = time.perf_counter()
+                for i in range(count):
+                    one(i)
+                t1.append((time.perf_counter() - t) / count)
+                t = time.perf_counter()
+                list(ex.map(one, range(count)))
+                t2.append((time.perf_counter() - t) / count)
+        a, b = statistics.median(t1), statistics.median(t2)
+        res[name] = (a, b, exact)
+    base = res["Pillow"][0]
+    for name, (a, b, exact) in res.items():
+        row(f"{name}: 1 thread / 2 threads", f"{a * 1e3:.1f} / {b * 1e3:.1f}", f"{base * 1e3:.1f} ms", base / b,
+            "pixel-exact vs LoadImage" if exact else "NOT pixel-exact", exact)
+    return {k: {"one_ms": v[0] * 1e3, "two_ms": v[1] * 1e3, "exact": v[2]} for k, v in res.items()}
+
+
+def batch_parallel(w: int = 1024, h: int = 1024, count: int = 4, trials: int = 10) -> dict:
+    """A result batch into one tensor as the gateway decodes it (codec.BatchDecoder): on every core with a
+    decoder that lets go of the GIL (ours) against one thread with pyspng (before issue 26), alternated."""
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    files = [comfy_png(w, h, s) for s in range(count)]
+
+    def run(threads, spng):
+        d = codec.BatchDecoder(count)
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(lambda i: d.add(i, files[i], spng), range(count)))
+        return d.result()
+    res: dict = {"ours": [], "before": []}
+    for _ in range(trials):
+        for name, threads, spng in (("ours", max(2, min(4, os.cpu_count() or 2)), False), ("before", 1, True)):
+            t = time.perf_counter()
+            run(threads, spng)
+            res[name].append(time.perf_counter() - t)
+    a, b = statistics.median(res["ours"]), statistics.median(res["before"])
+    header(f"{count} result files of {w}x{h} into one tensor, {trials} trials alternated")
+    row("median (slowest)", f"{a * 1e3:.0f} ({max(res['ours']) * 1e3:.0f}) ms",
+        f"{b * 1e3:.0f} ({max(res['before']) * 1e3:.0f}) ms", b / a, "every core vs one pyspng thread")
+    return {"ours_ms": a * 1e3, "before_ms": b * 1e3}
+
+
+def huge_pages(shape):
+    """A float32 tensor on an anonymous mapping advised to use transparent huge pages (tried, not used)."""
+    import mmap
+    n = 4 * int(np.prod(shape))
+    m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m.madvise(mmap.MADV_HUGEPAGE)
+    return torch.frombuffer(m, dtype=torch.float32).view(*shape)
+
+
+def first_touch(count: int = 81, w: int = 832, h: int = 480, trials: int = 10) -> dict:
+    """Writing decoded frames into a fresh clip tensor: much of the cost is the kernel's page faults on the
+    new memory. torch.empty (what the pack uses) against huge pages, alternated: huge pages are faster in the
+    median but their slowest trials were several times slower (the kernel finding 2 MB pages on a busy
+    machine), so the pack does not use them."""
+    import statistics
+    import time
+    rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    res: dict = {"huge pages": [], "torch.empty": []}
+    for _ in range(trials):
+        for name, make in (("huge pages", huge_pages), ("torch.empty", lambda s: torch.empty(s))):
+            out = make((count, h, w, 3)).numpy()
+            t = time.perf_counter()
+            for i in range(count):
+                np.divide(rgb, np.float32(255.0), out=out[i], dtype=np.float32, casting="unsafe")
+            res[name].append((time.perf_counter() - t) / count)
+            del out
+    a, b = statistics.median(res["torch.empty"]), statistics.median(res["huge pages"])
+    header(f"{count} frames of {w}x{h} written into a fresh float32 tensor ({trials} trials, alternated)")
+    row("per frame: median (slowest)", f"{a * 1e3:.2f} ({max(res['torch.empty']) * 1e3:.1f}) ms",
+        f"{b * 1e3:.2f} ({max(res['huge pages']) * 1e3:.1f}) ms", b / a, "torch.empty (ours) vs huge pages")
+    return {"torch_ms": a * 1e3, "huge_ms": b * 1e3}
+
+
 CHILD = r"""
 import resource, sys, os
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
@@ -104,3 +237,8 @@ def peak_rss_ratio(n: int):
 
 if __name__ == "__main__":
     main()
+    decoders(1024, 1024, 8)
+    decoders(832, 480, 16)
+    batch_parallel()
+    batch_parallel(832, 480, 81, 3)
+    first_touch()

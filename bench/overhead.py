@@ -31,10 +31,21 @@ KEY = "sk-bench-0000000000000000"
 WF = "123456789012345"
 
 
-class RemoteFake:
-    """The fake GPUGeek server in its own process (as the platform is): the client alone is measured."""
+# The link of issue 26: a good home connection (30 ms a request, 100 Mbit/s down, 20 up, shared).
+HOME_LINK = {"latency_ms": 30.0, "down_mbit": 100.0, "up_mbit": 20.0}
 
-    def __init__(self, task_s: float, size: int = 1024, batch: int = 4):
+
+def link_name(net: dict | None) -> str:
+    if not net:
+        return "loopback"
+    return f"{net['latency_ms']:.0f} ms, {net['down_mbit']:.0f}/{net['up_mbit']:.0f} Mbit/s link"
+
+
+class RemoteFake:
+    """The fake GPUGeek server in its own process (as the platform is): the client alone is measured;
+    ``net`` puts it behind a link (tests/fake_gpugeek.py)."""
+
+    def __init__(self, task_s: float, size: int = 1024, batch: int = 4, net: dict | None = None):
         import socket
         import subprocess
         with socket.socket() as s:
@@ -42,7 +53,8 @@ class RemoteFake:
             port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_gpugeek.py"), "--port", str(port),
-                                      "--key", KEY, "--run-s", str(task_s), "--size", str(size), "--batch", str(batch)],
+                                      "--key", KEY, "--run-s", str(task_s), "--size", str(size), "--batch", str(batch),
+                                      *[f"--{k.replace('_', '-')}={v}" for k, v in (net or {}).items()]],
                                      cwd=str(ROOT / "tests"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.time() + 30
         while time.time() < end:
@@ -56,12 +68,17 @@ class RemoteFake:
     def task(self, pid: str) -> dict:
         return next(t for t in requests.get(self.base_url + "/_fake/stats").json()["tasks"] if t["prompt_id"] == pid)
 
+    def moved(self) -> tuple[int, int]:
+        """Storage bytes moved so far: (down, up)."""
+        st = requests.get(self.base_url + "/_fake/stats").json()
+        return st["bytes_down"], st["bytes_up"]
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
 
 
-def setup(task_s: float, size: int = 1024, batch: int = 4):
+def setup(task_s: float, size: int = 1024, batch: int = 4, net: dict | None = None):
     os.environ["GPUGEEK_HOME"] = tempfile.mkdtemp(prefix="gpugeek-bench-")
     from conftest import load_pack
     pack = load_pack()
@@ -71,7 +88,7 @@ def setup(task_s: float, size: int = 1024, batch: int = 4):
     folder_paths.base = tempfile.mkdtemp(prefix="comfy-bench-")
     for d in ("input", "output", "temp", "user"):
         os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    fake = RemoteFake(task_s, size, batch)
+    fake = RemoteFake(task_s, size, batch, net)
     os.environ["GPUGEEK_API_KEY"] = KEY
     os.environ["GPUGEEK_BASE_URL"] = fake.base_url
     classes = mini_comfy.stub_classes()
@@ -138,19 +155,20 @@ def lifetime(task: dict) -> float:
 BEFORE = {"new_seed_ms": 350, "first_ms": 706, "rerun_ms": 179}
 
 
-def main(runs: int = 5, task_s: float = 2.97) -> dict:
-    pack, fake, classes = setup(task_s)
+def main(runs: int = 10, task_s: float = 2.97, net: dict | None = None) -> dict:
+    pack, fake, classes = setup(task_s, net=net)
     try:
-        header(f"offload overhead: {task_s:.1f} s cloud task, 4 x 1024x1024 PNG back, loopback, median of {runs}")
+        header(f"offload overhead: {task_s:.1f} s cloud task, 4 x 1024x1024 PNG back, {link_name(net)}, {runs} runs")
         firsts = []
         for part in ("first-1", "first-2", "first-3"):  # never-seen parts: no history of any kind
             wall, task = run_ours(fake, classes, 0, part)
             firsts.append(wall - lifetime(task))
         first = statistics.median(firsts)
-        fresh = []   # a new seed every run: the exact part is never seen again, its shape is
-        for i in range(runs):
-            wall, ours_task = run_ours(fake, classes, 1000 + i)
+        fresh, lags = [], []   # a new seed every run: the exact part is never seen again, its shape is
+        for i in range(runs + 1):   # the first builds the shape's history; then ``runs`` measured
+            wall, ours_task = run_ours(fake, classes, int(time.time() * 1000) % 10**9 + i)
             fresh.append(wall - lifetime(ours_task))
+            lags.append(ours_task["noticed_lag"])
         again = []   # the same seed again: the exact part's history
         for _ in range(runs):
             wall, task = run_ours(fake, classes, 1000)
@@ -159,24 +177,38 @@ def main(runs: int = 5, task_s: float = 2.97) -> dict:
         for _ in range(max(2, runs // 2)):
             wall, task = run_naive(fake)
             naive.append(wall - lifetime(task))
-        f, o, n = statistics.median(fresh[1:] or fresh), statistics.median(again), statistics.median(naive)
+        fresh = fresh[1:]
+        down, up = fake.moved()
+        f, o, n = statistics.median(fresh), statistics.median(again), statistics.median(naive)
         row("overhead, new seed each run (by shape)", f"{f * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / f,
             "<= 150 ms", f <= 0.150)
+        row(f"  slowest of {len(fresh)} (new seed each run)", f"{max(fresh) * 1e3:.0f} ms", "", None,
+            "<= 250 ms", max(fresh) <= 0.250)
+        print("  distribution (ms): " + " ".join(f"{x * 1e3:.0f}" for x in fresh))
+        lags = lags[1:]
+        print("  of which the end noticed after (ms, the fake's clock): "
+              + " ".join(f"{x * 1e3:.0f}" for x in lags) + f"; median {statistics.median(lags) * 1e3:.0f},"
+              f" slowest {max(lags) * 1e3:.0f}")
         row("overhead, first run of a never-seen part", f"{first * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / first,
             "<= 250 ms", first <= 0.250)
         row("overhead, same part again (exact history)", f"{o * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / o,
             "<= 150 ms", o <= 0.150)
         print(f"  before (issue 18's figures): new seed {BEFORE['new_seed_ms']} ms, first run {BEFORE['first_ms']} ms,"
               f" re-run {BEFORE['rerun_ms']} ms")
+        if net:
+            per_run = down / (3 + len(fresh) + 1 + len(again) + len(naive))
+            need = per_run * 8 / (net["down_mbit"] * 1e6)
+            print(f"  bytes down per run {per_run / 1e6:.1f} MB: {need * 1e3:.0f} ms on the link at best; bytes up"
+                  f" in all {up / 1e6:.2f} MB")
         polls = ours_task["polls"]
         row("status polls per task (new seed, last run)", f"{polls}", "", None, f"task {task_s:.1f} s")
-        return {"new_seed_ms": f * 1e3, "overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3,
+        return {"new_seed_ms": f * 1e3, "new_seed_slowest_ms": max(fresh) * 1e3, "overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3,
                 "polls": polls}
     finally:
         fake.stop()
 
 
-def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
+def comfyui_target(runs: int = 10, task_s: float = 2.37) -> dict:
     """The same measure with the second target: a ComfyUI server (tests/fake_comfyui.py) whose prompt runs a
     fixed time and returns four photo-like 1024x1024 PNGs; the lifetime is the server's own."""
     from fake_comfyui import FakeComfyUI
@@ -184,14 +216,14 @@ def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
     os.environ["GPUGEEK_TARGET"] = srv.url
     try:
         import json
-
+        _, fake, classes = setup(0.1)   # loads the pack and ComfyUI's stand-ins (server, mini_comfy)
+        fake.stop()
         import mini_comfy
         from server import PromptServer
-        _, fake, classes = setup(0.1)
-        fake.stop()
         over = []
         for i in range(runs + 1):
             p = json.loads(json.dumps(PROMPT))
+            p["2"]["inputs"]["seed"] = int(time.time() * 1000) % 10**9 + i   # a new seed each run
             t0 = time.monotonic()
             results, _, _ = asyncio.run(mini_comfy.execute(p, classes, PromptServer.instance))
             wall = time.monotonic() - t0
@@ -203,6 +235,7 @@ def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
         o = statistics.median(over)
         header(f"offload overhead, ComfyUI server target: {task_s:.2f} s prompt, 4 x 1024x1024 PNG back, loopback")
         row("overhead, ComfyUI target (websocket)", f"{o * 1e3:.0f} ms", "", None, "< 150 ms", o < 0.150)
+        row(f"  slowest of {len(over)}", f"{max(over) * 1e3:.0f} ms", "", None, "<= 250 ms", max(over) <= 0.250)
         return {"comfyui_overhead_ms": o * 1e3}
     finally:
         os.environ.pop("GPUGEEK_TARGET", None)
@@ -211,8 +244,11 @@ def comfyui_target(runs: int = 5, task_s: float = 2.37) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--task-s", type=float, default=2.97)  # ~3 s, not a whole second: no lucky alignment
+    ap.add_argument("--link", action="store_true", help="also behind the home link (30 ms, 100/20 Mbit/s)")
     a = ap.parse_args()
     main(a.runs, a.task_s)
+    if a.link:
+        main(a.runs, a.task_s, HOME_LINK)
     comfyui_target(a.runs, a.task_s)

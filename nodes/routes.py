@@ -23,7 +23,8 @@ TASKS_SHOWN = 200
 
 def _public_task(r: dict, lang: str = "en") -> dict:
     keys = ("key", "created", "updated", "prompt_id", "status", "workflow_id", "gateway", "queue_ms", "run_ms",
-            "price", "result_url", "files", "error", "plan_hash", "target", "group", "run", "runs")
+            "price", "result_url", "files", "error", "plan_hash", "target", "group", "run", "runs", "bytes_down",
+            "bytes_up")
     out = {k: r.get(k) for k in keys}
     # the cloud's refusal, node by node, in the editor's language (the raw answer stays in ``error``)
     lines = [texts.Said.from_dict(x) for x in r.get("error_lines") or [] if isinstance(x, dict)]

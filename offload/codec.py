@@ -5,7 +5,8 @@ Decoding follows ComfyUI's own LoadImage: EXIF orientation applied, alpha invert
 scales them to 0..1 properly. A batch is written straight into one preallocated tensor. Files of a
 different size than the first are fitted to it (scaled and centre-cropped, as ComfyUI's ImageBatch does).
 
-PNG decoding uses pyspng (libspng) when it is installed and the file has no EXIF chunk, Pillow otherwise;
+PNG decoding uses libspng (imagecodecs, which lets go of the GIL; else pyspng) when installed and the file has no
+EXIF chunk, Pillow otherwise;
 encoding uses Pillow at compress level 1 (Pillow's default level 6 is ~8x slower for ~the same size).
 """
 from __future__ import annotations
@@ -24,6 +25,10 @@ try:  # optional, measured faster (bench/codec.py); Pillow is the fallback every
     import pyspng  # type: ignore
 except Exception:  # pragma: no cover - depends on the environment
     pyspng = None
+try:  # optional: libspng that lets go of the GIL while it decodes, so files decode on every core at once
+    from imagecodecs import spng_decode as _spng_nogil  # type: ignore
+except Exception:  # pragma: no cover - depends on the environment
+    _spng_nogil = None
 
 # Largest image accepted: 64 megapixels (8192x8192). A float32 RGB tensor of it is 768 MB.
 MAX_PIXELS = 8192 * 8192
@@ -116,11 +121,19 @@ def _pil_array(data: bytes):
         raise ResultError(f"A result file could not be decoded ({type(e).__name__})", call="decode") from None
 
 
+def parallel_decoding() -> bool:
+    """Whether result files should decode in several threads at once: yes with imagecodecs' libspng (it lets go
+    of the GIL), and with Pillow alone (so does Pillow); not with pyspng alone, which holds the GIL and on one
+    thread is as fast as Pillow on two (bench/codec.py), while it leaves a loaded machine's cores to others."""
+    return _spng_nogil is not None or pyspng is None
+
+
 def decode_array(data: bytes, use_spng: bool = True):
     """Bytes -> (rgb, alpha): rgb HxWx3 uint8/uint16/float32, alpha HxW or None (same integer depth).
 
-    ``use_spng=False`` forces Pillow (which releases the GIL while decoding; libspng's binding does not),
-    so a second thread can decode in parallel; both give identical pixels for PNG."""
+    ``use_spng=False`` keeps pyspng out (its binding holds the GIL while it decodes): imagecodecs' libspng
+    where installed, else Pillow, both of which let go of it, so other threads decode at the same time; all
+    give identical pixels for PNG."""
     if not data:
         raise ResultError("A result file is empty", call="decode")
     kind = sniff(data)
@@ -129,9 +142,10 @@ def decode_array(data: bytes, use_spng: bool = True):
     if kind == "png":
         w, h, depth, ctype, exif = _png_header(data)
         check_size(w, h)
-        if use_spng and pyspng is not None and not exif and ctype != 3:
+        load = _spng_nogil or (pyspng.load if use_spng and pyspng is not None else None)
+        if load is not None and not exif and ctype != 3:
             try:
-                arr = pyspng.load(data)
+                arr = load(data)
             except Exception:  # a layout libspng does not take (or a broken file): Pillow decides
                 return _pil_array(data)
             if arr.ndim == 2:

@@ -227,8 +227,17 @@ def _medians(runs: list) -> dict:
     queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
     return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
             "run_ms": statistics.median(times) if times else None,
-            "run_ms_spread": statistics.stdev(times) if len(times) >= 2 else None,
+            "run_ms_spread": _spread(times),
             "queue_ms": statistics.median(queue) if queue else None}
+
+
+def _spread(times: list) -> float | None:
+    """How much run times vary, robustly: the median absolute deviation scaled to a standard deviation, so
+    one slow run (a first run that loaded its models) does not make every later run's polling sparse."""
+    if len(times) < 2:
+        return None
+    mid = statistics.median(times)
+    return 1.4826 * statistics.median(abs(t - mid) for t in times) or None
 
 
 # Where a process cannot be probed (Windows: os.kill would end it), an entry touched this recently is taken

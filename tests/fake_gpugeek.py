@@ -16,6 +16,10 @@ carried out, then the connection is closed: the answer is lost), ``late:<seconds
 that much later), ``hang`` (carried out, never answered while the test runs), ``slow:<seconds>`` (answered
 late, before anything is done), ``expired`` (403 on a signed PUT/GET), ``truncate`` (a download cut short),
 ``gzip_bomb`` (a small gzip body that inflates to 200 MB), ``redirect:<url>`` (302 to another address).
+A network (off unless asked, so tests stay fast): ``latency_ms`` before every answer, and the storage's bytes
+(result downloads, uploads) through shared links of ``down_mbit`` and ``up_mbit`` (the benches' home link:
+30 ms, 100 Mbit/s down, 20 up; ``--latency-ms``/``--down-mbit``/``--up-mbit`` or GPUGEEK_FAKE_LATENCY_MS,
+GPUGEEK_FAKE_DOWN_MBIT, GPUGEEK_FAKE_UP_MBIT). ``/_fake/stats`` counts the bytes moved each way.
 """
 from __future__ import annotations
 
@@ -40,6 +44,10 @@ from PIL import Image
 
 CALL_PRESIGN, CALL_COMMIT, CALL_SUBMIT, CALL_CANCEL, CALL_TASK = "presign", "commit", "submit", "cancel", "task"
 CALL_PUT, CALL_FILE = "put", "file"
+
+
+# Distinct generated result images per size (a task's seed picks one).
+PHOTO_VARIANTS = 64
 
 
 @functools.lru_cache(maxsize=256)
@@ -80,6 +88,36 @@ def gzip_bomb(inflated: int = 200 * 1024 * 1024) -> bytes:
     return out.getvalue()
 
 
+class Link:
+    """One direction of a network link shared by every transfer: bytes pass at ``mbit`` megabits a second in
+    all (concurrent transfers share it, chunk by chunk, in the order they asked)."""
+    CHUNK = 64 * 1024
+
+    def __init__(self, mbit: float):
+        self.rate = mbit * 1e6 / 8
+        self.free_at = 0.0
+        self.bytes = 0
+
+    async def take(self, n: int) -> None:
+        now = time.monotonic()
+        start = max(now, self.free_at)
+        self.free_at = start + n / self.rate
+        self.bytes += n
+        await asyncio.sleep(self.free_at - now)
+
+
+def network_from_env() -> dict:
+    """The link the benches put the fake behind: GPUGEEK_FAKE_LATENCY_MS (every request), GPUGEEK_FAKE_DOWN_MBIT
+    and GPUGEEK_FAKE_UP_MBIT (storage bytes, shared); unset: loopback as it is (the tests stay fast)."""
+    import os
+    out = {}
+    for key, env in (("latency_ms", "GPUGEEK_FAKE_LATENCY_MS"), ("down_mbit", "GPUGEEK_FAKE_DOWN_MBIT"),
+                     ("up_mbit", "GPUGEEK_FAKE_UP_MBIT")):
+        if os.environ.get(env):
+            out[key] = float(os.environ[env])
+    return out
+
+
 @dataclass
 class Task:
     prompt_id: str
@@ -97,17 +135,26 @@ class Task:
     finished_at: float | None = None
     backend_done: bool | None = None   # None: the clock decides; False/True: a real backend runs it
     backend_started: float | None = None
+    noticed_at: float | None = None    # when a status call first answered that the task had ended
 
 
 class FakeGPUGeek:
-    def __init__(self, api_key="sk-test-0123456789abcdef", *, queue_s=0.0, run_s=0.05):
+    def __init__(self, api_key="sk-test-0123456789abcdef", *, queue_s=0.0, run_s=0.05, latency_ms: float = 0.0,
+                 down_mbit: float | None = None, up_mbit: float | None = None):
         self.api_key = api_key
+        # a network between the client and the platform (off by default): each request answered this much
+        # later, the storage's bytes through shared links (results down, uploads up)
+        self.latency_s = latency_ms / 1000.0
+        self.down = Link(down_mbit) if down_mbit else None
+        self.up = Link(up_mbit) if up_mbit else None
+        self.bytes_down = 0
         self.queue_s, self.run_s = queue_s, run_s
         self.variants: set[str] = set()
         self.faults: dict[str, list[str]] = {}
         self.tasks: dict[str, Task] = {}
         self.uploads: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []   # (call, path)
+        self.call_at: list[float] = []            # when each of them came (monotonic clock)
         self.bodies: list[tuple[str, object]] = []
         self.bytes_uploaded = 0
         self.storage_auth: list = []   # Authorization headers seen on storage requests (must be None)
@@ -123,6 +170,11 @@ class FakeGPUGeek:
     def fault(self, call: str, *kinds: str) -> None:
         with self._lock:
             self.faults.setdefault(call, []).extend(kinds)
+
+    def file_fetched_at(self, prompt_id: str) -> list:
+        """When each result file of a task was asked for (monotonic clock)."""
+        return [at for (call, path), at in zip(self.calls, self.call_at) if call == CALL_FILE
+                and path.startswith(f"/files/{prompt_id}/")]
 
     def _take_fault(self, call: str):
         with self._lock:
@@ -217,7 +269,7 @@ class FakeGPUGeek:
                 size = int(self.task_opts.get("size", 64))
                 seed = int(hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:6], 16)
                 # one of 64 images per size, made once: the stand-in's own CPU stays out of what is measured
-                data = _photo_once(size, (seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)) % 64)
+                data = _photo_once(size, (seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)) % PHOTO_VARIANTS)
             count = int(self.task_opts.get("batch", 1))
             files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.png", data) for i in range(count)]
         return files
@@ -265,6 +317,9 @@ class FakeGPUGeek:
 
     async def _guard(self, request, call):
         self.calls.append((call, request.path))
+        self.call_at.append(time.monotonic())
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
         kind = self._take_fault(call)
         if kind and kind not in ("lost", "truncate", "hang") and not kind.startswith("late:"):
             resp = await self._apply_fault(request, call, kind)
@@ -336,7 +391,14 @@ class FakeGPUGeek:
             return resp
         if "Signature" not in request.query:
             return web.Response(status=403, text="missing signature")
-        body = await request.read()
+        if self.up is not None:
+            parts = []
+            async for chunk in request.content.iter_chunked(Link.CHUNK):
+                await self.up.take(len(chunk))
+                parts.append(chunk)
+            body = b"".join(parts)
+        else:
+            body = await request.read()
         key = request.match_info["key"]
         self.uploads[key] = body
         self.bytes_uploaded += len(body)
@@ -349,7 +411,21 @@ class FakeGPUGeek:
         data = self.uploads.get(request.match_info["key"])
         if data is None:
             return web.Response(status=404)
-        return web.Response(body=data, content_type="application/octet-stream")
+        return await self.send_bytes(request, data, "application/octet-stream")
+
+    async def send_bytes(self, request, data: bytes, content_type: str):
+        """A storage download, through the down link where there is one."""
+        self.bytes_down += len(data)
+        if self.down is None:
+            return web.Response(body=data, content_type=content_type)
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data)), "Content-Type": content_type})
+        await resp.prepare(request)
+        for i in range(0, len(data), Link.CHUNK):
+            chunk = data[i:i + Link.CHUNK]
+            await self.down.take(len(chunk))
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
     async def h_commit(self, request):
         resp, kind = await self._guard(request, CALL_COMMIT)
@@ -388,6 +464,9 @@ class FakeGPUGeek:
         if "fail_seed" in opts and opts["fail_seed"] in seeds:   # one task of several fails (a bad seed), after
             fail = f"CUDA error with seed {opts['fail_seed']}"    # fail_seed_s of running
             run_s = float(opts.get("fail_seed_s", 0.1))
+        for seed, secs in (opts.get("run_s_by_seed") or {}).items():   # tasks of a fan-out that run longer
+            if int(seed) in seeds:
+                run_s = float(secs)
         t = Task(pid, wf, prompt, time.monotonic(), float(opts.get("queue_s", self.queue_s)), run_s, fail=fail,
                  price=float(opts.get("price", 0.25)))
         if self.backend is not None:
@@ -431,6 +510,8 @@ class FakeGPUGeek:
             return self._error(404, 40400, "task not exist")
         t.polls += 1
         d = self.detail(t)
+        if d["status"] in (3, 4, 5) and t.noticed_at is None:
+            t.noticed_at = time.monotonic()
         return await self._after(request, kind, self._env(d))
 
     async def h_file(self, request):
@@ -448,6 +529,9 @@ class FakeGPUGeek:
                         await resp.write(data[: len(data) // 2])
                         request.transport.close()
                         return resp
+                    if self.down is not None and not kind:
+                        return await self.send_bytes(request, data, "image/png")
+                    self.bytes_down += len(data)
                     return await self._after(request, kind, web.Response(body=data, content_type="image/png"))
         return web.Response(status=404, text="no such file")
 
@@ -469,11 +553,13 @@ class FakeGPUGeek:
         tasks = [{"prompt_id": t.prompt_id, "status": self.status_of(t)[0], "created_ago": now - t.created,
                   "lifetime": ((t.finished_at - t.created) if t.finished_at else None),
                   "finished_ago": (now - t.finished_at) if t.finished_at else None,
-                  "cancelled": t.cancelled_at is not None, "polls": t.polls, "prompt": t.prompt}
+                  "cancelled": t.cancelled_at is not None, "polls": t.polls, "prompt": t.prompt,
+                  # how long after its end the client's status call saw the task ended (the poll's lag)
+                  "noticed_lag": (t.noticed_at - t.finished_at) if t.noticed_at and t.finished_at else None}
                  for t in self.tasks.values()]
         return web.json_response({"calls": {c: self.count(c) for c in (CALL_PRESIGN, CALL_PUT, CALL_SUBMIT,
                                                                          CALL_CANCEL, CALL_TASK, CALL_FILE)},
-                                  "tasks": tasks})
+                                  "tasks": tasks, "bytes_up": self.bytes_uploaded, "bytes_down": self.bytes_down})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
@@ -537,12 +623,23 @@ def main(argv=None):
     ap.add_argument("--run-s", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=64, help="side of the generated result images")
     ap.add_argument("--batch", type=int, default=1, help="files per save node")
+    ap.add_argument("--variants", type=int, default=8, help="distinct generated images, made before serving")
+    net = network_from_env()
+    ap.add_argument("--latency-ms", type=float, default=net.get("latency_ms", 0.0), help="added to every request")
+    ap.add_argument("--down-mbit", type=float, default=net.get("down_mbit"), help="storage downloads, shared")
+    ap.add_argument("--up-mbit", type=float, default=net.get("up_mbit"), help="storage uploads, shared")
     args = ap.parse_args(argv)
-    srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s)
+    srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s, latency_ms=args.latency_ms,
+                      down_mbit=args.down_mbit, up_mbit=args.up_mbit)
     srv.task_opts.update(size=args.size, batch=args.batch)
     if args.comfy:
         from comfy_backend import ComfyBackend
         srv.backend = ComfyBackend(args.comfy)
+    else:   # every result image made before serving: a submit then costs this machine nothing (the platform's
+        global PHOTO_VARIANTS   # work happens elsewhere; made at submit, it took the client's two cores)
+        PHOTO_VARIANTS = args.variants
+        for k in range(PHOTO_VARIANTS):
+            _photo_once(args.size, k)
     loop = asyncio.new_event_loop()
     srv.loop = loop
     runner = web.AppRunner(srv.app(), access_log=None)

@@ -241,3 +241,45 @@ def test_key_only_goes_to_the_api_host(fake):
         await c.download(core("targets.gpugeek").strip_query(url))
     run(with_client(fake, go))
     assert fake.storage_auth == [None, None]
+
+
+def test_the_fake_can_stand_behind_a_slow_shared_link():
+    """The benches' network: every request behind a latency, the storage's bytes through links shared by every
+    transfer (two transfers at once each get half: the second ends when both sets of bytes have passed). Checked
+    on the link's own schedule, not by timing; off unless asked."""
+    from fake_gpugeek import FakeGPUGeek, Link, network_from_env
+    link = Link(8.0)   # 1 MB/s
+
+    async def two():
+        t0 = time.monotonic()
+        await asyncio.gather(link.take(50_000), link.take(50_000))
+        return link.free_at - t0
+    assert run(two()) == pytest.approx(0.1, abs=0.02) and link.bytes == 100_000
+    fake = FakeGPUGeek(latency_ms=30, down_mbit=100, up_mbit=20)
+    assert fake.latency_s == 0.03 and fake.down.rate == 12.5e6 and fake.up.rate == 2.5e6
+    plain = FakeGPUGeek()
+    assert plain.latency_s == 0 and plain.down is None and plain.up is None
+    assert network_from_env() == {} or "GPUGEEK_FAKE_LATENCY_MS" in __import__("os").environ
+
+
+def test_uploads_and_results_pass_through_the_fake_link(fake):
+    """Through the link, the bytes arrive whole and are counted each way."""
+    from fake_gpugeek import Link
+    fake.latency_s, fake.down, fake.up = 0.005, Link(400.0), Link(400.0)
+
+    async def go(c):
+        url, _ = await target_mod.GPUGeekTarget(c).upload(b"x" * 300_000, "a.png")
+        assert await c.download(url) == b"x" * 300_000
+        pid = await c.submit(WF, PROMPT)
+        for _ in range(200):
+            d = await c.task(pid)
+            if d.final:
+                break
+            await asyncio.sleep(0.02)
+        return [await c.download(u) for _, u in d.all_urls()]
+    try:
+        got = run(with_client(fake, go))
+    finally:
+        fake.latency_s, fake.down, fake.up = 0.0, None, None
+    assert got and all(g[:8] == b"\x89PNG\r\n\x1a\n" for g in got)
+    assert fake.bytes_uploaded == 300_000 and fake.bytes_down == 300_000 + sum(map(len, got))

@@ -64,6 +64,7 @@ def test_pillow_fallback_is_identical(monkeypatch):
     data = photo_png(64, 48, seed=3, mode="RGBA")
     a = codec.decode_image(data)
     monkeypatch.setattr(codec, "pyspng", None)
+    monkeypatch.setattr(codec, "_spng_nogil", None)
     b = codec.decode_image(data)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
@@ -154,3 +155,15 @@ def test_tensor_digest_tracks_pixels():
     u = t.clone()
     u[0, 0, 0] += 0.5
     assert codec.tensor_digest(t) != codec.tensor_digest(u)
+
+
+def test_results_decode_in_parallel_only_with_a_decoder_that_lets_go_of_the_gil(monkeypatch):
+    """pyspng alone holds the GIL: one thread (as fast as Pillow on two); imagecodecs' libspng or Pillow alone:
+    every core."""
+    monkeypatch.setattr(codec, "_spng_nogil", None)
+    monkeypatch.setattr(codec, "pyspng", object())
+    assert not codec.parallel_decoding()
+    monkeypatch.setattr(codec, "pyspng", None)
+    assert codec.parallel_decoding()
+    monkeypatch.setattr(codec, "_spng_nogil", lambda d: None)
+    assert codec.parallel_decoding()

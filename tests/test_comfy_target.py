@@ -213,3 +213,22 @@ def test_sampler_previews_come_home_on_the_cloud_node(env, remote):
     shown = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.preview"]
     assert shown and all(d["node"] == "2" and d["gateway"] == "10" for d in shown)
     assert all(d["image"].startswith("data:image/jpeg;base64,") for d in shown)
+
+
+def test_the_wait_follows_the_websocket_instead_of_looking_every_few_milliseconds(env, remote, monkeypatch):
+    """A 1 s prompt: the wait reads the task's state when a websocket message comes (and twice a second for the
+    elapsed time), so about one status read per message; before, it looked every 20 ms (~50 reads). Progress
+    still reaches the node."""
+    target_cls = core("targets.comfyui").ComfyUITarget
+    real, reads = target_cls.status, []
+
+    async def status(self, task_id):
+        reads.append(task_id)
+        return await real(self, task_id)
+    monkeypatch.setattr(target_cls, "status", status)
+    remote.step_s = 0.2
+    results, _, _ = execute(graph(), env)
+    assert results["10"][0] is not None
+    live = [d for e, d, _ in PromptServer.instance.sent if e == "gpugeek.status" and d.get("cloud_node")]
+    assert any(d["cloud_max"] == 5 for d in live)
+    assert len(reads) <= 30, len(reads)

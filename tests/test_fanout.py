@@ -139,3 +139,14 @@ def test_a_silent_server_is_skipped_before_the_submit(env, fake, monkeypatch, tw
                                                                 "image_1": ["2", 0], "runs": 2}}}
     results, _, _ = execute(p, env)
     assert results["10"][0].shape[0] == 2 and a.calls.count("prompt") == 2
+
+
+def test_a_runs_files_are_fetched_as_soon_as_that_run_ends(env, fake):
+    """Runs of a fan-out end at different times: the files of the run that ended first are downloaded while
+    the other still runs (before: every file was fetched after the last run ended)."""
+    fake.task_opts.update(run_s=0.1, run_s_by_seed={"301": 1.5})
+    results, _, _ = execute(seeded(runs=2, seed=300), env)
+    assert results["10"][0].shape[0] == 2
+    first, last = sorted(fake.tasks.values(), key=lambda t: t.run_s)
+    assert last.run_s == 1.5 and first.run_s == 0.1
+    assert fake.file_fetched_at(first.prompt_id) and max(fake.file_fetched_at(first.prompt_id)) < last.finished_at

@@ -105,15 +105,6 @@ def test_estimate_by_exact_part_then_shape_then_workflow():
     assert j.estimate(graph.plan_hash(c), graph.shape_hash(c), "8") is None
 
 
-def test_first_run_polls_dense_then_thin():
-    poll, wire = core("poll"), core("wire")
-    s = poll.PollSchedule(None)
-
-    def at(t):
-        return s.next_delay(wire.TaskDetail(prompt_id="1", status=wire.RUNNING, run_duration_ms=int(t * 1000)))
-    assert at(0.1) == poll.BLIND_FLOOR_S and at(3.0) <= 0.125 and at(600) == poll.BLIND_CAP_S
-
-
 def test_another_size_or_step_count_scales_the_estimate():
     """The same graph at twice the steps (or pixels) is expected to take about twice as long and cost twice
     as much; a part that names no literal size or steps is not scaled (no estimate rather than a guess)."""

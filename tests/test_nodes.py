@@ -74,6 +74,10 @@ def test_text_to_image_returns_cloud_pixels_exactly(env, fake):
     assert any(t.startswith("Done: ran") and "price 0.25" in t for t in texts)
     rec = pack.nodes.cloud.journal().by_prompt_id(task.prompt_id)
     assert rec["status"] == "succeeded" and rec["price"] == 0.25 and rec["files"] == [str(saved)]
+    # the bytes moved, for the tasks tab: the result file down, nothing up (the cloud part needs no input)
+    assert rec["bytes_down"] == len(data) and rec["bytes_up"] == 0
+    public = pack.nodes.routes._public_task(rec)
+    assert public["bytes_down"] == len(data) and public["bytes_up"] == 0
 
 
 def test_same_input_image_uploads_zero_bytes_the_second_time(env, fake):
@@ -467,3 +471,41 @@ def test_every_post_route_answers_a_body_that_is_no_json_object_with_one_sentenc
         req.json = mock.AsyncMock(return_value=body)
         res = asyncio.run(handler(req))
         assert res.status == 400 and "JSON object" in json.loads(res.body)["message"], path
+
+
+def test_results_decode_on_every_core_and_are_written_while_they_decode(env, fake, monkeypatch):
+    """Four files back: two decode at the same moment (each decode waits, up to 5 s, until another thread is
+    decoding too), and the first file is on disk before the last decode ends (writes do not wait for the
+    decoding). Before: one decoding thread, files written after all decoding."""
+    codec, gw = core("codec"), core("run.gateway")
+    fake.task_opts["batch"] = 4
+    real_decode, real_save = codec.decode_array, gw.save_into
+    both = threading.Barrier(2, timeout=5)
+    written = threading.Event()
+    seen = {"parallel": 0, "written_before_last": False}
+    lock = threading.Lock()
+    calls = []
+
+    def decode(data, use_spng=True):
+        with lock:
+            calls.append(1)
+            last = len(calls) == 4
+        try:
+            both.wait()
+            seen["parallel"] += 1
+        except threading.BrokenBarrierError:
+            pass
+        if last:
+            seen["written_before_last"] = written.wait(5)
+        return real_decode(data, use_spng)
+
+    def save(folder, name, data):
+        path = real_save(folder, name, data)
+        written.set()
+        return path
+    monkeypatch.setattr(codec, "decode_array", decode)
+    monkeypatch.setattr(codec, "parallel_decoding", lambda: True)   # a decoder that lets go of the GIL is here
+    monkeypatch.setattr(gw, "save_into", save)
+    results, ui, _ = execute(t2i(), env)
+    assert results["10"][0].shape[0] == 4 and len(ui["10"]["images"]) == 4
+    assert seen["parallel"] >= 2 and seen["written_before_last"]

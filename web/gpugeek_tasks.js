@@ -4,7 +4,7 @@
 // opens to each run; its Cancel cancels every active run, its Load loads every run (ids comma-joined in run
 // order). A task still running shows its estimate, as the gateway does before a run.
 import { app, call, tr, toast, lang, textsReady, EXT } from "./gpugeek_common.js";
-import { seconds, money } from "./lib/i18n.js";
+import { seconds, money, size } from "./lib/i18n.js";
 import { errorView, groupTasks, groupSummary, ACTIVE } from "./lib/tasks.js";
 import { expectedLine } from "./lib/status.js";
 
@@ -99,7 +99,8 @@ function row(task, reload, label) {
     el("b", `color:${COLORS[st] || "inherit"}`, tr(`status_${st}`)));
   const meta = el("div", "opacity:.85;margin-top:2px",
     `${tr("taskId", { id: task.prompt_id || "-" })} · wf ${task.workflow_id || "-"} · ` +
-    `${seconds(task.queue_ms)} + ${seconds(task.run_ms)}${task.price != null ? ` · ${money(task.price)}` : ""}`);
+    `${seconds(task.queue_ms)} + ${seconds(task.run_ms)}${task.price != null ? ` · ${money(task.price)}` : ""}` +
+    (task.bytes_down != null ? ` · ${tr("bytesMoved", { down: size(task.bytes_down), up: size(task.bytes_up) })}` : ""));
   r.append(head, meta);
   if (ACTIVE.has(st) && task.expected) r.append(expectedBlock(task.expected));
   if ((task.error || task.error_text) && st !== "succeeded") r.append(errorBlock(task));

@@ -60,7 +60,9 @@ async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache,
 async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCache, values: dict, workflow_id,
                    timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None, daily_limit: float | None = None,
                    label: str = "GPUGeek Cloud Execute", meta: dict | None = None, fetch_nodes=None,
-                   runs: int = 1) -> list[RunOutcome]:
+                   runs: int = 1, budget=None) -> list[RunOutcome]:
+    """``fetch_nodes``: the output nodes whose files each run downloads as soon as its task ends (None: all),
+    within ``budget`` (one memory budget for every run's files)."""
     runs = max(1, min(MAX_RUNS, int(runs or 1)))
     estimate = estimate_for(journal, plan, workflow_id)
     check_spend(journal, daily_limit, times_runs(estimate, runs))
@@ -97,7 +99,7 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
                                  prompt=prompt, provider=provider_of(target, workflow_id),
                                  lists_key=catalog.key_of_target(target, workflow_id))
         t_done = time.monotonic()
-        files = await job.guard(fetch_results(detail, target, fetch_nodes))
+        files = await job.guard(fetch_results(detail, target, fetch_nodes, budget))
         return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
                           {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
 

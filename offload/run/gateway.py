@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from .task import RunOutcome, fetch_results
 RESULTS_SUBFOLDER = "gpugeek"
 # Outputs decoded at once (each output's files download in parallel on their own).
 PARALLEL_OUTPUTS = 4
+# Threads that decode result files at once: every core (the decoders let go of the GIL), at least two.
+DECODE_THREADS = max(2, min(4, os.cpu_count() or 2))
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Delivered:
     detail: TaskDetail | None = None
     uploaded_bytes: int = 0
     task_ids: list = field(default_factory=list)   # every task of a fan-out, in run order
+    fetched: dict = field(default_factory=dict)     # task id -> bytes of its files brought back
 
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
@@ -46,13 +50,15 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
         outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                   workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
                                   daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
-                                  # merged gateways read this task's files too: fetch them all here; otherwise
-                                  # each file is fetched by deliver() and decoded as soon as it arrives
-                                  fetch_nodes=None if members else set())
+                                  # merged gateways read this task's files too, and a fan-out's runs end one
+                                  # by one: each run fetches its files as soon as it ends; otherwise each file
+                                  # is fetched by deliver() and decoded as soon as it arrives
+                                  fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget())
         detail, files = combined(outcomes)
         out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir))
-    for o in outcomes:
-        journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)])
+    for i, o in enumerate(outcomes):   # the bytes moved: each run's files down, the inputs up once
+        journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)],
+                       bytes_down=out.fetched.get(o.prompt_id, 0), bytes_up=o.uploaded_bytes if i == 0 else 0)
     if members:
         job.owner.share(detail.prompt_id, files, members)
     out.uploaded_bytes = outcomes[0].uploaded_bytes
@@ -87,15 +93,27 @@ async def files_of(job, *, cfg, task_id: str, nodes: set, member: str, journal, 
 async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
                   save_user_outputs: bool = True) -> Delivered:
     """Decode each output's files into tensors (fetching what is not here yet, each file decoded as soon as
-    it arrives), save the cloud's files into the output folder and list them as previews. The bytes are
-    released when this returns."""
+    it arrives, on every core), save the cloud's files into the output folder and list them as previews. Each
+    file is written while the others download and decode, so the writes do not wait for the decoding nor
+    the tensors for the writes. The bytes are released when this returns."""
     outs = [None] * len(GATEWAY_OUTPUTS)
     files = dict(files)
     budget = ByteBudget()
-    # one decoding thread: libspng holds the GIL, so decodes in parallel threads only fight each other;
-    # one thread decodes each file while the next ones download
-    decoder = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-decode")
+    # each file decoded as soon as it arrives while the next ones download, on every core where the decoder
+    # lets go of the GIL (codec.parallel_decoding), else on one thread with pyspng
+    threads = DECODE_THREADS if codec.parallel_decoding() else 1
+    decoder = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpugeek-decode")
+    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-save")
     loop = asyncio.get_running_loop()
+    nodes = plan.saves
+    user_outputs = list(plan.user_outputs) if save_user_outputs else []
+    kept = set(nodes + user_outputs)
+    folder = Path(output_dir) / RESULTS_SUBFOLDER
+    writes: dict = {}   # (node, index) -> the write of that file (its path)
+
+    def save(node, i, url, data):
+        if node in kept and (node, i) not in writes:
+            writes[(node, i)] = loop.run_in_executor(writer, _save_one, folder, node, i, url, data, detail)
 
     async def fetch_into(node, dec=None):
         urls = list(detail.result_url.get(node, []))
@@ -105,6 +123,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
             data = await target.fetch(url)
             budget.take(len(data))
             got[i] = (url, data)
+            save(node, i, url, data)
             if dec is not None:
                 await loop.run_in_executor(decoder, dec.add, i, data)
         await gather_bounded([one(i, u) for i, u in enumerate(urls)])
@@ -121,38 +140,47 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
         if have is None:
             await fetch_into(node, dec)
         else:
-            await loop.run_in_executor(decoder, lambda: [dec.add(i, d) for i, (_, d) in enumerate(have)])
+            await asyncio.gather(*(loop.run_in_executor(decoder, dec.add, i, d) for i, (_, d) in enumerate(have)))
         image, _mask = dec.result()
         outs[o.slot] = image[..., 0].contiguous() if o.kind == MASK else image
 
     for o in plan.outputs:
         if o.kind == PASS:
             outs[o.slot] = passthrough.get(o.input)
-    nodes = plan.saves
-    user_outputs = list(plan.user_outputs) if save_user_outputs else []
+    for node, got in files.items():   # files already here (a merged gateway's): written while they decode
+        for i, (url, data) in enumerate(got or []):
+            save(node, i, url, data)
     try:
         await gather_bounded([decode(o) for o in plan.outputs if o.kind != PASS]
                              + [fetch_into(n) for n in user_outputs if n not in files], limit=PARALLEL_OUTPUTS)
+        for node in nodes + user_outputs:   # anything not written yet (files of outputs not decoded here)
+            for i, (url, data) in enumerate(files.get(node) or []):
+                save(node, i, url, data)
+        paths = {k: await w for k, w in writes.items()}
     finally:
         decoder.shutdown(wait=False)
-    previews, saved = await asyncio.to_thread(_save_all, nodes + user_outputs, files, detail,
-                                              Path(output_dir) / RESULTS_SUBFOLDER)
-    return Delivered(outs, previews, saved, detail.prompt_id, detail)
-
-
-def _save_all(nodes, files, detail: TaskDetail, folder):
-    """Keep every paid file in output/gpugeek, named after the task that made it; the images are the node's
-    previews."""
-    previews, saved = [], []
-    for node in nodes:
-        for i, (url, data) in enumerate(files.get(node) or []):
+        writer.shutdown(wait=False)
+    fetched: dict = {}
+    for got in files.values():
+        for url, data in got or []:
             task_id = detail.sources.get(url, detail.prompt_id)
-            name = safe_file_name(url, f"{task_id}_{node}_{i}")
-            path = save_into(folder, f"{task_id}_{name}", data)
+            fetched[task_id] = fetched.get(task_id, 0) + len(data)
+    previews, saved = [], []
+    for node in nodes + user_outputs:   # in the order of the outputs and their files
+        for i in range(len(files.get(node) or [])):
+            path = paths[(node, i)]
             saved.append(str(path))
             if path.suffix.lower() in IMAGE_EXTS:
                 previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
-    return previews, saved
+    return Delivered(outs, previews, saved, detail.prompt_id, detail, fetched=fetched)
+
+
+def _save_one(folder, node, i: int, url: str, data: bytes, detail: TaskDetail):
+    """Keep a paid file in output/gpugeek, named after the task that made it (the images are the node's
+    previews)."""
+    task_id = detail.sources.get(url, detail.prompt_id)
+    name = safe_file_name(url, f"{task_id}_{node}_{i}")
+    return save_into(folder, f"{task_id}_{name}", data)
 
 
 @dataclass

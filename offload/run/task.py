@@ -30,8 +30,11 @@ log = get_logger("gpugeek.run")
 DEFAULT_TIMEOUT_S = 1800
 # While status calls fail (network down), wait this long between tries; the task keeps running remotely.
 STATUS_RETRY_S = 2.0
-# With a live target (a ComfyUI server's websocket) the status is local state: look at it this often.
+# With a live target (a ComfyUI server's websocket) the status is local state: look at it this often, or, where
+# the target wakes the wait on each of the task's messages (``changed``), at least this often (the elapsed time
+# shown on the node).
 LIVE_STATUS_S = 0.02
+PUSHED_STATUS_S = 0.5
 # A task nobody waits for any more is cancelled in this many rounds (each round is the transport's own
 # retries, a few seconds), this far apart: about half a minute in all, then the journal says unknown.
 CANCEL_ROUNDS = 3
@@ -48,16 +51,23 @@ class RunOutcome:
     timings: dict = field(default_factory=dict)
 
 
-async def sleep_interruptible(seconds: float, interrupted: Callable[[], bool]) -> bool:
-    """Sleep, checking ``interrupted`` every 50 ms; True if it fired."""
+async def sleep_interruptible(seconds: float, interrupted: Callable[[], bool],
+                              wake: asyncio.Event | None = None) -> bool:
+    """Sleep, checking ``interrupted`` every 50 ms; True if it fired. ``wake`` ends the sleep when it is set."""
     end = time.monotonic() + seconds
     while True:
         if interrupted():
             return True
         left = end - time.monotonic()
-        if left <= 0:
+        if left <= 0 or (wake is not None and wake.is_set()):
             return False
-        await asyncio.sleep(min(INTERRUPT_CHECK_S, left))
+        if wake is None:
+            await asyncio.sleep(min(INTERRUPT_CHECK_S, left))
+            continue
+        try:
+            await asyncio.wait_for(wake.wait(), min(INTERRUPT_CHECK_S, left))
+        except asyncio.TimeoutError:
+            pass
 
 
 def estimate_for(journal: Journal, plan, workflow_id=None) -> dict | None:
@@ -127,6 +137,11 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
         while True:
             if interrupted():
                 raise Interrupted(prompt_id)
+            # a target that pushes the task's messages wakes this wait on each (cleared before the status is read,
+            # so a message that comes while it is read wakes the next wait)
+            wake = target.changed(prompt_id) if getattr(target, "live", False) and hasattr(target, "changed") else None
+            if wake is not None:
+                wake.clear()
             try:
                 d = await _unless_interrupted(target.status(prompt_id), interrupted)
             except (errors.BusyError, errors.TransportError) as e:
@@ -137,7 +152,7 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
                 delay = sched.next_delay(d)
                 if getattr(target, "live", False):
                     # the target follows the task over a websocket: a status is read locally, not requested
-                    delay = min(delay, LIVE_STATUS_S)
+                    delay = min(delay, PUSHED_STATUS_S if wake is not None else LIVE_STATUS_S)
                 if d.status != last_status:
                     last_status = d.status
                     if key:
@@ -159,7 +174,7 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
                 raise errors.TaskTimeoutError(key="err_timeout", values={"label": label, "seconds": f"{timeout_s:g}"},
                                               task_id=prompt_id)
             delay = min(delay, max(0.0, deadline - time.monotonic()))
-            if await sleep_interruptible(delay, interrupted):
+            if await sleep_interruptible(delay, interrupted, wake if d is not None else None):
                 raise Interrupted(prompt_id)
     except (errors.TaskFailedError, errors.TaskCancelledError):
         raise  # the task has ended by itself

@@ -124,6 +124,8 @@ class ComfyUITarget:
         finally:
             self._ws_ok = False
             ready.set()
+            for st in self._state.values():   # waits go back to asking over HTTP at once
+                self._touch(st)
 
     def _on_preview(self, data: bytes) -> None:
         """A sampler preview (ComfyUI's binary frames: event 1, an image with its format; event 4, with the
@@ -150,6 +152,7 @@ class ComfyUITarget:
             return
         node = str(meta.get("display_node_id") or meta.get("node_id") or st.get("node") or "")
         st["preview"] = (node, mime, bytes(image), (st.get("preview") or (0, 0, 0, 0))[3] + 1)
+        self._touch(st)
 
     def _on_message(self, m: dict) -> None:
         kind, data = m.get("type"), m.get("data") or {}
@@ -157,6 +160,7 @@ class ComfyUITarget:
         if pid is None or pid not in self._state:
             return
         st = self._state[pid]
+        self._touch(st)
         if kind == "execution_start":
             st["started"] = time.monotonic()
         elif kind == "executing":
@@ -176,6 +180,19 @@ class ComfyUITarget:
     def live(self) -> bool:
         """True while the websocket follows the server: status() then reads local state only."""
         return self._ws_ok
+
+    def changed(self, task_id: str) -> asyncio.Event:
+        """Set on each websocket message of the task (and when the websocket ends): the wait reads its status
+        then, instead of looking every few milliseconds."""
+        st = self._state.setdefault(task_id, {})
+        if "changed" not in st:
+            st["changed"] = asyncio.Event()
+        return st["changed"]
+
+    def _touch(self, st: dict) -> None:
+        ev = st.get("changed")
+        if ev is not None:
+            ev.set()
 
     # ---- the target interface ----------------------------------------------------------------------
     async def upload(self, data: bytes, file_name: str):
