@@ -840,7 +840,8 @@ def test_three_runs_on_the_gateway_and_one_group_in_the_tasks_tab(editor_url, st
                 page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
                 time.sleep(1.5)
             ids = after["status"]["task_ids"]
-            assert wait_until(lambda: page.evaluate(GROUP_JS, ids[0]) is not None, 30)
+            # the tab reads the tasks every 3 s: wait for the render that has seen the runs end
+            assert wait_until(lambda: "3 done" in ((page.evaluate(GROUP_JS, ids[0]) or {}).get("head") or ""), 30)
             closed = page.evaluate(GROUP_JS, ids[0])
             page.click(f"[data-gpugeek-group='{closed['group']}'] [data-gpugeek-toggle]")
             time.sleep(0.5)

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from real_comfyui import start_comfyui
-from test_e2e_comfyui import COMFY, WF, free_port, history, post, stack, wait_http  # noqa: F401
+from test_e2e_comfyui import COMFY, WF, free_port, history, post, stack, stack_env, wait_http  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
 
