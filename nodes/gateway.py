@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 
-from ..offload import errors, run, texts
+from ..offload import config, errors, run, texts
 from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, PLAN_INPUT, REFUSED,
                             GatewayPlan)
 from ..offload.run.progress import (RunsBoard, bar_percent, cloud_errors_record, event_text, preview_record,
@@ -56,7 +56,12 @@ class GPUGeekCloudExecute:
                          "to the least busy one)."}),
                          "runs": ("INT", {"default": 1, "min": 1, "max": run.MAX_RUNS, "tooltip": "Run the cloud "
                                   "part this many times at once; run i adds i to every seed of the cloud part. The "
-                                  "images of all runs come back as one batch, in order."})},
+                                  "images of all runs come back as one batch, in order."}),
+                         "transfer": ([config.SETTINGS_TRANSFER, *config.TRANSFERS], {
+                             "default": config.SETTINGS_TRANSFER, "tooltip": "How the images come back: "
+                             "lossless (PNG, every pixel exact), compact (high-quality WebP, several times fewer "
+                             "bytes: faster on a slow connection; masks stay exact), or settings (the default "
+                             "in Settings > GPUGeek, else lossless)."})},
             "hidden": {PLAN_INPUT: "GPUGEEK_PLAN", "unique_id": "UNIQUE_ID"},
         }
 
@@ -89,7 +94,7 @@ class GPUGeekCloudExecute:
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=run.DEFAULT_TIMEOUT_S, gpugeek_plan=None,
-                      unique_id=None, target="", runs=1, **kw):
+                      unique_id=None, target="", runs=1, transfer="", **kw):
         label = cloud.node_label(NAME, unique_id)
         if gpugeek_plan is None:
             if run_on == LOCAL:
@@ -108,7 +113,7 @@ class GPUGeekCloudExecute:
         try:
             job = run.start(cloud.owner(), plan, inputs=kw, place=cloud.place(), workflow_id=workflow_id,
                             timeout_s=timeout_s, target=target, node=str(unique_id), label=label, on_event=progress,
-                            runs=runs)
+                            runs=runs, transfer=transfer)
             out = await job.wait(comfy.interrupted)
         except BaseException as e:  # noqa: BLE001 - mapped below
             if isinstance(e, asyncio.CancelledError):

@@ -76,6 +76,10 @@ async def post_config(request):
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "whole_workflow" in body:
             changes["whole_workflow"] = bool(body["whole_workflow"]) or None
+        if "transfer" in body:
+            if body["transfer"] not in config.TRANSFERS + ("", None):
+                raise ValueError(f"transfer must be one of {', '.join(config.TRANSFERS)}")
+            changes["transfer"] = body["transfer"] if body["transfer"] != "lossless" else None
         if "workflow_id" in body:
             changes["workflow_id"] = str(config.parse_workflow_id(body["workflow_id"])) if body["workflow_id"] else None
         if "daily_limit" in body:

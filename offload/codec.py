@@ -161,6 +161,61 @@ def decode_array(data: bytes, use_spng: bool = True):
     return _pil_array(data)
 
 
+def _webp_frames(data: bytes) -> int:
+    """The frames (ANMF chunks) of an animated WebP, counted from its chunks without decoding; 0 for a still."""
+    count, pos = 0, 12
+    while pos + 8 <= len(data):
+        size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        count += data[pos:pos + 4] == b"ANMF"
+        pos += 8 + size + (size & 1)
+    return count
+
+
+def frame_count(data: bytes) -> int:
+    """How many frames a result file holds: 1 for a still, more for an animated WebP or GIF (read as ComfyUI's
+    LoadImage reads them: every frame, in order)."""
+    kind = sniff(data)
+    if kind == "webp":
+        return max(1, _webp_frames(data))
+    if kind != "gif":
+        return 1
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception as e:
+        raise ResultError(f"A result file could not be read as an image ({type(e).__name__})", call="decode") from None
+
+
+def decode_frames(data: bytes, use_spng: bool = True) -> list:
+    """Bytes -> [(rgb, alpha)], one per frame, as ComfyUI's LoadImage reads a file of several frames (each
+    frame EXIF-rotated; alpha where a frame has it). Refused before decoding when the frames would pass the
+    batch limit."""
+    n = frame_count(data)
+    if n == 1:
+        return [decode_array(data, use_spng)]
+    w, h = image_size(data)
+    check_size(w, h)
+    if n * w * h * 16 > MAX_BATCH_BYTES:
+        raise ResultError(f"A result file of {n} frames of {w}x{h} would need {n * w * h * 16 >> 20} MB of memory, "
+                          f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
+    frames = []
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            for k in range(n):
+                im.seek(k)
+                frame = ImageOps.exif_transpose(im)
+                if frame.mode in ("RGBA", "LA", "PA") or (frame.mode == "P" and "transparency" in frame.info):
+                    arr = np.asarray(frame.convert("RGBA"))
+                    frames.append((arr[..., :3], arr[..., 3]))
+                else:
+                    frames.append((np.asarray(frame.convert("RGB")), None))
+    except ResultError:
+        raise
+    except Exception as e:
+        raise ResultError(f"A result file could not be decoded ({type(e).__name__})", call="decode") from None
+    return frames
+
+
 def _max_of(arr) -> float:
     """The divisor that maps an array's values to 0..1 (division, as ComfyUI's LoadImage: bit-exact)."""
     if arr.dtype == np.uint8:
@@ -198,11 +253,18 @@ class BatchDecoder:
         self._waiting: dict = {}
         self._lock = threading.Lock()
         self._done = 0
+        self._multi: dict = {}   # file index -> its frames, for files of several frames
 
     def add(self, i: int, data: bytes, use_spng: bool = True) -> None:
         check_size(*image_size(data))
-        decoded = decode_array(data, use_spng)
+        frames = decode_frames(data, use_spng)
+        decoded = frames[0]
         with self._lock:
+            if len(frames) > 1:   # a batch in one file: its frames are placed when the batch is complete
+                self._multi[i] = frames
+                if i != 0:
+                    self._done += 1
+                    return
             if self.image is None and i != 0:
                 self._waiting[i] = decoded
                 return
@@ -223,6 +285,12 @@ class BatchDecoder:
         self.image = torch.empty((self.count, h0, w0, 3), dtype=torch.float32)
 
     def _put(self, i: int, decoded) -> None:
+        if i not in self._multi:
+            self._write(i, decoded)
+        with self._lock:
+            self._done += 1
+
+    def _write(self, i: int, decoded) -> None:
         import torch
         rgb, alpha = decoded
         b, h0, w0 = self.image.shape[:3]
@@ -237,15 +305,37 @@ class BatchDecoder:
             m = self.mask[i].numpy()
             np.divide(alpha, np.float32(_max_of(alpha)), out=m, dtype=np.float32, casting="unsafe")
             np.subtract(np.float32(1.0), m, out=m)
-        with self._lock:
-            self._done += 1
 
     def result(self):
         import torch
         if self.image is None or self._done != self.count:
             raise ResultError(f"Only {self._done} of {self.count} result files could be decoded", call="decode")
-        mask = self.mask if self.mask is not None else torch.zeros((self.count, 64, 64), dtype=torch.float32)
+        if self._multi:
+            self._unfold()
+        mask = self.mask if self.mask is not None else torch.zeros((self.image.shape[0], 64, 64), dtype=torch.float32)
         return self.image, mask
+
+    def _unfold(self) -> None:
+        """Files of several frames in the batch: one tensor of every file's frames, in file order."""
+        import torch
+        per_file = [self._multi.get(i) for i in range(self.count)]
+        total = sum(len(f) if f else 1 for f in per_file)
+        stills, still_mask = self.image, self.mask
+        self.image, self.mask = None, None
+        self.count = total
+        self._allocate(stills.shape[1:3])
+        k = 0
+        for i, frames in enumerate(per_file):
+            for dec in frames or [None]:
+                if dec is None:   # a still decoded into its slot already
+                    self.image[k] = stills[i]
+                    if still_mask is not None:
+                        if self.mask is None:
+                            self.mask = torch.zeros(self.image.shape[:3], dtype=torch.float32)
+                        self.mask[k] = still_mask[i]
+                else:
+                    self._write(k, dec)
+                k += 1
 
 
 def decode_batch(files: list[bytes], threads: int = 1):

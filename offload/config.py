@@ -260,7 +260,9 @@ class Config:
                 "comfy_key_last4": self.comfy_api_key.last4 if self.comfy_api_key else None,
                 "comfy_key_source": self.comfy_key_source, "comfy_key_url": self.comfy_key_url,
                 "whole_workflow": whole_workflow_default(),
-                "whole_workflow_env": bool(os.environ.get("GPUGEEK_WHOLE_WORKFLOW", "").strip())}
+                "whole_workflow_env": bool(os.environ.get("GPUGEEK_WHOLE_WORKFLOW", "").strip()),
+                "transfer": transfer_default(),
+                "transfer_env": bool(os.environ.get("GPUGEEK_TRANSFER", "").strip())}
 
 
 def load_config(env=None) -> Config:
@@ -285,6 +287,9 @@ def load_config(env=None) -> Config:
                 limit = None
         except ValueError:
             problems.append(f"GPUGEEK_DAILY_LIMIT {lim_raw[:20]!r} is not a number; no limit applies")
+    tr_raw = env.get("GPUGEEK_TRANSFER", "").strip().lower()
+    if tr_raw and tr_raw not in TRANSFERS:
+        problems.append(f"GPUGEEK_TRANSFER {tr_raw[:20]!r} is neither lossless nor compact; images come back lossless")
     target, allow_lan, token, token_source = _target_and_token(env, saved, problems)
     comfy_key, comfy_url, comfy_source = _comfy_key(env, saved, problems, allow_lan)
     return Config(api_key=key, base_url=base, workflow_id=wf, daily_limit=limit, key_source=source,
@@ -355,6 +360,26 @@ def whole_workflow_default(env=None) -> bool:
     if raw:
         return raw in ("1", "true", "yes", "on")
     return bool(load_settings().get("whole_workflow"))
+
+
+# How a cloud part's images come back (the gateway's ``transfer``): lossless PNG, or compact (high-quality
+# lossy WebP, several times fewer bytes; masks stay exact). ``settings`` on a gateway means this default.
+TRANSFERS = ("lossless", "compact")
+SETTINGS_TRANSFER = "settings"
+
+
+def transfer_default(env=None) -> str:
+    """How images come back when a gateway says ``settings``: ``GPUGEEK_TRANSFER``, else the setting saved
+    from the editor, else lossless (an unknown value is lossless too: nothing is lost by mistake)."""
+    env = os.environ if env is None else env
+    raw = env.get("GPUGEEK_TRANSFER", "").strip().lower() or str(load_settings().get("transfer") or "")
+    return raw if raw in TRANSFERS else "lossless"
+
+
+def transfer_of(choice) -> str:
+    """A gateway's ``transfer`` widget value -> lossless or compact."""
+    choice = str(choice or "").strip().lower()
+    return choice if choice in TRANSFERS else transfer_default()
 
 
 def is_comfy_target(target: str | None) -> bool:

@@ -103,7 +103,8 @@ def _gpugeek_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUGEEK_HOME", str(tmp_path / "gpugeek-home"))
     # the owner's pause between cancel rounds (5 s in use) kept short, so given-up cancels end quickly
     monkeypatch.setattr(core("run.task"), "CANCEL_PAUSE_S", 0.05)
-    for var in ("GPUGEEK_API_KEY", "GPUGEEK_BASE_URL", "GPUGEEK_WORKFLOW_ID", "GPUGEEK_DAILY_LIMIT", "GPUGEEK_TARGET"):
+    for var in ("GPUGEEK_API_KEY", "GPUGEEK_BASE_URL", "GPUGEEK_WORKFLOW_ID", "GPUGEEK_DAILY_LIMIT", "GPUGEEK_TARGET",
+                "GPUGEEK_TRANSFER", "GPUGEEK_WHOLE_WORKFLOW"):
         monkeypatch.delenv(var, raising=False)
     yield
 

@@ -17,13 +17,14 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from fake_gpugeek import photo_png
+from fake_gpugeek import animated_webp, photo_png
 from PIL import Image
 
 MODELS = ["v1-5-pruned-emaonly.safetensors"]
 KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleBy", "SaveImage", "PreviewImage",
          "EmptyImage", "VAEEncode", "VAEDecode", "KSampler", "CheckpointLoaderSimple", "CLIPTextEncode",
-         "EmptyLatentImage", "MaskToImage", "ImageBatch", "VAEEncodeForInpaint"}
+         "EmptyLatentImage", "MaskToImage", "ImageBatch", "VAEEncodeForInpaint", "SaveAnimatedWEBP",
+         "RebatchImages"}
 
 
 class FakeComfyUI:
@@ -149,15 +150,22 @@ class FakeComfyUI:
                     msgs.append(["execution_error", err])
                     await self._send(cid, "execution_error", err)
                     break
-                if node["class_type"] in ("SaveImage", "PreviewImage"):
+                if node["class_type"] in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP"):
                     src = prompt.get(str(node["inputs"]["images"][0]), {})
+                    split = src.get("class_type") == "RebatchImages"   # a list of single images: a call each
+                    if split:
+                        src = prompt.get(str(src["inputs"]["images"][0]), {})
                     data = None
                     if src.get("class_type") == "LoadImage":
                         data = self.inputs.get(src["inputs"]["image"])
                     outputs[nid] = {"images": []}
-                    for _k in range(self.files):
-                        img = data or photo_png(self.size, self.size if self.size != 32 else 24, seed=len(self.outputs))
-                        fname = f"ComfyUI_{len(self.outputs):05d}_.png"
+                    imgs = [data or photo_png(self.size, self.size if self.size != 32 else 24, seed=len(self.outputs) + k)
+                            for k in range(self.files)]
+                    if node["class_type"] == "SaveAnimatedWEBP":   # one file per call, as ComfyUI writes it
+                        imgs = [animated_webp([i], node["inputs"]) for i in imgs] if split else [animated_webp(imgs, node["inputs"])]
+                        outputs[nid]["animated"] = [True] * len(imgs)
+                    for img in imgs:
+                        fname = f"ComfyUI_{len(self.outputs):05d}_.{'webp' if img[:4] == b'RIFF' else 'png'}"
                         self.outputs[fname] = img
                         outputs[nid]["images"].append({"filename": fname, "subfolder": "", "type": "output"})
                     await self._send(cid, "executed", {"node": nid, "output": outputs[nid], "prompt_id": pid})

@@ -55,6 +55,17 @@ def _photo_once(size: int, seed: int) -> bytes:
     return photo_png(size, size, seed=seed)
 
 
+def animated_webp(frames: list, inputs: dict) -> bytes:
+    """What ComfyUI's SaveAnimatedWEBP writes for a batch: one WebP of every frame, with its settings
+    (image files in, as the cloud's savers read their tensors)."""
+    ims = [Image.open(io.BytesIO(f)).convert("RGB") for f in frames]
+    buf = io.BytesIO()
+    ims[0].save(buf, "WEBP", save_all=True, append_images=ims[1:], duration=int(1000 / float(inputs.get("fps", 6))),
+                lossless=bool(inputs.get("lossless", True)), quality=int(inputs.get("quality", 80)),
+                method={"default": 4, "fastest": 0, "slowest": 6}[inputs.get("method", "default")])
+    return buf.getvalue()
+
+
 def photo_png(w=64, h=64, seed=0, mode="RGB", bits=8) -> bytes:
     """A deterministic, photo-like image (smooth gradients plus noise), encoded as PNG."""
     rng = np.random.default_rng(seed)
@@ -253,12 +264,14 @@ class FakeGPUGeek:
         LoadImage chain), or a generated photo-like image."""
         files = {}
         for nid, node in prompt.items():
-            if node.get("class_type") not in ("SaveImage", "PreviewImage"):
+            if node.get("class_type") not in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP"):
                 continue
             src = node["inputs"].get("images")
             data = None
             if isinstance(src, list):
                 up = prompt.get(str(src[0]), {})
+                if up.get("class_type") == "RebatchImages":   # a list of single images: a saver call each
+                    up = prompt.get(str(up["inputs"]["images"][0]), {})
                 if up.get("class_type") == "MaskToImage":
                     up = prompt.get(str(up["inputs"]["mask"][0]), {})
                 if up.get("class_type") in ("LoadImage", "LoadImageMask"):
@@ -271,6 +284,11 @@ class FakeGPUGeek:
                 # one of 64 images per size, made once: the stand-in's own CPU stays out of what is measured
                 data = _photo_once(size, (seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)) % PHOTO_VARIANTS)
             count = int(self.task_opts.get("batch", 1))
+            if node["class_type"] == "SaveAnimatedWEBP":   # one file per call: per image after a RebatchImages
+                split = prompt.get(str(src[0]), {}).get("class_type") == "RebatchImages"
+                webps = [animated_webp([data], node["inputs"])] * count if split else [animated_webp([data] * count, node["inputs"])]
+                files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.webp", w) for i, w in enumerate(webps)]
+                continue
             files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.png", data) for i in range(count)]
         return files
 
@@ -529,10 +547,11 @@ class FakeGPUGeek:
                         await resp.write(data[: len(data) // 2])
                         request.transport.close()
                         return resp
+                    ctype = "image/webp" if n.endswith(".webp") else "image/png"
                     if self.down is not None and not kind:
-                        return await self.send_bytes(request, data, "image/png")
+                        return await self.send_bytes(request, data, ctype)
                     self.bytes_down += len(data)
-                    return await self._after(request, kind, web.Response(body=data, content_type="image/png"))
+                    return await self._after(request, kind, web.Response(body=data, content_type=ctype))
         return web.Response(status=404, text="no such file")
 
     async def h_opts(self, request):

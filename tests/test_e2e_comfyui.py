@@ -873,3 +873,36 @@ def test_three_runs_on_the_gateway_and_one_group_in_the_tasks_tab(editor_url, st
     assert [r[:2] for r in opened["runs"]] == [["0", ids[0]], ["1", ids[1]], ["2", ids[2]]], opened
     assert [r[2] for r in opened["runs"]] == ["run 1 of 3", "run 2 of 3", "run 3 of 3"], opened
     assert ",".join(ids) in loaded, loaded
+
+
+def batch_and_mask(transfer, run_on="cloud", target=""):
+    """Three identical images (libwebp merges equal frames of one animated file) and a mask from the cloud."""
+    return {"501": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 3, "color": 0x3366CC}},
+            "502": {"class_type": "ImageInvert", "inputs": {"image": ["501", 0]}},
+            "503": {"class_type": "SolidMask", "inputs": {"value": 0.25, "width": 96, "height": 64}},
+            "50": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": WF, "run_on": run_on, "timeout_s": 120,
+                                                                   "image_1": ["502", 0], "mask_1": ["503", 0],
+                                                                   "transfer": transfer, "target": target}},
+            "504": {"class_type": "SaveImage", "inputs": {"filename_prefix": "e2e_batch", "images": ["50", 0]}},
+            "505": {"class_type": "MaskToImage", "inputs": {"mask": ["50", 4]}},
+            "506": {"class_type": "SaveImage", "inputs": {"filename_prefix": "e2e_mask", "images": ["505", 0]}}}
+
+
+@pytest.mark.parametrize("where", ["gpugeek", "comfyui"])
+def test_compact_transfer_brings_every_image_back_as_webp_and_the_mask_exact(stack, where):
+    import numpy as np
+    from PIL import Image
+    target = stack["cloud"] if where == "comfyui" else ""
+    h = history(stack, post(stack, batch_and_mask("compact", target=target)).json()["prompt_id"])
+    assert h["status"]["status_str"] == "success", h["status"]
+    here = history(stack, post(stack, batch_and_mask("lossless", run_on="local")).json()["prompt_id"])
+    previews = [p["filename"] for p in h["outputs"]["50"]["images"]]
+    assert sum(n.endswith(".webp") for n in previews) == 3 and sum(n.endswith(".png") for n in previews) == 1
+
+    def pixels(hist, node):
+        return [np.asarray(Image.open(stack["tmp"] / "out" / f["filename"]).convert("RGB")).astype(int)
+                for f in hist["outputs"][node]["images"]]
+    cloud_images, local_images = pixels(h, "504"), pixels(here, "504")
+    assert len(cloud_images) == len(local_images) == 3          # no image of the batch lost
+    assert max(np.abs(a - b).max() for a, b in zip(cloud_images, local_images)) <= 4
+    assert all((a == b).all() for a, b in zip(pixels(h, "506"), pixels(here, "506")))   # the mask exact

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import codec, config, errors
 from ..plan import GATEWAY_OUTPUTS, LEAD_INPUT, MASK, PASS, GatewayPlan
+from ..plan.cloud_prompt import compact_saves
 from ..targets import open_target, target_of
 from ..targets.pool import open_pool, split_targets
 from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
@@ -202,11 +204,14 @@ def start_output(owner, *, task_id: str, node: str, journal, label: str):
 
 
 def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="", timeout_s: float,
-          target: str = "", node: str = "", label: str, on_event=None, runs: int = 1):
+          target: str = "", node: str = "", label: str, on_event=None, runs: int = 1, transfer: str = ""):
     """The gateway's one call: start its cloud run on the task owner (lead the task, or follow the merged
-    gateway that leads it) and return the job, which the node awaits with ``job.wait``."""
+    gateway that leads it) and return the job, which the node awaits with ``job.wait``. ``transfer``: the
+    gateway's choice of how images come back (lossless, compact, or empty for the settings' default)."""
     cfg = config.load_config()
     if plan.leads:
+        if config.transfer_of(transfer) == "compact":
+            plan = dataclasses.replace(plan, prompt=compact_saves(plan.prompt))
         where = target_of(cfg, target)
         wf = None if config.is_comfy_target(split_targets(where)[0]) else cfg.resolve_workflow_id(workflow_id)
         values = {c.input: inputs.get(c.input) for c in plan.crossings}
