@@ -5,7 +5,8 @@
    Bar: 4 and 8 runs within 1.3x the time of one (the platform runs tasks side by side); median and slowest.
 2. A pool of two ComfyUI servers (tests/fake_comfyui.py, each running one prompt at a time, as ComfyUI does):
    8 runs over the pool against 4 runs on one server. Bar: within 1.3x.
-Run: python bench/fanout.py [--task-s S]
+3. A clip of 81 frames back, on loopback and behind the home link, lossless and compact (bytes, PSNR).
+Run: python bench/fanout.py [--task-s S]   (python bench/fanout.py --clip: the clip alone)
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from _common import header, row  # noqa: E402
 import overhead  # noqa: E402  (its GPUGeek fake in a process and the ComfyUI stand-in set-up)
 
 
-def gateway(runs: int, seed: int, target: str = "") -> dict:
+def gateway(runs: int, seed: int, target: str = "", transfer: str = "lossless") -> dict:
     return {"1": {"class_type": "LoadImage", "inputs": {"image": "cloud_only.png"}},
             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0], "seed": seed}},
             "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": overhead.WF, "run_on": "cloud",
                                                                    "timeout_s": 600, "image_1": ["2", 0],
-                                                                   "runs": runs, "target": target}}}
+                                                                   "runs": runs, "target": target,
+                                                                   "transfer": transfer}}}
 
 
 def timed(prompt: dict, classes) -> tuple[float, object]:
@@ -69,38 +71,58 @@ def gpugeek(task_s: float, size: int, batch: int, repeats: int = 10) -> dict:
         fake.stop()
 
 
-def frames(task_s: float, count: int = 81, side: int = 632, net: dict | None = None, repeats: int = 3) -> dict:
+def frames(task_s: float, count: int = 81, side: int = 632, net: dict | None = None, repeats: int = 3,
+           transfer: str = "lossless") -> dict:
     """A short video clip back: ``count`` frames of about 832x480 pixels (the fake makes squares: 632x632 has
     the same pixel count), one run, ``repeats`` times with a new seed; the net overhead per frame (wall minus
-    the task's own lifetime). Behind a link (``net``), the net overhead against the time its bytes need there."""
+    the task's own lifetime). Behind a link (``net``), the net overhead against the time its bytes need there.
+    ``compact``: the same, each frame a lossy WebP, against a lossless run of the same seeds (bytes, PSNR)."""
     import resource
     import statistics
     _, fake, classes = overhead.setup(task_s, side, count, net)
     try:
-        timed(gateway(1, 0), classes)
-        nets, sizes = [], []
+        timed(gateway(1, 0, transfer=transfer), classes)
+        nets, sizes, quality, lossless_sizes = [], [], [], []
         for k in range(repeats):
+            seed = int(time.time() * 100) % 10**8 * 10 + k
             before = fake.moved()[0]
-            wall, out = timed(gateway(1, int(time.time() * 100) % 10**8 * 10 + k), classes)
+            wall, out = timed(gateway(1, seed, transfer=transfer), classes)
             nets.append(wall - fake.task(out[6])["lifetime"])
             sizes.append(fake.moved()[0] - before)
+            if transfer == "compact":   # the same frames, lossless: what the compact choice saves and costs
+                before = fake.moved()[0]
+                _, ref = timed(gateway(1, seed, transfer="lossless"), classes)
+                lossless_sizes.append(fake.moved()[0] - before)
+                mse = float(((out[0] - ref[0]) ** 2).mean())
+                quality.append(float("inf") if mse == 0 else 10 * __import__("math").log10(1 / mse))
         per = [n / count * 1e3 for n in nets]
         tensor_mb = out[0].numel() * 4 / 2**20
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         header(f"{count} frames of {side}x{side} (~832x480) back from one {task_s:.1f} s task, "
-               f"{overhead.link_name(net)}, {repeats} runs")
+               f"{overhead.link_name(net)}, {transfer}, {repeats} runs")
         row("net overhead per frame: median", f"{statistics.median(per):.1f} ms", "", None,
-            "<= 8 ms" if not net else "", statistics.median(per) <= 8 if not net else None)
+            "<= 8 ms" if not net and transfer == "lossless" else "",
+            statistics.median(per) <= 8 if not net and transfer == "lossless" else None)
         row("  slowest", f"{max(per):.1f} ms", "", None, "")
         size = statistics.median(sizes)
-        if net:
+        if net and transfer == "lossless":
             need = size * 8 / (net["down_mbit"] * 1e6)
             ratio = statistics.median(nets) / need
             row("net overhead vs the time its bytes need", f"{statistics.median(nets):.2f} s", f"{need:.2f} s", ratio,
                 "<= 1.15x (lossless)", ratio <= 1.15)
+        if net and transfer == "compact":
+            row("net overhead: median", f"{statistics.median(nets):.2f} s", "", None, "<= 1.5 s (compact)",
+                statistics.median(nets) <= 1.5)
+            row("  slowest", f"{max(nets):.2f} s", "", None, "")
+        if transfer == "compact":
+            fewer = statistics.median(lossless_sizes) / size
+            row("bytes moved vs lossless", f"{size / 1e6:.2f} MB", f"{statistics.median(lossless_sizes) / 1e6:.1f} MB",
+                1 / fewer, ">= 5x fewer", fewer >= 5)
+            print(f"  {fewer:.1f}x fewer bytes at a PSNR of {min(quality):.1f} dB (lowest of {len(quality)}) against the "
+                  "lossless frames")
         print(f"  {size / 1e6:.1f} MB down ({size / count / 1e3:.0f} KB a frame); final tensor {tensor_mb:.0f} MB;"
               f" process peak RSS {peak_mb:.0f} MB (torch and the pack included)")
-        return {"per_frame_ms": statistics.median(per), "bytes": size}
+        return {"per_frame_ms": statistics.median(per), "bytes": size, "net_s": statistics.median(nets)}
     finally:
         fake.stop()
 
@@ -131,10 +153,18 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--task-s", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--clip", action="store_true", help="only the 81-frame clip, lossless and compact")
     a = ap.parse_args()
+    if a.clip:
+        for net in (None, overhead.HOME_LINK):
+            for transfer in ("lossless", "compact"):
+                frames(a.task_s, net=net, transfer=transfer, repeats=a.repeats)
+        raise SystemExit(0)
     gpugeek(a.task_s, 512, 1, a.repeats)     # variations of an SD 1.5 image: one 512x512 per run
     gpugeek(a.task_s, 1024, 1, a.repeats)    # one 1024x1024 per run
     gpugeek(a.task_s, 1024, 4, 3)            # heavy: four 1024x1024 per run, 32 in all (decode bound here)
     frames(a.task_s)
     frames(a.task_s, net=overhead.HOME_LINK)
+    frames(a.task_s, transfer="compact")
+    frames(a.task_s, net=overhead.HOME_LINK, transfer="compact")
     pool(a.task_s)

@@ -37,6 +37,8 @@ if __name__ == "__main__":
     fanout.gpugeek(2.0, 1024, 4, 3)
     fanout.frames(2.0)
     fanout.frames(2.0, net=overhead.HOME_LINK)
+    fanout.frames(2.0, transfer="compact")
+    fanout.frames(2.0, net=overhead.HOME_LINK, transfer="compact")
     overhead.main(net=overhead.HOME_LINK)
     fanout.pool(2.0)
     whole.main()

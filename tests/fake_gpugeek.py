@@ -280,7 +280,9 @@ class FakeGPUGeek:
                     data = self.uploads.get(key)
             if data is None:
                 size = int(self.task_opts.get("size", 64))
-                seed = int(hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:6], 16)
+                # the cloud's work decides the image, not how it is saved (lossless or compact)
+                work = {n: v for n, v in prompt.items() if not n.startswith(("gpugeek_out_", "gpugeek_split_"))}
+                seed = int(hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:6], 16)
                 # one of 64 images per size, made once: the stand-in's own CPU stays out of what is measured
                 data = _photo_once(size, (seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)) % PHOTO_VARIANTS)
             count = int(self.task_opts.get("batch", 1))

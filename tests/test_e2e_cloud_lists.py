@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from real_comfyui import COMFY, PY, ROOT, base_directory, start_comfyui
-from test_e2e_comfyui import FRONTEND_NEW, free_port, launch, wait_http
+from test_e2e_comfyui import FRONTEND_NEW, free_port, launch, set_locale, wait_http
 
 KEY = "sk-e2e-LISTS-5e0c7a19b3"
 WF = "123456789012345"
@@ -106,7 +106,7 @@ def open_editor(browser, url):
                            timeout=60000)
     time.sleep(2)
     page.keyboard.press("Escape")
-    page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+    set_locale(page, "en")
     return page
 
 

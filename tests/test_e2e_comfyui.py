@@ -249,7 +249,7 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         page.wait_for_function("window.app && window.app.graph", timeout=60000)
         time.sleep(3)
         page.keyboard.press("Escape")
-        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+        set_locale(page, "en")
         page.evaluate("(wf) => app.loadApiJson(wf, 'local image, cloud edit')", edit)
         page.wait_for_function("() => window.__gpugeekMarking.roles['3'] === 'cloud'", timeout=30000)  # the server's plan
         page.evaluate("app.canvas.ds.scale = 0.75; app.canvas.ds.offset = [40, 60]; app.graph.setDirtyCanvas(true, true)")
@@ -284,8 +284,7 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         time.sleep(1.5)
         page.screenshot(path=str(shots / "settings.png"))
         page.keyboard.press("Escape")
-        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'zh')")
-        time.sleep(2)
+        set_locale(page, "zh")
         demo_zh = {k: {kk: vv for kk, vv in v.items() if kk != "_meta"} for k, v in demo.items()}  # default titles
         page.evaluate("(wf) => app.loadApiJson(wf, 'demo zh')", demo_zh)
         time.sleep(3)
@@ -298,7 +297,7 @@ def test_editor_marks_runs_and_never_shows_the_key(stack):
         saved = page.evaluate("async () => JSON.stringify((await app.graphToPrompt()).workflow)")
         storage = page.evaluate("() => JSON.stringify(Object.assign({}, localStorage, sessionStorage))")
         html = page.content()
-        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+        set_locale(page, "en")
         b.close()
     zh_name = json.loads((ROOT / "locales" / "zh" / "nodeDefs.json").read_text("utf-8"))["GPUGeekCloudExecute"]["display_name"]
     assert zh_name in title or zh_name in html
@@ -378,6 +377,20 @@ COST_JS = """async () => {
 }"""
 
 
+def set_locale(page, code):
+    """Switch the editor's language and let it settle: editor 1.48 and newer then reload their node
+    definitions and, after them, the open workflow (a graph loaded meanwhile would be replaced)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    if page.evaluate("app.extensionManager.setting.get('Comfy.Locale')") == code:
+        return
+    try:
+        with page.expect_response(lambda r: "/object_info" in r.url, timeout=8000):
+            page.evaluate(f"app.extensionManager.setting.set('Comfy.Locale', '{code}')")
+    except PlaywrightTimeout:   # an editor that keeps its node definitions
+        pass
+    time.sleep(1.5)
+
+
 def open_editor(browser, url, on_request=None):
     page = browser.new_page(viewport={"width": 1500, "height": 900})
     if on_request:
@@ -438,7 +451,7 @@ def test_queued_prompt_carries_the_editor_language_and_refusals_are_in_it(editor
         b = p.chromium.launch(executable_path="/usr/bin/chromium",
                               args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = open_editor(b, editor_url, record)
-        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'zh')")
+        set_locale(page, "zh")
         crossing = t2i()
         crossing["13"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}
         crossing["14"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["13", 0]}}
@@ -450,7 +463,7 @@ def test_queued_prompt_carries_the_editor_language_and_refusals_are_in_it(editor
         time.sleep(1)
         page.evaluate("app.queuePrompt(0, 1)")
         page.wait_for_function("() => (app.graph.getNodeById(96)?.__gpugeekStatus || {}).status === 3", timeout=60000)
-        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+        set_locale(page, "en")
         b.close()
     assert sorted(u.split("lang=")[1] for u in texts) == ["en", "zh"]    # both tables, once
     assert any("\u4e00" <= ch <= "\u9fff" for ch in " ".join(marking["refusals"]["10"]))   # Chinese
@@ -711,7 +724,7 @@ def test_cloud_errors_on_the_users_nodes_and_in_the_tasks_tab(editor_url, stack)
     with pw.sync_playwright() as p:
         b = launch(p)
         page = open_editor(b, editor_url)
-        page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+        set_locale(page, "en")   # a test before may have left it in Chinese
         page.evaluate("(wf) => app.loadApiJson(wf, 'refused')", t2i())
         page.wait_for_function("() => window.__gpugeekMarking.roles['4'] === 'cloud'", timeout=30000)
         page.evaluate("app.canvas.ds.scale = 0.8; app.canvas.ds.offset = [40, 60]; app.graph.setDirtyCanvas(true, true)")
@@ -811,7 +824,7 @@ def test_three_runs_on_the_gateway_and_one_group_in_the_tasks_tab(editor_url, st
         with pw.sync_playwright() as p:
             b = launch(p)
             page = open_editor(b, editor_url)
-            page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+            set_locale(page, "en")
             page.evaluate("(wf) => app.loadApiJson(wf, 'three runs')", prompt)
             page.wait_for_function("() => window.__gpugeekMarking.roles['601'] === 'cloud'", timeout=30000)
             page.evaluate("""() => { const g = app.graph.getNodeById(60), ds = app.canvas.ds; ds.scale = 0.9;
@@ -831,13 +844,13 @@ def test_three_runs_on_the_gateway_and_one_group_in_the_tasks_tab(editor_url, st
             page.screenshot(path=str(shots / f"runs_done_{tag}.png"))
             zh = None
             if after["box"] == "status":   # the box is the one status: it follows the editor's language
-                page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'zh')")
+                set_locale(page, "zh")
                 time.sleep(1.5)
                 page.evaluate("app.graph.setDirtyCanvas(true, true)")
                 time.sleep(0.5)
                 zh = page.evaluate(RUNS_BOX_JS)
                 page.screenshot(path=str(shots / f"runs_done_zh_{tag}.png"))
-                page.evaluate("app.extensionManager.setting.set('Comfy.Locale', 'en')")
+                set_locale(page, "en")
                 time.sleep(1.5)
             ids = after["status"]["task_ids"]
             # the tab reads the tasks every 3 s: wait for the render that has seen the runs end
