@@ -163,3 +163,24 @@ def test_frames_of_one_file_decode_as_loadimage_reads_them_and_a_bomb_is_refused
     monkeypatch.setattr(codec, "MAX_BATCH_BYTES", 40 * 32 * 16 * 3)
     with pytest.raises(E.ResultError, match="4 frames of 40x32"):
         codec.decode_frames(data)
+
+
+@pytest.mark.parametrize("orientation", [None, 1, 6])
+def test_a_still_webp_decodes_as_loadimage_reads_it_turned_by_its_exif(orientation, monkeypatch):
+    """libwebp off the GIL decodes it (same pixels as Pillow); Pillow only where the EXIF turns the image."""
+    im = Image.open(io.BytesIO(photo_png(40, 24, seed=2)))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    exif[0x0110] = "prompt:{}"              # what SaveAnimatedWEBP writes into every file
+    buf = io.BytesIO()
+    im.save(buf, "WEBP", quality=90, exif=exif.tobytes())
+    from PIL import ImageOps
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).convert("RGB"))
+    pil = codec._pil_array
+    used = []
+    monkeypatch.setattr(codec, "_pil_array", lambda data: used.append(1) or pil(data))
+    rgb, alpha = codec.decode_array(buf.getvalue())
+    assert alpha is None and np.array_equal(rgb, want)
+    assert used == ([1] if orientation == 6 or codec._webp_nogil is None else [])
+    assert rgb.shape == ((40, 24, 3) if orientation == 6 else (24, 40, 3))
