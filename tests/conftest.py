@@ -150,3 +150,13 @@ def comfy_env(tmp_path):
     nodes.NODE_CLASS_MAPPINGS.clear()
     nodes.NODE_CLASS_MAPPINGS.update(classes)
     return classes
+
+
+class JsonRequest:
+    """A stand-in for aiohttp's request to a route that reads a JSON body."""
+
+    def __init__(self, body):
+        self.body = body
+
+    async def json(self):
+        return self.body

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageSequence
 
 import mini_comfy
-from conftest import core, load_pack
+from conftest import JsonRequest, core, load_pack
 from fake_gpugeek import animated_webp, photo_png
 
 pack = load_pack()
@@ -130,20 +130,13 @@ def test_an_unknown_transfer_in_the_environment_is_lossless_and_said(monkeypatch
 
 
 def test_the_settings_route_keeps_the_choice_and_refuses_other_words(env):
-    import aiohttp  # noqa: F401  (the route's request stand-in is enough)
     routes = pack.nodes.routes
 
-    class Req:
-        def __init__(self, body):
-            self.body = body
-
-        async def json(self):
-            return self.body
-    out = asyncio.run(routes.post_config(Req({"transfer": "compact"})))
+    out = asyncio.run(routes.post_config(JsonRequest({"transfer": "compact"})))
     assert json.loads(out.text)["transfer"] == "compact" and config.load_settings()["transfer"] == "compact"
-    bad = asyncio.run(routes.post_config(Req({"transfer": "tiny"})))
+    bad = asyncio.run(routes.post_config(JsonRequest({"transfer": "tiny"})))
     assert bad.status == 400 and "lossless" in json.loads(bad.text)["error"]
-    asyncio.run(routes.post_config(Req({"transfer": "lossless"})))
+    asyncio.run(routes.post_config(JsonRequest({"transfer": "lossless"})))
     assert "transfer" not in config.load_settings() and config.transfer_default() == "lossless"
 
 

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import mini_comfy  # noqa: E402
-from conftest import SECRET_KEY, command_line, comfy_env, core, load_pack, produced, said  # noqa: E402
+from conftest import JsonRequest, SECRET_KEY, command_line, comfy_env, core, load_pack, produced, said  # noqa: E402
 from fake_comfyui import MODELS, FakeComfyUI  # noqa: E402
 from fake_gpugeek import photo_png  # noqa: E402
 from other_host import OtherHost  # noqa: E402
@@ -338,15 +338,8 @@ def test_settings_route_binds_and_forgets_the_comfy_key(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     routes = pack.nodes.routes
 
-    class Req:
-        def __init__(self, body):
-            self.body = body
-
-        async def json(self):
-            return self.body
-
     def post(body):
-        return json.loads(asyncio.run(routes.post_config(Req(body))).text)
+        return json.loads(asyncio.run(routes.post_config(JsonRequest(body))).text)
 
     out = post({"target": "v2:http://127.0.0.1:8189/", "comfy_api_key": SECRET_KEY})
     assert out["ok"] and out["target"] == "v2:http://127.0.0.1:8189" and out["comfy_key_set"]
