@@ -163,37 +163,39 @@ def batch_parallel(w: int = 1024, h: int = 1024, count: int = 4, trials: int = 1
     return {"ours_ms": a * 1e3, "before_ms": b * 1e3}
 
 
-def huge_pages(shape):
-    """A float32 tensor on an anonymous mapping advised to use transparent huge pages (tried, not used)."""
-    import mmap
-    n = 4 * int(np.prod(shape))
-    m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    m.madvise(mmap.MADV_HUGEPAGE)
-    return torch.frombuffer(m, dtype=torch.float32).view(*shape)
-
-
-def first_touch(count: int = 81, w: int = 832, h: int = 480, trials: int = 10) -> dict:
-    """Writing decoded frames into a fresh clip tensor: much of the cost is the kernel's page faults on the
-    new memory. torch.empty (what the pack uses) against huge pages, alternated: huge pages are faster in the
-    median but their slowest trials were several times slower (the kernel finding 2 MB pages on a busy
-    machine), so the pack does not use them."""
+def fresh_batch(count: int = 81, w: int = 832, h: int = 480, trials: int = 10) -> dict:
+    """A clip's frames decoded into a new batch tensor on every core (codec.BatchDecoder), as the gateway does.
+    Much of the cost is the kernel's page faults on the new memory, one every 4 KB as the frames are written
+    (a part's first run). On a later run the tensor was made while the cloud task ran (``codec.reserve``, from
+    the shape the journal keeps), so none of that is left for after the task. Faulting the tensor in beside the
+    decoders (``codec.populate`` in a thread) measured no faster on two cores: the decoders need both. Alternated; huge pages were tried too (faster in the median, several times slower in their slowest trials:
+    the kernel finding 2 MB pages on a busy machine) and are not used."""
     import statistics
     import time
-    rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    res: dict = {"huge pages": [], "torch.empty": []}
+    from concurrent.futures import ThreadPoolExecutor
+    files = [comfy_png(w, h, s) for s in range(count)]
+    threads = max(2, min(4, os.cpu_count() or 2))
+
+    def run(reserve=None):
+        d = codec.BatchDecoder(count, reserve=reserve)
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(lambda i: d.add(i, files[i], False), range(count)))
+        return d.result()
+    res: dict = {"faults as written": [], "made ahead": []}
     for _ in range(trials):
-        for name, make in (("huge pages", huge_pages), ("torch.empty", lambda s: torch.empty(s))):
-            out = make((count, h, w, 3)).numpy()
+        for name in res:
+            made = codec.reserve(count, h, w) if name == "made ahead" else None
             t = time.perf_counter()
-            for i in range(count):
-                np.divide(rgb, np.float32(255.0), out=out[i], dtype=np.float32, casting="unsafe")
+            run(made)
             res[name].append((time.perf_counter() - t) / count)
-            del out
-    a, b = statistics.median(res["torch.empty"]), statistics.median(res["huge pages"])
-    header(f"{count} frames of {w}x{h} written into a fresh float32 tensor ({trials} trials, alternated)")
-    row("per frame: median (slowest)", f"{a * 1e3:.2f} ({max(res['torch.empty']) * 1e3:.1f}) ms",
-        f"{b * 1e3:.2f} ({max(res['huge pages']) * 1e3:.1f}) ms", b / a, "torch.empty (ours) vs huge pages")
-    return {"torch_ms": a * 1e3, "huge_ms": b * 1e3}
+            del made
+    base = statistics.median(res["faults as written"])
+    header(f"{count} frames of {w}x{h} decoded into a new batch tensor on {threads} threads ({trials} trials, "
+           "alternated), per frame")
+    for name, xs in res.items():
+        row(f"{name}: median (slowest)", f"{statistics.median(xs) * 1e3:.2f} ({max(xs) * 1e3:.1f}) ms",
+            f"{base * 1e3:.2f} ms", statistics.median(xs) / base, "vs faults as written")
+    return {k: statistics.median(v) * 1e3 for k, v in res.items()}
 
 
 CHILD = r"""
@@ -241,4 +243,4 @@ if __name__ == "__main__":
     decoders(832, 480, 16)
     batch_parallel()
     batch_parallel(832, 480, 81, 3)
-    first_touch()
+    fresh_batch()

@@ -25,7 +25,7 @@ if __name__ == "__main__":
     codec.decoders(832, 480, 16)
     codec.batch_parallel()
     codec.batch_parallel(832, 480, 81, 3)
-    codec.first_touch()
+    codec.fresh_batch()
     upload.main()
     plan.main()
     cloud_lists.main()

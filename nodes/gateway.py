@@ -142,7 +142,9 @@ def _done(out, started: float) -> dict:
     d = out.detail
     return {"state": "done", "task_id": out.task_id, "run_ms": d.run_duration_ms, "queue_ms": d.queue_duration_ms,
             "price": d.origin_price, "wall_s": round(time.monotonic() - started, 3),
-            "uploaded_bytes": out.uploaded_bytes, "task_ids": out.task_ids or [out.task_id]}
+            "uploaded_bytes": out.uploaded_bytes, "task_ids": out.task_ids or [out.task_id],
+            # how the images came back and their bytes, for the gateway's closing line
+            "transfer": out.transfer, "bytes_down": sum(out.fetched.values())}
 
 
 class _Progress:

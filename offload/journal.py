@@ -225,10 +225,13 @@ def _medians(runs: list) -> dict:
     prices = [float(r["price"]) for r in runs if r.get("price") is not None]
     times = [float(r["run_ms"]) for r in runs if r.get("run_ms") is not None]
     queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
+    shaped = [r for r in runs if r.get("result_shape")]
     return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
             "run_ms": statistics.median(times) if times else None,
             "run_ms_spread": _spread(times),
-            "queue_ms": statistics.median(queue) if queue else None}
+            "queue_ms": statistics.median(queue) if queue else None,
+            # what the newest run's outputs decoded to (node -> [images, height, width])
+            "result_shape": max(shaped, key=lambda r: r.get("created", 0))["result_shape"] if shaped else None}
 
 
 def _spread(times: list) -> float | None:

@@ -190,6 +190,13 @@ async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str) -> 
     cap = max_bytes
     if encoded and declared is not None:
         cap = min(max_bytes, max(INFLATE_FLOOR_BYTES, declared * MAX_INFLATE_RATIO))
+    if declared is not None and not encoded:   # its length is known and within the cap: one read, one copy
+        try:
+            return await r.content.readexactly(declared)
+        except asyncio.IncompleteReadError as e:
+            raise _CutShort(f"{len(e.partial)} of {declared} bytes") from None
+        except aiohttp.ClientPayloadError as e:
+            raise _CutShort(type(e).__name__) from None
     buf = bytearray()
     try:
         async for chunk in r.content.iter_chunked(CHUNK_BYTES):

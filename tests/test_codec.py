@@ -167,3 +167,34 @@ def test_results_decode_in_parallel_only_with_a_decoder_that_lets_go_of_the_gil(
     assert codec.parallel_decoding()
     monkeypatch.setattr(codec, "_spng_nogil", lambda d: None)
     assert codec.parallel_decoding()
+
+
+def test_a_batch_made_ahead_is_written_into_when_its_shape_matches_and_dropped_when_not():
+    """codec.reserve: the tensor made while the cloud task ran is the batch when the files have its shape (count,
+    height, width); otherwise the batch is made as without it. The pixels are the same either way."""
+    files = [photo_png(48, 32, seed=s) for s in (1, 2, 3)]
+    plain, _ = codec.decode_batch(files)
+    for count, h, w, used in ((3, 32, 48, True), (3, 48, 32, False), (2, 32, 48, False), (4, 32, 48, False)):
+        made = codec.reserve(count, h, w)
+        assert made.shape == (count, h, w, 3) and made.dtype == torch.float32
+        dec = codec.BatchDecoder(3, reserve=made)
+        for i, d in enumerate(files):
+            dec.add(i, d)
+        img, _ = dec.result()
+        assert (img.data_ptr() == made.data_ptr()) is used
+        assert torch.equal(img, plain)
+
+
+def test_a_batch_past_the_limit_is_not_made_ahead():
+    side = int((codec.MAX_BATCH_BYTES // 16) ** 0.5) + 1
+    assert codec.reserve(1, side, side) is None and codec.reserve(0, 8, 8) is None
+
+
+def test_populating_a_tensor_keeps_what_is_written_in_it():
+    """The kernel faults the memory in (Linux) and leaves its content: decoders may write into it meanwhile."""
+    t = torch.empty((3, 64, 64, 3), dtype=torch.float32)
+    t.copy_(torch.rand_like(t))
+    before = t.clone()
+    import sys
+    assert codec.populate(t) is sys.platform.startswith("linux")
+    assert torch.equal(t, before)

@@ -509,3 +509,29 @@ def test_results_decode_on_every_core_and_are_written_while_they_decode(env, fak
     results, ui, _ = execute(t2i(), env)
     assert results["10"][0].shape[0] == 4 and len(ui["10"]["images"]) == 4
     assert seen["parallel"] >= 2 and seen["written_before_last"]
+
+
+def test_a_cloud_part_run_again_decodes_into_a_batch_made_while_its_task_ran(env, fake, monkeypatch):
+    """The journal keeps what each output decoded to; a run of the same part (a new seed) makes that batch
+    while its task runs and its files are decoded into it. Before: the batch was made, and its memory faulted
+    in page by page, after the task ended."""
+    codec = core("codec")
+    fake.task_opts["batch"] = 3
+    made = []
+    real_reserve = codec.reserve
+
+    def reserve(count, h, w):
+        made.append(((count, h, w), real_reserve(count, h, w)))
+        return made[-1][1]
+    monkeypatch.setattr(codec, "reserve", reserve)
+    first, _, _ = execute(t2i(), env)
+    assert made == [] and first["10"][0].shape == (3, 64, 64, 3)
+    rec = pack.nodes.cloud.journal().by_prompt_id(first["10"][6])
+    assert rec["result_shape"] == {"gpugeek_out_0": [3, 64, 64]}
+    p = t2i()
+    p["3"]["inputs"]["seed"] = 2
+    second, _, _ = execute(p, env)
+    assert len(made) == 1 and made[0][0] == (3, 64, 64)
+    assert second["10"][0].data_ptr() == made[0][1].data_ptr()
+    task = list(fake.tasks.values())[-1]
+    assert torch.equal(second["10"][0][0], png_tensor(task.files["gpugeek_out_0"][0][1]))

@@ -88,6 +88,11 @@ def test_compact_moves_several_times_fewer_bytes_close_to_the_pixels_and_masks_e
     loaded = [np.asarray(f.convert("RGB"), np.float32) / 255 for f in ImageSequence.Iterator(Image.open(io.BytesIO(webp)))]
     assert np.array_equal(image[0].numpy(), loaded[0])   # what ComfyUI's LoadImage reads from that file
     assert [p["filename"].endswith(".webp") for p in ui["10"]["images"]] == [True, False]   # previews kept
+    # the gateway's closing line says how the images came back and what moved
+    done = ui["10"]["gpugeek"][0]
+    assert (done["transfer"], done["bytes_down"], done["uploaded_bytes"]) == ("compact", compact_bytes, 0)
+    _, ui, _ = execute(image_and_mask(), env)
+    assert (ui["10"]["gpugeek"][0]["transfer"], ui["10"]["gpugeek"][0]["bytes_down"]) == ("lossless", lossless_bytes)
 
 
 def test_a_batch_of_identical_images_from_several_runs_keeps_every_image(env, fake):

@@ -19,7 +19,7 @@ from ..targets.pool import open_pool, split_targets
 from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
 from ..wire import SUCCEEDED, TaskDetail
 from .fanout import combined, run_runs
-from .task import RunOutcome, fetch_results
+from .task import RunOutcome, estimate_for, fetch_results
 
 # Where the cloud's files are kept, under ComfyUI's output folder (previews point there).
 RESULTS_SUBFOLDER = "gpugeek"
@@ -39,15 +39,20 @@ class Delivered:
     uploaded_bytes: int = 0
     task_ids: list = field(default_factory=list)   # every task of a fan-out, in run order
     fetched: dict = field(default_factory=dict)     # task id -> bytes of its files brought back
+    shapes: dict = field(default_factory=dict)      # output node -> [images, height, width] decoded from it
+    transfer: str = "lossless"                      # how the images came back (config.TRANSFERS)
 
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
-               journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1) -> Delivered:
+               journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1,
+               transfer: str = "lossless") -> Delivered:
     """Run the cloud part as one task (or ``runs`` tasks at once, on a pool of servers where ``where`` names
     several) and deliver this gateway's images, the runs' in order as one batch; merged gateways' files are
     held by the owner until each of them took its own (and, for a whole workflow, its output nodes' files
     until each output node took its own)."""
     members = plan.followers + (list(plan.user_outputs) if plan.whole else [])
+    # the batches this cloud part gave last time, made (memory faulted in) while its task runs
+    reserves = _reserve(estimate_for(journal, plan, workflow_id), plan, runs)
     async with open_pool(cfg, where, open_target) as pool:
         outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                   workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
@@ -57,14 +62,17 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
                                   # is fetched by deliver() and decoded as soon as it arrives
                                   fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget())
         detail, files = combined(outcomes)
-        out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir))
+        out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves))
+    shapes = {node: [n // runs, h, w] for node, (n, h, w) in out.shapes.items() if n % runs == 0}
     for i, o in enumerate(outcomes):   # the bytes moved: each run's files down, the inputs up once
         journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)],
-                       bytes_down=out.fetched.get(o.prompt_id, 0), bytes_up=o.uploaded_bytes if i == 0 else 0)
+                       bytes_down=out.fetched.get(o.prompt_id, 0), bytes_up=o.uploaded_bytes if i == 0 else 0,
+                       result_shape=shapes)
     if members:
         job.owner.share(detail.prompt_id, files, members)
     out.uploaded_bytes = outcomes[0].uploaded_bytes
     out.task_ids = [o.prompt_id for o in outcomes]
+    out.transfer = transfer
     return out
 
 
@@ -92,13 +100,31 @@ async def files_of(job, *, cfg, task_id: str, nodes: set, member: str, journal, 
     return combined(outcomes)
 
 
+def _reserve(estimate: dict | None, plan: GatewayPlan, runs: int) -> dict:
+    """Output node -> a job making its batch tensor ahead (codec.reserve), for the outputs whose shape the
+    same cloud part gave before (journal: same part or same shape; not a scaled guess). A shape that turns out
+    different only costs the memory while the task runs: the batch is then made when its files come."""
+    shape = (estimate or {}).get("result_shape") or {}
+    if (estimate or {}).get("basis") not in ("exact", "shape") or not isinstance(shape, dict):
+        return {}
+    made = {}
+    for o in plan.outputs:
+        n_h_w = shape.get(o.save) if o.kind != PASS else None
+        if isinstance(n_h_w, list) and len(n_h_w) == 3 and all(isinstance(v, int) for v in n_h_w):
+            made[o.save] = asyncio.ensure_future(asyncio.to_thread(codec.reserve, n_h_w[0] * runs, n_h_w[1], n_h_w[2]))
+    return made
+
+
 async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
-                  save_user_outputs: bool = True) -> Delivered:
+                  save_user_outputs: bool = True, reserves: dict | None = None) -> Delivered:
     """Decode each output's files into tensors (fetching what is not here yet, each file decoded as soon as
     it arrives, on every core), save the cloud's files into the output folder and list them as previews. Each
     file is written while the others download and decode, so the writes do not wait for the decoding nor
-    the tensors for the writes. The bytes are released when this returns."""
+    the tensors for the writes. The bytes are released when this returns. ``reserves``: output node -> a job
+    whose result is a batch tensor made ahead (``_reserve``)."""
     outs = [None] * len(GATEWAY_OUTPUTS)
+    shapes: dict = {}
+    reserves = reserves or {}
     files = dict(files)
     budget = ByteBudget()
     # each file decoded as soon as it arrives while the next ones download, on every core where the decoder
@@ -138,12 +164,13 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
         if not count:
             raise errors.ResultError(f"The cloud task returned no file for {GATEWAY_OUTPUTS[o.slot]}",
                                 task_id=detail.prompt_id, call="results")
-        dec = codec.BatchDecoder(count)
+        dec = codec.BatchDecoder(count, reserve=await reserves.pop(node) if node in reserves else None)
         if have is None:
             await fetch_into(node, dec)
         else:
             await asyncio.gather(*(loop.run_in_executor(decoder, dec.add, i, d) for i, (_, d) in enumerate(have)))
         image, _mask = dec.result()
+        shapes[node] = list(image.shape[:3])
         outs[o.slot] = image[..., 0].contiguous() if o.kind == MASK else image
 
     for o in plan.outputs:
@@ -174,7 +201,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
             saved.append(str(path))
             if path.suffix.lower() in IMAGE_EXTS:
                 previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
-    return Delivered(outs, previews, saved, detail.prompt_id, detail, fetched=fetched)
+    return Delivered(outs, previews, saved, detail.prompt_id, detail, fetched=fetched, shapes=shapes)
 
 
 def _save_one(folder, node, i: int, url: str, data: bytes, detail: TaskDetail):
@@ -210,7 +237,8 @@ def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="
     gateway's choice of how images come back (lossless, compact, or empty for the settings' default)."""
     cfg = config.load_config()
     if plan.leads:
-        if config.transfer_of(transfer) == "compact":
+        transfer = config.transfer_of(transfer)
+        if transfer == "compact":
             plan = dataclasses.replace(plan, prompt=compact_saves(plan.prompt))
         where = target_of(cfg, target)
         wf = None if config.is_comfy_target(split_targets(where)[0]) else cfg.resolve_workflow_id(workflow_id)
@@ -218,7 +246,8 @@ def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="
         return owner.start(lambda job: lead(
             job, cfg=cfg, where=where, plan=plan, values=values, passthrough=inputs, workflow_id=wf,
             timeout_s=timeout_s, journal=place.journal, uploads=place.uploads, read_file=place.read_file,
-            output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}, runs=runs),
+            output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}, runs=runs,
+            transfer=transfer),
             label=label, on_event=on_event)
     task_id = inputs.get(LEAD_INPUT)
     if not task_id:

@@ -29,13 +29,13 @@ export function seconds(ms) {
   return `${m} min ${Math.round(s - m * 60)} s`;
 }
 
-// a price as people read it: at most 4 decimals (sums and scaled estimates carry float noise), "?" unknown
 // a byte count as people read it (1 decimal in MB, whole KB below)
 export function size(n) {
   const b = Number(n) || 0;
   return b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${Math.round(b / 1e3)} KB`;
 }
 
+// a price as people read it: at most 4 decimals (sums and scaled estimates carry float noise), "?" unknown
 export function money(p) {
   if (p === null || p === undefined || p === "") return "?";
   const n = Number(p);

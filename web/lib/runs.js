@@ -50,7 +50,8 @@ export function runsKind(cells) {
 // the gateway's record once its prompt ran (the node's executed message): every run succeeded
 export function doneRecord(info) {
   const ids = Array.isArray(info?.task_ids) ? info.task_ids.map(String) : [];
-  const rec = { status: 3, task_id: info?.task_id, run_ms: info?.run_ms, price: info?.price };
+  const rec = { status: 3, task_id: info?.task_id, run_ms: info?.run_ms, price: info?.price,
+    bytes_down: info?.bytes_down, bytes_up: info?.uploaded_bytes, transfer: info?.transfer };
   if (ids.length > 1) Object.assign(rec, { runs: ids.length, runs_done: ids.length, run_states: ids.map(() => 3), task_ids: ids });
   return rec;
 }

@@ -1,5 +1,5 @@
 // What the gateway shows about its task, as lines of text (pure: the drawing is in gpugeek_status.js).
-import { t, seconds, money } from "./i18n.js";
+import { t, seconds, money, size } from "./i18n.js";
 import { runCells, runsLine } from "./runs.js";
 
 // one task's state: queued (position), running (elapsed), done (time, price), failed, cancelled
@@ -22,6 +22,11 @@ export function statusLines(state, lang) {
   const line = stateLine(state, lang);
   if (line && runs && Number.isInteger(state.run)) lines.push(t(lang, "runOf", { run: state.run + 1, text: line }));
   else if (line) lines.push(line);
+  // a finished run: how its images came back (the gateway's transfer) and the bytes it moved
+  if (state.status === 3 && state.bytes_down != null) {
+    const how = state.transfer === "compact" ? "transferCompact" : "transferLossless";
+    lines.push(t(lang, "broughtBack", { down: size(state.bytes_down), up: size(state.bytes_up), how: t(lang, how) }));
+  }
   const ids = state.task_ids?.length > 1 ? state.task_ids.join(", ") : state.task_id;
   if (ids) lines.push(t(lang, "taskId", { id: ids }));
   return lines;

@@ -60,7 +60,21 @@ test("once the prompt ran: every run done, the summed price, every task id", () 
   assert.deepEqual(statusLines(rec, "en"), ["3/3 done", "done in 1.0 s, price 0.75", "task a, b, c"]);
   assert.equal(statusLines(rec, "zh")[0], fill(zh.runsDone, { done: 3, runs: 3 }));
   const one = doneRecord({ state: "done", task_id: "a", task_ids: ["a"], run_ms: 1000, price: 0.25 });
-  assert.deepEqual(one, { status: 3, task_id: "a", run_ms: 1000, price: 0.25 });
+  assert.deepEqual(one, { status: 3, task_id: "a", run_ms: 1000, price: 0.25, bytes_down: undefined,
+    bytes_up: undefined, transfer: undefined });
+});
+
+test("a finished run says how its images came back and the bytes it moved, in both languages", () => {
+  const info = { state: "done", task_id: "a", task_ids: ["a"], run_ms: 1000, price: 0.25, bytes_down: 4_780_000,
+    uploaded_bytes: 0, transfer: "compact" };
+  assert.deepEqual(statusLines(doneRecord(info), "en"),
+    ["done in 1.0 s, price 0.25", "4.8 MB back (compact), 0 KB up", "task a"]);
+  assert.equal(statusLines(doneRecord({ ...info, transfer: "lossless" }), "en")[1], "4.8 MB back (lossless), 0 KB up");
+  assert.equal(statusLines(doneRecord(info), "zh")[1],
+    fill(zh.broughtBack, { down: "4.8 MB", up: "0 KB", how: zh.transferCompact }));
+  // before the files came (the cloud's own "done" status), no such line
+  assert.deepEqual(statusLines({ status: 3, run_ms: 1000, price: 0.25, task_id: "a" }, "en"),
+    ["done in 1.0 s, price 0.25", "task a"]);
 });
 
 test("the expected line: for N runs at once, and scaled from other sizes or steps, in both languages", () => {
