@@ -21,6 +21,7 @@ from _common import core, header, row, timeit  # noqa: E402
 from fake_gpugeek import photo_png  # noqa: E402
 
 codec = core("codec")
+batch = core("batch")
 
 
 def pillow_comfy(data):
@@ -32,7 +33,7 @@ def main(n_batch: int = 4) -> dict:
     data = photo_png(1024, 1024, seed=7)
     out = {}
     header(f"codec: 1024x1024 photo-like PNG ({len(data) / 1e6:.1f} MB), median of 15")
-    t_ours = timeit(lambda: codec.decode_batch([data]))
+    t_ours = timeit(lambda: batch.decode_batch([data]))
     t_pil = timeit(lambda: pillow_comfy(data))
     raw = {"pillow raw": timeit(lambda: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))}
     if codec.pyspng is not None:
@@ -50,7 +51,7 @@ def main(n_batch: int = 4) -> dict:
     row(f"batch of {n_batch}: peak extra RSS / final tensor", f"{ratio_mem * final / 2**20:.0f} MB",
         f"{final / 2**20:.0f} MB", ratio_mem, "< 1.30x", ratio_mem < 1.3)
     out.update(batch_peak_ratio=ratio_mem)
-    img, _ = codec.decode_batch([data])
+    img, _ = batch.decode_batch([data])
 
     img1 = img[0]
     enc = {lvl: timeit(lambda lvl=lvl: codec.encode_png(img1, level=lvl), repeat=5, warmup=1) for lvl in (codec.PNG_LEVEL, 6)}
@@ -138,7 +139,7 @@ def decoders(w: int = 1024, h: int = 1024, count: int = 8, repeat: int = 5) -> d
 
 
 def batch_parallel(w: int = 1024, h: int = 1024, count: int = 4, trials: int = 10) -> dict:
-    """A result batch into one tensor as the gateway decodes it (codec.BatchDecoder): on every core with a
+    """A result batch into one tensor as the gateway decodes it (batch.BatchDecoder): on every core with a
     decoder that lets go of the GIL (ours) against one thread with pyspng (before issue 26), alternated."""
     import statistics
     import time
@@ -146,7 +147,7 @@ def batch_parallel(w: int = 1024, h: int = 1024, count: int = 4, trials: int = 1
     files = [comfy_png(w, h, s) for s in range(count)]
 
     def run(threads, spng):
-        d = codec.BatchDecoder(count)
+        d = batch.BatchDecoder(count)
         with ThreadPoolExecutor(threads) as ex:
             list(ex.map(lambda i: d.add(i, files[i], spng), range(count)))
         return d.result()
@@ -164,11 +165,11 @@ def batch_parallel(w: int = 1024, h: int = 1024, count: int = 4, trials: int = 1
 
 
 def fresh_batch(count: int = 81, w: int = 832, h: int = 480, trials: int = 10) -> dict:
-    """A clip's frames decoded into a new batch tensor on every core (codec.BatchDecoder), as the gateway does.
+    """A clip's frames decoded into a new batch tensor on every core (batch.BatchDecoder), as the gateway does.
     Much of the cost is the kernel's page faults on the new memory, one every 4 KB as the frames are written
-    (a part's first run). On a later run the tensor was made while the cloud task ran (``codec.reserve``, from
+    (a part's first run). On a later run the tensor was made while the cloud task ran (``batch.reserve``, from
     the shape the journal keeps), so none of that is left for after the task. Faulting the tensor in beside the
-    decoders (``codec.populate`` in a thread) measured no faster on two cores: the decoders need both. Alternated; huge pages were tried too (faster in the median, several times slower in their slowest trials:
+    decoders (``batch.populate`` in a thread) measured no faster on two cores: the decoders need both. Alternated; huge pages were tried too (faster in the median, several times slower in their slowest trials:
     the kernel finding 2 MB pages on a busy machine) and are not used."""
     import statistics
     import time
@@ -177,14 +178,14 @@ def fresh_batch(count: int = 81, w: int = 832, h: int = 480, trials: int = 10) -
     threads = max(2, min(4, os.cpu_count() or 2))
 
     def run(reserve=None):
-        d = codec.BatchDecoder(count, reserve=reserve)
+        d = batch.BatchDecoder(count, reserve=reserve)
         with ThreadPoolExecutor(threads) as ex:
             list(ex.map(lambda i: d.add(i, files[i], False), range(count)))
         return d.result()
     res: dict = {"faults as written": [], "made ahead": []}
     for _ in range(trials):
         for name in res:
-            made = codec.reserve(count, h, w) if name == "made ahead" else None
+            made = batch.reserve(count, h, w) if name == "made ahead" else None
             t = time.perf_counter()
             run(made)
             res[name].append((time.perf_counter() - t) / count)
@@ -204,9 +205,10 @@ sys.path.insert(0, os.path.dirname(sys.argv[1]))
 from _common import core
 from fake_gpugeek import photo_png
 codec = core("codec")
+batch = core("batch")
 import torch
 files = [open(p, "rb").read() for p in sys.argv[2:]]
-codec.decode_batch([photo_png(64, 64)])  # warm the code paths
+batch.decode_batch([photo_png(64, 64)])  # warm the code paths
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -217,7 +219,7 @@ def rss():
             return int(line.split()[1]) * 1024
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current RSS
 before = rss()
-img, mask = codec.decode_batch(files)
+img, mask = batch.decode_batch(files)
 print(hwm() - before, img.numel() * 4 + mask.numel() * 4)
 """
 

@@ -71,7 +71,7 @@ def soak(prompts: int = 200, fake=None, classes=None, pack=None) -> dict:
     import mini_comfy
     from conftest import core
     from server import PromptServer
-    decode = core("codec").decode_batch
+    decode = core("batch").decode_batch
 
     def prompt(i):
         return {"1": {"class_type": "LoadImage", "inputs": {"image": f"a{i}.png"}},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ..offload import codec
+from ..offload import batch
 from ..offload import errors
 from ..offload.run import DEFAULT_TIMEOUT_S, wait_task
 from ..offload.transfer import IMAGE_EXTS, gather_bounded, safe_file_name
@@ -55,7 +55,7 @@ class GPUGeekLoadResult:
             if not files:
                 raise errors.ResultError(f"Task {prompt_id} has no image results", call="results",
                                     hint="Check the task in the GPUGeek tasks tab.")
-            image, mask = await asyncio.to_thread(codec.decode_batch, files, 2)
+            image, mask = await asyncio.to_thread(batch.decode_batch, files, 2)
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, asyncio.CancelledError):
                 raise

@@ -1,9 +1,8 @@
-"""Image bytes <-> ComfyUI tensors (IMAGE: float32 [B,H,W,3] in 0..1; MASK: float32 [B,H,W]).
+"""Image bytes <-> pixels: one result file decoded (its frames, RGB and alpha), ComfyUI's tensors encoded for
+upload, PNG text chunks. A batch of files into one IMAGE/MASK tensor is ``batch``.
 
-Decoding follows ComfyUI's own LoadImage: EXIF orientation applied, alpha inverted into the mask
-(mask = 1 - alpha), a 64x64 zero mask when no file has alpha. Where ComfyUI mangles 16-bit files, this
-scales them to 0..1 properly. A batch is written straight into one preallocated tensor. Files of a
-different size than the first are fitted to it (scaled and centre-cropped, as ComfyUI's ImageBatch does).
+Decoding follows ComfyUI's own LoadImage: EXIF orientation applied, alpha kept for the mask (mask = 1 - alpha),
+every frame of a file of several. Where ComfyUI mangles 16-bit files, this scales them to 0..1 properly.
 
 PNG decoding uses libspng (imagecodecs, which lets go of the GIL; else pyspng) when installed and the file has no
 EXIF chunk, Pillow otherwise;
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import io
 import struct
-import sys
 import warnings
 import zlib
 
@@ -236,203 +234,6 @@ def decode_frames(data: bytes, use_spng: bool = True) -> list:
     except Exception as e:
         raise ResultError(f"A result file could not be decoded ({type(e).__name__})", call="decode") from None
     return frames
-
-
-def _max_of(arr) -> float:
-    """The divisor that maps an array's values to 0..1 (division, as ComfyUI's LoadImage: bit-exact)."""
-    if arr.dtype == np.uint8:
-        return 255.0
-    if arr.dtype == np.uint16:
-        return 65535.0
-    return 1.0
-
-
-def _fit(rgb, alpha, w: int, h: int):
-    """Scale and centre-crop an array to w x h (ComfyUI's ImageBatch behaviour for mismatched sizes)."""
-    def fit_one(a):
-        if a.dtype != np.uint8:
-            a = (np.clip(a / _max_of(a), 0, 1) * 255).astype(np.uint8)
-        mode = "L" if a.ndim == 2 else "RGB"
-        im = ImageOps.fit(Image.fromarray(a, mode), (w, h), Image.BILINEAR, centering=(0.5, 0.5))
-        return np.asarray(im)
-    return fit_one(rgb), (fit_one(alpha) if alpha is not None else None)
-
-
-def _madvise():
-    """libc's madvise where the kernel can fault a range in at once (Linux), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-        return fn
-    except Exception:  # pragma: no cover - depends on the platform
-        return None
-
-
-_MADVISE = _madvise()
-# madvise(MADV_POPULATE_WRITE), Linux 5.14+: every page of a range made present and writable in one call
-MADV_POPULATE_WRITE = 23
-PAGE = 4096
-
-
-def populate(tensor) -> bool:
-    """Fault in a fresh tensor's memory now, in one kernel call that lets go of the GIL and leaves its content
-    alone; False where the kernel cannot (other systems, older kernels). 370 MB: 84 ms here, against 120 ms
-    for a write a page."""
-    if _MADVISE is None or tensor.numel() == 0:
-        return False
-    start, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
-    begin = (start + PAGE - 1) // PAGE * PAGE
-    return begin < start + size and _MADVISE(begin, start + size - begin, MADV_POPULATE_WRITE) == 0
-
-
-def reserve(count: int, h: int, w: int):
-    """A batch tensor [count,h,w,3] made ahead of its files with its memory faulted in: made while the cloud
-    task runs, from the shape the same cloud part gave last time (journal), so the decoders write into
-    memory that is already there. None past the batch limit or when it cannot be made."""
-    try:
-        import torch
-        if count <= 0 or h <= 0 or w <= 0 or count * h * w * 16 > MAX_BATCH_BYTES:
-            return None
-        t = torch.empty((count, h, w, 3), dtype=torch.float32)
-        if not populate(t):
-            t.view(-1)[::PAGE // 4].zero_()   # one write a page: nothing decodes into it yet
-        return t
-    except Exception:  # memory is short: the batch is made when its files come, as without a reserve
-        return None
-
-
-class BatchDecoder:
-    """Files -> one IMAGE batch [B,H,W,3] and its MASK, each file decoded and written into its slot of one
-    preallocated tensor as soon as it arrives (so decoding overlaps the downloads), then freed: the peak is
-    the final tensor plus about one decoded file per thread. The first file's size (after EXIF rotation)
-    is the batch's; files that arrive before it wait decoded; files of another size are fitted to it
-    (scaled and centre-cropped, as ComfyUI's ImageBatch does). ``add`` may be called from several threads."""
-
-    def __init__(self, count: int, reserve=None):
-        if count <= 0:
-            raise ResultError("No result files to decode", call="decode")
-        import threading
-        self.count = count
-        self._reserve = reserve   # a tensor made ahead (``reserve``), taken when the batch has its shape
-        self.image = None
-        self.mask = None
-        self._waiting: dict = {}
-        self._lock = threading.Lock()
-        self._done = 0
-        self._multi: dict = {}   # file index -> its frames, for files of several frames
-
-    def add(self, i: int, data: bytes, use_spng: bool = True) -> None:
-        check_size(*image_size(data))
-        frames = decode_frames(data, use_spng)
-        decoded = frames[0]
-        with self._lock:
-            if len(frames) > 1:   # a batch in one file: its frames are placed when the batch is complete
-                self._multi[i] = frames
-                if i != 0:
-                    self._done += 1
-                    return
-            if self.image is None and i != 0:
-                self._waiting[i] = decoded
-                return
-            if self.image is None:
-                self._allocate(decoded[0].shape[:2])
-            ready = [(i, decoded)] + (sorted(self._waiting.items()) if i == 0 else [])
-            self._waiting.clear() if i == 0 else None
-        for j, dec in ready:
-            self._put(j, dec)
-
-    def _allocate(self, hw) -> None:
-        import torch
-        h0, w0 = hw
-        need = self.count * h0 * w0 * 4 * 4
-        if need > MAX_BATCH_BYTES:
-            raise ResultError(f"{self.count} result images of {w0}x{h0} would need {need >> 20} MB of memory, "
-                              f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
-        made, self._reserve = self._reserve, None
-        if made is not None and tuple(made.shape) == (self.count, h0, w0, 3):
-            self.image = made
-            return
-        # made here, its pages are faulted in as the decoders write (populating it beside them measured no
-        # faster on two cores: bench/codec.py fresh_batch)
-        self.image = torch.empty((self.count, h0, w0, 3), dtype=torch.float32)
-
-    def _put(self, i: int, decoded) -> None:
-        if i not in self._multi:
-            self._write(i, decoded)
-        with self._lock:
-            self._done += 1
-
-    def _write(self, i: int, decoded) -> None:
-        import torch
-        rgb, alpha = decoded
-        b, h0, w0 = self.image.shape[:3]
-        if rgb.shape[:2] != (h0, w0):
-            rgb, alpha = _fit(rgb, alpha, w0, h0)
-        # numpy writes straight into the tensor, with the same float32 division as ComfyUI's LoadImage
-        np.divide(rgb, np.float32(_max_of(rgb)), out=self.image.numpy()[i], dtype=np.float32, casting="unsafe")
-        if alpha is not None:
-            with self._lock:
-                if self.mask is None:
-                    self.mask = torch.zeros((b, h0, w0), dtype=torch.float32)
-            m = self.mask[i].numpy()
-            np.divide(alpha, np.float32(_max_of(alpha)), out=m, dtype=np.float32, casting="unsafe")
-            np.subtract(np.float32(1.0), m, out=m)
-
-    def result(self):
-        import torch
-        if self.image is None or self._done != self.count:
-            raise ResultError(f"Only {self._done} of {self.count} result files could be decoded", call="decode")
-        if self._multi:
-            self._unfold()
-        mask = self.mask if self.mask is not None else torch.zeros((self.image.shape[0], 64, 64), dtype=torch.float32)
-        return self.image, mask
-
-    def _unfold(self) -> None:
-        """Files of several frames in the batch: one tensor of every file's frames, in file order."""
-        import torch
-        per_file = [self._multi.get(i) for i in range(self.count)]
-        total = sum(len(f) if f else 1 for f in per_file)
-        stills, still_mask = self.image, self.mask
-        self.image, self.mask = None, None
-        self.count = total
-        self._allocate(stills.shape[1:3])
-        k = 0
-        for i, frames in enumerate(per_file):
-            for dec in frames or [None]:
-                if dec is None:   # a still decoded into its slot already
-                    self.image[k] = stills[i]
-                    if still_mask is not None:
-                        if self.mask is None:
-                            self.mask = torch.zeros(self.image.shape[:3], dtype=torch.float32)
-                        self.mask[k] = still_mask[i]
-                else:
-                    self._write(k, dec)
-                k += 1
-
-
-def decode_batch(files: list[bytes], threads: int = 1):
-    """Several files -> (IMAGE [B,H,W,3], MASK [B,H,W] or [B,64,64] zeros when none has alpha).
-
-    ``threads`` > 1 decodes in parallel threads with Pillow (which releases the GIL while it decodes;
-    libspng's binding does not)."""
-    if not files:
-        raise ResultError("No result files to decode", call="decode")
-    dec = BatchDecoder(len(files))  # each file's size is checked from its header before it is decoded
-    if threads > 1 and len(files) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=threads) as ex:
-            list(ex.map(lambda i: dec.add(i, files[i], use_spng=False), range(len(files))))
-    else:
-        for i, d in enumerate(files):
-            dec.add(i, d)
-    return dec.result()
-
-
-def decode_image(data: bytes):
-    return decode_batch([data])
 
 
 # ---- encoding ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from conftest import core
 from fake_gpugeek import photo_png
 
 codec = core("codec")
+batch = core("batch")
 E = core("errors")
 
 
@@ -53,7 +54,7 @@ RGB = Image.open(io.BytesIO(photo_png(40, 30, seed=1)))
 ], ids=["rgb", "rgba", "gray", "gray-alpha", "palette", "palette-transparent", "jpeg", "webp", "webp-alpha"])
 def test_decode_matches_comfy_loadimage(make):
     data = make()
-    img, mask = codec.decode_image(data)
+    img, mask = batch.decode_image(data)
     ref_img, ref_mask = comfy_load(data)
     assert img.dtype == torch.float32 and img.shape == ref_img.shape
     assert torch.equal(img, ref_img)
@@ -62,17 +63,17 @@ def test_decode_matches_comfy_loadimage(make):
 
 def test_pillow_fallback_is_identical(monkeypatch):
     data = photo_png(64, 48, seed=3, mode="RGBA")
-    a = codec.decode_image(data)
+    a = batch.decode_image(data)
     monkeypatch.setattr(codec, "pyspng", None)
     monkeypatch.setattr(codec, "_spng_nogil", None)
-    b = codec.decode_image(data)
+    b = batch.decode_image(data)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_16_bit_png_scaled_to_full_range():
     arr = (np.linspace(0, 65535, 32 * 8).reshape(8, 32)).astype(np.uint16)
     data = encode(Image.fromarray(arr))
-    img, _ = codec.decode_image(data)
+    img, _ = batch.decode_image(data)
     assert img.shape == (1, 8, 32, 3)
     assert torch.allclose(img[0, ..., 0], torch.from_numpy(arr.astype(np.float32) / 65535.0), atol=1e-6)
 
@@ -82,16 +83,16 @@ def test_exif_orientation_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90
     data = encode(im, "JPEG", exif=exif.tobytes())
-    img, _ = codec.decode_image(data)
+    img, _ = batch.decode_image(data)
     assert img.shape == (1, 40, 20, 3)
     png = encode(im, "PNG", exif=exif.tobytes())
-    assert codec.decode_image(png)[0].shape == (1, 40, 20, 3)
+    assert batch.decode_image(png)[0].shape == (1, 40, 20, 3)
 
 
 def test_batch_into_one_tensor_and_mixed_sizes_fitted():
     a = photo_png(64, 64, seed=1)
     b = photo_png(32, 48, seed=2)
-    img, mask = codec.decode_batch([a, a, b])
+    img, mask = batch.decode_batch([a, a, b])
     assert img.shape == (3, 64, 64, 3) and mask.shape == (3, 64, 64)
     assert torch.equal(img[0], img[1])
     assert mask.abs().sum() == 0
@@ -100,7 +101,7 @@ def test_batch_into_one_tensor_and_mixed_sizes_fitted():
 def test_mixed_alpha_batch_gives_full_size_masks():
     a = photo_png(16, 16, seed=1)
     b = photo_png(16, 16, seed=1, mode="RGBA")
-    img, mask = codec.decode_batch([a, b])
+    img, mask = batch.decode_batch([a, b])
     assert mask.shape == (2, 16, 16) and mask[0].abs().sum() == 0 and mask[1].abs().sum() > 0
 
 
@@ -112,7 +113,7 @@ def test_mixed_alpha_batch_gives_full_size_masks():
 ])
 def test_bad_bytes_are_clear_errors(data, words):
     with pytest.raises(E.ResultError) as ei:
-        codec.decode_batch([data])
+        batch.decode_batch([data])
     assert words in str(ei.value)
 
 
@@ -127,23 +128,23 @@ def _bomb_png(w, h):
 
 def test_decompression_bomb_refused_before_decoding():
     with pytest.raises(E.ResultError) as ei:
-        codec.decode_batch([_bomb_png(100000, 100000)])
+        batch.decode_batch([_bomb_png(100000, 100000)])
     assert "megapixel" in str(ei.value)
     big = encode(Image.new("RGB", (9000, 9000)), "JPEG")
     with pytest.raises(E.ResultError):
-        codec.decode_batch([big])
+        batch.decode_batch([big])
 
 
 def test_encode_roundtrip_fast_level_and_mask_as_alpha():
-    img, _ = codec.decode_image(photo_png(50, 40, seed=4))
+    img, _ = batch.decode_image(photo_png(50, 40, seed=4))
     data = codec.encode_png(img[0])
     assert codec.PNG_LEVEL != 6
-    back, _ = codec.decode_image(data)
+    back, _ = batch.decode_image(data)
     assert torch.equal(back, img)
     mask = torch.zeros((40, 50))
     mask[:, :25] = 1.0
     rgba = codec.encode_png(img[0], mask)
-    back, m = codec.decode_image(rgba)
+    back, m = batch.decode_image(rgba)
     assert torch.equal(back, img) and torch.equal(m[0], mask)
     mp = codec.encode_mask_png(mask)
     assert Image.open(io.BytesIO(mp)).mode == "L"
@@ -170,14 +171,14 @@ def test_results_decode_in_parallel_only_with_a_decoder_that_lets_go_of_the_gil(
 
 
 def test_a_batch_made_ahead_is_written_into_when_its_shape_matches_and_dropped_when_not():
-    """codec.reserve: the tensor made while the cloud task ran is the batch when the files have its shape (count,
+    """batch.reserve: the tensor made while the cloud task ran is the batch when the files have its shape (count,
     height, width); otherwise the batch is made as without it. The pixels are the same either way."""
     files = [photo_png(48, 32, seed=s) for s in (1, 2, 3)]
-    plain, _ = codec.decode_batch(files)
+    plain, _ = batch.decode_batch(files)
     for count, h, w, used in ((3, 32, 48, True), (3, 48, 32, False), (2, 32, 48, False), (4, 32, 48, False)):
-        made = codec.reserve(count, h, w)
+        made = batch.reserve(count, h, w)
         assert made.shape == (count, h, w, 3) and made.dtype == torch.float32
-        dec = codec.BatchDecoder(3, reserve=made)
+        dec = batch.BatchDecoder(3, reserve=made)
         for i, d in enumerate(files):
             dec.add(i, d)
         img, _ = dec.result()
@@ -187,7 +188,7 @@ def test_a_batch_made_ahead_is_written_into_when_its_shape_matches_and_dropped_w
 
 def test_a_batch_past_the_limit_is_not_made_ahead():
     side = int((codec.MAX_BATCH_BYTES // 16) ** 0.5) + 1
-    assert codec.reserve(1, side, side) is None and codec.reserve(0, 8, 8) is None
+    assert batch.reserve(1, side, side) is None and batch.reserve(0, 8, 8) is None
 
 
 def test_populating_a_tensor_keeps_what_is_written_in_it():
@@ -196,5 +197,5 @@ def test_populating_a_tensor_keeps_what_is_written_in_it():
     t.copy_(torch.rand_like(t))
     before = t.clone()
     import sys
-    assert codec.populate(t) is sys.platform.startswith("linux")
+    assert batch.populate(t) is sys.platform.startswith("linux")
     assert torch.equal(t, before)

@@ -515,15 +515,15 @@ def test_a_cloud_part_run_again_decodes_into_a_batch_made_while_its_task_ran(env
     """The journal keeps what each output decoded to; a run of the same part (a new seed) makes that batch
     while its task runs and its files are decoded into it. Before: the batch was made, and its memory faulted
     in page by page, after the task ended."""
-    codec = core("codec")
+    batch = core("batch")
     fake.task_opts["batch"] = 3
     made = []
-    real_reserve = codec.reserve
+    real_reserve = batch.reserve
 
     def reserve(count, h, w):
         made.append(((count, h, w), real_reserve(count, h, w)))
         return made[-1][1]
-    monkeypatch.setattr(codec, "reserve", reserve)
+    monkeypatch.setattr(batch, "reserve", reserve)
     first, _, _ = execute(t2i(), env)
     assert made == [] and first["10"][0].shape == (3, 64, 64, 3)
     rec = pack.nodes.cloud.journal().by_prompt_id(first["10"][6])

@@ -20,6 +20,7 @@ import folder_paths  # noqa: E402  (the stub installed by load_pack)
 from server import PromptServer  # noqa: E402
 
 codec = core("codec")
+batch = core("batch")
 config = core("config")
 E = core("errors")
 WF = "123456789012345"
@@ -149,7 +150,7 @@ def test_frames_of_one_file_decode_as_loadimage_reads_them_and_a_bomb_is_refused
     frames = [photo_png(40, 32, seed=s) for s in range(4)]
     data = animated_webp(frames, {"lossless": False, "quality": 90})
     assert codec.frame_count(data) == 4 and codec.frame_count(frames[0]) == 1
-    dec = codec.BatchDecoder(2)
+    dec = batch.BatchDecoder(2)
     dec.add(1, frames[0])       # a still after a file of frames: the still comes last
     dec.add(0, data)
     image, mask = dec.result()

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import codec, config, errors
+from .. import batch, codec, config, errors
 from ..plan import GATEWAY_OUTPUTS, LEAD_INPUT, MASK, PASS, GatewayPlan
 from ..plan.cloud_prompt import compact_saves
 from ..targets import open_target, target_of
@@ -101,7 +101,7 @@ async def files_of(job, *, cfg, task_id: str, nodes: set, member: str, journal, 
 
 
 def _reserve(estimate: dict | None, plan: GatewayPlan, runs: int) -> dict:
-    """Output node -> a job making its batch tensor ahead (codec.reserve), for the outputs whose shape the
+    """Output node -> a job making its batch tensor ahead (batch.reserve), for the outputs whose shape the
     same cloud part gave before (journal: same part or same shape; not a scaled guess). A shape that turns out
     different only costs the memory while the task runs: the batch is then made when its files come."""
     shape = (estimate or {}).get("result_shape") or {}
@@ -111,7 +111,7 @@ def _reserve(estimate: dict | None, plan: GatewayPlan, runs: int) -> dict:
     for o in plan.outputs:
         n_h_w = shape.get(o.save) if o.kind != PASS else None
         if isinstance(n_h_w, list) and len(n_h_w) == 3 and all(isinstance(v, int) for v in n_h_w):
-            made[o.save] = asyncio.ensure_future(asyncio.to_thread(codec.reserve, n_h_w[0] * runs, n_h_w[1], n_h_w[2]))
+            made[o.save] = asyncio.ensure_future(asyncio.to_thread(batch.reserve, n_h_w[0] * runs, n_h_w[1], n_h_w[2]))
     return made
 
 
@@ -164,7 +164,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
         if not count:
             raise errors.ResultError(f"The cloud task returned no file for {GATEWAY_OUTPUTS[o.slot]}",
                                 task_id=detail.prompt_id, call="results")
-        dec = codec.BatchDecoder(count, reserve=await reserves.pop(node) if node in reserves else None)
+        dec = batch.BatchDecoder(count, reserve=await reserves.pop(node) if node in reserves else None)
         if have is None:
             await fetch_into(node, dec)
         else:
