@@ -23,8 +23,9 @@ from _common import header, row  # noqa: E402
 import overhead  # noqa: E402  (its GPUGeek fake in a process and the ComfyUI stand-in set-up)
 
 
-def gateway(runs: int, seed: int, target: str = "", transfer: str = "lossless") -> dict:
-    return {"1": {"class_type": "LoadImage", "inputs": {"image": "cloud_only.png"}},
+def gateway(runs: int, seed: int, target: str = "", transfer: str = "lossless", part: str = "") -> dict:
+    """``part`` names a distinct cloud part (a never-seen one has no history at all)."""
+    return {"1": {"class_type": "LoadImage", "inputs": {"image": f"cloud_only{part}.png"}},
             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0], "seed": seed}},
             "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": overhead.WF, "run_on": "cloud",
                                                                    "timeout_s": 600, "image_1": ["2", 0],
@@ -95,15 +96,23 @@ def frames(task_s: float, count: int = 81, side: int = 632, net: dict | None = N
                 lossless_sizes.append(fake.moved()[0] - before)
                 mse = float(((out[0] - ref[0]) ** 2).mean())
                 quality.append(float("inf") if mse == 0 else 10 * __import__("math").log10(1 / mse))
+        firsts = []   # the first run of a part: no history, so no batch made ahead and first-run polling
+        for k in range(repeats if not net and transfer == "lossless" else 0):
+            wall, out = timed(gateway(1, k, transfer=transfer, part=f"_first_{time.time_ns()}"), classes)
+            firsts.append((wall - fake.task(out[6])["lifetime"]) / count * 1e3)
         per = [n / count * 1e3 for n in nets]
         tensor_mb = out[0].numel() * 4 / 2**20
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         header(f"{count} frames of {side}x{side} (~832x480) back from one {task_s:.1f} s task, "
                f"{overhead.link_name(net)}, {transfer}, {repeats} runs")
-        row("net overhead per frame: median", f"{statistics.median(per):.1f} ms", "", None,
+        row("net overhead per frame, new seed each run: median", f"{statistics.median(per):.1f} ms", "", None,
             "<= 8 ms" if not net and transfer == "lossless" else "",
             statistics.median(per) <= 8 if not net and transfer == "lossless" else None)
         row("  slowest", f"{max(per):.1f} ms", "", None, "")
+        if firsts:
+            row("  first run of a part: median", f"{statistics.median(firsts):.1f} ms", "", None, "<= 8 ms",
+                statistics.median(firsts) <= 8)
+            row("    slowest", f"{max(firsts):.1f} ms", "", None, "")
         size = statistics.median(sizes)
         if net and transfer == "lossless":
             need = size * 8 / (net["down_mbit"] * 1e6)

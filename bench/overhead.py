@@ -208,6 +208,52 @@ def main(runs: int = 10, task_s: float = 2.97, net: dict | None = None) -> dict:
         fake.stop()
 
 
+def uploads(runs: int = 10, task_s: float = 2.0, net: dict | None = None) -> dict:
+    """Inputs up: a local 1024x1024 photo with an alpha channel, new on every run (as a user's next picture),
+    read by the cloud part as image and mask; the cloud gives both back. Net overhead (wall minus the task's
+    lifetime), and behind a link against the time its bytes need there (up and down)."""
+    import json
+    _, fake, classes = setup(task_s, 1024, 1, net)
+    import folder_paths
+    import mini_comfy
+    from fake_gpugeek import photo_png
+    from server import PromptServer
+    try:
+        nets, ups, downs = [], [], []
+        for i in range(runs + 1):   # the first builds the part's history
+            name = f"upload_{time.time_ns()}.png"
+            with open(os.path.join(folder_paths.get_input_directory(), name), "wb") as f:
+                f.write(photo_png(1024, 1024, seed=i, mode="RGBA"))
+            p = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+                 "10": {"class_type": "GPUGeekCloudExecute",
+                        "inputs": {"workflow_id": WF, "run_on": "cloud", "timeout_s": 600, "image_1": ["1", 0],
+                                   "mask_1": ["1", 1]}}}
+            down0, up0 = fake.moved()
+            t0 = time.perf_counter()
+            results, _, _ = asyncio.run(mini_comfy.execute(json.loads(json.dumps(p)), classes, PromptServer.instance))
+            wall = time.perf_counter() - t0
+            assert results["10"][0].shape == (1, 1024, 1024, 3) and results["10"][4].shape == (1, 1024, 1024)
+            down1, up1 = fake.moved()
+            if i:
+                nets.append(wall - lifetime(fake.task(results["10"][6])))
+                ups.append(up1 - up0)
+                downs.append(down1 - down0)
+        header(f"inputs up: a new 1024x1024 photo with alpha each run (image and mask), {task_s:.1f} s task, "
+               f"{link_name(net)}, {runs} runs")
+        up, down = statistics.median(ups), statistics.median(downs)
+        print(f"  {up / 1e6:.2f} MB up and {down / 1e6:.2f} MB down a run")
+        if net:
+            need = up * 8 / (net["up_mbit"] * 1e6) + down * 8 / (net["down_mbit"] * 1e6)
+            row("net overhead vs the time its bytes need", f"{statistics.median(nets):.2f} s", f"{need:.2f} s",
+                statistics.median(nets) / need, "")
+        else:
+            row("net overhead: median", f"{statistics.median(nets) * 1e3:.0f} ms", "", None, "")
+        row("  slowest", f"{max(nets):.2f} s" if net else f"{max(nets) * 1e3:.0f} ms", "", None, "")
+        return {"upload_net_s": statistics.median(nets), "bytes_up": up}
+    finally:
+        fake.stop()
+
+
 def comfyui_target(runs: int = 10, task_s: float = 2.37) -> dict:
     """The same measure with the second target: a ComfyUI server (tests/fake_comfyui.py) whose prompt runs a
     fixed time and returns four photo-like 1024x1024 PNGs; the lifetime is the server's own."""
@@ -249,6 +295,8 @@ if __name__ == "__main__":
     ap.add_argument("--link", action="store_true", help="also behind the home link (30 ms, 100/20 Mbit/s)")
     a = ap.parse_args()
     main(a.runs, a.task_s)
+    uploads(a.runs)
     if a.link:
         main(a.runs, a.task_s, HOME_LINK)
+        uploads(a.runs, net=HOME_LINK)
     comfyui_target(a.runs, a.task_s)

@@ -40,5 +40,7 @@ if __name__ == "__main__":
     fanout.frames(2.0, transfer="compact")
     fanout.frames(2.0, net=overhead.HOME_LINK, transfer="compact")
     overhead.main(net=overhead.HOME_LINK)
+    overhead.uploads()
+    overhead.uploads(net=overhead.HOME_LINK)
     fanout.pool(2.0)
     whole.main()
