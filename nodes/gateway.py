@@ -13,8 +13,8 @@ import time
 from ..offload import config, errors, run, texts
 from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, PLAN_INPUT, REFUSED,
                             GatewayPlan)
-from ..offload.run.progress import (RunsBoard, bar_percent, cloud_errors_record, event_text, preview_record,
-                                     status_record)
+from ..offload.run.progress import (RunsBoard, bar_percent, closing_text, cloud_errors_record, event_text,
+                                     preview_record, status_record)
 from . import cloud, comfy
 
 NAME = "GPUGeek Cloud Execute"
@@ -123,10 +123,9 @@ class GPUGeekCloudExecute:
                 comfy.send("gpugeek.cloud_errors", told)
             cloud.reraise(e, label, plan.lang)
         progress.bar.set(100)
-        if len(out.task_ids) > 1:  # the closing line of a fan-out: every run, their time and total price
-            d = out.detail
-            progress.text(texts.text("progress_runs_done", plan.lang, runs=len(out.task_ids),
-                                     s=f"{d.run_duration_ms / 1000:.1f}", price=f"{d.origin_price or 0:g}"))
+        if plan.leads:   # the closing line: time, price, the bytes back and how
+            progress.text(closing_text(out.detail, runs=len(out.task_ids), bytes_down=sum(out.fetched.values()),
+                                       transfer=out.transfer, lang=plan.lang))
         # a whole workflow's images are shown (and recorded) on its output nodes, not twice
         return {"ui": {"images": [] if plan.whole else out.previews,
                        "gpugeek": [_done(out, started)] if plan.leads else []},

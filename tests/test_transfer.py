@@ -92,6 +92,8 @@ def test_compact_moves_several_times_fewer_bytes_close_to_the_pixels_and_masks_e
     # the gateway's closing line says how the images came back and what moved
     done = ui["10"]["gpugeek"][0]
     assert (done["transfer"], done["bytes_down"], done["uploaded_bytes"]) == ("compact", compact_bytes, 0)
+    last = [t for t, n in PromptServer.instance.progress_texts if n == "10"][-1]
+    assert last.startswith("Done: ran") and last.endswith(f" · {round(compact_bytes / 1e3)} KB back (compact)"), last
     _, ui, _ = execute(image_and_mask(), env)
     assert (ui["10"]["gpugeek"][0]["transfer"], ui["10"]["gpugeek"][0]["bytes_down"]) == ("lossless", lossless_bytes)
 

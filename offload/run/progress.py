@@ -59,6 +59,23 @@ def event_text(kind: str, lang: str, detail: TaskDetail | None = None, expected=
     return None
 
 
+def size_text(n: int) -> str:
+    """A byte count as people read it (one decimal in MB, whole KB below), as the editor writes it."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{round(n / 1e3)} KB"
+
+
+def closing_text(d: TaskDetail, *, runs: int, bytes_down: int, transfer: str, lang: str) -> str:
+    """The node's last line once its images are here: the run's time and price (a fan-out's: every run), the
+    bytes brought back and how (the gateway's transfer)."""
+    if runs > 1:
+        line = texts.text("progress_runs_done", lang, runs=runs, s=f"{d.run_duration_ms / 1000:.1f}",
+                          price=f"{d.origin_price or 0:g}")
+    else:
+        line = status_text(d, None, lang)
+    return texts.text("progress_back", lang, line=line, down=size_text(bytes_down),
+                      how=texts.text(f"transfer_{transfer}", lang))
+
+
 def bar_percent(detail: TaskDetail, expected: dict | None) -> float | None:
     """How far the node's bar is while the task runs: against the expected run time where known."""
     if detail.status != S_RUNNING:
