@@ -31,9 +31,12 @@ def main() -> dict:
     try:
         torch.manual_seed(0)
         imgs = [torch.rand((1, 512, 512, 3)) for _ in range(8)]
-        plan = {"prompt": {f"gpugeek_in_{i}": {"class_type": "LoadImage", "inputs": {"image": None}} for i in range(8)},
-                "crossings": [{"kind": "image", "input": f"x{i}", "from": ["1", 0], "loader": f"gpugeek_in_{i}"}
-                              for i in range(8)]}
+        model = core("plan.model")
+        plan = model.GatewayPlan(
+            gateway="10", mode="cloud",
+            prompt={f"gpugeek_in_{i}": {"class_type": "LoadImage", "inputs": {"image": None}} for i in range(8)},
+            crossings=[model.Crossing(kind="image", source=("1", 0), input=f"x{i}", loader=f"gpugeek_in_{i}")
+                       for i in range(8)])
         values = {f"x{i}": imgs[i] for i in range(8)}
 
         async def once(limit):

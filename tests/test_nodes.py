@@ -513,16 +513,17 @@ def test_results_decode_on_every_core_and_are_written_while_they_decode(env, fak
 
 def test_a_cloud_part_run_again_decodes_into_a_batch_made_while_its_task_ran(env, fake, monkeypatch):
     """The journal keeps what each output decoded to; a run of the same part (a new seed) makes that batch
-    while its task runs and its files are decoded into it. Before: the batch was made, and its memory faulted
-    in page by page, after the task ended."""
+    once its task runs (not while it queues) and its files are decoded into it. Before: the batch was made,
+    and its memory faulted in page by page, after the task ended."""
     batch = core("batch")
-    fake.task_opts["batch"] = 3
+    fake.task_opts.update(batch=3, queue_s=0.6, run_s=1.0)
     made = []
     real_reserve = batch.reserve
 
     def reserve(count, h, w):
-        made.append(((count, h, w), real_reserve(count, h, w)))
-        return made[-1][1]
+        task = list(fake.tasks.values())[-1]
+        made.append(((count, h, w), time.monotonic() - task.created, real_reserve(count, h, w)))
+        return made[-1][2]
     monkeypatch.setattr(batch, "reserve", reserve)
     first, _, _ = execute(t2i(), env)
     assert made == [] and first["10"][0].shape == (3, 64, 64, 3)
@@ -532,6 +533,11 @@ def test_a_cloud_part_run_again_decodes_into_a_batch_made_while_its_task_ran(env
     p["3"]["inputs"]["seed"] = 2
     second, _, _ = execute(p, env)
     assert len(made) == 1 and made[0][0] == (3, 64, 64)
-    assert second["10"][0].data_ptr() == made[0][1].data_ptr()
+    assert 0.6 <= made[0][1] < 1.6   # made while the task ran, after it queued
+    assert second["10"][0].data_ptr() == made[0][2].data_ptr()
     task = list(fake.tasks.values())[-1]
     assert torch.equal(second["10"][0][0], png_tensor(task.files["gpugeek_out_0"][0][1]))
+    fake.task_opts.update(batch=2)   # another shape this time: decoded as without a batch made ahead
+    third, _, _ = execute(p, env)
+    assert len(made) == 2 and third["10"][0].shape == (2, 64, 64, 3)
+    assert third["10"][0].data_ptr() != made[1][2].data_ptr()

@@ -51,8 +51,7 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
     held by the owner until each of them took its own (and, for a whole workflow, its output nodes' files
     until each output node took its own)."""
     members = plan.followers + (list(plan.user_outputs) if plan.whole else [])
-    # the batches this cloud part gave last time, made (memory faulted in) while its task runs
-    reserves = _reserve(estimate_for(journal, plan, workflow_id), plan, runs)
+    reserves = Reserves(estimate_for(journal, plan, workflow_id), plan, runs)
     async with open_pool(cfg, where, open_target) as pool:
         outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                   workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
@@ -60,7 +59,8 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
                                   # merged gateways read this task's files too, and a fan-out's runs end one
                                   # by one: each run fetches its files as soon as it ends; otherwise each file
                                   # is fetched by deliver() and decoded as soon as it arrives
-                                  fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget())
+                                  fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget(),
+                                  on_running=reserves.start)
         detail, files = combined(outcomes)
         out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves))
     shapes = {node: [n // runs, h, w] for node, (n, h, w) in out.shapes.items() if n % runs == 0}
@@ -100,19 +100,29 @@ async def files_of(job, *, cfg, task_id: str, nodes: set, member: str, journal, 
     return combined(outcomes)
 
 
-def _reserve(estimate: dict | None, plan: GatewayPlan, runs: int) -> dict:
-    """Output node -> a job making its batch tensor ahead (batch.reserve), for the outputs whose shape the
-    same cloud part gave before (journal: same part or same shape; not a scaled guess). A shape that turns out
-    different only costs the memory while the task runs: the batch is then made when its files come."""
-    shape = (estimate or {}).get("result_shape") or {}
-    if (estimate or {}).get("basis") not in ("exact", "shape") or not isinstance(shape, dict):
-        return {}
-    made = {}
-    for o in plan.outputs:
-        n_h_w = shape.get(o.save) if o.kind != PASS else None
-        if isinstance(n_h_w, list) and len(n_h_w) == 3 and all(isinstance(v, int) for v in n_h_w):
-            made[o.save] = asyncio.ensure_future(asyncio.to_thread(batch.reserve, n_h_w[0] * runs, n_h_w[1], n_h_w[2]))
-    return made
+class Reserves(dict):
+    """Output node -> a job making that output's batch tensor ahead (batch.reserve), for the outputs whose shape
+    the same cloud part gave before (journal: same part or same shape; not a scaled guess). Made once the task
+    runs (``start``; again: nothing): not while it queues, which may be long, nor after it ended, when making
+    them would only delay the decoding. A shape that turns out different only costs the memory while the task
+    runs: the batch is then made when its files come."""
+
+    def __init__(self, estimate: dict | None, plan: GatewayPlan, runs: int):
+        super().__init__()
+        shape = (estimate or {}).get("result_shape")
+        known = (estimate or {}).get("basis") in ("exact", "shape") and isinstance(shape, dict)
+        self._wanted = [(o.save, shape[o.save]) for o in plan.outputs
+                        if known and o.kind != PASS and _is_shape(shape.get(o.save))]
+        self._runs = runs
+
+    def start(self) -> None:
+        for node, (n, h, w) in self._wanted:
+            self[node] = asyncio.ensure_future(asyncio.to_thread(batch.reserve, n * self._runs, h, w))
+        self._wanted = []
+
+
+def _is_shape(v) -> bool:
+    return isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and x > 0 for x in v)
 
 
 async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
@@ -121,7 +131,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
     it arrives, on every core), save the cloud's files into the output folder and list them as previews. Each
     file is written while the others download and decode, so the writes do not wait for the decoding nor
     the tensors for the writes. The bytes are released when this returns. ``reserves``: output node -> a job
-    whose result is a batch tensor made ahead (``_reserve``)."""
+    whose result is a batch tensor made ahead (``Reserves``)."""
     outs = [None] * len(GATEWAY_OUTPUTS)
     shapes: dict = {}
     reserves = reserves or {}
