@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from . import codec
-from .codec import MAX_BATCH_BYTES, check_size, image_size
+from .codec import MAX_BATCH_BYTES, batch_bytes, check_size, image_size
 from .errors import ResultError
 
 
@@ -67,13 +67,17 @@ def populate(tensor) -> bool:
     return begin < start + size and _MADVISE(begin, start + size - begin, MADV_POPULATE_WRITE) == 0
 
 
+# Largest batch made ahead of its files (``reserve``): held from shortly before the task's expected end.
+MAX_RESERVE_BYTES = 1024**3
+
+
 def reserve(count: int, h: int, w: int):
-    """A batch tensor [count,h,w,3] made ahead of its files with its memory faulted in: made while the cloud
-    task runs, from the shape the same cloud part gave last time (journal), so the decoders write into
-    memory that is already there. None past the batch limit or when it cannot be made."""
+    """A batch tensor [count,h,w,3] made ahead of its files with its memory faulted in: made shortly before the
+    cloud task is expected to end, from the shape the same cloud part gave last time (journal), so the decoders
+    write into memory that is already there. None past ``MAX_RESERVE_BYTES`` or when it cannot be made."""
     try:
         import torch
-        if count <= 0 or h <= 0 or w <= 0 or count * h * w * 16 > MAX_BATCH_BYTES:
+        if count <= 0 or h <= 0 or w <= 0 or batch_bytes(count, h, w) > MAX_RESERVE_BYTES:
             return None
         t = torch.empty((count, h, w, 3), dtype=torch.float32)
         if not populate(t):
@@ -94,7 +98,8 @@ class BatchDecoder:
         if count <= 0:
             raise ResultError("No result files to decode", call="decode")
         self.count = count
-        self._reserve = reserve   # a tensor made ahead (``reserve``), taken when the batch has its shape
+        # a tensor made ahead (``reserve``), or a concurrent future of one: taken when the batch has its shape
+        self._reserve = reserve
         self.image = None
         self.mask = None
         self._waiting: dict = {}
@@ -125,11 +130,16 @@ class BatchDecoder:
     def _allocate(self, hw) -> None:
         import torch
         h0, w0 = hw
-        need = self.count * h0 * w0 * 4 * 4
+        need = batch_bytes(self.count, h0, w0)
         if need > MAX_BATCH_BYTES:
             raise ResultError(f"{self.count} result images of {w0}x{h0} would need {need >> 20} MB of memory, "
                               f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
         made, self._reserve = self._reserve, None
+        if hasattr(made, "result"):   # still being made: it is nearly done, and made faster than faulted in here
+            try:
+                made = made.result()
+            except BaseException:  # noqa: BLE001 - cancelled or failed: the batch is made here
+                made = None
         if made is not None and tuple(made.shape) == (self.count, h0, w0, 3):
             self.image = made
             return

@@ -40,6 +40,12 @@ MAX_BATCH_BYTES = 4 * 1024**3
 # PNG compression for uploads: level 1 is several times faster than 6 at nearly the same size.
 PNG_LEVEL = 1
 
+
+def batch_bytes(count: int, h: int, w: int) -> int:
+    """The memory of a decoded batch: float32 IMAGE [count,h,w,3] and its MASK [count,h,w]."""
+    return count * h * w * 4 * 4
+
+
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -215,8 +221,9 @@ def decode_frames(data: bytes, use_spng: bool = True) -> list:
         return [decode_array(data, use_spng)]
     w, h = image_size(data)
     check_size(w, h)
-    if n * w * h * 16 > MAX_BATCH_BYTES:
-        raise ResultError(f"A result file of {n} frames of {w}x{h} would need {n * w * h * 16 >> 20} MB of memory, "
+    need = batch_bytes(n, h, w)
+    if need > MAX_BATCH_BYTES:
+        raise ResultError(f"A result file of {n} frames of {w}x{h} would need {need >> 20} MB of memory, "
                           f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
     frames = []
     try:

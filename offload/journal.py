@@ -205,6 +205,18 @@ class Journal:
         return {**_medians(runs), "basis": "workflow"} if runs else None
 
 
+    def result_shape(self, plan_hash: str | None = None, shape_hash: str | None = None) -> dict | None:
+        """What the newest successful run of exactly this cloud part, else of its shape, decoded its outputs to:
+        output node -> [images, height, width] (the batches a run again can make ahead)."""
+        done = [r for r in self.store.all()
+                if r.get("status") == SUCCEEDED and isinstance(r.get("result_shape"), dict)]
+        for field, value in (("plan_hash", plan_hash), ("shape_hash", shape_hash)):
+            runs = [r for r in done if value and str(r.get(field) or "") == str(value)]
+            if runs:
+                return max(runs, key=lambda r: r.get("created", 0))["result_shape"]
+        return None
+
+
 def _scaled(runs: list, work: float | None) -> dict | None:
     """Runs of the same form at other sizes or steps, scaled by work (pixels x steps): run time and price per
     unit of work are taken as constant, which holds for samplers (their cost grows with both); only runs that
@@ -225,13 +237,10 @@ def _medians(runs: list) -> dict:
     prices = [float(r["price"]) for r in runs if r.get("price") is not None]
     times = [float(r["run_ms"]) for r in runs if r.get("run_ms") is not None]
     queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
-    shaped = [r for r in runs if r.get("result_shape")]
     return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
             "run_ms": statistics.median(times) if times else None,
             "run_ms_spread": _spread(times),
-            "queue_ms": statistics.median(queue) if queue else None,
-            # what the newest run's outputs decoded to (node -> [images, height, width])
-            "result_shape": max(shaped, key=lambda r: r.get("created", 0))["result_shape"] if shaped else None}
+            "queue_ms": statistics.median(queue) if queue else None}
 
 
 def _spread(times: list) -> float | None:

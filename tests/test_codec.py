@@ -1,6 +1,7 @@
 """Result bytes -> IMAGE/MASK the way ComfyUI's LoadImage reads them, and IMAGE -> PNG for uploads."""
 import io
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -192,10 +193,35 @@ def test_a_batch_past_the_limit_is_not_made_ahead():
 
 
 def test_populating_a_tensor_keeps_what_is_written_in_it():
-    """The kernel faults the memory in (Linux) and leaves its content: decoders may write into it meanwhile."""
+    """The kernel faults the memory in (Linux 5.14 and later) and leaves its content alone."""
+    import platform
+    import re
+    import sys
     t = torch.empty((3, 64, 64, 3), dtype=torch.float32)
     t.copy_(torch.rand_like(t))
     before = t.clone()
-    import sys
-    assert batch.populate(t) is sys.platform.startswith("linux")
+    kernel = tuple(int(x) for x in re.findall(r"\d+", platform.release())[:2])
+    assert batch.populate(t) is (sys.platform.startswith("linux") and kernel >= (5, 14))
     assert torch.equal(t, before)
+
+
+def test_a_batch_still_being_made_is_waited_for_and_one_that_failed_is_made_here():
+    """The gateway hands the decoder the future of a batch made ahead: the first decoded file waits for it;
+    a future cancelled or failed leaves the batch to be made as without one."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+    files = [photo_png(48, 32, seed=s) for s in (1, 2)]
+    plain, _ = batch.decode_batch(files)
+    with ThreadPoolExecutor(1) as ex:
+        pending = ex.submit(lambda: (time.sleep(0.3), batch.reserve(2, 32, 48))[1])
+        failed = Future()
+        failed.set_exception(MemoryError())
+        cancelled = Future()
+        cancelled.cancel()
+        for fut, used in ((pending, True), (failed, False), (cancelled, False)):
+            dec = batch.BatchDecoder(2, reserve=fut)
+            for i, d in enumerate(files):
+                dec.add(i, d)
+            img, _ = dec.result()
+            assert (fut.done() and not fut.cancelled() and fut.exception() is None
+                    and img.data_ptr() == fut.result().data_ptr()) is used
+            assert torch.equal(img, plain)

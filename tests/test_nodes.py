@@ -511,12 +511,14 @@ def test_results_decode_on_every_core_and_are_written_while_they_decode(env, fak
     assert seen["parallel"] >= 2 and seen["written_before_last"]
 
 
-def test_a_cloud_part_run_again_decodes_into_a_batch_made_while_its_task_ran(env, fake, monkeypatch):
+def test_a_cloud_part_run_again_decodes_into_a_batch_made_just_before_its_task_ends(env, fake, monkeypatch):
     """The journal keeps what each output decoded to; a run of the same part (a new seed) makes that batch
-    once its task runs (not while it queues) and its files are decoded into it. Before: the batch was made,
-    and its memory faulted in page by page, after the task ended."""
-    batch = core("batch")
-    fake.task_opts.update(batch=3, queue_s=0.6, run_s=1.0)
+    shortly before its task is expected to end (not while it queues, nor early in a long run, which would hold
+    the memory) and its files are decoded into it. Before: the batch was made, and its memory faulted in page
+    by page, after the task ended."""
+    batch, gw = core("batch"), core("run.gateway")
+    queue_s, run_s = 0.3, 2.0
+    fake.task_opts.update(batch=3, queue_s=queue_s, run_s=run_s)
     made = []
     real_reserve = batch.reserve
 
@@ -533,7 +535,7 @@ def test_a_cloud_part_run_again_decodes_into_a_batch_made_while_its_task_ran(env
     p["3"]["inputs"]["seed"] = 2
     second, _, _ = execute(p, env)
     assert len(made) == 1 and made[0][0] == (3, 64, 64)
-    assert 0.6 <= made[0][1] < 1.6   # made while the task ran, after it queued
+    assert queue_s + run_s - gw.RESERVE_LEAD_S - 0.2 <= made[0][1] < queue_s + run_s   # shortly before the end
     assert second["10"][0].data_ptr() == made[0][2].data_ptr()
     task = list(fake.tasks.values())[-1]
     assert torch.equal(second["10"][0][0], png_tensor(task.files["gpugeek_out_0"][0][1]))

@@ -13,9 +13,9 @@ import uuid
 from .. import catalog
 from ..journal import Journal, UploadCache
 from ..targets.pool import Pool
-from ..wire import RUNNING, TaskDetail
+from ..wire import TaskDetail
 from .inputs import prepare
-from .task import (DEFAULT_TIMEOUT_S, RunOutcome, check_spend, estimate_for, fetch_results, provider_of,
+from .task import (DEFAULT_TIMEOUT_S, RunOutcome, check_spend, estimate_for, fetch_results, log, provider_of,
                    submit_once, wait_task)
 
 # Inputs that seed a sampler: in the runs of a fan-out, run i adds i to each of them.
@@ -60,12 +60,13 @@ async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache,
 async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCache, values: dict, workflow_id,
                    timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None, daily_limit: float | None = None,
                    label: str = "GPUGeek Cloud Execute", meta: dict | None = None, fetch_nodes=None,
-                   runs: int = 1, budget=None, on_running=None) -> list[RunOutcome]:
+                   runs: int = 1, budget=None, estimate=None, on_status=None) -> list[RunOutcome]:
     """``fetch_nodes``: the output nodes whose files each run downloads as soon as its task ends (None: all),
-    within ``budget`` (one memory budget for every run's files). ``on_running`` is called each time a run's
-    task is seen running (not while it queues)."""
+    within ``budget`` (one memory budget for every run's files). ``estimate``: the part's (``estimate_for``), when
+    the caller has it. ``on_status`` is given each status a run's task is seen in; what it raises is not the
+    run's concern."""
     runs = max(1, min(MAX_RUNS, int(runs or 1)))
-    estimate = estimate_for(journal, plan, workflow_id)
+    estimate = estimate if estimate is not None else estimate_for(journal, plan, workflow_id)
     check_spend(journal, daily_limit, times_runs(estimate, runs))
     job.emit("uploading")
     stats: dict = {}
@@ -92,7 +93,7 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
                                 **{**base_meta, **where, **({"run": i} if runs > 1 else {})})
             prompt_id = await submit_once(target, prompt, workflow_id, journal, key, _run_label(label, i, runs))
         job.task_id = job.task_id or prompt_id
-        emit = _noting_running(_run_events(job.emit, i, runs), on_running)
+        emit = _telling_status(_run_events(job.emit, i, runs), on_status)
         emit("submitted", prompt_id=prompt_id)
         detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
                                  interrupted=job.interrupted, on_event=emit, estimate=estimate,
@@ -111,15 +112,18 @@ def _run_label(label: str, i: int, runs: int) -> str:
     return label if runs == 1 else f"{label} (run {i + 1} of {runs})"
 
 
-def _noting_running(emit, on_running):
-    if on_running is None:
+def _telling_status(emit, on_status):
+    if on_status is None:
         return emit
 
-    def noted(kind, **info):
-        if kind == "status" and getattr(info.get("detail"), "status", None) == RUNNING:
-            on_running()
+    def told(kind, **info):
+        if kind == "status" and info.get("detail") is not None:
+            try:
+                on_status(info["detail"])
+            except Exception:  # noqa: BLE001 - a helper's failure never touches the paid task
+                log.exception("a status hook failed")
         emit(kind, **info)
-    return noted
+    return told
 
 
 def _run_events(emit, i: int, runs: int):

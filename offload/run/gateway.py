@@ -17,7 +17,7 @@ from ..plan.cloud_prompt import compact_saves
 from ..targets import open_target, target_of
 from ..targets.pool import open_pool, split_targets
 from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
-from ..wire import SUCCEEDED, TaskDetail
+from ..wire import RUNNING, SUCCEEDED, TaskDetail
 from .fanout import combined, run_runs
 from .task import RunOutcome, estimate_for, fetch_results
 
@@ -51,18 +51,22 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
     held by the owner until each of them took its own (and, for a whole workflow, its output nodes' files
     until each output node took its own)."""
     members = plan.followers + (list(plan.user_outputs) if plan.whole else [])
-    reserves = Reserves(estimate_for(journal, plan, workflow_id), plan, runs)
-    async with open_pool(cfg, where, open_target) as pool:
-        outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
-                                  workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
-                                  daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
-                                  # merged gateways read this task's files too, and a fan-out's runs end one
-                                  # by one: each run fetches its files as soon as it ends; otherwise each file
-                                  # is fetched by deliver() and decoded as soon as it arrives
-                                  fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget(),
-                                  on_running=reserves.start)
-        detail, files = combined(outcomes)
-        out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves))
+    estimate = estimate_for(journal, plan, workflow_id)
+    reserves = Reserves(journal.result_shape(plan.hash, plan.shape), estimate, plan, runs)
+    try:
+        async with open_pool(cfg, where, open_target) as pool:
+            outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
+                                      workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                      daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
+                                      # merged gateways read this task's files too, and a fan-out's runs end one
+                                      # by one: each run fetches its files as soon as it ends; otherwise each
+                                      # file is fetched by deliver() and decoded as soon as it arrives
+                                      fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget(),
+                                      estimate=estimate, on_status=reserves.start)
+            detail, files = combined(outcomes)
+            out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves))
+    finally:
+        reserves.close()
     shapes = {node: [n // runs, h, w] for node, (n, h, w) in out.shapes.items() if n % runs == 0}
     for i, o in enumerate(outcomes):   # the bytes moved: each run's files down, the inputs up once
         journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)],
@@ -100,25 +104,45 @@ async def files_of(job, *, cfg, task_id: str, nodes: set, member: str, journal, 
     return combined(outcomes)
 
 
+# How long before a cloud part's expected end its batches are made ahead (``Reserves``): enough to fault in
+# MAX_RESERVE_BYTES (~0.25 s a GB here) between two of the dense polls around the end.
+RESERVE_LEAD_S = 1.5
+# Makes the batches ahead, one at a time (each is mostly the kernel's work, off the GIL).
+_RESERVER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-reserve")
+
+
 class Reserves(dict):
-    """Output node -> a job making that output's batch tensor ahead (batch.reserve), for the outputs whose shape
-    the same cloud part gave before (journal: same part or same shape; not a scaled guess). Made once the task
-    runs (``start``; again: nothing): not while it queues, which may be long, nor after it ended, when making
-    them would only delay the decoding. A shape that turns out different only costs the memory while the task
-    runs: the batch is then made when its files come."""
+    """Output node -> a future of that output's batch tensor, made ahead (batch.reserve) for the outputs whose
+    shape the same cloud part gave before (``shape``: the journal's ``result_shape``, same part or same shape).
+    Made once a task runs and is within RESERVE_LEAD_S of its expected end (``start``, called on each status;
+    once made, nothing more): not while it queues or runs long, which would hold the memory, nor after it
+    ended, when the decoders fault the memory in as fast. A shape that turns out different only costs the
+    memory for those moments: the batch is then made when its files come. ``close`` drops what was not used."""
 
-    def __init__(self, estimate: dict | None, plan: GatewayPlan, runs: int):
+    def __init__(self, shape: dict | None, estimate: dict | None, plan: GatewayPlan, runs: int):
         super().__init__()
-        shape = (estimate or {}).get("result_shape")
-        known = (estimate or {}).get("basis") in ("exact", "shape") and isinstance(shape, dict)
-        self._wanted = [(o.save, shape[o.save]) for o in plan.outputs
-                        if known and o.kind != PASS and _is_shape(shape.get(o.save))]
+        shape = shape if isinstance(shape, dict) else {}
+        self._wanted = {o.save: shape[o.save] for o in plan.outputs if o.kind != PASS and _is_shape(shape.get(o.save))}
         self._runs = runs
+        self._expected_ms = (estimate or {}).get("run_ms")
 
-    def start(self) -> None:
-        for node, (n, h, w) in self._wanted:
-            self[node] = asyncio.ensure_future(asyncio.to_thread(batch.reserve, n * self._runs, h, w))
-        self._wanted = []
+    def start(self, detail: TaskDetail) -> None:
+        if not self._wanted or detail.status != RUNNING:
+            return
+        if self._expected_ms and self._expected_ms - (detail.run_duration_ms or 0) > RESERVE_LEAD_S * 1000:
+            return
+        try:
+            for node, (n, h, w) in self._wanted.items():
+                self[node] = _RESERVER.submit(batch.reserve, n * self._runs, h, w)
+        except RuntimeError:  # the interpreter is shutting down: nothing is made ahead
+            pass
+        self._wanted = {}
+
+    def close(self) -> None:
+        for fut in self.values():
+            fut.cancel()
+        self.clear()
+        self._wanted = {}
 
 
 def _is_shape(v) -> bool:
@@ -130,8 +154,8 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
     """Decode each output's files into tensors (fetching what is not here yet, each file decoded as soon as
     it arrives, on every core), save the cloud's files into the output folder and list them as previews. Each
     file is written while the others download and decode, so the writes do not wait for the decoding nor
-    the tensors for the writes. The bytes are released when this returns. ``reserves``: output node -> a job
-    whose result is a batch tensor made ahead (``Reserves``)."""
+    the tensors for the writes. The bytes are released when this returns. ``reserves``: output node -> a future
+    of a batch tensor made ahead (``Reserves``)."""
     outs = [None] * len(GATEWAY_OUTPUTS)
     shapes: dict = {}
     reserves = reserves or {}
@@ -174,7 +198,7 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
         if not count:
             raise errors.ResultError(f"The cloud task returned no file for {GATEWAY_OUTPUTS[o.slot]}",
                                 task_id=detail.prompt_id, call="results")
-        dec = batch.BatchDecoder(count, reserve=await reserves.pop(node) if node in reserves else None)
+        dec = batch.BatchDecoder(count, reserve=reserves.pop(node, None))   # taken when the first file is decoded
         if have is None:
             await fetch_into(node, dec)
         else:
