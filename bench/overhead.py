@@ -180,26 +180,28 @@ def main(runs: int = 10, task_s: float = 2.97, net: dict | None = None) -> dict:
         fresh = fresh[1:]
         down, up = fake.moved()
         f, o, n = statistics.median(fresh), statistics.median(again), statistics.median(naive)
+        def bar(text: str, ok: bool) -> tuple:   # the bars are for loopback; behind a link, the bytes' time below
+            return (text, ok) if not net else ("", None)
         row("overhead, new seed each run (by shape)", f"{f * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / f,
-            "<= 150 ms", f <= 0.150)
+            *bar("<= 150 ms", f <= 0.150))
         row(f"  slowest of {len(fresh)} (new seed each run)", f"{max(fresh) * 1e3:.0f} ms", "", None,
-            "<= 250 ms", max(fresh) <= 0.250)
+            *bar("<= 250 ms", max(fresh) <= 0.250))
         print("  distribution (ms): " + " ".join(f"{x * 1e3:.0f}" for x in fresh))
         lags = lags[1:]
         print("  of which the end noticed after (ms, the fake's clock): "
               + " ".join(f"{x * 1e3:.0f}" for x in lags) + f"; median {statistics.median(lags) * 1e3:.0f},"
               f" slowest {max(lags) * 1e3:.0f}")
         row("overhead, first run of a never-seen part", f"{first * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / first,
-            "<= 250 ms", first <= 0.250)
+            *bar("<= 250 ms", first <= 0.250))
         row("overhead, same part again (exact history)", f"{o * 1e3:.0f} ms", f"{n * 1e3:.0f} ms", n / o,
-            "<= 150 ms", o <= 0.150)
+            *bar("<= 150 ms", o <= 0.150))
         print(f"  before (issue 18's figures): new seed {BEFORE['new_seed_ms']} ms, first run {BEFORE['first_ms']} ms,"
               f" re-run {BEFORE['rerun_ms']} ms")
         if net:
             per_run = down / (3 + len(fresh) + 1 + len(again) + len(naive))
             need = per_run * 8 / (net["down_mbit"] * 1e6)
-            print(f"  bytes down per run {per_run / 1e6:.1f} MB: {need * 1e3:.0f} ms on the link at best; bytes up"
-                  f" in all {up / 1e6:.2f} MB")
+            print(f"  bytes down per run {per_run / 1e6:.1f} MB: {need * 1e3:.0f} ms on the link at best, so the new-seed"
+                  f" overhead is {f / need:.2f}x the time its bytes need; bytes up in all {up / 1e6:.2f} MB")
         polls = ours_task["polls"]
         row("status polls per task (new seed, last run)", f"{polls}", "", None, f"task {task_s:.1f} s")
         return {"new_seed_ms": f * 1e3, "new_seed_slowest_ms": max(fresh) * 1e3, "overhead_ms": o * 1e3, "first_ms": first * 1e3, "naive_ms": n * 1e3,
