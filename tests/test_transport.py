@@ -178,3 +178,44 @@ def test_a_live_upload_is_reused_in_every_expiry_form(fake, variant):
         return a, b
     a, b = run_client(fake, go)
     assert a == b and fake.count("put") == 1
+
+
+@pytest.fixture
+def no_env_proxy(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def download_with_a_new_session(url: str) -> bytes:
+    async def go():
+        async with transport.new_session() as session:
+            return await transport.download(transport.Transport(session, retry=FAST), url)
+    return asyncio.run(go())
+
+
+def test_a_netrc_never_puts_credentials_on_a_request(recorder, tmp_path, no_env_proxy):
+    """aiohttp's trust_env took credentials from ~/.netrc for any host it names, a result host included; the
+    pack sends only the credentials it binds to their own origin."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-for-the-result-host\n")
+    netrc.chmod(0o600)
+    no_env_proxy.setenv("NETRC", str(netrc))
+    download_with_a_new_session(recorder.url + "/a.png")
+    assert len(recorder.seen) == 1 and "Authorization" not in recorder.seen[0][2]
+
+
+def test_a_proxy_from_the_environment_carries_the_requests_and_no_proxy_is_honoured(recorder, no_env_proxy):
+    """HTTP_PROXY reaches every request (read once per host and session); NO_PROXY keeps a host direct."""
+    no_env_proxy.setenv("HTTP_PROXY", recorder.url)
+    assert download_with_a_new_session("http://results.example.invalid/a.png")
+    method, _, headers = recorder.seen[-1]
+    assert method == "GET" and headers["Host"] == "results.example.invalid"   # asked of the proxy
+    no_env_proxy.setenv("NO_PROXY", "127.0.0.1")
+    other = OtherHost()
+    try:
+        download_with_a_new_session(other.url + "/b.png")
+        assert len(other.seen) == 1 and len(recorder.seen) == 1   # straight to the host, not through the proxy
+    finally:
+        other.stop()
