@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from _common import ROOT, header, row  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 import real_comfyui  # noqa: E402
 
-import overhead  # noqa: E402  (the home link and its name)
+import overhead  # noqa: E402  (the fake in its own process, the home link)
 import requests  # noqa: E402
 
 FRAMES = 81
@@ -57,21 +56,16 @@ def _prompt(seed: int, transfer: str) -> dict:
 
 def clip(runs: int, transfer: str, net: dict | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gpugeek-real-"))
-    fake_port, local_port = _port(), _port()
-    fake = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_gpugeek.py"), "--port", str(fake_port),
-                             "--key", overhead.KEY, "--run-s", "2", "--size", "632", "--batch", str(FRAMES),
-                             *[f"--{k.replace('_', '-')}={v}" for k, v in (net or {}).items()]],
-                            cwd=str(ROOT / "tests"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    fake = overhead.RemoteFake(2.0, 632, FRAMES, net)
+    local_port = _port()
     local = real_comfyui.start_comfyui(tmp, "local", local_port, "--output-directory", str(tmp / "out"),
-                                       env={"GPUGEEK_API_KEY": overhead.KEY,
-                                            "GPUGEEK_BASE_URL": f"http://127.0.0.1:{fake_port}"})
-    base, fake_url = f"http://127.0.0.1:{local_port}", f"http://127.0.0.1:{fake_port}"
+                                       env={"GPUGEEK_API_KEY": overhead.KEY, "GPUGEEK_BASE_URL": fake.base_url})
+    base = f"http://127.0.0.1:{local_port}"
     try:
-        _wait(fake_url + "/_fake/stats")
         _wait(base + "/object_info/GPUGeekCloudExecute")
         nets, sizes = [], []
         for i in range(runs):
-            before = requests.get(fake_url + "/_fake/stats", timeout=10).json()["bytes_down"]
+            before = fake.moved()[0]
             pid = requests.post(base + "/prompt", json={"prompt": _prompt(time.time_ns() % 10**9 + i, transfer),
                                                         "client_id": "bench"}, timeout=30).json()["prompt_id"]
             while True:
@@ -82,15 +76,12 @@ def clip(runs: int, transfer: str, net: dict | None) -> dict:
             said = {m[0]: m[1] for m in h[pid]["status"]["messages"]}
             wall = (said["execution_success"]["timestamp"] - said["execution_start"]["timestamp"]) / 1000
             task_id = h[pid]["outputs"]["10"]["gpugeek"][0]["task_id"]
-            stats = requests.get(fake_url + "/_fake/stats", timeout=10).json()
-            task = next(t for t in stats["tasks"] if t["prompt_id"] == task_id)
-            nets.append(wall - task["lifetime"])
-            sizes.append(stats["bytes_down"] - before)
+            nets.append(wall - fake.task(task_id)["lifetime"])
+            sizes.append(fake.moved()[0] - before)
     finally:
         local.terminate()
-        fake.terminate()
         local.wait(30)
-        fake.wait(30)
+        fake.stop()
     per = [n / FRAMES * 1e3 for n in nets]
     header(f"real ComfyUI ({Path(real_comfyui.COMFY).name}): {FRAMES} frames back from a 2 s task, "
            f"{overhead.link_name(net)}, {transfer}, {runs} runs")

@@ -124,7 +124,7 @@ class GPUGeekCloudExecute:
             cloud.reraise(e, label, plan.lang)
         progress.bar.set(100)
         if plan.leads:   # the closing line: time, price, the bytes back and how
-            progress.text(closing_text(out.detail, runs=len(out.task_ids), bytes_down=sum(out.fetched.values()),
+            progress.text(closing_text(out.detail, runs=len(out.task_ids), bytes_down=out.bytes_down,
                                        transfer=out.transfer, lang=plan.lang))
         # a whole workflow's images are shown (and recorded) on its output nodes, not twice
         return {"ui": {"images": [] if plan.whole else out.previews,
@@ -143,7 +143,7 @@ def _done(out, started: float) -> dict:
             "price": d.origin_price, "wall_s": round(time.monotonic() - started, 3),
             "uploaded_bytes": out.uploaded_bytes, "task_ids": out.task_ids or [out.task_id],
             # how the images came back and their bytes, for the gateway's closing line
-            "transfer": out.transfer, "bytes_down": sum(out.fetched.values())}
+            "transfer": out.transfer, "bytes_down": out.bytes_down}
 
 
 class _Progress:

@@ -194,27 +194,31 @@ class Journal:
         at another size or step count (cost per pixel-step, scaled to this part's ``work``), then of the same
         workflow id. ``basis`` says which was used, ``runs`` how many."""
         done = [r for r in self.store.all() if r.get("status") == SUCCEEDED]
-        for basis, field, value in (("exact", "plan_hash", plan_hash), ("shape", "shape_hash", shape_hash)):
-            runs = [r for r in done if value and str(r.get(field) or "") == str(value)]
-            if runs:
-                return {**_medians(runs), "basis": basis}
+        basis, runs = _same_part(done, plan_hash, shape_hash)
+        if runs:
+            return {**_medians(runs), "basis": basis}
         scaled = _scaled([r for r in done if form_hash and r.get("form_hash") == form_hash], work)
         if scaled:
             return scaled
         runs = [r for r in done if workflow_id and str(r.get("workflow_id") or "") == str(workflow_id)]
         return {**_medians(runs), "basis": "workflow"} if runs else None
 
-
     def result_shape(self, plan_hash: str | None = None, shape_hash: str | None = None) -> dict | None:
         """What the newest successful run of exactly this cloud part, else of its shape, decoded its outputs to:
         output node -> [images, height, width] (the batches a run again can make ahead)."""
         done = [r for r in self.store.all()
                 if r.get("status") == SUCCEEDED and isinstance(r.get("result_shape"), dict)]
-        for field, value in (("plan_hash", plan_hash), ("shape_hash", shape_hash)):
-            runs = [r for r in done if value and str(r.get(field) or "") == str(value)]
-            if runs:
-                return max(runs, key=lambda r: r.get("created", 0))["result_shape"]
-        return None
+        _, runs = _same_part(done, plan_hash, shape_hash)
+        return max(runs, key=lambda r: r.get("created", 0))["result_shape"] if runs else None
+
+
+def _same_part(records: list, plan_hash: str | None, shape_hash: str | None) -> tuple[str | None, list]:
+    """The records of exactly this cloud part ("exact"), else of its shape ("shape"), else none."""
+    for basis, field, value in (("exact", "plan_hash", plan_hash), ("shape", "shape_hash", shape_hash)):
+        runs = [r for r in records if value and str(r.get(field) or "") == str(value)]
+        if runs:
+            return basis, runs
+    return None, []
 
 
 def _scaled(runs: list, work: float | None) -> dict | None:

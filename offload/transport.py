@@ -97,7 +97,7 @@ class Transport:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     credentials: dict = field(default_factory=dict)
     calls: list = field(default_factory=list)
-    proxies: dict = field(default_factory=dict)   # (scheme, host) -> env_proxy's answer, read once per session
+    proxies: dict = field(default_factory=dict)   # origin -> env_proxy's answer, read once per session
 
     def bind(self, url: str, headers: dict) -> None:
         """Attach ``headers`` to requests under ``url`` (same origin, path below ``url``'s path), and to
@@ -113,6 +113,13 @@ class Transport:
                     h.update(creds)
         h.update(extra or {})
         return h
+
+    def proxy_for(self, url: str) -> tuple:
+        """The environment's proxy for ``url`` (``env_proxy``), read once per origin in this session."""
+        key = origin(url)
+        if key not in self.proxies:
+            self.proxies[key] = env_proxy(url)
+        return self.proxies[key]
 
     async def request(self, method: str, url: str, *, call: str, safe: bool, params=None, json=None, data=None,
                       headers: dict | None = None, auth: bool = True, max_bytes: int = MAX_API_BYTES,
@@ -159,10 +166,7 @@ class Transport:
         start = url
         for _hop in range(MAX_REDIRECTS + 1):
             body = data() if callable(data) else data  # a form is made afresh for each attempt
-            parts = urlsplit(url)
-            if (parts.scheme, parts.hostname) not in self.proxies:
-                self.proxies[(parts.scheme, parts.hostname)] = env_proxy(url)
-            proxy, proxy_auth = self.proxies[(parts.scheme, parts.hostname)]
+            proxy, proxy_auth = self.proxy_for(url)
             async with self.session.request(method, url, params=params, json=json, data=body, timeout=timeout,
                                             headers=self._headers_for(url, headers, auth), proxy=proxy,
                                             proxy_auth=proxy_auth, allow_redirects=False) as r:

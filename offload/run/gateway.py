@@ -42,6 +42,11 @@ class Delivered:
     shapes: dict = field(default_factory=dict)      # output node -> [images, height, width] decoded from it
     transfer: str = "lossless"                      # how the images came back (config.TRANSFERS)
 
+    @property
+    def bytes_down(self) -> int:
+        """The bytes of every file brought back."""
+        return sum(self.fetched.values())
+
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
                journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1,

@@ -21,7 +21,7 @@ import aiohttp
 from .. import cloud_errors, errors, texts
 from ..config import check_base_url
 from ..redact import get_logger, register_secret
-from ..transport import RetryPolicy, Transport, download, env_proxy, page_snippet
+from ..transport import RetryPolicy, Transport, download, page_snippet
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
 
 # ComfyUI's binary websocket events (server.py BinaryEventTypes): a preview image, and one with its node
@@ -106,7 +106,7 @@ class ComfyUITarget:
     async def _listen(self, ready: asyncio.Event) -> None:
         ws_url = self.url.replace("http", "ws", 1) + "/ws?" + urlencode({"clientId": self.client_id})
         try:
-            proxy, proxy_auth = env_proxy(ws_url)
+            proxy, proxy_auth = self.transport.proxy_for(ws_url)
             async with self.session.ws_connect(ws_url, headers=self._headers, heartbeat=30, proxy=proxy,
                                                proxy_auth=proxy_auth) as ws:
                 self._ws_ok = True
