@@ -1,11 +1,13 @@
 """Result files -> one ComfyUI batch: IMAGE float32 [B,H,W,3] in 0..1 and its MASK [B,H,W] (a 64x64 zero mask
 when no file has alpha), each file decoded (codec) and written straight into its slot of one preallocated tensor
 as it arrives, on every core. Files of a different size than the first are fitted to it (scaled and
-centre-cropped, as ComfyUI's ImageBatch does); files of several frames unfold in file order. A cloud part run
-again decodes into a batch made while its task ran (``reserve``).
+centre-cropped, as ComfyUI's ImageBatch does); files of several frames unfold in file order. The memory is
+counted from the files' headers before any pixel is decoded and refused past ``MAX_BATCH_BYTES``. A cloud part
+run again decodes into a batch made while its task ran (``reserve``).
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 
@@ -13,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from . import codec
-from .codec import MAX_BATCH_BYTES, batch_bytes, check_size, image_size
+from .codec import batch_bytes
 from .errors import ResultError
 
 
@@ -88,13 +90,20 @@ def reserve(count: int, h: int, w: int):
 
 
 class BatchDecoder:
-    """Files -> one IMAGE batch [B,H,W,3] and its MASK, each file decoded and written into its slot of one
+    """Files -> one IMAGE batch [B,H,W,3] and its MASK, each file decoded and written into its slots of one
     preallocated tensor as soon as it arrives (so decoding overlaps the downloads), then freed: the peak is
     the final tensor plus about one decoded file per thread. The first file's size (after EXIF rotation)
     is the batch's; files that arrive before it wait decoded; files of another size are fitted to it
-    (scaled and centre-cropped, as ComfyUI's ImageBatch does). ``add`` may be called from several threads."""
+    (scaled and centre-cropped, as ComfyUI's ImageBatch does). ``add`` may be called from several threads.
 
-    def __init__(self, count: int, reserve=None):
+    The memory is bounded by what the files' headers say before any of their pixels is decoded: every frame
+    in the batch's size (or its own where larger), summed over the files, refused past ``MAX_BATCH_BYTES``.
+    ``heads``: every file's header, read before any file is decoded (``decode_batch``): the whole batch is
+    checked at once and a file of several frames unfolds into consecutive slots. Without them (a gateway,
+    whose savers write one image a file, in either transfer) each file's header is read as it arrives, a file
+    of several frames is refused, and so is the running total as soon as it passes the limit."""
+
+    def __init__(self, count: int, reserve=None, heads: list | None = None):
         if count <= 0:
             raise ResultError("No result files to decode", call="decode")
         self.count = count
@@ -105,51 +114,68 @@ class BatchDecoder:
         self._waiting: dict = {}
         self._lock = threading.Lock()
         self._done = 0
-        self._multi: dict = {}   # file index -> its frames, for files of several frames
+        self._one_frame = heads is None
+        self._heads: dict = dict(enumerate(heads or []))   # file index -> codec.Header, read before decoding
+        frames = [h.frames for h in heads] if heads is not None else [1] * count
+        self._slots = list(itertools.accumulate(frames, initial=0))   # file i's frames: its slot onwards
+        if heads is not None:
+            self._check()
 
     def add(self, i: int, data: bytes, use_spng: bool = True) -> None:
-        check_size(*image_size(data))
-        frames = codec.decode_frames(data, use_spng)
-        decoded = frames[0]
+        frames = codec.decode_frames(data, self._admit(i, data), use_spng)
         with self._lock:
-            if len(frames) > 1:   # a batch in one file: its frames are placed when the batch is complete
-                self._multi[i] = frames
-                if i != 0:
-                    self._done += 1
-                    return
             if self.image is None and i != 0:
-                self._waiting[i] = decoded
+                self._waiting[i] = frames
                 return
             if self.image is None:
-                self._allocate(decoded[0].shape[:2])
-            ready = [(i, decoded)] + (sorted(self._waiting.items()) if i == 0 else [])
+                self._allocate(frames[0][0].shape[:2])
+            ready = [(i, frames)] + (sorted(self._waiting.items()) if i == 0 else [])
             self._waiting.clear() if i == 0 else None
-        for j, dec in ready:
-            self._put(j, dec)
+        for j, got in ready:
+            self._put(j, got)
+
+    def _admit(self, i: int, data: bytes):
+        """File i's header, read (unless given) and counted into the batch's memory before it is decoded."""
+        if not self._one_frame:
+            return self._heads[i]
+        head = codec.header(data)
+        if head.frames > 1:
+            raise ResultError(key="err_result_frames", values={"frames": head.frames}, call="decode", hint="")
+        with self._lock:
+            self._heads[i] = head
+            self._check()
+        return head
+
+    def _check(self) -> None:
+        """Refuse the batch when the frames its headers count (files not here yet: one each) would pass
+        ``MAX_BATCH_BYTES`` in the batch's size (the first file's), or in their own where larger."""
+        p0 = self._heads[0].pixels if 0 in self._heads else 0
+        unknown = self.count - len(self._heads)
+        frames = unknown + sum(h.frames for h in self._heads.values())
+        need = batch_bytes(unknown * p0 + sum(h.frames * max(h.pixels, p0) for h in self._heads.values()), 1, 1)
+        if need > codec.MAX_BATCH_BYTES:
+            raise ResultError(key="err_results_too_big", call="decode", hint="",
+                              values={"frames": frames, "mb": need >> 20, "limit": codec.MAX_BATCH_BYTES >> 20})
 
     def _allocate(self, hw) -> None:
         import torch
-        h0, w0 = hw
-        need = batch_bytes(self.count, h0, w0)
-        if need > MAX_BATCH_BYTES:
-            raise ResultError(f"{self.count} result images of {w0}x{h0} would need {need >> 20} MB of memory, "
-                              f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
+        shape = (self._slots[-1], *hw, 3)   # its memory was counted from the headers (``_check``)
         made, self._reserve = self._reserve, None
         if hasattr(made, "result"):   # still being made: it is nearly done, and made faster than faulted in here
             try:
                 made = made.result()
             except BaseException:  # noqa: BLE001 - cancelled or failed: the batch is made here
                 made = None
-        if made is not None and tuple(made.shape) == (self.count, h0, w0, 3):
+        if made is not None and tuple(made.shape) == shape:
             self.image = made
             return
         # made here, its pages are faulted in as the decoders write (populating it beside them measured no
         # faster on two cores: bench/codec.py fresh_batch)
-        self.image = torch.empty((self.count, h0, w0, 3), dtype=torch.float32)
+        self.image = torch.empty(shape, dtype=torch.float32)
 
-    def _put(self, i: int, decoded) -> None:
-        if i not in self._multi:
-            self._write(i, decoded)
+    def _put(self, i: int, frames: list) -> None:
+        for k, decoded in enumerate(frames):
+            self._write(self._slots[i] + k, decoded)
         with self._lock:
             self._done += 1
 
@@ -173,32 +199,8 @@ class BatchDecoder:
         import torch
         if self.image is None or self._done != self.count:
             raise ResultError(f"Only {self._done} of {self.count} result files could be decoded", call="decode")
-        if self._multi:
-            self._unfold()
         mask = self.mask if self.mask is not None else torch.zeros((self.image.shape[0], 64, 64), dtype=torch.float32)
         return self.image, mask
-
-    def _unfold(self) -> None:
-        """Files of several frames in the batch: one tensor of every file's frames, in file order."""
-        import torch
-        per_file = [self._multi.get(i) for i in range(self.count)]
-        total = sum(len(f) if f else 1 for f in per_file)
-        stills, still_mask = self.image, self.mask
-        self.image, self.mask = None, None
-        self.count = total
-        self._allocate(stills.shape[1:3])
-        k = 0
-        for i, frames in enumerate(per_file):
-            for dec in frames or [None]:
-                if dec is None:   # a still decoded into its slot already
-                    self.image[k] = stills[i]
-                    if still_mask is not None:
-                        if self.mask is None:
-                            self.mask = torch.zeros(self.image.shape[:3], dtype=torch.float32)
-                        self.mask[k] = still_mask[i]
-                else:
-                    self._write(k, dec)
-                k += 1
 
 
 def decode_batch(files: list[bytes], threads: int = 1):
@@ -208,7 +210,8 @@ def decode_batch(files: list[bytes], threads: int = 1):
     libspng's binding does not)."""
     if not files:
         raise ResultError("No result files to decode", call="decode")
-    dec = BatchDecoder(len(files))  # each file's size is checked from its header before it is decoded
+    # every file's header first: the whole batch is refused before any of its pixels is decoded
+    dec = BatchDecoder(len(files), heads=[codec.header(d) for d in files])
     if threads > 1 and len(files) > 1:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=threads) as ex:

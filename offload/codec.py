@@ -14,6 +14,7 @@ import io
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -44,6 +45,20 @@ PNG_LEVEL = 1
 def batch_bytes(count: int, h: int, w: int) -> int:
     """The memory of a decoded batch: float32 IMAGE [count,h,w,3] and its MASK [count,h,w]."""
     return count * h * w * 4 * 4
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a result file says of itself before any pixel is decoded: its kind, its size (an animation's
+    canvas) and how many frames LoadImage would read from it."""
+    kind: str
+    width: int
+    height: int
+    frames: int = 1
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -77,20 +92,31 @@ def _png_header(data: bytes):
     return w, h, depth, ctype, exif
 
 
-def image_size(data: bytes) -> tuple[int, int]:
+def header(data: bytes) -> Header:
+    """A result file's kind, size and frames, read from its header and chunks without decoding a pixel (a PNG's
+    IHDR, a WebP's chunks, a GIF's blocks, a JPEG's markers); refused when it is not an image or one of its
+    frames passes ``MAX_PIXELS``."""
     if not data:
         raise ResultError("A result file is empty", call="decode")
     kind = sniff(data)
-    if kind == "png":
-        w, h, *_ = _png_header(data)
-        return w, h
     if kind == "unknown":
         raise ResultError("A result file is not an image (PNG, JPEG, WebP or GIF)", call="decode")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception as e:
-        raise ResultError(f"A result file could not be read as an image ({type(e).__name__})", call="decode") from None
+    frames = 1
+    if kind == "png":
+        w, h, *_ = _png_header(data)
+    elif kind == "webp":
+        (w, h), frames = _webp_size(data), max(1, _webp_frames(data))
+    elif kind == "gif":
+        w, h, frames = _gif_header(data)
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as im:   # lazy: the markers up to the first scan
+                w, h = im.size
+        except Exception as e:
+            raise ResultError(f"A result file could not be read as an image ({type(e).__name__})",
+                              call="decode") from None
+    check_size(w, h)
+    return Header(kind, w, h, frames)
 
 
 def check_size(w: int, h: int) -> None:
@@ -197,38 +223,58 @@ def _webp_frames(data: bytes) -> int:
     return count
 
 
-def frame_count(data: bytes) -> int:
-    """How many frames a result file holds: 1 for a still, more for an animated WebP or GIF (read as ComfyUI's
-    LoadImage reads them: every frame, in order)."""
-    kind = sniff(data)
-    if kind == "webp":
-        return max(1, _webp_frames(data))
-    if kind != "gif":
-        return 1
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return max(1, int(getattr(im, "n_frames", 1)))
-    except Exception as e:
-        raise ResultError(f"A result file could not be read as an image ({type(e).__name__})", call="decode") from None
+def _webp_size(data: bytes) -> tuple[int, int]:
+    """A WebP's canvas from its first chunk (VP8X: the canvas of every frame; VP8: a lossy still's key frame
+    header; VP8L: a lossless still's), as the WebP container spec lays them out."""
+    first = data[12:16]
+    if first == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if first == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if first == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    raise ResultError("A result file is not a valid WebP", call="decode")
 
 
-def decode_frames(data: bytes, use_spng: bool = True) -> list:
-    """Bytes -> [(rgb, alpha)], one per frame, as ComfyUI's LoadImage reads a file of several frames (each
-    frame EXIF-rotated; alpha where a frame has it). Refused before decoding when the frames would pass the
-    batch limit."""
-    n = frame_count(data)
-    if n == 1:
+def _gif_blocks_end(data: bytes, pos: int) -> int:
+    """Where a GIF's run of data sub-blocks starting at ``pos`` ends (after its empty block)."""
+    while pos < len(data) and data[pos]:
+        pos += data[pos] + 1
+    return pos + 1
+
+
+def _gif_header(data: bytes) -> tuple[int, int, int]:
+    """(width, height, frames) of a GIF from its blocks, without decoding: the logical screen grown to every
+    frame's extent (Pillow grows the image to a frame that passes the screen), and its image descriptors."""
+    if len(data) < 13:
+        raise ResultError("A result file is not a valid GIF", call="decode")
+    w, h = struct.unpack("<HH", data[6:10])
+    pos = 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0)   # the global colour table
+    frames = 0
+    while pos < len(data) and data[pos] != 0x3B:   # the trailer
+        if data[pos] == 0x21:                      # an extension: its label, then sub-blocks
+            pos = _gif_blocks_end(data, pos + 2)
+        elif data[pos] == 0x2C and pos + 10 <= len(data):   # an image: its extent, colour table, LZW data
+            x, y, fw, fh, flags = struct.unpack("<HHHHB", data[pos + 1:pos + 10])
+            w, h, frames = max(w, x + fw), max(h, y + fh), frames + 1
+            pos = _gif_blocks_end(data, pos + 11 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0))
+        else:                                      # a stray byte, skipped as Pillow skips it
+            pos += 1
+    return w, h, max(1, frames)
+
+
+def decode_frames(data: bytes, head: Header, use_spng: bool = True) -> list:
+    """Bytes -> [(rgb, alpha)], the ``head.frames`` frames its header counted (``header``), as ComfyUI's
+    LoadImage reads a file of several frames (each frame EXIF-rotated; alpha where a frame has it). The memory
+    they need is the caller's to check, from the header, before this is called (batch.BatchDecoder)."""
+    if head.frames == 1:
         return [decode_array(data, use_spng)]
-    w, h = image_size(data)
-    check_size(w, h)
-    need = batch_bytes(n, h, w)
-    if need > MAX_BATCH_BYTES:
-        raise ResultError(f"A result file of {n} frames of {w}x{h} would need {need >> 20} MB of memory, "
-                          f"above the {MAX_BATCH_BYTES >> 20} MB limit", call="decode")
     frames = []
     try:
         with Image.open(io.BytesIO(data)) as im:
-            for k in range(n):
+            for k in range(head.frames):
                 im.seek(k)
                 frame = ImageOps.exif_transpose(im)
                 if frame.mode in ("RGBA", "LA", "PA") or (frame.mode == "P" and "transparency" in frame.info):

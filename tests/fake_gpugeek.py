@@ -31,6 +31,7 @@ import hashlib
 import io
 import itertools
 import json
+import struct
 import threading
 import time
 import uuid
@@ -86,6 +87,35 @@ def photo_png(w=64, h=64, seed=0, mode="RGB", bits=8) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def _riff_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + (b"\0" if len(body) & 1 else b"")
+
+
+def webp_bomb(w: int, h: int, frames: int) -> bytes:
+    """An animated WebP of ``frames`` frames on a w x h canvas, each frame one pixel (under 100 bytes): a few
+    hundred bytes that decode, frame by frame, to the whole canvas (libwebp composes every frame on it)."""
+    one = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(one, "WEBP", lossless=True)
+    pixel = one.getvalue()[12:]   # its VP8L chunk
+
+    def u24(v):
+        return v.to_bytes(3, "little")
+    frame = _riff_chunk(b"ANMF", u24(0) * 4 + u24(100) + b"\0" + pixel)   # at 0,0, 1x1 (minus one), 100 ms
+    body = (_riff_chunk(b"VP8X", b"\x02\0\0\0" + u24(w - 1) + u24(h - 1)) + _riff_chunk(b"ANIM", bytes(6))
+            + frame * frames)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def gif_bomb(screen: tuple, corners: list) -> bytes:
+    """A GIF with a logical screen of ``screen`` (w, h) and one frame of 1x1 pixel at each (x, y) of
+    ``corners``: Pillow shows every frame at the screen's size, grown to the farthest frame."""
+    pixel = bytes([2, 2]) + (4 | 0 << 3 | 5 << 6).to_bytes(2, "little") + b"\0"   # LZW: clear, colour 0, end
+    out = [b"GIF89a", struct.pack("<HHBBB", *screen, 0x80, 0, 0), b"\0\0\0\xff\xff\xff"]   # 2 colours
+    for x, y in corners:
+        out.append(b"!\xf9\x04\x00\x0a\x00\x00\x00" + b"," + struct.pack("<HHHHB", x, y, 1, 1, 0) + pixel)
+    return b"".join(out) + b";"
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,10 +7,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
-from conftest import core
-from fake_gpugeek import photo_png
+from conftest import core, said
+from fake_gpugeek import gif_bomb, photo_png, webp_bomb
 
 codec = core("codec")
 batch = core("batch")
@@ -134,6 +134,85 @@ def test_decompression_bomb_refused_before_decoding():
     big = encode(Image.new("RGB", (9000, 9000)), "JPEG")
     with pytest.raises(E.ResultError):
         batch.decode_batch([big])
+
+
+def decoding_calls(monkeypatch) -> list:
+    """Every pixel decoded from here on, counted: the codec's decoders and Pillow's loading of pixels."""
+    calls = []
+    for name in ("decode_frames", "decode_array"):
+        real = getattr(codec, name)
+        monkeypatch.setattr(codec, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: calls.append("Pillow") or load(self))
+    return calls
+
+
+@pytest.mark.parametrize("bomb", [lambda: webp_bomb(2048, 2048, 16), lambda: gif_bomb((2048, 2048), [(0, 0)] * 16)],
+                         ids=["webp", "gif"])
+def test_animated_results_are_refused_from_their_headers_before_any_frame_is_decoded(bomb, monkeypatch):
+    """The review's bomb: 8 files of 16 frames at 2048x2048, under 7 KB in all, would need 8 GB as IMAGE and
+    MASK; each file alone (1 GB) passes. Before: every frame of every file was decoded and held (1.5 GB) before
+    the batch's total was compared with the limit."""
+    files = [bomb() for _ in range(8)]
+    assert sum(map(len, files)) < 7000
+    assert codec.header(files[0]) == codec.Header(files[0][8:12] == b"WEBP" and "webp" or "gif", 2048, 2048, 16)
+    calls = decoding_calls(monkeypatch)
+    with pytest.raises(E.ResultError) as ei:
+        batch.decode_batch(files, threads=2)
+    assert calls == []
+    for lang in ("en", "zh"):   # one sentence, the class's general hint left out
+        sentence = said("err_results_too_big", lang, frames=128, mb=8192, limit=codec.MAX_BATCH_BYTES >> 20)
+        assert ei.value.text(lang) == sentence + ("。" if lang == "zh" else ".") + " (call: decode)"
+
+
+def test_files_that_come_one_by_one_are_refused_as_soon_as_their_headers_pass_the_limit(monkeypatch):
+    """A gateway's decoder reads each file's header as it arrives: the running total (every file in the batch's
+    size, the first file's, or its own where larger; files still to come one image each) is refused at the
+    file that passes the limit, before that file is decoded, and so is every file after it. Before: each file
+    was decoded and the batch compared with the limit only when its first file was."""
+    small, big = photo_png(16, 16, seed=1), photo_png(64, 64, seed=2)
+    monkeypatch.setattr(codec, "MAX_BATCH_BYTES", codec.batch_bytes(1, 80, 100))   # 8000 pixels
+    calls = decoding_calls(monkeypatch)
+    dec = batch.BatchDecoder(4)
+    dec.add(0, small)   # 16x16 and three to come: 4 x 256 pixels
+    dec.add(1, big)     # 256 + 4096 + 2 x 256 = 4864
+    decoded = len(calls)
+    assert decoded > 0
+    for i in (2, 3):    # 256 + 2 x 4096 + 256 = 8704: past the limit
+        with pytest.raises(E.ResultError) as ei:
+            dec.add(i, big)
+        assert said("err_results_too_big", "en", frames=4) in str(ei.value)
+    assert len(calls) == decoded
+
+
+@pytest.mark.parametrize("data", [webp_bomb(64, 48, 3), gif_bomb((64, 48), [(0, 0)] * 3)], ids=["webp", "gif"])
+def test_a_file_of_several_frames_is_refused_undecoded_where_one_image_a_file_is_expected(data, monkeypatch):
+    """A gateway's savers (SaveImage; compact's RebatchImages + SaveAnimatedWEBP) write one image a file: a file
+    of several frames is not what the cloud part made."""
+    calls = decoding_calls(monkeypatch)
+    dec = batch.BatchDecoder(2)
+    with pytest.raises(E.ResultError) as ei:
+        dec.add(0, data)
+    assert calls == []
+    assert ei.value.text("zh").startswith(said("err_result_frames", "zh", frames=3))
+    img, _ = batch.decode_batch([data])   # Load Result reads every frame, as LoadImage does
+    assert img.shape == (3, 48, 64, 3)
+
+
+def test_a_gif_whose_frames_pass_its_screen_is_counted_at_the_size_it_decodes_to(monkeypatch):
+    """Pillow grows a GIF to a frame that lies past its logical screen: a 1x1 screen can hide frames of any
+    size. The header is the screen grown to every frame; before, the screen (1x1) was checked and every frame
+    decoded at full size."""
+    data = gif_bomb((1, 1), [(0, 0), (255, 127)])
+    assert codec.header(data) == codec.Header("gif", 256, 128, 2)
+    with Image.open(io.BytesIO(data)) as im:
+        im.seek(1)
+        assert im.size == (256, 128)
+    monkeypatch.setattr(codec, "MAX_BATCH_BYTES", codec.batch_bytes(2, 128, 256) - 1)
+    calls = decoding_calls(monkeypatch)
+    with pytest.raises(E.ResultError, match="would need"):
+        batch.decode_batch([data])
+    assert calls == []
 
 
 def test_encode_roundtrip_fast_level_and_mask_as_alpha():

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import mini_comfy
-from conftest import comfy_env, SECRET_KEY, core, load_pack, produced
-from fake_gpugeek import photo_png
+from conftest import comfy_env, SECRET_KEY, core, load_pack, produced, said
+from fake_gpugeek import photo_png, webp_bomb
 
 pack = load_pack()
 import folder_paths  # noqa: E402
@@ -48,8 +48,10 @@ def owner():
     return core("owner").owner()
 
 
-def execute(classes):
-    return asyncio.run(mini_comfy.execute(json.loads(json.dumps(PROMPT)), classes, PromptServer.instance))
+def execute(classes, **gateway):
+    prompt = json.loads(json.dumps(PROMPT))
+    prompt["10"]["inputs"].update(gateway)
+    return asyncio.run(mini_comfy.execute(prompt, classes, PromptServer.instance))
 
 
 def journal():
@@ -213,3 +215,41 @@ def test_a_task_whose_files_pass_the_memory_budget_is_refused(env, fake, monkeyp
     with pytest.raises(E.ResultError) as ei:
         execute(env)
     assert "in all" in str(ei.value)
+
+
+def decoded_files(monkeypatch) -> list:
+    codec = core("codec")
+    decoded, real = [], codec.decode_frames
+    monkeypatch.setattr(codec, "decode_frames", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    return decoded
+
+
+def saved_by_the_gateway(files):
+    return lambda prompt, task: {n: files for n in prompt if n.startswith("gpugeek_out_")}
+
+
+@pytest.mark.parametrize("transfer", ["lossless", "compact"])
+def test_animated_results_are_refused_from_their_headers_before_any_frame_is_decoded(env, fake, monkeypatch, transfer):
+    """The review's bomb at a gateway: 8 files of 16 frames at 2048x2048, under 7 KB in all. The gateway's
+    savers write one image a file in either transfer (compact: RebatchImages + SaveAnimatedWEBP), so the first
+    file's header refuses it. Before: every frame of every file was decoded and held (1.5 GB) before the
+    batch's total was compared with the limit."""
+    fake.runner = saved_by_the_gateway([(f"bomb_{i}.webp", webp_bomb(2048, 2048, 16)) for i in range(8)])
+    decoded = decoded_files(monkeypatch)
+    with pytest.raises(E.ResultError) as ei:
+        execute(env, transfer=transfer)
+    text = str(ei.value)
+    produced(text)
+    assert decoded == []
+    assert text.startswith("GPUGeek Cloud Execute #10: " + said("err_result_frames", "en", frames=16))
+
+
+def test_result_images_past_the_batch_limit_are_refused_as_they_arrive(env, fake, monkeypatch):
+    codec = core("codec")
+    monkeypatch.setattr(codec, "MAX_BATCH_BYTES", codec.batch_bytes(5, 64, 64))
+    fake.runner = saved_by_the_gateway([(f"f{i}.png", photo_png(64, 64, seed=i)) for i in range(6)])
+    decoded = decoded_files(monkeypatch)
+    with pytest.raises(E.ResultError) as ei:
+        execute(env)
+    assert len(decoded) < 6
+    assert str(ei.value).startswith("GPUGeek Cloud Execute #10: " + said("err_results_too_big", "en", frames=6))

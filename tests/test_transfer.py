@@ -151,9 +151,10 @@ def test_the_settings_route_keeps_the_choice_and_refuses_other_words(env):
 def test_frames_of_one_file_decode_as_loadimage_reads_them_and_a_bomb_is_refused_first(monkeypatch):
     frames = [photo_png(40, 32, seed=s) for s in range(4)]
     data = animated_webp(frames, {"lossless": False, "quality": 90})
-    assert codec.frame_count(data) == 4 and codec.frame_count(frames[0]) == 1
-    dec = batch.BatchDecoder(2)
-    dec.add(1, frames[0])       # a still after a file of frames: the still comes last
+    heads = [codec.header(data), codec.header(frames[0])]
+    assert [h.frames for h in heads] == [4, 1] and heads[0].pixels == 40 * 32
+    dec = batch.BatchDecoder(2, heads=heads)
+    dec.add(1, frames[0])       # a still after a file of frames, decoded first: the still comes last
     dec.add(0, data)
     image, mask = dec.result()
     ref = [np.asarray(f.convert("RGB"), np.float32) / 255 for f in ImageSequence.Iterator(Image.open(io.BytesIO(data)))]
@@ -161,9 +162,10 @@ def test_frames_of_one_file_decode_as_loadimage_reads_them_and_a_bomb_is_refused
     for k in range(4):
         assert np.array_equal(image[k].numpy(), ref[k])
     assert np.array_equal(image[4].numpy(), np.asarray(Image.open(io.BytesIO(frames[0])), np.float32) / 255)
+    assert torch.equal(batch.decode_batch([data, frames[0]], threads=2)[0], image)
     monkeypatch.setattr(codec, "MAX_BATCH_BYTES", 40 * 32 * 16 * 3)
-    with pytest.raises(E.ResultError, match="4 frames of 40x32"):
-        codec.decode_frames(data)
+    with pytest.raises(E.ResultError, match="4 images"):
+        batch.decode_batch([data])
 
 
 @pytest.mark.parametrize("orientation", [None, 1, 6])
