@@ -63,8 +63,10 @@ async def upload_once(target, cache, data, file_name: str, digest: str | None = 
 
 
 async def gather_bounded(coros, limit: int = PARALLEL_TRANSFERS):
-    """Run coroutines with at most ``limit`` at once; the first error cancels the rest."""
+    """Run coroutines with at most ``limit`` at once; the first error cancels the rest (and closes those that
+    never started, which would otherwise be reported as never awaited)."""
     sem = asyncio.Semaphore(limit)
+    coros = list(coros)
 
     async def one(c):
         async with sem:
@@ -76,6 +78,9 @@ async def gather_bounded(coros, limit: int = PARALLEL_TRANSFERS):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for c in coros:
+            if asyncio.iscoroutine(c):
+                c.close()
         raise
 
 

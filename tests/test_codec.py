@@ -155,11 +155,11 @@ def test_animated_results_are_refused_from_their_headers_before_any_frame_is_dec
     the batch's total was compared with the limit."""
     files = [bomb() for _ in range(8)]
     assert sum(map(len, files)) < 7000
-    assert codec.header(files[0]) == codec.Header(files[0][8:12] == b"WEBP" and "webp" or "gif", 2048, 2048, 16)
     calls = decoding_calls(monkeypatch)
     with pytest.raises(E.ResultError) as ei:
         batch.decode_batch(files, threads=2)
     assert calls == []
+    assert (codec.header(files[0]).pixels, codec.header(files[0]).frames) == (2048 * 2048, 16)
     for lang in ("en", "zh"):   # one sentence, the class's general hint left out
         sentence = said("err_results_too_big", lang, frames=128, mb=8192, limit=codec.MAX_BATCH_BYTES >> 20)
         assert ei.value.text(lang) == sentence + ("。" if lang == "zh" else ".") + " (call: decode)"
@@ -204,15 +204,15 @@ def test_a_gif_whose_frames_pass_its_screen_is_counted_at_the_size_it_decodes_to
     size. The header is the screen grown to every frame; before, the screen (1x1) was checked and every frame
     decoded at full size."""
     data = gif_bomb((1, 1), [(0, 0), (255, 127)])
-    assert codec.header(data) == codec.Header("gif", 256, 128, 2)
-    with Image.open(io.BytesIO(data)) as im:
-        im.seek(1)
-        assert im.size == (256, 128)
     monkeypatch.setattr(codec, "MAX_BATCH_BYTES", codec.batch_bytes(2, 128, 256) - 1)
     calls = decoding_calls(monkeypatch)
     with pytest.raises(E.ResultError, match="would need"):
         batch.decode_batch([data])
     assert calls == []
+    assert codec.header(data) == codec.Header("gif", 256, 128, 2)
+    with Image.open(io.BytesIO(data)) as im:
+        im.seek(1)
+        assert im.size == (256, 128)
 
 
 def test_encode_roundtrip_fast_level_and_mask_as_alpha():

@@ -253,3 +253,25 @@ def test_result_images_past_the_batch_limit_are_refused_as_they_arrive(env, fake
         execute(env)
     assert len(decoded) < 6
     assert str(ei.value).startswith("GPUGeek Cloud Execute #10: " + said("err_results_too_big", "en", frames=6))
+
+
+def test_downloads_that_never_started_when_one_failed_are_closed():
+    """The first error cancels the rest (transfer.gather_bounded); a coroutine that never started is closed, not
+    left for the garbage collector to warn about ("coroutine ... was never awaited" in ComfyUI's log)."""
+    import gc
+    import warnings
+    started = []
+
+    async def one(i):
+        started.append(i)
+        await asyncio.sleep(0)
+        if i == 0:
+            raise E.ResultError("refused")
+        await asyncio.sleep(5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(E.ResultError):
+            asyncio.run(pack.offload.transfer.gather_bounded([one(i) for i in range(8)], limit=2))
+        gc.collect()
+    assert len(started) < 8
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
