@@ -161,86 +161,135 @@ async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, file
     file is written while the others download and decode, so the writes do not wait for the decoding nor
     the tensors for the writes. The bytes are released when this returns. ``reserves``: output node -> a future
     of a batch tensor made ahead (``Reserves``)."""
-    outs = [None] * len(GATEWAY_OUTPUTS)
-    shapes: dict = {}
-    reserves = reserves or {}
-    files = dict(files)
-    budget = ByteBudget()
-    # each file decoded as soon as it arrives while the next ones download, on every core where the decoder
-    # lets go of the GIL (codec.parallel_decoding), else on one thread with pyspng
-    threads = DECODE_THREADS if codec.parallel_decoding() else 1
-    decoder = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpugeek-decode")
-    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-save")
-    loop = asyncio.get_running_loop()
-    nodes = plan.saves
-    user_outputs = list(plan.user_outputs) if save_user_outputs else []
-    kept = set(nodes + user_outputs)
-    folder = Path(output_dir) / RESULTS_SUBFOLDER
-    writes: dict = {}   # (node, index) -> the write of that file (its path)
+    d = _Delivery(plan, detail, files, target, output_dir, save_user_outputs, reserves)
+    d.pass_through(passthrough)
+    try:
+        d.save_what_is_here()
+        await d.decode_and_fetch()
+        paths = await d.written()
+    finally:
+        d.close()
+    previews, saved = _listed(d.kept, d.files, paths)
+    return Delivered(d.outs, previews, saved, detail.prompt_id, detail, fetched=_bytes_by_task(d.files, detail),
+                     shapes=d.shapes)
 
-    def save(node, i, url, data):
-        if node in kept and (node, i) not in writes:
-            writes[(node, i)] = loop.run_in_executor(writer, _save_one, folder, node, i, url, data, detail)
 
-    async def fetch_into(node, dec=None):
-        urls = list(detail.result_url.get(node, []))
+class _Delivery:
+    """One ``deliver``: the files (those not here yet fetched into it as they arrive), the threads that decode
+    and write them, the writes under way, and each output's tensor and shape."""
+
+    def __init__(self, plan: GatewayPlan, detail: TaskDetail, files: dict, target, output_dir,
+                 save_user_outputs: bool, reserves: dict | None):
+        self.plan, self.detail, self.target = plan, detail, target
+        self.files = dict(files)
+        self.reserves = reserves or {}
+        self.outs = [None] * len(GATEWAY_OUTPUTS)
+        self.shapes: dict = {}
+        self.user_outputs = list(plan.user_outputs) if save_user_outputs else []
+        self.kept = plan.saves + self.user_outputs   # the outputs' files, in the order they are listed
+        self.folder = Path(output_dir) / RESULTS_SUBFOLDER
+        self.budget = ByteBudget()
+        self.writes: dict = {}   # (node, index) -> the write of that file (its path)
+        self.loop = asyncio.get_running_loop()
+        # each file decoded as soon as it arrives while the next ones download, on every core where the decoder
+        # lets go of the GIL (codec.parallel_decoding), else on one thread with pyspng
+        threads = DECODE_THREADS if codec.parallel_decoding() else 1
+        self.decoder = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpugeek-decode")
+        self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-save")
+
+    def pass_through(self, passthrough: dict) -> None:
+        """Outputs that pass one of the gateway's own inputs through take it as it is."""
+        for o in self.plan.outputs:
+            if o.kind == PASS:
+                self.outs[o.slot] = passthrough.get(o.input)
+
+    def save(self, node, i: int, url: str, data: bytes) -> None:
+        """Write one file into the output folder (once), in the writer's thread."""
+        if node in self.kept and (node, i) not in self.writes:
+            self.writes[(node, i)] = self.loop.run_in_executor(self.writer, _save_one, self.folder, node, i, url,
+                                                               data, self.detail)
+
+    def save_what_is_here(self) -> None:
+        """Files already here (a merged gateway's): written while they decode."""
+        for node, got in self.files.items():
+            for i, (url, data) in enumerate(got or []):
+                self.save(node, i, url, data)
+
+    async def decode_and_fetch(self) -> None:
+        """Every output decoded (and its files fetched as it decodes), and the whole workflow's output nodes'
+        files fetched, a few outputs at once."""
+        await gather_bounded([self.decode(o) for o in self.plan.outputs if o.kind != PASS]
+                             + [self.fetch(n) for n in self.user_outputs if n not in self.files],
+                             limit=PARALLEL_OUTPUTS)
+
+    async def fetch(self, node, dec=None) -> None:
+        """A node's files, fetched in parallel; each counted, written and (with ``dec``) decoded as it arrives."""
+        urls = list(self.detail.result_url.get(node, []))
         got = [None] * len(urls)
 
         async def one(i, url):
-            data = await target.fetch(url)
-            budget.take(len(data))
+            data = await self.target.fetch(url)
+            self.budget.take(len(data))
             got[i] = (url, data)
-            save(node, i, url, data)
+            self.save(node, i, url, data)
             if dec is not None:
-                await loop.run_in_executor(decoder, dec.add, i, data)
+                await self.loop.run_in_executor(self.decoder, dec.add, i, data)
         await gather_bounded([one(i, u) for i, u in enumerate(urls)])
-        files[node] = got
+        self.files[node] = got
 
-    async def decode(o):
+    async def decode(self, o) -> None:
+        """One output's files into its tensor (a batch made ahead where there is one for it)."""
         node = o.save
-        have = files.get(node)
-        count = len(have) if have is not None else len(detail.result_url.get(node, []))
+        have = self.files.get(node)
+        count = len(have) if have is not None else len(self.detail.result_url.get(node, []))
         if not count:
             raise errors.ResultError(f"The cloud task returned no file for {GATEWAY_OUTPUTS[o.slot]}",
-                                task_id=detail.prompt_id, call="results")
-        dec = batch.BatchDecoder(count, reserve=reserves.pop(node, None))   # taken when the first file is decoded
+                                     task_id=self.detail.prompt_id, call="results")
+        # one image a file, as the gateway's savers write them (SaveImage; compact: RebatchImages then
+        # SaveAnimatedWEBP), counted from each file's header as it arrives; the batch made ahead (``reserves``)
+        # is taken when the first file is decoded
+        dec = batch.BatchDecoder(count, reserve=self.reserves.pop(node, None))
         if have is None:
-            await fetch_into(node, dec)
+            await self.fetch(node, dec)
         else:
-            await asyncio.gather(*(loop.run_in_executor(decoder, dec.add, i, d) for i, (_, d) in enumerate(have)))
+            await asyncio.gather(*(self.loop.run_in_executor(self.decoder, dec.add, i, data)
+                                   for i, (_, data) in enumerate(have)))
         image, _mask = dec.result()
-        shapes[node] = list(image.shape[:3])
-        outs[o.slot] = image[..., 0].contiguous() if o.kind == MASK else image
+        self.shapes[node] = list(image.shape[:3])
+        self.outs[o.slot] = image[..., 0].contiguous() if o.kind == MASK else image
 
-    for o in plan.outputs:
-        if o.kind == PASS:
-            outs[o.slot] = passthrough.get(o.input)
-    for node, got in files.items():   # files already here (a merged gateway's): written while they decode
-        for i, (url, data) in enumerate(got or []):
-            save(node, i, url, data)
-    try:
-        await gather_bounded([decode(o) for o in plan.outputs if o.kind != PASS]
-                             + [fetch_into(n) for n in user_outputs if n not in files], limit=PARALLEL_OUTPUTS)
-        for node in nodes + user_outputs:   # anything not written yet (files of outputs not decoded here)
-            for i, (url, data) in enumerate(files.get(node) or []):
-                save(node, i, url, data)
-        paths = {k: await w for k, w in writes.items()}
-    finally:
-        decoder.shutdown(wait=False)
-        writer.shutdown(wait=False)
+    async def written(self) -> dict:
+        """Every kept file on disk (those of outputs not decoded here too): (node, index) -> its path."""
+        for node in self.kept:
+            for i, (url, data) in enumerate(self.files.get(node) or []):
+                self.save(node, i, url, data)
+        return {k: await w for k, w in self.writes.items()}
+
+    def close(self) -> None:
+        self.decoder.shutdown(wait=False)
+        self.writer.shutdown(wait=False)
+
+
+def _bytes_by_task(files: dict, detail: TaskDetail) -> dict:
+    """Task id -> the bytes of its files brought back (a fan-out's files name the run that made them)."""
     fetched: dict = {}
     for got in files.values():
         for url, data in got or []:
             task_id = detail.sources.get(url, detail.prompt_id)
             fetched[task_id] = fetched.get(task_id, 0) + len(data)
+    return fetched
+
+
+def _listed(nodes: list, files: dict, paths: dict) -> tuple[list, list]:
+    """(previews, saved paths) of the outputs' files, in the order of the outputs and their files."""
     previews, saved = [], []
-    for node in nodes + user_outputs:   # in the order of the outputs and their files
+    for node in nodes:
         for i in range(len(files.get(node) or [])):
             path = paths[(node, i)]
             saved.append(str(path))
             if path.suffix.lower() in IMAGE_EXTS:
                 previews.append({"filename": path.name, "subfolder": RESULTS_SUBFOLDER, "type": "output"})
-    return Delivered(outs, previews, saved, detail.prompt_id, detail, fetched=fetched, shapes=shapes)
+    return previews, saved
 
 
 def _save_one(folder, node, i: int, url: str, data: bytes, detail: TaskDetail):
