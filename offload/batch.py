@@ -152,7 +152,8 @@ class BatchDecoder:
         p0 = self._heads[0].pixels if 0 in self._heads else 0
         unknown = self.count - len(self._heads)
         frames = unknown + sum(h.frames for h in self._heads.values())
-        need = batch_bytes(unknown * p0 + sum(h.frames * max(h.pixels, p0) for h in self._heads.values()), 1, 1)
+        pixels = unknown * p0 + sum(h.frames * max(h.pixels, p0) for h in self._heads.values())
+        need = batch_bytes(1, 1, pixels)   # IMAGE and MASK of every frame, as one row of all their pixels
         if need > codec.MAX_BATCH_BYTES:
             raise ResultError(key="err_results_too_big", call="decode", hint="",
                               values={"frames": frames, "mb": need >> 20, "limit": codec.MAX_BATCH_BYTES >> 20})
