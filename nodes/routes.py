@@ -69,11 +69,20 @@ def _not_json():
     return web.json_response({"ok": False, "error": said, "message": said}, status=400)
 
 
-async def post_config(request):
-    body = await _body(request)
-    if body is None:
-        return _not_json()
-    lang = texts.lang_of(body.get("lang"))
+def _json_object(handler):
+    """``handler(request, body, lang)`` for a route whose body is a JSON object (``_body``), with the editor's
+    language (its ``lang``); anything else is answered here: 400, one sentence."""
+    @functools.wraps(handler)
+    async def with_body(request):
+        body = await _body(request)
+        if body is None:
+            return _not_json()
+        return await handler(request, body, texts.lang_of(body.get("lang")))
+    return with_body
+
+
+@_json_object
+async def post_config(request, body: dict, lang: str):
     try:
         cfg = config.load_config()
         changes, notes = {}, []
