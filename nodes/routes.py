@@ -3,6 +3,7 @@ browser learns whether a key is set and its last four characters."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from aiohttp import web
@@ -49,16 +50,39 @@ async def _body(request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+def _json_only(handler):
+    """``handler`` for a route that changes state (every method but GET): a request not declared as
+    ``application/json`` is refused (415) before it acts. A page on another site may send text/plain, a form or no
+    body at all without asking (a CORS "simple" request), which ComfyUI's origin check lets through where it is off
+    (--enable-cors-header, older versions, a LAN host); a JSON body needs a preflight first."""
+    @functools.wraps(handler)
+    async def json_only(request):
+        if request.content_type != "application/json":
+            said = texts.text("route_json_only", texts.lang_of(request.headers.get("Accept-Language")))
+            return web.json_response({"ok": False, "error": said, "message": said}, status=415)
+        return await handler(request)
+    return json_only
+
+
 def _not_json():
     said = "The request was not a JSON object."
     return web.json_response({"ok": False, "error": said, "message": said}, status=400)
 
 
-async def post_config(request):
-    body = await _body(request)
-    if body is None:
-        return _not_json()
-    lang = texts.lang_of(body.get("lang"))
+def _json_object(handler):
+    """``handler(request, body, lang)`` for a route whose body is a JSON object (``_body``), with the editor's
+    language (its ``lang``); anything else is answered here: 400, one sentence."""
+    @functools.wraps(handler)
+    async def with_body(request):
+        body = await _body(request)
+        if body is None:
+            return _not_json()
+        return await handler(request, body, texts.lang_of(body.get("lang")))
+    return with_body
+
+
+@_json_object
+async def post_config(request, body: dict, lang: str):
     try:
         cfg = config.load_config()
         changes, notes = {}, []
@@ -302,14 +326,17 @@ def install(server) -> None:
     if getattr(server, "_gpugeek_routes", False):
         return
     r = server.routes
+
+    def post(path, handler):   # every route that is not a GET takes JSON only
+        r.post(path)(_json_only(handler))
     r.get("/gpugeek/config")(get_config)
-    r.post("/gpugeek/config")(post_config)
-    r.post("/gpugeek/test")(post_test)
+    post("/gpugeek/config", post_config)
+    post("/gpugeek/test", post_test)
     r.get("/gpugeek/tasks")(get_tasks)
-    r.post("/gpugeek/tasks/{pid}/cancel")(post_cancel)
-    r.post("/gpugeek/tasks/{pid}/refresh")(post_refresh)
-    r.post("/gpugeek/plan")(post_plan)
+    post("/gpugeek/tasks/{pid}/cancel", post_cancel)
+    post("/gpugeek/tasks/{pid}/refresh", post_refresh)
+    post("/gpugeek/plan", post_plan)
     r.get("/gpugeek/texts")(get_texts)
-    r.post("/gpugeek/lists")(post_lists)
-    r.post("/gpugeek/lists/add")(post_lists_add)
+    post("/gpugeek/lists", post_lists)
+    post("/gpugeek/lists/add", post_lists_add)
     server._gpugeek_routes = True

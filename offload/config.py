@@ -6,7 +6,6 @@ data folder: ComfyUI's user directory when ComfyUI is present, ``~/.config/comfy
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .redact import register_secret
-from .transport import origin
+from .transport import is_loopback, is_private, origin
 
 DEFAULT_BASE_URL = "https://comfyapi.gpugeek.com"
 KEY_FILE = "api_key"
@@ -125,22 +124,6 @@ def check_base_url(url: str, *, allow_lan_http: bool = False) -> str:
             raise ConfigError(f"The base URL {url[:80]!r} uses plain http to a remote host, which would send "
                               "your API key unencrypted: use https")
     return url
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def is_private(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_private
-    except ValueError:
-        return host.endswith(".local") or "." not in host
 
 
 def write_private(path: Path, text: str) -> None:

@@ -9,10 +9,15 @@
 - **Redirects** followed only to the same origin (scheme, host, port).
 - **Credentials** attached per destination: each credential belongs to one origin and never reaches
   another host, whatever URL a server or a workflow names.
+- **Proxies** from the environment (HTTP_PROXY, HTTPS_PROXY, WS_PROXY, NO_PROXY) carry requests to the outside
+  world only: a host on this machine or its own network (:func:`is_private`) is always reached directly, and a
+  request in clear (http, ws) to an origin that holds a credential never takes a proxy, which would read it
+  (https crosses one in a tunnel the proxy cannot read). ~/.netrc is read for a proxy's own password only.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import re
 import socket
@@ -103,6 +108,7 @@ class Transport:
         """Attach ``headers`` to requests under ``url`` (same origin, path below ``url``'s path), and to
         nothing else: an API key bound to ``https://host/api/v1`` never reaches ``https://host/oss/...``."""
         self.credentials[(origin(url), urlsplit(url).path.rstrip("/"))] = dict(headers)
+        self.proxies.clear()   # an origin that now holds a credential may no longer take a proxy in clear
 
     def _headers_for(self, url: str, extra: dict | None, auth: bool) -> dict:
         h: dict = {}
@@ -115,11 +121,20 @@ class Transport:
         return h
 
     def proxy_for(self, url: str) -> tuple:
-        """The environment's proxy for ``url`` (``env_proxy``), read once per origin in this session."""
+        """The proxy a request to ``url`` takes, read once per origin in this session: the environment's
+        (``env_proxy``), except that a request in clear (http, ws) to an origin that holds a credential goes
+        direct, to the host the user configured, never through a proxy that would read it."""
         key = origin(url)
         if key not in self.proxies:
-            self.proxies[key] = env_proxy(url)
+            self.proxies[key] = (None, None) if self._credential_in_clear(url) else env_proxy(url)
         return self.proxies[key]
+
+    def _credential_in_clear(self, url: str) -> bool:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "ws"):
+            return False
+        held = origin("http" + url[len(scheme):])   # a websocket shares its server's credential
+        return any(scope_origin == held for scope_origin, _prefix in self.credentials)
 
     async def request(self, method: str, url: str, *, call: str, safe: bool, params=None, json=None, data=None,
                       headers: dict | None = None, auth: bool = True, max_bytes: int = MAX_API_BYTES,
@@ -248,6 +263,25 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc or url[:60]
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: this machine."""
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_private(host: str) -> bool:
+    """This machine or its own network: a loopback, private or link-local address, a single-label name
+    (``gpu-box``, ``localhost``) or a ``.local`` one."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_private
+    except ValueError:
+        return host.endswith(".local") or "." not in host
+
+
 def check_result_url(url) -> str:
     """A result address the pack will fetch: http(s) with a host, nothing else."""
     if not isinstance(url, str):
@@ -270,7 +304,12 @@ def new_session(limit: int = 8) -> aiohttp.ClientSession:
 def env_proxy(url: str) -> tuple:
     """The proxy the environment names for ``url`` (HTTP_PROXY, HTTPS_PROXY, WS_PROXY, NO_PROXY and their
     lower-case forms; a proxy's own password may come from .netrc), as aiohttp's trust_env reads it:
-    (proxy URL, its BasicAuth or None), or (None, None) for a direct connection."""
+    (proxy URL, its BasicAuth or None), or (None, None) for a direct connection. A host on this machine or its
+    own network (:func:`is_private`) is never proxied, whatever NO_PROXY says, as browsers and Windows' "bypass
+    the proxy for local addresses" do: a proxy is for the outside world (a remote one cannot reach the user's
+    loopback at all), and a LAN server's plain-http token must not cross a hop the user did not choose."""
+    if is_private(urlsplit(url).hostname or ""):
+        return None, None
     try:
         from aiohttp.helpers import get_env_proxy_for_url
         from yarl import URL

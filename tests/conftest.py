@@ -134,6 +134,15 @@ def fake():
     srv.stop()
 
 
+@pytest.fixture
+def no_env_proxy(monkeypatch):
+    """No proxy from the environment (the machine's own cleared); the monkeypatch, to set one."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "WSS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
 def comfy_env(tmp_path):
     """Point the ComfyUI stand-ins at fresh folders and register the node classes; returns the classes."""
     import os

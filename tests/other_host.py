@@ -1,6 +1,7 @@
 """Another host on 127.0.0.1: records every request it receives (method, path, headers) and answers each
-with one fixed response. Stands for a result host, an attacker's redirect target, or a wrong base URL that
-serves an nginx page."""
+with one fixed response. Stands for a result host, an attacker's redirect target, a wrong base URL that
+serves an nginx page, or a proxy: a request for another host arrives here in absolute form (its Host header names
+that host), and a tunnel (CONNECT, for https) is recorded and refused with 502, as a proxy that cannot reach it."""
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,11 @@ class OtherHost:
         threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
         ready.wait(10)
 
-    async def _any(self, request):
+    @web.middleware
+    async def _any(self, request, handler):   # before routing: a CONNECT has no path to route
         self.seen.append((request.method, request.path_qs, dict(request.headers)))
+        if request.method == "CONNECT":
+            return web.Response(status=502)
         if self.html:
             return web.Response(status=self.status, text="<html><h1>404 Not Found</h1>nginx</html>",
                                 content_type="text/html")
@@ -26,8 +30,7 @@ class OtherHost:
 
     def _serve(self, ready):
         self.loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._any)
+        app = web.Application(middlewares=[self._any])
         runner = web.AppRunner(app, access_log=None)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -256,3 +256,51 @@ def test_task_ids_are_safe(bad):
 ])
 def test_result_file_names_are_safe(url, name):
     assert core("transfer").safe_file_name(url, "f") == name
+
+
+def test_a_comfyui_servers_token_never_goes_through_the_proxy(no_env_proxy):
+    """HTTP_PROXY and WS_PROXY set, no NO_PROXY: the ComfyUI server at http://localhost is reached directly, its
+    calls and its websocket; the proxy sees nothing (it saw every call, bearer token included)."""
+    proxy, srv = OtherHost(), FakeComfyUI(token="tok-local-12345").start()
+    try:
+        for name in ("HTTP_PROXY", "WS_PROXY"):
+            no_env_proxy.setenv(name, proxy.url)
+        url = srv.url.replace("127.0.0.1", "localhost")
+        cfg = C.Config(api_key=None, target=url, target_token="tok-local-12345")
+        prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                  "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+
+        async def go():
+            async with T.open_target(cfg) as t:
+                await t.submit(prompt)
+                return t.client_id, await t.ping()
+        client_id, (ok, _) = asyncio.run(go())
+        assert proxy.seen == []
+        assert ok and "prompt" in srv.calls and client_id in srv.sockets
+    finally:
+        srv.stop()
+        proxy.stop()
+
+
+def test_a_v2_target_takes_the_proxy_for_the_outside_world_only(no_env_proxy):
+    """comfy-sdk's httpx client follows the transport's rule: a v2 server on localhost is reached directly
+    whatever HTTP_PROXY says (httpx sent it, and its key, to the proxy), and one outside goes through the tunnel
+    HTTPS_PROXY names."""
+    pytest.importorskip("comfy_sdk")
+    proxy, server = OtherHost(status=502), OtherHost(status=404)
+    try:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY"):
+            no_env_proxy.setenv(name, proxy.url)
+        cfg = C.Config(api_key=None, target="gpugeek")
+
+        async def ping(where):
+            async with T.open_target(cfg, where) as t:
+                return await t.ping("en")
+        asyncio.run(ping("v2:" + server.url.replace("127.0.0.1", "localhost")))
+        assert proxy.seen == [] and server.seen
+        ok, _ = asyncio.run(ping("v2:https://cloud.example.invalid"))
+        assert not ok and proxy.seen and all(method == "CONNECT" and headers["Host"] == "cloud.example.invalid:443"
+                                             for method, _, headers in proxy.seen)
+    finally:
+        server.stop()
+        proxy.stop()

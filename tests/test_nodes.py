@@ -473,6 +473,53 @@ def test_every_post_route_answers_a_body_that_is_no_json_object_with_one_sentenc
         assert res.status == 400 and "JSON object" in json.loads(res.body)["message"], path
 
 
+# what a page on another origin can send without a preflight (a CORS "simple" request): text/plain, a form, a
+# multipart form, or no body at all
+SIMPLE = {"text/plain": {"data": b'{"whole_workflow": true, "target": "http://127.0.0.1:9", "lang": "en"}',
+                         "headers": {"Content-Type": "text/plain"}},
+          "form": {"data": {"whole_workflow": "1"}},
+          "multipart": {"data": {"whole_workflow": "1", "f": io.BytesIO(b"x")}},
+          "no body": {}}
+
+
+def test_no_route_that_changes_state_takes_a_request_another_site_can_send(env, fake):
+    """Every route but a GET, as ComfyUI serves it, refuses anything but Content-Type: application/json with 415
+    before it acts (a text/plain POST saved another target and whole-workflow on where ComfyUI's origin check is
+    off); the editor's own JSON (with or without a charset) is served."""
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+    table = [(m, p, fn) for m, p, fn in PromptServer.instance.routes.routes if p.startswith("/gpugeek/")]
+    changing = [(m, p.replace("{pid}", "777")) for m, p, _ in table if m != "GET"]
+    assert len(changing) >= 7
+
+    async def go():
+        app = web.Application()
+        for method, path, fn in table:
+            app.router.add_route(method, path, fn)
+        async with TestServer(app) as server, ClientSession() as s:
+            async def send(method, path, **kw):
+                async with s.request(method, server.make_url(path), **kw) as r:
+                    return r.status, await r.json()
+            refused = {(path, kind): await send(m, path, **kw) for m, path in changing for kind, kw in SIMPLE.items()}
+            served = [await send("POST", "/gpugeek/config", json={"whole_workflow": True}),
+                      await send("POST", "/gpugeek/config", data=b'{"transfer": "compact"}',
+                                 headers={"Content-Type": "application/json; charset=utf-8"}),
+                      await send("GET", "/gpugeek/config"),
+                      await send("POST", "/gpugeek/config", data=b"{}",   # said in the browser's language
+                                 headers={"Content-Type": "text/plain", "Accept-Language": "zh-CN,zh;q=0.9"})]
+            return refused, served
+    cfg = core("config")
+    refused, served = asyncio.run(go())
+    wrong = {where: status for where, (status, _) in refused.items() if status != 415}
+    assert wrong == {} and all(body["ok"] is False and "application/json" in body["message"]
+                               for _, body in refused.values())
+    assert [status for status, _ in served] == [200, 200, 200, 415]
+    assert served[-1][1]["message"] == said("route_json_only", "zh")
+    got = served[2][1]
+    assert got["whole_workflow"] is True and got["transfer"] == "compact" and got["target"] == "gpugeek"
+    assert cfg.load_config().target == "gpugeek"
+
+
 def test_results_decode_on_every_core_and_are_written_while_they_decode(env, fake, monkeypatch):
     """Four files back: two decode at the same moment (each decode waits, up to 5 s, until another thread is
     decoding too), and the first file is on disk before the last decode ends (writes do not wait for the

@@ -180,14 +180,6 @@ def test_a_live_upload_is_reused_in_every_expiry_form(fake, variant):
     assert a == b and fake.count("put") == 1
 
 
-@pytest.fixture
-def no_env_proxy(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    return monkeypatch
-
-
 def download_with_a_new_session(url: str) -> bytes:
     async def go():
         async with transport.new_session() as session:
@@ -212,10 +204,70 @@ def test_a_proxy_from_the_environment_carries_the_requests_and_no_proxy_is_honou
     assert download_with_a_new_session("http://results.example.invalid/a.png")
     method, _, headers = recorder.seen[-1]
     assert method == "GET" and headers["Host"] == "results.example.invalid"   # asked of the proxy
-    no_env_proxy.setenv("NO_PROXY", "127.0.0.1")
-    other = OtherHost()
+    no_env_proxy.setenv("NO_PROXY", "example.invalid")
+    with pytest.raises(E.TransportError) as direct:
+        download_with_a_new_session("http://results.example.invalid/b.png")
+    assert direct.value.cause == "dns" and len(recorder.seen) == 1   # straight to the host, not through the proxy
+
+
+PROXY = "http://proxy.example.invalid:3128"
+LOCAL = ["http://localhost:8188/prompt", "http://127.0.0.1:8188", "http://[::1]:8188", "ws://localhost:8188/ws",
+         "http://192.168.1.20:8188", "http://10.0.0.5/x", "http://172.16.3.4", "http://169.254.10.1",
+         "http://[fe80::1]:8188", "http://[fd00::5]", "http://gpu-box:8188", "ws://gpu-box.local:8188/ws",
+         "https://gpu-box.local/x"]
+REMOTE = ["http://results.example.com/a.png", "https://comfyapi.gpugeek.com/api/v1", "http://8.8.8.8/x",
+          "ws://cloud.example.com/ws", "https://[2001:4860::8888]/x"]
+
+
+@pytest.mark.parametrize("url", LOCAL + REMOTE)
+def test_the_environments_proxy_never_carries_a_request_to_this_machine_or_its_network(url, no_env_proxy):
+    """Loopback, private and link-local addresses, single-label and .local names go direct whatever HTTP_PROXY
+    says (NO_PROXY unset): a proxy is for the outside world, and a hop the user did not choose for a LAN server."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "WSS_PROXY"):
+        no_env_proxy.setenv(name, PROXY)
+    proxy, _ = transport.env_proxy(url)
+    assert (proxy is None) == (url in LOCAL) and (proxy is None or str(proxy) == PROXY)
+
+
+def test_a_token_for_a_local_server_never_reaches_the_proxy(recorder, no_env_proxy):
+    """With HTTP_PROXY set and no NO_PROXY, a request to http://localhost went to the proxy, bearer token included."""
+    no_env_proxy.setenv("HTTP_PROXY", recorder.url)
+    server = OtherHost()
     try:
-        download_with_a_new_session(other.url + "/b.png")
-        assert len(other.seen) == 1 and len(recorder.seen) == 1   # straight to the host, not through the proxy
+        url = server.url.replace("127.0.0.1", "localhost") + "/system_stats"
+
+        async def go():
+            async with transport.new_session() as session:
+                t = transport.Transport(session, retry=FAST)
+                t.bind(url, {"Authorization": "Bearer tok-local"})
+                return await t.request("GET", url, call="test", safe=True)
+        assert asyncio.run(go()).status == 200
+        assert recorder.seen == [] and server.seen[0][2]["Authorization"] == "Bearer tok-local"
     finally:
-        other.stop()
+        server.stop()
+
+
+def test_a_credential_never_crosses_a_proxy_in_clear(recorder, no_env_proxy):
+    """A request in plain http (or ws) to an origin that holds a credential goes direct, never through the
+    environment's proxy, which would read it; a request there without one, and one in https (a tunnel the proxy
+    cannot read), still take the proxy."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY"):
+        no_env_proxy.setenv(name, recorder.url)
+
+    async def go():
+        async with transport.new_session() as session:
+            t = transport.Transport(session, retry=transport.RetryPolicy(attempts=1))
+            t.bind("http://comfy.example.invalid:8188", {"Authorization": "Bearer " + SECRET_KEY})
+            t.bind("https://cloud.example.invalid", {"Authorization": "Bearer " + SECRET_KEY})
+            assert t.proxy_for("ws://comfy.example.invalid:8188/ws") == (None, None)
+            with pytest.raises(E.TransportError) as direct:
+                await t.request("GET", "http://comfy.example.invalid:8188/system_stats", call="test", safe=True)
+            assert recorder.seen == [] and direct.value.cause == "dns"   # went straight there: no such host
+            with pytest.raises(E.TransportError):   # the proxy refuses the tunnel (502)
+                await t.request("GET", "https://cloud.example.invalid/x", call="test", safe=True)
+            await t.request("GET", "http://cdn.example.invalid/a.png", call="download", safe=True)
+    asyncio.run(go())
+    (tunnel, _, tunnel_headers), (method, _, headers) = recorder.seen
+    assert tunnel == "CONNECT" and tunnel_headers["Host"].startswith("cloud.example.invalid")
+    assert method == "GET" and headers["Host"] == "cdn.example.invalid"
+    assert not any(SECRET_KEY in str(seen) for seen in recorder.seen)

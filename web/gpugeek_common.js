@@ -2,6 +2,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { t, langOf, setTexts } from "./lib/i18n.js";
+import { requestOptions } from "./lib/request.js";
 
 export const EXT = "gpugeek";
 export const LANGS = ["en", "zh"];
@@ -17,8 +18,7 @@ export function lang() {
 export const tr = (key, vars) => t(lang(), key, vars);
 
 export async function call(path, body) {
-  const opts = body === undefined ? {} : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
-  const res = await api.fetchApi(`/gpugeek/${path}`, opts);
+  const res = await api.fetchApi(`/gpugeek/${path}`, requestOptions(body));
   let data = {};
   try { data = await res.json(); } catch { /* not JSON: reported below */ }
   if (!res.ok && data.ok === undefined) data = { ok: false, message: `HTTP ${res.status}` };

@@ -98,6 +98,13 @@ def _tls():
     return httpx.create_ssl_context()
 
 
+def _proxy(url, auth) -> httpx.Proxy | None:
+    """``Transport.proxy_for``'s answer as httpx takes it."""
+    if url is None:
+        return None
+    return httpx.Proxy(str(url), auth=(auth.login, auth.password) if auth is not None else None)
+
+
 class ComfyV2Target:
     def __init__(self, session: aiohttp.ClientSession, base: str, *, api_key: str | None = None,
                  allow_lan_http: bool = False, retry: RetryPolicy | None = None):
@@ -110,9 +117,11 @@ class ComfyV2Target:
         if api_key:
             register_secret(api_key)
             self.transport.bind(self.base, {"Authorization": "Bearer " + api_key})
+        # the transport's proxy rule, not httpx's own reading of the environment (trust_env), which sent a server
+        # on this machine, and its key in clear, through HTTP_PROXY
         self._http = httpx.AsyncClient(
             verify=_tls(), follow_redirects=False, headers={"Accept-Encoding": "identity"},
-            event_hooks={"response": [_cap]},
+            trust_env=False, proxy=_proxy(*self.transport.proxy_for(self.base)), event_hooks={"response": [_cap]},
             timeout=httpx.Timeout(API_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, write=TRANSFER_READ_TIMEOUT_S))
         # the key goes to this origin only: comfy-sdk's second origin (Comfy Router) is this one too
         self._low = AsyncComfyLow(self.base, api_key or None, client=self._http, client_info="comfyui-gpugeek",
