@@ -60,6 +60,7 @@ class _Planning:
     plans: dict = field(default_factory=dict)
     sinks: list = field(default_factory=list)        # whole workflow: the output nodes its gateway sits after
     said_on: dict = field(default_factory=dict)      # node -> [Refusal] told on that node (whole workflow)
+    cloud_choices: Callable | None = None            # (gateway, class, input) -> the cloud's values, or None
 
     def label(self, n) -> str:
         return node_label(self.prompt, n)
@@ -69,15 +70,20 @@ class _Planning:
 
 
 def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bool] | None = None,
-              lang: str = "en", whole: bool = False, unavailable: list | None = None) -> PlanResult:
+              lang: str = "en", whole: bool = False, unavailable: list | None = None,
+              cloud_choices: Callable | None = None) -> PlanResult:
     """``whole``: with no gateway, the graph runs as one cloud part, as if a gateway sat after every output
-    node (``unavailable``: refusals of the switch itself, e.g. no key configured, told on the output nodes)."""
+    node (``unavailable``: refusals of the switch itself, e.g. no key configured, told on the output nodes).
+    ``cloud_choices(gateway, class, input)``: the values the cloud lists of that gateway's target hold (a value
+    there is the cloud's to judge), or None."""
     gateways = sorted(n for n, v in prompt.items() if isinstance(v, dict) and v.get("class_type") == GATEWAY)
     if not gateways and whole:
-        return _whole_workflow(prompt, classes, file_exists or (lambda name: False), lang, list(unavailable or []))
+        return _whole_workflow(prompt, classes, file_exists or (lambda name: False), lang, list(unavailable or []),
+                               cloud_choices)
     if not gateways:
         return PlanResult(prompt, {}, {}, {n: LOCAL for n in prompt}, {})
     st = _start(prompt, classes, file_exists or (lambda name: False), gateways)
+    st.cloud_choices = cloud_choices
     _passes(st)
     return _finish(st, lang)
 
@@ -190,7 +196,10 @@ def _check_values(st: _Planning) -> None:
     """Cloud nodes whose class is installed here are checked as ComfyUI would, before anything is paid for;
     a mistake refuses the task and marks the node."""
     for n in sorted(st.owner):
-        found = check_node(n, st.prompt[n], st.classes, st.label(n))
+        g = st.owner[n]
+        choices = None if st.cloud_choices is None else (
+            lambda cls, name, g=g: st.cloud_choices(g, cls, name))
+        found = check_node(n, st.prompt[n], st.classes, st.label(n), choices)
         st.refusals[st.owner[n]].extend(found)
         if found:
             st.flagged.add(n)
@@ -377,7 +386,7 @@ def _finish(st: _Planning, lang: str) -> PlanResult:
     return PlanResult(st.local, st.plans, sentences, roles, st.groups, owner=dict(st.owner), flagged=sorted(st.flagged))
 
 
-def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list) -> PlanResult:
+def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list, cloud_choices=None) -> PlanResult:
     """No gateway and the switch on: the planner's passes over the graph with one gateway (``WHOLE``) sitting
     after every output node. The local prompt is that gateway (plus what still runs here: Upload Image nodes
     and what feeds them) and, under each output node's own id, a Cloud Output that saves or shows its files
@@ -385,6 +394,7 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list) 
     whole = {"class_type": GATEWAY, "inputs": {"workflow_id": "", "run_on": CLOUD}, "_meta": {"title": "GPUGeek"}}
     full = {**prompt, WHOLE: whole}
     st = _start(full, classes, file_exists, [WHOLE])
+    st.cloud_choices = cloud_choices
     st.sinks = sorted(n for n, v in prompt.items() if isinstance(v, dict) and n not in st.boundaries
                       and _is_output(v, classes, n, st.consumers))
     if not st.sinks:
