@@ -23,10 +23,12 @@ WHOLE_KEY = "gpugeek_whole_workflow"   # extra_data: run a graph with no gateway
 LANG_KEY = "gpugeek_lang"              # extra_data: the editor's language, for a graph with no gateway
 
 
-def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False) -> plan.PlanResult:
+def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False, targets: list | None = None) -> plan.PlanResult:
+    """``targets``: the output nodes queued (POST /prompt's ``partial_execution_targets``), None for all."""
     unavailable = whole_unavailable() if whole and not _has_gateway(prompt) else []
     res = plan.make_plan(prompt, comfy.CLASSES, file_exists=lambda name: comfy.input_file(name) is not None,
-                         lang=lang, whole=whole, unavailable=unavailable, cloud_choices=CloudChoices(prompt))
+                         lang=lang, whole=whole, unavailable=unavailable, cloud_choices=CloudChoices(prompt),
+                         targets=targets)
     gateway = res.local_prompt.get(plan.WHOLE)
     if gateway is not None:  # the whole workflow's gateway: the values its required widgets would have
         gateway["inputs"].setdefault("timeout_s", run.DEFAULT_TIMEOUT_S)
@@ -110,7 +112,8 @@ def on_prompt(json_data):
         extra = json_data.get("extra_data") if isinstance(json_data.get("extra_data"), dict) else {}
         lang = texts.lang_of(extra[LANG_KEY]) if whole and extra.get(LANG_KEY) else take_lang(prompt)
         try:
-            res = plan_prompt(prompt, lang, whole)
+            targets = json_data.get("partial_execution_targets")
+            res = plan_prompt(prompt, lang, whole, targets if isinstance(targets, list) else None)
         except Exception as e:  # a bug of ours must not run anything unplanned: refuse on every gateway
             log.exception("GPUGeek: planning failed")
             why = texts.text("plan_failed", lang, error=f"{type(e).__name__}: {e}")
