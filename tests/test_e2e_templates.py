@@ -93,14 +93,9 @@ QUEUE_JS = """async ([wf, name]) => {
 }"""
 
 
-def fake_tasks(stack) -> dict:
-    return {t["prompt_id"]: t for t in requests.get(stack["fake"] + "/_fake/stats", timeout=10).json()["tasks"]}
-
-
-def run_one(page, stack, url, name) -> tuple[str, str]:
-    """Load ``name`` in the editor, queue it, and tell what became of it: (outcome, reason)."""
+def queue_one(page, stack, name) -> tuple[str, str]:
+    """Load ``name`` in the editor and queue it: ("queued", prompt id) or ("refused", why)."""
     wf, _ = stack["templates"][name]
-    before = set(fake_tasks(stack))
     with page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST",
                               timeout=60000) as got:
         said = page.evaluate(QUEUE_JS, [wf, name])
@@ -108,28 +103,7 @@ def run_one(page, stack, url, name) -> tuple[str, str]:
     if resp.status != 200:
         body = resp.json() if "json" in (resp.headers.get("content-type") or "") else {}
         return "refused", _first_error(body) or f"HTTP {resp.status} ({said})"
-    pid = resp.json()["prompt_id"]
-    end = time.time() + TEMPLATE_BUDGET_S
-    entry = None
-    while time.time() < end:
-        h = requests.get(f"{url}/history/{pid}", timeout=10).json()
-        if pid in h and h[pid].get("status", {}).get("completed") is not None:
-            entry = h[pid]
-            break
-        if set(fake_tasks(stack)) - before and time.time() > end - TEMPLATE_BUDGET_S + 15:
-            requests.post(f"{url}/interrupt", timeout=10)   # taken by the cloud and still working: enough
-        time.sleep(0.25)
-    new = [t for pid_, t in fake_tasks(stack).items() if pid_ not in before]
-    if len(new) == 1:
-        error = new[0].get("error_msg") or ""
-        if "failed validation" in error or "prompt_outputs_failed_validation" in error:
-            return "cloud_refused", "the cloud refused: " + error[:300]
-        return "run", ""
-    if entry is None:
-        requests.post(f"{url}/interrupt", timeout=10)
-        return "other", "no end within the budget, no task"
-    msgs = [m for m in entry.get("status", {}).get("messages", []) if m[0] == "execution_error"]
-    return ("other" if not new else "several"), (msgs[0][1].get("exception_message", "")[:300] if msgs else "no task")
+    return "queued", resp.json()["prompt_id"]
 
 
 def _first_error(body: dict) -> str:
@@ -140,10 +114,50 @@ def _first_error(body: dict) -> str:
     return f"{e.get('message', '')}: {e.get('details', '')}" if e else ""
 
 
+def outcome_of(entry: dict) -> tuple[str, str]:
+    """What a queued template's run here tells: the cloud's ComfyUI took its prompt (``run``: it succeeded, or
+    failed while running on the empty model files), refused it (``cloud_refused``), or something else."""
+    status = entry.get("status", {})
+    if status.get("status_str") == "success":
+        return "run", ""
+    msgs = [m[1] for m in status.get("messages", []) if m[0] in ("execution_error", "execution_interrupted")]
+    if not msgs:
+        return "other", "no error recorded"
+    m = msgs[0]
+    text, kind = m.get("exception_message", "") or "", m.get("exception_type", "") or ""
+    if "validation" in text.lower() or "not in list" in text.lower():
+        return "cloud_refused", f"{m.get('node_type')}: {text[:300]}"
+    if "TaskFailedError" in kind or "InterruptProcessingException" in kind or "interrupted" in str(m).lower():
+        return "run", ""
+    return "other", f"{m.get('node_type')}: {kind.rsplit('.', 1)[-1]}: {text[:300]}"
+
+
+def wait_all(url: str, queued: dict) -> dict:
+    """Each queued prompt's history entry; a prompt that runs past TEMPLATE_BUDGET_S is stopped."""
+    done, running_since, current = {}, time.time(), None
+    end = time.time() + TEMPLATE_BUDGET_S * (len(queued) + 2)
+    while len(done) < len(queued) and time.time() < end:
+        for pid in [p for p in queued if p not in done]:
+            h = requests.get(f"{url}/history/{pid}", timeout=10).json()
+            if pid in h and h[pid].get("status", {}).get("completed") is not None:
+                done[pid] = h[pid]
+        running = (requests.get(f"{url}/queue", timeout=10).json().get("queue_running") or [[None, None]])[0][1]
+        if running != current:
+            current, running_since = running, time.time()
+        elif running is not None and time.time() - running_since > TEMPLATE_BUDGET_S:
+            requests.post(f"{url}/interrupt", timeout=10)
+            running_since = time.time()
+        time.sleep(1.0)
+    return done
+
+
 def run_corpus(stack, editor: str) -> corpus.Tally:
+    """Every eligible template loaded and queued in the editor, one after the other (they run here in turn
+    meanwhile), then each one's end read from this ComfyUI's history."""
     pw = pytest.importorskip("playwright.sync_api")
     tally = corpus.Tally()
     url = stack["urls"][editor]
+    queued = {}
     with pw.sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -153,11 +167,17 @@ def run_corpus(stack, editor: str) -> corpus.Tally:
         page.keyboard.press("Escape")
         for name in stack["eligible"]:
             try:
-                outcome, reason = run_one(page, stack, url, name)
+                said, value = queue_one(page, stack, name)
             except Exception as e:   # the editor itself failed on it: counted, never hidden
-                outcome, reason = "other", f"{type(e).__name__}: {str(e)[:200]}"
-            tally.add(name, outcome, reason)
+                said, value = "other", f"{type(e).__name__}: {str(e)[:200]}"
+            if said == "queued":
+                queued[value] = name
+            else:
+                tally.add(name, said, value)
         browser.close()
+    ends = wait_all(url, queued)
+    for pid, name in queued.items():
+        tally.add(name, *(outcome_of(ends[pid]) if pid in ends else ("other", "no end")))
     return tally
 
 

@@ -458,3 +458,25 @@ def test_the_hook_reads_the_queued_outputs_from_the_prompt(wenv):
     assert sorted(local) == sorted([plan.WHOLE, "12:7:2"])
     sent = plan.GatewayPlan.from_json(local[plan.WHOLE]["inputs"][plan.PLAN_INPUT])
     assert sent.user_outputs == ["12:7:2"] and "9" not in sent.prompt and "8" in sent.prompt
+
+
+def test_a_failed_cloud_run_is_told_on_an_output_node_and_runs_again_when_queued(wenv, fake, monkeypatch):
+    """The whole workflow's gateway is no node of the editor: a run that fails in the cloud is told by the output
+    nodes, titled as the user sees them, and the next queue runs it again instead of ComfyUI's cached failure."""
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    from conftest import load_pack
+    E = core("errors")
+    fake.task_opts.update(fail="CUDA out of memory")
+    with pytest.raises(E.TaskFailedError) as ei:
+        queue(runnable(), wenv)
+    text = str(ei.value)
+    assert text.startswith(("Save the cat #9: ", "PreviewImage #12:7:2: ")) and "CUDA out of memory" in text
+    _, _, server = _node_env()
+    local = server.trigger_on_prompt({"prompt": runnable(), "extra_data": {}})["prompt"]
+    gateway = load_pack().NODE_CLASS_MAPPINGS[plan.GATEWAY]
+    plan_json = local[plan.WHOLE]["inputs"][plan.PLAN_INPUT]
+    assert gateway.IS_CHANGED(gpugeek_plan=plan_json) != gateway.IS_CHANGED(gpugeek_plan=plan_json)
+    fake.task_opts.pop("fail")
+    queue(runnable(), wenv)
+    assert len(fake.tasks) == 2
+    assert gateway.IS_CHANGED(gpugeek_plan=plan_json) == gateway.IS_CHANGED(gpugeek_plan=plan_json)
