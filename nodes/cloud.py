@@ -83,7 +83,9 @@ _failed_parts: dict = {}    # a part's hash -> the token of its last run, while 
 def remember_failure(part: str, error: BaseException) -> str:
     import uuid
     token = f"{FAILED_PREFIX}{uuid.uuid4().hex}"
-    _failures[token] = error
+    # kept without its traceback and chain: they hold the failed run's frames and event loop alive
+    error.__context__ = error.__cause__ = None
+    _failures[token] = error.with_traceback(None)
     _failed_parts[part] = token
     while len(_failures) > _KEEP_FAILURES:
         _failures.pop(next(iter(_failures)))
