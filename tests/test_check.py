@@ -120,11 +120,9 @@ def test_the_probe_changes_nothing_for_anyone_else(table):
     assert not os.listdir(folder_paths.get_input_directory())
 
 
-def test_a_static_list_and_numbers_are_still_checked_as_comfyui_checks_them(table):
-    node = {"steps": 0, "cfg": 7, "sampler_name": "no_such_sampler"}
-    said = told(dict(node), table, "KSampler")
-    assert any("steps is 0, outside its range 1 to 10000" in s for s in said)
-    assert any("sampler_name is no_such_sampler, which is not one of its choices" in s for s in said)
+def test_numbers_are_checked_as_comfyui_checks_them(table):
+    said = told({"steps": 0, "cfg": 7, "sampler_name": "euler"}, table, "KSampler")
+    assert said == ["#1 Node: steps is 0, outside its range 1 to 10000: change it."]
     assert told({"steps": "12", "cfg": "7.5", "sampler_name": "euler"}, table, "KSampler") == []  # converted
     assert any("steps is twelve, which is not a number" in s
                for s in told({"steps": "twelve", "cfg": 7, "sampler_name": "euler"}, table, "KSampler"))
@@ -132,11 +130,32 @@ def test_a_static_list_and_numbers_are_still_checked_as_comfyui_checks_them(tabl
     assert told(wrapped, table, "KSampler") == []
 
 
-def test_a_value_the_clouds_list_holds_passes(table):
+def test_a_value_of_a_list_is_judged_by_the_clouds_list_where_the_pack_knows_it(table):
+    """A value this machine's list lacks came from another ComfyUI (a template made on a newer one): sent while the
+    cloud's list is unknown; refused, with the cloud's choices, once it is known and lacks it."""
     cloud = {("KSampler", "sampler_name"): {"euler", "res_multistep_new"}}
     node = {"steps": 5, "cfg": 7, "sampler_name": "res_multistep_new"}
     assert told(dict(node), table, "KSampler", lambda c, n: cloud.get((c, n))) == []
-    assert told(dict(node), table, "KSampler", lambda c, n: None) != []
+    assert told(dict(node), table, "KSampler", lambda c, n: None) == []
+    assert told(dict(node), table, "KSampler") == []
+    wrong = dict(node, sampler_name="no_such_sampler")
+    assert told(wrong, table, "KSampler", lambda c, n: cloud.get((c, n))) == [
+        "#1 Node: sampler_name is no_such_sampler, which is not one of its choices (euler, res_multistep_new): "
+        "pick one of them."]
+    local_only = dict(node, sampler_name="dpmpp_2m")   # this machine's value, which that cloud lacks
+    assert told(local_only, table, "KSampler", lambda c, n: cloud.get((c, n))) != []
+
+
+def test_a_number_the_clouds_list_holds_passes(table):
+    """An input that became a list in a newer ComfyUI (Create Video's bit_depth: "auto")."""
+    node = {"steps": "auto", "cfg": 7, "sampler_name": "euler"}
+    assert told(dict(node), table, "KSampler") != []
+    assert told(dict(node), table, "KSampler", lambda c, n: {"auto", "8"} if n == "steps" else None) == []
+
+
+def test_a_list_filled_from_this_machines_folders_is_never_judged_here(table):
+    cloud = {("VAELoader", "vae_name"): {"other.safetensors", "pixel_space"}}
+    assert told({"vae_name": "ae.safetensors"}, table, "VAELoader", lambda c, n: cloud.get((c, n))) == []
 
 
 def test_inputs_a_class_validates_itself_are_its_own(table):

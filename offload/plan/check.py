@@ -5,12 +5,15 @@ A cloud node whose class this ComfyUI knows is checked by ComfyUI's own rules (e
 ``finalize``), numbers converted as ComfyUI converts them and kept in their range, a choice among its list. What
 ComfyUI itself lets a class judge (an input its VALIDATE_INPUTS takes) is not judged here.
 
-The check refuses only what the cloud would refuse and this machine can know. A list whose content depends on
-the machine is the cloud's to judge: model and file folders (whatever they hold here, built-in entries such as
-``pixel_space`` included: the node layer tells which lists are filled from folders, ``ClassInfo.machine``),
-uploads, lists that look like files. A value the cloud's own lists hold (``cloud_choices``: a ComfyUI server's
-definitions, what its refusals taught, names the user added) is the cloud's too: the cloud may run a newer
-ComfyUI whose list is longer."""
+The check refuses only what the cloud would refuse and this machine can know. A list is the cloud's: a cloud
+node's choices are the cloud's (DESIGN.md), and a value this machine's list lacks came from another machine or
+another ComfyUI, where it was valid (this editor only offers its own list's values). So a value of a list is judged
+by the cloud's own list where the pack knows it (``cloud_choices``: a ComfyUI server's definitions, what its
+refusals taught, names the user added) and is sent otherwise: the cloud's refusal then comes back as the pack's
+sentence and teaches the list, and the next queue is refused here, before paying. Lists filled from this machine's
+folders (models, the input folder: ``ClassInfo.machine``), uploads and file-like lists are never judged here: a
+cloud's list of files changes as files are added there. Numbers are judged as ComfyUI judges them, unless the
+cloud's list holds the value (an input that became a list in a newer ComfyUI)."""
 from __future__ import annotations
 
 import re
@@ -49,10 +52,13 @@ def check_node(nid: str, node: dict, classes: ClassTable, label: str,
             value = inputs.get(name)
             if value is None or is_link(value) or name in judged:
                 continue
-            problem = _value_problem(name, value, entry, label)
-            if problem is not None and problem.key == "refuse_cloud_choice" and _cloud_decides(
-                    info, node.get("class_type"), name, value, cloud_choices):
-                continue
+            known = _cloud_list(cloud_choices, node.get("class_type"), name)
+            if _choices(entry) is not None:
+                problem = _choice_problem(name, value, known, entry, info, label)
+            elif known and _held(value, known):
+                problem = None
+            else:
+                problem = _value_problem(name, value, entry, label)
             if problem is not None:
                 found.append(problem)
     return found
@@ -73,16 +79,17 @@ def _spec(info, inputs: dict) -> dict | None:
     return spec if isinstance(spec, dict) else None
 
 
-def _cloud_decides(info, class_type, name: str, value, cloud_choices) -> bool:
-    """True where the value's list is not ours to judge: filled from this machine's folders, or the cloud's
-    own list holds the value."""
-    if cloud_choices is not None:
-        try:
-            known = cloud_choices(class_type, name)
-        except Exception:
-            known = None
-        if known and _values(value) <= set(known):
-            return True
+def _cloud_list(cloud_choices, class_type, name: str) -> list | None:
+    if cloud_choices is None:
+        return None
+    try:
+        known = cloud_choices(class_type, name)
+    except Exception:   # no list of the cloud to consult
+        return None
+    return sorted(known, key=str) if known else None
+
+
+def _machine_list(info, name: str) -> bool:
     machine = getattr(info, "machine", None)
     if machine is None:
         return False
@@ -92,20 +99,47 @@ def _cloud_decides(info, class_type, name: str, value, cloud_choices) -> bool:
         return True
 
 
-def _values(value) -> set:
-    return {v for v in value if isinstance(v, str)} if isinstance(value, list) else {value}
+def _choices(entry) -> list | None:
+    if not isinstance(entry, (tuple, list)) or not entry:
+        return None
+    kind, opts = entry[0], (entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {})
+    choices = kind if isinstance(kind, (list, tuple)) else (opts.get("options") if kind == "COMBO" else None)
+    return list(choices) if isinstance(choices, (list, tuple)) else None
+
+
+def _choice_problem(name: str, value, known, entry, info, label: str):
+    """A value of a list: judged by the cloud's own list where the pack knows it, never by this machine's."""
+    opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+    if not known or any(opts.get(k) for k in _UPLOAD_OPTIONS) or _machine_list(info, name):
+        return None
+    local = _choices(entry) or []
+    if any(isinstance(c, str) and _FILE_LIKE.search(c) for c in local + list(known)):
+        return None
+    if isinstance(value, dict) and "__value__" in value:
+        value = value["__value__"]
+    wrong = [v for v in value if not _held(v, known)] if opts.get("multiselect") and isinstance(value, list) else (
+        [] if _held(value, known) else [value])
+    if not wrong:
+        return None
+    return Refusal("refuse_cloud_choice", {"node": label, "input": _shown(name), "value": _short(wrong[0]),
+                                           "choices": ", ".join(_short(c) for c in known[:8])})
+
+
+def _held(value, known) -> bool:
+    """True when ``value`` (or each of a multiselect's values) is among ``known``."""
+    try:
+        return all(v in known for v in (value if isinstance(value, list) else [value]))
+    except TypeError:
+        return False
 
 
 def _value_problem(name: str, value, entry, label: str):
-    """ComfyUI's conversions and checks of one plain value: None where it would pass there."""
+    """ComfyUI's conversions and range checks of a number: None where it would pass there."""
     if not isinstance(entry, (tuple, list)) or not entry:
         return None
     kind, opts = entry[0], (entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {})
     if isinstance(value, dict) and "__value__" in value:  # a list value, wrapped as ComfyUI unwraps it
         value = value["__value__"]
-    choices = kind if isinstance(kind, (list, tuple)) else (opts.get("options") if kind == "COMBO" else None)
-    if choices is not None:
-        return _choice_problem(name, value, list(choices), opts, label)
     if kind in ("INT", "FLOAT"):
         try:
             number = int(value) if kind == "INT" else float(value)
@@ -120,26 +154,6 @@ def _value_problem(name: str, value, entry, label: str):
             return Refusal("refuse_cloud_range", {"node": label, "input": _shown(name), "value": _short(value),
                                                   "low": _short(low), "high": _short(high)})
     return None
-
-
-def _choice_problem(name: str, value, choices: list, opts: dict, label: str):
-    if not choices or any(opts.get(k) for k in _UPLOAD_OPTIONS):
-        return None
-    if any(isinstance(c, str) and _FILE_LIKE.search(c) for c in choices):
-        return None
-    wrong = [v for v in value if v not in choices] if opts.get("multiselect") and isinstance(value, list) else (
-        [value] if _unhashable_or_missing(value, choices) else [])
-    if not wrong:
-        return None
-    return Refusal("refuse_cloud_choice", {"node": label, "input": _shown(name), "value": _short(wrong[0]),
-                                           "choices": ", ".join(_short(c) for c in choices[:8])})
-
-
-def _unhashable_or_missing(value, choices: list) -> bool:
-    try:
-        return value not in choices
-    except Exception:
-        return True
 
 
 def _shown(name: str) -> str:
