@@ -19,3 +19,12 @@ class _RootIsAFolder:
 
 def pytest_configure(config):
     config.pluginmanager.register(_RootIsAFolder(), "gpugeek-root-is-a-folder")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """What the tests left for the garbage collector (event loops, sessions, sockets with finalizers) is collected
+    here, not in the middle of compiling a module pytest imports late (the hypothesis plugin's report): CPython
+    3.11 fails such a compile with "SystemError: AST constructor recursion depth mismatch" when a finalizer runs
+    inside it."""
+    import gc
+    gc.collect()

@@ -71,5 +71,38 @@ def reraise(exc: BaseException, label: str, lang: str = "en"):
     raise exc
 
 
+# A whole workflow's failed runs (nodes/gateway.py): the gateway is no node of the editor, so its error is told by
+# the output nodes, which are (nodes/output.py). Its task id output is then a token naming the error; while a
+# part's last run failed, the gateway runs again when queued (IS_CHANGED), never served from ComfyUI's cache.
+FAILED_PREFIX = "failed:"
+_KEEP_FAILURES = 64
+_failures: dict = {}        # token -> the error
+_failed_parts: dict = {}    # a part's hash -> the token of its last run, while that run failed
+
+
+def remember_failure(part: str, error: BaseException) -> str:
+    import uuid
+    token = f"{FAILED_PREFIX}{uuid.uuid4().hex}"
+    # kept without its traceback and chain: they hold the failed run's frames and event loop alive
+    error.__context__ = error.__cause__ = None
+    _failures[token] = error.with_traceback(None)
+    _failed_parts[part] = token
+    while len(_failures) > _KEEP_FAILURES:
+        _failures.pop(next(iter(_failures)))
+    return token
+
+
+def failure(token) -> BaseException | None:
+    return _failures.get(token) if isinstance(token, str) and token.startswith(FAILED_PREFIX) else None
+
+
+def last_run_failed(part: str) -> str | None:
+    return _failed_parts.get(part)
+
+
+def succeeded(part: str) -> None:
+    _failed_parts.pop(part, None)
+
+
 def node_label(class_name: str, unique_id) -> str:
     return f"{class_name} #{unique_id}" if unique_id is not None else class_name

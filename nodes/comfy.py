@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 
 def folder_paths():
@@ -145,9 +146,141 @@ class ClassTable:
         if hit is not None and hit[0] is cls:
             return hit[1]
         outs = tuple(t if isinstance(t, str) else "COMBO" for t in (getattr(cls, "RETURN_TYPES", ()) or ()))
-        info = ClassInfo(outs, bool(getattr(cls, "OUTPUT_NODE", False)), _LazyInputs(cls), spec=cls.INPUT_TYPES)
+        info = ClassInfo(outs, bool(getattr(cls, "OUTPUT_NODE", False)), _LazyInputs(cls), spec=cls.INPUT_TYPES,
+                         finalize=_finalizer(cls), validated=_validated(cls), machine=_MachineLists(cls))
         self._cache[name] = (cls, info)
         return info
 
 
 CLASSES = ClassTable()
+
+
+# ---- what ComfyUI's validation reads of a class besides INPUT_TYPES (execution.py, validate_inputs) ----------
+
+def _v3_io():
+    """ComfyUI's node schema module where this ComfyUI has it (the newer node classes, dynamic inputs)."""
+    try:
+        from comfy_api.latest import _io
+        return _io
+    except Exception:
+        return None
+
+
+def _is_v3(cls) -> bool:
+    try:
+        from comfy_api.internal import _ComfyNodeInternal
+    except Exception:
+        return False
+    return isinstance(cls, type) and issubclass(cls, _ComfyNodeInternal)
+
+
+def _finalizer(cls):
+    """For a class of the newer schema: ComfyUI's own reading of its dynamic inputs (an autogrow input named
+    ``values`` arrives as ``values.a``, ``values.b``) for a node's inputs; None for other classes."""
+    io = _v3_io()
+    finalize = getattr(io, "get_finalized_class_inputs", None) if io is not None else None
+    if finalize is None or not _is_v3(cls):
+        return None
+
+    def read(spec: dict, inputs: dict) -> dict:
+        return finalize(spec, inputs)[0]
+    return read
+
+
+def _validated(cls) -> frozenset:
+    """The inputs ComfyUI lets the class judge (its VALIDATE_INPUTS' arguments; every input with **kwargs)."""
+    import inspect
+    if _is_v3(cls):
+        try:
+            from comfy_api.internal import first_real_override
+            fn = first_real_override(cls, "validate_inputs")
+        except Exception:
+            fn = None
+    else:
+        fn = getattr(cls, "VALIDATE_INPUTS", None)
+    if fn is None:
+        return frozenset()
+    try:
+        spec = inspect.getfullargspec(fn)
+    except TypeError:
+        return frozenset()
+    from ..offload.plan.check import ALL_INPUTS
+    return frozenset(spec.args) | ({ALL_INPUTS} if spec.varkw is not None else set())
+
+
+# The folder lists a class is asked for while it is probed (``_MachineLists``): names no real folder holds, one
+# per common extension (a class may keep only some), and an input folder holding one file of each kind.
+_PROBE = threading.local()
+_PROBE_NAMES = tuple(f"gpugeek-probe{ext}" for ext in (
+    ".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".json", ".yaml", ".png", ".mp4",
+    ".wav", ".glb"))
+_PROBE_INPUT_FILES = ("gpugeek-probe.png", "gpugeek-probe.webp", "gpugeek-probe.mp4", "gpugeek-probe.webm",
+                      "gpugeek-probe.wav", "gpugeek-probe.mp3", "gpugeek-probe.flac", "gpugeek-probe.glb",
+                      "3d/gpugeek-probe.glb", "3d/gpugeek-probe.obj")
+_probe_lock = threading.Lock()
+_probe_input: list = []
+
+
+def _probe_input_dir() -> str:
+    with _probe_lock:
+        if not _probe_input:
+            import tempfile
+            base = tempfile.mkdtemp(prefix="gpugeek-probe-")
+            for name in _PROBE_INPUT_FILES:
+                path = os.path.join(base, name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                open(path, "wb").close()
+            _probe_input.append(base)
+        return _probe_input[0]
+
+
+def install_probe() -> None:
+    """Wraps ComfyUI's folder listings once (calling the originals): while this thread probes a class, each
+    list has the probe's names too and the input folder is the probe's; for everyone else nothing changes."""
+    fp = folder_paths()
+    if getattr(fp, "_gpugeek_probe", False):
+        return
+    listing, input_dir = fp.get_filename_list, fp.get_input_directory
+
+    def get_filename_list(*args, **kwargs):
+        names = listing(*args, **kwargs)
+        return list(names) + list(_PROBE_NAMES) if getattr(_PROBE, "on", False) else names
+
+    def get_input_directory(*args, **kwargs):
+        return _probe_input_dir() if getattr(_PROBE, "on", False) else input_dir(*args, **kwargs)
+    fp.get_filename_list, fp.get_input_directory = get_filename_list, get_input_directory
+    fp._gpugeek_probe = True
+
+
+class _MachineLists:
+    """``()`` -> the names of a class's inputs whose lists this machine fills (model folders, the input folder):
+    its INPUT_TYPES read as usual and again while the folders are probed; a list that changes is this machine's.
+    Read once per class, the first time a value is not among its choices."""
+
+    def __init__(self, cls):
+        self._cls, self._names = cls, None
+
+    def __call__(self) -> frozenset:
+        if self._names is None:
+            install_probe()
+            plain = _combos(self._cls.INPUT_TYPES())
+            _PROBE.on = True
+            try:
+                probed = _combos(self._cls.INPUT_TYPES())
+            finally:
+                _PROBE.on = False
+            self._names = frozenset(n for n in set(plain) | set(probed) if plain.get(n) != probed.get(n))
+        return self._names
+
+
+def _combos(spec) -> dict:
+    out = {}
+    for cat in ("required", "optional"):
+        for name, entry in ((spec or {}).get(cat) or {}).items():
+            if isinstance(entry, (tuple, list)) and entry:
+                kind = entry[0]
+                opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+                choices = kind if isinstance(kind, (list, tuple)) else opts.get("options")
+                if isinstance(choices, (list, tuple)):
+                    out[name] = [str(c) for c in choices]
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 
 from ..offload import config, errors, run, texts
@@ -86,6 +87,8 @@ class GPUGeekCloudExecute:
         except (TypeError, ValueError):
             return float("nan")
         h = hashlib.sha256()
+        if plan.whole and cloud.last_run_failed(plan.hash):   # run again, never the failed run's cached token
+            h.update(os.urandom(16))
         for f in plan.local_files:
             path = comfy.input_file(f.file)
             if path:
@@ -121,7 +124,12 @@ class GPUGeekCloudExecute:
             told = cloud_errors_record(unique_id, e, plan.lang)
             if told:
                 comfy.send("gpugeek.cloud_errors", told)
+            if plan.whole and isinstance(e, errors.GPUGeekError):   # told by the output nodes, which the editor has
+                return {"ui": {"images": []}, "result": (None,) * len(GATEWAY_OUTPUTS)
+                        + (cloud.remember_failure(plan.hash, e),)}
             cloud.reraise(e, label, plan.lang)
+        if plan.whole:
+            cloud.succeeded(plan.hash)
         progress.bar.set(100)
         if plan.leads:   # the closing line: time, price, the bytes back and how
             progress.text(closing_text(out.detail, runs=len(out.task_ids), bytes_down=out.bytes_down,

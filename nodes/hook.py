@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from ..offload import config, errors, plan, run, texts
+from ..offload import catalog, config, errors, plan, run, texts
 from ..offload.targets.pool import split_targets
 from . import comfy
 
@@ -23,14 +23,43 @@ WHOLE_KEY = "gpugeek_whole_workflow"   # extra_data: run a graph with no gateway
 LANG_KEY = "gpugeek_lang"              # extra_data: the editor's language, for a graph with no gateway
 
 
-def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False) -> plan.PlanResult:
+def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False, targets: list | None = None) -> plan.PlanResult:
+    """``targets``: the output nodes queued (POST /prompt's ``partial_execution_targets``), None for all."""
     unavailable = whole_unavailable() if whole and not _has_gateway(prompt) else []
     res = plan.make_plan(prompt, comfy.CLASSES, file_exists=lambda name: comfy.input_file(name) is not None,
-                         lang=lang, whole=whole, unavailable=unavailable)
+                         lang=lang, whole=whole, unavailable=unavailable, cloud_choices=CloudChoices(prompt),
+                         targets=targets)
     gateway = res.local_prompt.get(plan.WHOLE)
     if gateway is not None:  # the whole workflow's gateway: the values its required widgets would have
         gateway["inputs"].setdefault("timeout_s", run.DEFAULT_TIMEOUT_S)
     return res
+
+
+class CloudChoices:
+    """``(gateway, class, input)`` -> the values the cloud lists of that gateway's target hold (offload/catalog.py),
+    or None: asked by the queue-time check only for a value that is not among this machine's choices."""
+
+    def __init__(self, prompt: dict):
+        self._prompt, self._keys = prompt, {}
+
+    def __call__(self, gateway: str, cls: str, name: str):
+        keys = self._keys.get(gateway)
+        if keys is None:
+            inputs = (self._prompt.get(gateway) or {}).get("inputs") or {}
+            try:
+                keys = catalog.keys_for(config.load_config(), _plain(inputs.get("target")),
+                                        _plain(inputs.get("workflow_id")))
+            except Exception:  # no usable target: no cloud list to consult
+                keys = []
+            self._keys[gateway] = keys
+        if not keys:
+            return None
+        got = (catalog.catalog().view(keys, {cls: [name]}).get(cls) or {}).get(name)
+        return set(got["values"]) if got else None
+
+
+def _plain(v):
+    return v if isinstance(v, str) else None
 
 
 def whole_switch(json_data) -> bool:
@@ -83,7 +112,8 @@ def on_prompt(json_data):
         extra = json_data.get("extra_data") if isinstance(json_data.get("extra_data"), dict) else {}
         lang = texts.lang_of(extra[LANG_KEY]) if whole and extra.get(LANG_KEY) else take_lang(prompt)
         try:
-            res = plan_prompt(prompt, lang, whole)
+            targets = json_data.get("partial_execution_targets")
+            res = plan_prompt(prompt, lang, whole, targets if isinstance(targets, list) else None)
         except Exception as e:  # a bug of ours must not run anything unplanned: refuse on every gateway
             log.exception("GPUGeek: planning failed")
             why = texts.text("plan_failed", lang, error=f"{type(e).__name__}: {e}")

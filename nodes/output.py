@@ -56,7 +56,10 @@ class GPUGeekCloudOutput:
             raise errors.PlanError(gpugeek_refusal, hint="")
         if not task_id:
             raise errors.PlanError(key="whole_unplanned", values={}, hint="")
-        label = cloud.node_label(gpugeek_class or NAME, unique_id)
+        label = cloud.node_label(_title(prompt, unique_id) or gpugeek_class or NAME, unique_id)
+        failed = cloud.failure(task_id)
+        if failed is not None:   # the whole workflow's run failed: told here, on a node the editor has
+            cloud.reraise(failed, label, lang)
         try:
             job = run.start_output(cloud.owner(), task_id=str(task_id), node=node, journal=cloud.journal(),
                                    label=label)
@@ -71,6 +74,12 @@ class GPUGeekCloudOutput:
             return {"ui": {"gpugeek": [{"state": "left", "task_id": str(task_id)}]}}
         ui = await asyncio.to_thread(save_as, got, gpugeek_class, gpugeek_prefix, prompt, extra_pnginfo)
         return {"ui": ui}
+
+
+def _title(prompt, unique_id) -> str:
+    """The node's title as the user gave it (the prompt ComfyUI runs keeps the editor's ``_meta``)."""
+    node = (prompt or {}).get(str(unique_id)) if isinstance(prompt, dict) else None
+    return str(((node or {}).get("_meta") or {}).get("title") or "")
 
 
 def is_preview(class_type: str) -> bool:

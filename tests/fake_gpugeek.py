@@ -605,6 +605,7 @@ class FakeGPUGeek:
                   "lifetime": ((t.finished_at - t.created) if t.finished_at else None),
                   "finished_ago": (now - t.finished_at) if t.finished_at else None,
                   "cancelled": t.cancelled_at is not None, "polls": t.polls, "prompt": t.prompt,
+                  "error_msg": t.fail or "",
                   # how long after its end the client's status call saw the task ended (the poll's lag)
                   "noticed_lag": (t.noticed_at - t.finished_at) if t.noticed_at and t.finished_at else None}
                  for t in self.tasks.values()]

@@ -225,15 +225,19 @@ def test_the_prompt_carries_its_language_to_refusals_progress_and_errors(env, fa
 
 
 def test_a_wrong_value_in_the_cloud_part_is_refused_before_paying(env, fake):
-    """A cloud node whose class is installed here is checked as ComfyUI checks it: a value out of range or not
-    among its choices refuses the task at queue time, naming the node; a model name only the cloud knows passes."""
+    """A cloud node whose class is installed here is checked as ComfyUI checks it: a value out of range, or not
+    among the choices the cloud's list is known to hold (here: what a refusal of that cloud taught), refuses the
+    task at queue time, naming the node; a model name only the cloud knows passes."""
+    catalog = core("catalog")
+    catalog.catalog().learn(catalog.gpugeek_key(fake.base_url, WF), catalog.REFUSED,
+                            {"KSampler": {"sampler_name": ["euler", "euler_ancestral"]}}, replace=True)
     p = t2i()
     p["3"]["inputs"].update(steps=0, sampler_name="no_such_sampler")
     with pytest.raises(mini_comfy.ValidationError) as ei:
         execute(p, env)
     told = json.dumps(ei.value.node_errors)
     assert list(ei.value.node_errors) == ["10"] and "#3 KSampler: steps is 0, outside its range 1 to 10000" in told
-    assert "sampler_name is no_such_sampler, which is not one of its choices (euler, euler_ancestral" in told
+    assert "sampler_name is no_such_sampler, which is not one of its choices (euler, euler_ancestral)" in told
     assert fake.calls == []
     ok = t2i()
     ok["3"]["inputs"].update(steps=4, sampler_name="euler")  # and ckpt_name "cloud_only.safetensors": not ours to judge

@@ -407,7 +407,9 @@ def test_a_target_that_refuses_the_graph_says_it_node_by_node_and_outlines_those
     with pytest.raises(E.TaskFailedError) as ei:
         queue(runnable(), wenv, {"gpugeek_whole_workflow": True})
     text = str(ei.value)
-    assert text.startswith(said("whole_label", "en")) and "#4 CheckpointLoaderSimple" in text and "{" not in text
+    # told by an output node, which the editor has (the whole workflow's gateway is none of its nodes)
+    assert text.startswith(("Save the cat #9: ", "PreviewImage #12:7:2: "))
+    assert "#4 CheckpointLoaderSimple" in text and "{" not in text
     told = [d for kind, d, _ in PromptServer.instance.sent if kind == "gpugeek.cloud_errors"]
     assert [e["id"] for e in told[-1]["errors"]] == ["4"]  # outlined on the user's own node
 
@@ -424,3 +426,59 @@ def test_a_planning_bug_runs_nothing_here_or_there(wenv, fake, monkeypatch):
         queue(runnable(), wenv, {"gpugeek_whole_workflow": True})
     assert list(e.value.node_errors) == [plan.WHOLE] and "KeyError" in json.dumps(e.value.node_errors)
     assert len(fake.tasks) == 0 and mini_comfy.SAVED == []
+
+
+def test_a_new_file_name_prefix_alone_changes_nothing_the_cloud_runs():
+    """Issue 25's note: the user's prefix is applied here when the files are saved; the cloud part, its plan and
+    so ComfyUI's cache of the gateway are the same, so nothing runs or is paid for again."""
+    a, b = whole(downloaded(prefix="cats/one")), whole(downloaded(prefix="dogs/two"))
+    assert a.local_prompt[plan.WHOLE] == b.local_prompt[plan.WHOLE]
+    assert a.plans[plan.WHOLE].hash == b.plans[plan.WHOLE].hash
+    assert a.local_prompt["9"]["inputs"][plan.OUTPUT_PREFIX_INPUT] == "cats/one"
+    assert b.local_prompt["9"]["inputs"][plan.OUTPUT_PREFIX_INPUT] == "dogs/two"
+
+
+def test_queue_selected_outputs_sends_only_what_they_need():
+    p = downloaded()
+    p["30"] = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
+    p["31"] = {"class_type": "PreviewImage", "inputs": {"images": L("30")}}
+    every = whole(p)
+    assert {"30", "31"} <= set(every.plans[plan.WHOLE].prompt)
+    res = whole(p, targets=["31"])
+    gp = res.plans[plan.WHOLE]
+    assert sorted(gp.prompt) == ["30", "31"] and gp.user_outputs == ["31"] and gp.local_files == []
+    assert sorted(res.local_prompt) == sorted([plan.WHOLE, "31"])
+    assert whole(p, targets=["no such node"]).plans[plan.WHOLE].user_outputs == every.plans[plan.WHOLE].user_outputs
+
+
+def test_the_hook_reads_the_queued_outputs_from_the_prompt(wenv):
+    from conftest import load_pack
+    hook = load_pack().nodes.hook
+    body = {"prompt": downloaded(), "extra_data": {"gpugeek_whole_workflow": True},
+            "partial_execution_targets": ["12:7:2"]}
+    local = hook.on_prompt(copy.deepcopy(body))["prompt"]
+    assert sorted(local) == sorted([plan.WHOLE, "12:7:2"])
+    sent = plan.GatewayPlan.from_json(local[plan.WHOLE]["inputs"][plan.PLAN_INPUT])
+    assert sent.user_outputs == ["12:7:2"] and "9" not in sent.prompt and "8" in sent.prompt
+
+
+def test_a_failed_cloud_run_is_told_on_an_output_node_and_runs_again_when_queued(wenv, fake, monkeypatch):
+    """The whole workflow's gateway is no node of the editor: a run that fails in the cloud is told by the output
+    nodes, titled as the user sees them, and the next queue runs it again instead of ComfyUI's cached failure."""
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    from conftest import load_pack
+    E = core("errors")
+    fake.task_opts.update(fail="CUDA out of memory")
+    with pytest.raises(E.TaskFailedError) as ei:
+        queue(runnable(), wenv)
+    text = str(ei.value)
+    assert text.startswith(("Save the cat #9: ", "PreviewImage #12:7:2: ")) and "CUDA out of memory" in text
+    _, _, server = _node_env()
+    local = server.trigger_on_prompt({"prompt": runnable(), "extra_data": {}})["prompt"]
+    gateway = load_pack().NODE_CLASS_MAPPINGS[plan.GATEWAY]
+    plan_json = local[plan.WHOLE]["inputs"][plan.PLAN_INPUT]
+    assert gateway.IS_CHANGED(gpugeek_plan=plan_json) != gateway.IS_CHANGED(gpugeek_plan=plan_json)
+    fake.task_opts.pop("fail")
+    queue(runnable(), wenv)
+    assert len(fake.tasks) == 2
+    assert gateway.IS_CHANGED(gpugeek_plan=plan_json) == gateway.IS_CHANGED(gpugeek_plan=plan_json)

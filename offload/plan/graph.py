@@ -37,6 +37,9 @@ class ClassInfo:
     output_node: bool = False
     inputs: dict = field(default_factory=dict)  # input name -> type, where known
     spec: object = None  # () -> the class's INPUT_TYPES(), where installed here (queue-time value checks)
+    finalize: object = None  # (INPUT_TYPES, a node's inputs) -> its inputs as ComfyUI validates them (dynamic ones)
+    validated: frozenset = frozenset()  # inputs the class's VALIDATE_INPUTS judges itself ("*": every input)
+    machine: object = None  # () -> names of inputs whose lists are filled from this machine (model folders...)
 
 
 ClassTable = dict  # class_type -> ClassInfo

@@ -60,6 +60,7 @@ class _Planning:
     plans: dict = field(default_factory=dict)
     sinks: list = field(default_factory=list)        # whole workflow: the output nodes its gateway sits after
     said_on: dict = field(default_factory=dict)      # node -> [Refusal] told on that node (whole workflow)
+    cloud_choices: Callable | None = None            # (gateway, class, input) -> the cloud's values, or None
 
     def label(self, n) -> str:
         return node_label(self.prompt, n)
@@ -69,15 +70,21 @@ class _Planning:
 
 
 def make_plan(prompt: dict, classes: ClassTable, file_exists: Callable[[str], bool] | None = None,
-              lang: str = "en", whole: bool = False, unavailable: list | None = None) -> PlanResult:
+              lang: str = "en", whole: bool = False, unavailable: list | None = None,
+              cloud_choices: Callable | None = None, targets: list | None = None) -> PlanResult:
     """``whole``: with no gateway, the graph runs as one cloud part, as if a gateway sat after every output
-    node (``unavailable``: refusals of the switch itself, e.g. no key configured, told on the output nodes)."""
+    node (``unavailable``: refusals of the switch itself, e.g. no key configured, told on the output nodes).
+    ``cloud_choices(gateway, class, input)``: the values the cloud lists of that gateway's target hold (a value
+    there is the cloud's to judge), or None. ``targets``: the output nodes the user queued (ComfyUI's
+    ``partial_execution_targets``, *queue selected outputs*): a whole workflow sends only what they need."""
     gateways = sorted(n for n, v in prompt.items() if isinstance(v, dict) and v.get("class_type") == GATEWAY)
     if not gateways and whole:
-        return _whole_workflow(prompt, classes, file_exists or (lambda name: False), lang, list(unavailable or []))
+        return _whole_workflow(prompt, classes, file_exists or (lambda name: False), lang, list(unavailable or []),
+                               cloud_choices, targets)
     if not gateways:
         return PlanResult(prompt, {}, {}, {n: LOCAL for n in prompt}, {})
     st = _start(prompt, classes, file_exists or (lambda name: False), gateways)
+    st.cloud_choices = cloud_choices
     _passes(st)
     return _finish(st, lang)
 
@@ -190,7 +197,10 @@ def _check_values(st: _Planning) -> None:
     """Cloud nodes whose class is installed here are checked as ComfyUI would, before anything is paid for;
     a mistake refuses the task and marks the node."""
     for n in sorted(st.owner):
-        found = check_node(n, st.prompt[n], st.classes, st.label(n))
+        g = st.owner[n]
+        choices = None if st.cloud_choices is None else (
+            lambda cls, name, g=g: st.cloud_choices(g, cls, name))
+        found = check_node(n, st.prompt[n], st.classes, st.label(n), choices)
         st.refusals[st.owner[n]].extend(found)
         if found:
             st.flagged.add(n)
@@ -377,7 +387,13 @@ def _finish(st: _Planning, lang: str) -> PlanResult:
     return PlanResult(st.local, st.plans, sentences, roles, st.groups, owner=dict(st.owner), flagged=sorted(st.flagged))
 
 
-def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list) -> PlanResult:
+# The file name prefix a whole workflow's savers get in the cloud: the user's own prefix is applied here, when
+# their files are saved (nodes/output.py), so that changing it alone neither runs nor pays for the cloud part again.
+CLOUD_PREFIX = "ComfyUI"
+
+
+def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list, cloud_choices=None,
+                    targets=None) -> PlanResult:
     """No gateway and the switch on: the planner's passes over the graph with one gateway (``WHOLE``) sitting
     after every output node. The local prompt is that gateway (plus what still runs here: Upload Image nodes
     and what feeds them) and, under each output node's own id, a Cloud Output that saves or shows its files
@@ -385,8 +401,18 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list) 
     whole = {"class_type": GATEWAY, "inputs": {"workflow_id": "", "run_on": CLOUD}, "_meta": {"title": "GPUGeek"}}
     full = {**prompt, WHOLE: whole}
     st = _start(full, classes, file_exists, [WHOLE])
+    st.cloud_choices = cloud_choices
     st.sinks = sorted(n for n, v in prompt.items() if isinstance(v, dict) and n not in st.boundaries
                       and _is_output(v, classes, n, st.consumers))
+    chosen = {str(t) for t in targets or () if isinstance(t, (str, int))} & set(st.sinks)
+    if chosen:   # queue selected outputs: only those, and what they need
+        keep = _upstream(prompt, chosen)
+        full = {n: v for n, v in full.items() if n in keep or n == WHOLE}
+        st = _start(full, classes, file_exists, [WHOLE])
+        st.cloud_choices, st.sinks = cloud_choices, sorted(chosen)
+    for n in st.sinks:
+        if isinstance((prompt[n].get("inputs") or {}).get("filename_prefix"), str):
+            full[n] = {**prompt[n], "inputs": {**prompt[n]["inputs"], "filename_prefix": CLOUD_PREFIX}}
     if not st.sinks:
         st.refuse(WHOLE, "refuse_whole_no_output")
     st.refusals[WHOLE].extend(unavailable)
@@ -395,8 +421,20 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list) 
     st.plans[WHOLE].whole = True
     res = _finish(st, lang)
     res.roles.pop(WHOLE, None)
-    res.local_prompt = _whole_local(st, res, lang)
+    res.local_prompt = _whole_local(st, prompt, lang)
     return res
+
+
+def _upstream(prompt: dict, start: set) -> set:
+    """``start`` and every node they read from."""
+    seen, stack = set(), list(start)
+    while stack:
+        n = stack.pop()
+        if n in seen or n not in prompt:
+            continue
+        seen.add(n)
+        stack.extend(src for _, src, _ in node_links(prompt[n]))
+    return seen
 
 
 def _here_only(st: _Planning) -> None:
@@ -416,7 +454,7 @@ def _here_only(st: _Planning) -> None:
         st.flagged.add(n)
 
 
-def _whole_local(st: _Planning, res: PlanResult, lang: str) -> dict:
+def _whole_local(st: _Planning, prompt: dict, lang: str) -> dict:
     """The local prompt of a whole workflow: the gateway and a Cloud Output per output node; refused, only
     Cloud Outputs saying why on the nodes concerned (ComfyUI reports them as those nodes' errors, and nothing
     is submitted)."""
@@ -432,7 +470,7 @@ def _whole_local(st: _Planning, res: PlanResult, lang: str) -> dict:
         return local
     local = dict(st.local)
     for n in st.sinks:
-        prefix = (st.prompt[n].get("inputs") or {}).get("filename_prefix")
+        prefix = (prompt[n].get("inputs") or {}).get("filename_prefix")
         local[n] = _stand_in(st.prompt[n], n, {"task_id": [WHOLE, TASK_ID_SLOT],
                                                OUTPUT_PREFIX_INPUT: prefix if isinstance(prefix, str) else ""}, lang)
     return local

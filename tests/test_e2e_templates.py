@@ -1,0 +1,203 @@
+"""End to end: ComfyUI's own templates (issue 31), each loaded in the real editor (the release's bundled one and the
+newest) with its input files in input/ and no model on this machine, queued with Run in the cloud on (the
+default here), against the GPUGeek-compatible fake whose tasks run on a second real ComfyUI holding an empty file
+of every model the templates name (validation is what is measured; sampling on empty models fails at once,
+which still counts as run in the cloud: that ComfyUI took the prompt).
+
+Prints ``templates on ComfyUI V (editor): N eligible, S run in the cloud, R refused (reasons ...)`` and holds the
+pack to its share: at least 95% of the eligible templates run in the cloud, and every refusal left names a node.
+Skipped unless COMFYUI_DIR is set and the templates package is installed (requirements-test.txt pins it)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import templates_corpus as corpus
+from real_comfyui import COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
+from test_e2e_comfyui import KEY, WF, free_port, launch, wait_http
+
+TEMPLATES = corpus.templates_dir()
+FRONTEND_NEW = os.environ.get("COMFYUI_FRONTEND_NEW")
+pytestmark = [pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set"),
+              pytest.mark.skipif(TEMPLATES is None, reason="comfyui-workflow-templates-json is not installed")]
+SHARE = 0.95                 # of the eligible templates, run in the cloud
+# How long one template may take here from queueing to its end (its cloud task included) before it is stopped:
+# every model is an empty file in the cloud, so a template's task ends within seconds; one that does real work
+# on the CPU (no model at all) is stopped here, having been taken by the cloud.
+TEMPLATE_BUDGET_S = 45
+REPORT = Path(os.environ.get("GPUGEEK_TEMPLATES_REPORT", "")) if os.environ.get("GPUGEEK_TEMPLATES_REPORT") else None
+
+
+@pytest.fixture(scope="module")
+def corpus_stack(tmp_path_factory):
+    """The cloud ComfyUI (no custom nodes, an empty file of every model the templates name), the fake in front of
+    it, and this machine's ComfyUI with the pack and Run in the cloud on by default, for each editor."""
+    tmp = tmp_path_factory.mktemp("templates")
+    templates = corpus.all_templates(TEMPLATES)
+    ports = {n: free_port() for n in ("cloud", "fake", "bundled", "new")}
+    procs = []
+
+    def start(name, args, env=None, cwd=None):
+        p = __import__("subprocess").Popen(args, stdout=open(tmp / f"{name}.log", "w"), stderr=-2, cwd=cwd,
+                                           env={**os.environ, **(env or {})})
+        procs.append(p)
+    models = set().union(*(corpus.model_files(wf) for wf, _ in templates.values()))
+    corpus.stub_models(tmp / "comfyui-cloud" / "models", models)
+    start("cloud", comfyui_command(tmp, "cloud", ports["cloud"], "--output-directory", str(tmp / "cloud-out"),
+                                   pack=False), cwd=COMFY)
+    start("fake", [PY, str(ROOT / "tests" / "fake_gpugeek.py"), "--port", str(ports["fake"]), "--key", KEY,
+                   "--comfy", f"http://127.0.0.1:{ports['cloud']}"], cwd=str(ROOT / "tests"))
+    env = {"GPUGEEK_API_KEY": KEY, "GPUGEEK_BASE_URL": f"http://127.0.0.1:{ports['fake']}",
+           "GPUGEEK_WHOLE_WORKFLOW": "1", "GPUGEEK_WORKFLOW_ID": WF}
+    editors = {"bundled": []}
+    if FRONTEND_NEW and Path(FRONTEND_NEW, "index.html").exists():
+        editors["new"] = ["--front-end-root", FRONTEND_NEW]
+    urls = {}
+    for name, extra in editors.items():
+        (tmp / f"user-{name}").mkdir()
+        start(name, comfyui_command(tmp, f"local-{name}", ports[name], "--output-directory", str(tmp / f"out-{name}"),
+                                    "--user-directory", str(tmp / f"user-{name}"), *extra), env=env, cwd=COMFY)
+        urls[name] = f"http://127.0.0.1:{ports[name]}"
+    try:
+        wait_http(f"http://127.0.0.1:{ports['cloud']}/object_info/SaveImage")
+        for url in urls.values():
+            wait_http(f"{url}/object_info/GPUGeekCloudExecute", timeout=180)
+        info = requests.get(f"{urls['bundled']}/object_info", timeout=60).json()
+        names = corpus.eligible(templates, info)
+        files = {}
+        for n in names:
+            files.update(corpus.input_files(*templates[n]))
+        for name in editors:
+            corpus.make_inputs(tmp / f"comfyui-local-{name}" / "input", files, PY)
+        yield {"tmp": tmp, "urls": urls, "templates": templates, "eligible": names,
+               "fake": f"http://127.0.0.1:{ports['fake']}"}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except Exception:
+                p.kill()
+
+
+QUEUE_JS = """async ([wf, name]) => {
+  await app.loadGraphData(wf, true, true, name);
+  await new Promise((r) => setTimeout(r, 30));
+  try { await app.queuePrompt(0, 1); return "queued"; } catch (e) { return "threw: " + e; }
+}"""
+
+
+def queue_one(page, stack, name) -> tuple[str, str]:
+    """Load ``name`` in the editor and queue it: ("queued", prompt id) or ("refused", why)."""
+    wf, _ = stack["templates"][name]
+    with page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST",
+                              timeout=60000) as got:
+        said = page.evaluate(QUEUE_JS, [wf, name])
+    resp = got.value
+    if resp.status != 200:
+        body = resp.json() if "json" in (resp.headers.get("content-type") or "") else {}
+        return "refused", _first_error(body) or f"HTTP {resp.status} ({said})"
+    return "queued", resp.json()["prompt_id"]
+
+
+def _first_error(body: dict) -> str:
+    for nid, err in (body.get("node_errors") or {}).items():
+        for e in err.get("errors") or []:
+            return f"{err.get('class_type')}: {e.get('details') or e.get('message')}"
+    e = body.get("error") or {}
+    return f"{e.get('message', '')}: {e.get('details', '')}" if e else ""
+
+
+def outcome_of(entry: dict) -> tuple[str, str]:
+    """What a queued template's run here tells: the cloud's ComfyUI took its prompt (``run``: it succeeded, or
+    failed while running on the empty model files), refused it (``cloud_refused``), or something else."""
+    status = entry.get("status", {})
+    if status.get("status_str") == "success":
+        return "run", ""
+    msgs = [m[1] for m in status.get("messages", []) if m[0] in ("execution_error", "execution_interrupted")]
+    if not msgs:
+        return "other", "no error recorded"
+    m = msgs[0]
+    text, kind = m.get("exception_message", "") or "", m.get("exception_type", "") or ""
+    if "validation" in text.lower() or "not in list" in text.lower():
+        return "cloud_refused", f"{m.get('node_type')}: {text[:300]}"
+    if "TaskFailedError" in kind or "InterruptProcessingException" in kind or "interrupted" in str(m).lower():
+        return "run", ""
+    return "other", f"{m.get('node_type')}: {kind.rsplit('.', 1)[-1]}: {text[:300]}"
+
+
+def wait_all(url: str, queued: dict) -> dict:
+    """Each queued prompt's history entry; a prompt that runs past TEMPLATE_BUDGET_S is stopped."""
+    done, running_since, current = {}, time.time(), None
+    end = time.time() + TEMPLATE_BUDGET_S * (len(queued) + 2)
+    while len(done) < len(queued) and time.time() < end:
+        for pid in [p for p in queued if p not in done]:
+            h = requests.get(f"{url}/history/{pid}", timeout=10).json()
+            if pid in h and h[pid].get("status", {}).get("completed") is not None:
+                done[pid] = h[pid]
+        running = (requests.get(f"{url}/queue", timeout=10).json().get("queue_running") or [[None, None]])[0][1]
+        if running != current:
+            current, running_since = running, time.time()
+        elif running is not None and time.time() - running_since > TEMPLATE_BUDGET_S:
+            requests.post(f"{url}/interrupt", timeout=10)
+            running_since = time.time()
+        time.sleep(1.0)
+    return done
+
+
+def run_corpus(stack, editor: str) -> corpus.Tally:
+    """Every eligible template loaded and queued in the editor, one after the other (they run here in turn
+    meanwhile), then each one's end read from this ComfyUI's history."""
+    pw = pytest.importorskip("playwright.sync_api")
+    tally = corpus.Tally()
+    url = stack["urls"][editor]
+    queued = {}
+    with pw.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_function("window.app && window.app.graph && window.__gpugeekMarking", timeout=60000)
+        time.sleep(2)
+        page.keyboard.press("Escape")
+        for name in stack["eligible"]:
+            try:
+                said, value = queue_one(page, stack, name)
+            except Exception as e:   # the editor itself failed on it: counted, never hidden
+                said, value = "other", f"{type(e).__name__}: {str(e)[:200]}"
+            if said == "queued":
+                queued[value] = name
+            else:
+                tally.add(name, said, value)
+        browser.close()
+    ends = wait_all(url, queued)
+    for pid, name in queued.items():
+        tally.add(name, *(outcome_of(ends[pid]) if pid in ends else ("other", "no end")))
+    return tally
+
+
+@pytest.mark.parametrize("editor", ["bundled", "new"])
+def test_the_official_templates_run_whole_in_the_cloud(corpus_stack, editor):
+    if editor not in corpus_stack["urls"]:
+        pytest.skip("COMFYUI_FRONTEND_NEW does not name a frontend's static folder")
+    version = Path(COMFY).name.replace("ComfyUI-", "")
+    tally = run_corpus(corpus_stack, editor)
+    line = tally.line(version, editor)
+    print("\n" + line)
+    refused = {n: (tally.outcome[n], tally.reasons.get(n, "")) for n in tally.outcome if tally.outcome[n] != "run"}
+    for n, (o, r) in sorted(refused.items()):
+        print(f"  {n}: {o}: {r}")
+    if REPORT is not None:
+        with open(REPORT, "a") as f:
+            f.write(json.dumps({"line": line, "refused": refused}) + "\n")
+    run = sum(1 for o in tally.outcome.values() if o == "run")
+    assert len(tally.outcome) == len(corpus_stack["eligible"]) > 0
+    if version.startswith("0.33"):
+        assert run >= SHARE * len(tally.outcome), line
+    for n, (o, r) in refused.items():   # every refusal left names a node and says what to do
+        assert o in ("refused", "cloud_refused") and r, (n, o, r)
