@@ -4,6 +4,7 @@ would had it run here. One table (offload/plan/kinds.py) serves the plan, the ru
 import asyncio
 import copy
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,14 @@ def test_the_table_names_each_core_loader_and_its_file_input():
     assert {"SaveVideo", "SaveAudio", "SaveAudioMP3", "SaveAudioOpus", "SaveAudioAdvanced", "SaveGLB", "Preview3D",
             "ImageCompare", "PreviewAny", "SaveAnimatedWEBP", "SaveAnimatedPNG", "SaveImage",
             "PreviewImage"} <= set(kinds.OUTPUTS)
+
+
+def test_on_a_v2_target_load_3ds_captures_are_asset_references_too():
+    v2 = core("targets.comfy_v2")
+    info = {"hash": "blake3:ab", "name": "scene.png"}
+    token = v2.ASSET_TOKEN + json.dumps(info)
+    sent = v2._with_assets({"5": {"class_type": "Load3D", "inputs": {
+        "model_file": token, "image": {"image": token, "recording": "", "camera_info": {"position": [1, 2, 3]}}}}})
+    inputs = sent["5"]["inputs"]
+    assert inputs["model_file"] == inputs["image"]["image"] == {"__type": "core/ASSET", "info": info}
+    assert inputs["image"]["camera_info"] == {"position": [1, 2, 3]} and inputs["image"]["recording"] == ""

@@ -386,8 +386,11 @@ def _new_state() -> dict:
 
 
 def _with_assets(prompt: dict) -> dict:
-    """The prompt with each uploaded input (a token in a node's inputs) as a core/ASSET reference."""
+    """The prompt with each uploaded input (a token in a node's inputs, or in the dict of one: Load 3D's viewer
+    captures) as a core/ASSET reference."""
     def ref(v):
+        if isinstance(v, dict):
+            return {k: ref(x) for k, x in v.items()}
         if isinstance(v, str) and v.startswith(ASSET_TOKEN):
             try:
                 return {"__type": "core/ASSET", "info": json.loads(v[len(ASSET_TOKEN):])}
