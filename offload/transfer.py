@@ -68,6 +68,15 @@ def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
+def digest_file(path, chunk: int = 1 << 20) -> str:
+    """:func:`digest_bytes` of a file, read in pieces (a long video is never held whole)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(chunk), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
 async def upload_once(target, cache, data, file_name: str, digest: str | None = None, stats=None,
                       folder: str = "") -> str:
     """Upload unless the same content already has a live URL (across runs and restarts). ``data`` may be

@@ -335,3 +335,24 @@ def test_on_a_v2_target_load_3ds_captures_are_asset_references_too():
     inputs = sent["5"]["inputs"]
     assert inputs["model_file"] == inputs["image"]["image"] == {"__type": "core/ASSET", "info": info}
     assert inputs["image"]["camera_info"] == {"position": [1, 2, 3]} and inputs["image"]["recording"] == ""
+
+
+def test_the_gateway_reruns_when_a_local_file_changes_and_hashes_a_long_video_in_bounded_memory():
+    import tracemalloc
+    gw = pack.nodes.gateway.GPUGeekCloudExecute
+    clip = Path(folder_paths.get_input_directory(), "long_clip.mp4")
+    clip.write_bytes(bytes(48 * 1024 * 1024))
+    text = plan.GatewayPlan(gateway="g", mode="cloud", local_files=[plan.LocalFile(node="1", file="long_clip.mp4",
+                                                                                   input="file")]).to_json()
+    tracemalloc.start()
+    try:
+        first = gw.IS_CHANGED(gpugeek_plan=text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak   # read in pieces, never held whole
+    assert gw.IS_CHANGED(gpugeek_plan=text) == first
+    with open(clip, "r+b") as f:
+        f.seek(20 * 1024 * 1024)
+        f.write(b"x")
+    assert gw.IS_CHANGED(gpugeek_plan=text) != first
