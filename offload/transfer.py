@@ -78,14 +78,14 @@ def digest_file(path, chunk: int = 1 << 20) -> str:
 
 
 async def upload_once(target, cache, data, file_name: str, digest: str | None = None, stats=None,
-                      folder: str = "") -> str:
+                      folder: str | None = None) -> str:
     """Upload unless the same content already has a live URL (across runs and restarts). ``data`` may be
     bytes or a function that makes them (an encoder): it runs, in a thread, only when an upload is due.
     ``folder``: where in a ComfyUI server's input folder the loader looks (offload/plan/kinds.py)."""
     if digest is None:
         data = data() if callable(data) else data
         digest = digest_bytes(data)
-    key = f"{getattr(target, 'name', 'target')}:{digest}" + (f":{folder}" if folder else "")
+    key = f"{getattr(target, 'name', 'target')}:{digest}" + (f":{folder}" if folder is not None else "")
     url = cache.get(key)
     if url:
         if stats is not None:

@@ -147,10 +147,15 @@ def test_a_comfyui_server_gets_each_file_where_its_loader_lists_it(tmp_path):
     try:
         data, read = files_here(tmp_path)
 
+        data["kept.latent"] = b"safetensors latent"
+        p = media()
+        p["7"] = {"class_type": "LoadLatent", "inputs": {"latent": "kept.latent"}}
+        p["8"] = {"class_type": "SaveLatent", "inputs": {"samples": L("7"), "filename_prefix": "l"}}
+
         async def run():
             async with targets.open_target(config.Config(api_key=None, target=srv.url)) as t:
-                return await inputs.prepare(whole_plan(media()), {}, t, journal.UploadCache(tmp_path / "u.jsonl"),
-                                            read_file=read)
+                return await inputs.prepare(whole_plan(p, HERE + ("kept.latent",)), {}, t,
+                                            journal.UploadCache(tmp_path / "u.jsonl"), read_file=read)
         cloud = asyncio.run(run())
     finally:
         srv.stop()
@@ -159,6 +164,9 @@ def test_a_comfyui_server_gets_each_file_where_its_loader_lists_it(tmp_path):
     # Load 3D checks its name against the files of input/3d: it goes there
     assert model.startswith("3d/gpugeek/") and model.endswith(".glb") and srv.inputs[model] == data["3d/cube.glb"]
     assert srv.inputs[cloud["5"]["inputs"]["image"]["mask"]] == data["threed/scene_mask_1.png [temp]"]
+    # Load Latent checks its name against the top files of input/: it goes there
+    latent = cloud["7"]["inputs"]["latent"]
+    assert "/" not in latent and latent.endswith(".latent") and srv.inputs[latent] == data["kept.latent"]
 
 
 def test_a_file_above_the_limit_is_refused_with_its_size_and_the_limit_before_anything_goes_up(fake, tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ no room keeps a branch per kind of its own. Pure: no I/O.
   ``" [temp]"``); Load 3D also names the viewer's captures (its scene, mask and normal renders, a recording) in
   the dict of its ``image`` input. A file that exists here goes up once by its content (offload/run/inputs.py)
   and the input is pointed at it: a URL on GPUGeek (the cloud reads it by URL), ``<folder>/<name>`` on a
-  ComfyUI server (``/upload/image`` takes any file; ``folder`` is where the loader's own list looks, so a
-  server whose loader checks the name against its list finds it: Load 3D lists ``input/3d``), an asset on v2.
+  ComfyUI server (``/upload/image`` takes any file; a loader that checks the name against its own list finds it
+  where that list looks: Load 3D's every file under ``input/3d``, Load Latent's the top of ``input/``), an
+  asset on v2.
 * **An output node** shows its files on itself under ComfyUI's own ui key (``images``, ``audio``, ``3d``, the
   3D previews' ``result``, Image Compare's ``a_images``/``b_images``, Preview Any's ``text``), keeps them in
   ``output/`` or, for a preview, in ``temp/``, and may be shown as an animation (nodes/output.py writes them).
@@ -23,10 +24,11 @@ IMAGE, VIDEO, AUDIO, MODEL3D, LATENT = "image", "video", "audio", "3d", "latent"
 
 @dataclass(frozen=True)
 class Loader:
-    input: str              # the input that names the file
+    input: str                  # the input that names the file
     kind: str
-    folder: str = ""        # the subfolder of a ComfyUI server's input folder its list reads ("" the top)
-    captures: tuple = ()    # keys of the dict in its ``image`` input that name more files (Load 3D's viewer)
+    listed: str | None = None   # where its list of choices looks, if the name must be in it: "" the top files of
+    #                             input/, "3d" every file under input/3d; None: any name that exists will do
+    captures: tuple = ()        # keys of the dict in its ``image`` input that name more files (Load 3D's viewer)
 
 
 _VIEWER = ("image", "mask", "normal", "lineart", "recording")
@@ -36,10 +38,10 @@ LOADERS = {
     "LoadImageOutput": Loader("image", IMAGE),
     "WebcamCapture": Loader("image", IMAGE),
     "Painter": Loader("mask", IMAGE),
-    "LoadLatent": Loader("latent", LATENT),
+    "LoadLatent": Loader("latent", LATENT, ""),
     "LoadVideo": Loader("file", VIDEO),
     "LoadAudio": Loader("audio", AUDIO),
-    "Load3D": Loader("model_file", MODEL3D, "3d", _VIEWER),
+    "Load3D": Loader("model_file", MODEL3D, "3d", _VIEWER),            # its list: 0.3.64's; 0.33 checks it exists
     "Load3DAnimation": Loader("model_file", MODEL3D, "3d", _VIEWER),
     "Load3DAdvanced": Loader("model_file", MODEL3D, "3d"),
     "VHS_LoadVideo": Loader("video", VIDEO),
@@ -73,11 +75,11 @@ def plain_name(value: str) -> str:
     return _ANNOTATION.sub("", value)
 
 
-def upload_folder(class_type: str, key: str = "") -> str:
-    """The subfolder of a ComfyUI server's input folder a file of this loader goes to ("" the top); the
-    viewer's captures (``key``) are read by name from anywhere."""
+def upload_folder(class_type: str, key: str = "") -> str | None:
+    """Where the loader's list looks, for a file of this loader on a ComfyUI server (:attr:`Loader.listed`; None:
+    anywhere will do, as for the viewer's captures, which the loader reads by name)."""
     loader = LOADERS.get(class_type)
-    return loader.folder if loader is not None and not key else ""
+    return loader.listed if loader is not None and not key else None
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
             for i in range(int(frames.shape[0])):
                 digest = digests[i]
                 encode = (lambda f=frames[i], k=c.kind: codec.encode_mask_png(f) if k == MASK else codec.encode_png(f))
-                jobs.append((digest, encode, f"gpugeek_{digest[:16]}.png", ""))
+                jobs.append((digest, encode, f"gpugeek_{digest[:16]}.png", None))
                 where.append((c, i))
     for f in plan.local_files if read_file is not None else ():
         data = await _read_local(plan, f, read_file)

@@ -160,7 +160,7 @@ class ComfyV2Target:
         return cls(key=key, values=values, status=status or None, call=call, code=getattr(e, "code", None), hint="")
 
     # ---- inputs ------------------------------------------------------------------------------------
-    async def upload(self, data: bytes, file_name: str, folder: str = ""):
+    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
         """A v2 asset of any kind (uploaded only when the server lacks its bytes; ``folder`` is a ComfyUI server's
         matter); the prompt carries it as a token until the submit. Reused across runs until the asset's own
         retention; where the server states none (the self-hosted proxy forgets its index when it restarts) it is

@@ -220,15 +220,17 @@ class ComfyUITarget:
             ev.set()
 
     # ---- the target interface ----------------------------------------------------------------------
-    async def upload(self, data: bytes, file_name: str, folder: str = ""):
-        """Any file into the server's input folder: ``folder/gpugeek`` (``folder``: where the loader's own list
-        looks, e.g. Load 3D's ``3d``), named by the server's answer as its loaders name files."""
+    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
+        """Any file into the server's input folder, in ``gpugeek/``, or where the loader's list looks (``folder``,
+        offload/plan/kinds.py): under ``3d/gpugeek/`` for Load 3D's list of every file under input/3d, at the
+        top for a list of the top files; named by the server's answer as its loaders name files."""
         mime = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        sub = UPLOAD_SUBFOLDER if folder is None else f"{folder}/{UPLOAD_SUBFOLDER}" if folder else ""
 
         def form():
             f = aiohttp.FormData()
             f.add_field("image", data, filename=file_name, content_type=mime)
-            f.add_field("subfolder", f"{folder}/{UPLOAD_SUBFOLDER}" if folder else UPLOAD_SUBFOLDER)
+            f.add_field("subfolder", sub)
             f.add_field("type", "input")
             f.add_field("overwrite", "true")
             return f
