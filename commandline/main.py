@@ -20,9 +20,10 @@ from pathlib import Path
 from ..offload import config, errors, plan, texts
 from ..offload.journal import Journal, UploadCache
 from ..offload.owner import Interrupted, owner
+from ..offload.plan import kinds
 from ..offload.run import fetch_results, run_plan, status_text, wait_task
 from ..offload.targets import open_target, target_of
-from ..offload.transfer import input_path, safe_file_name, save_into
+from ..offload.transfer import input_path, read_limited, safe_file_name, save_into
 from ..offload.wire import SUCCEEDED, TaskDetail
 
 
@@ -59,13 +60,11 @@ def whole_prompt_plan(prompt: dict, input_dir: Path) -> plan.GatewayPlan:
         raise errors.PlanError("This workflow contains GPUGeek nodes: run it in ComfyUI, or export only the cloud part",
                           hint="")
     for n, v in sorted(prompt.items()):
-        if not isinstance(v, dict) or v.get("class_type") not in ("LoadImage", "LoadImageMask"):
-            continue
-        name = (v.get("inputs") or {}).get("image")
-        if isinstance(name, str) and "://" not in name and input_path(input_dir, name) is None:
-            raise errors.PlanError(f"{v['class_type']} #{n} names {name[:80]!r}, which is outside the input folder "
-                              f"{input_dir}", hint="Copy the file into the input folder (--input-dir) and name it "
-                              "relative to it, as ComfyUI does; nothing was uploaded.")
+        for _, _, name in kinds.file_places(v) if isinstance(v, dict) else ():
+            if kinds.local_name(name) and input_path(input_dir, name) is None:
+                raise errors.PlanError(f"{v['class_type']} #{n} names {name[:80]!r}, which is outside the input "
+                                       f"folder {input_dir}", hint="Copy the file into the input folder (--input-dir) "
+                                       "and name it relative to it, as ComfyUI does; nothing was uploaded.")
 
     def here(name: str) -> bool:
         path = input_path(input_dir, name)
@@ -119,7 +118,7 @@ async def cmd_run(args, cfg) -> int:
         async with open_target(cfg, args.target) as target:
             return await run_plan(whole, job=job, target=target, journal=Journal(), uploads=UploadCache(), values={},
                                   workflow_id=wf, timeout_s=args.timeout,
-                                  read_file=lambda name: input_path(input_dir, name).read_bytes(),
+                                  read_file=lambda name: read_limited(input_path(input_dir, name)),
                                   daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where})
     # the task lives on the owner: Ctrl-C stops it there, and the process waits for the cancel to finish
     job = owner().start(work, label="gpugeek run", on_event=on_event)

@@ -9,6 +9,7 @@ from ..offload.journal import Journal, UploadCache, stores_at
 from ..offload.owner import Interrupted, Owner
 from ..offload.owner import owner as _owner
 from ..offload.run import Place
+from ..offload.transfer import read_limited
 from . import comfy
 
 
@@ -39,11 +40,11 @@ def place() -> Place:
 
 
 def read_input_file(name: str) -> bytes:
+    """A file of ComfyUI's folders that a cloud loader reads; one above the pack's limit is refused unread."""
     path = comfy.input_file(name)
     if not path:
         raise errors.PlanError(key="err_input_gone", values={"name": repr(name)}, hint="")
-    with open(path, "rb") as f:
-        return f.read()
+    return read_limited(path)
 
 
 def open_target(cfg: config.Config | None = None, override: str | None = None):

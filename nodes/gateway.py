@@ -16,6 +16,7 @@ from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, P
                             GatewayPlan)
 from ..offload.run.progress import (RunsBoard, bar_percent, closing_text, cloud_errors_record, event_text,
                                      preview_record, status_record)
+from ..offload.transfer import digest_file
 from . import cloud, comfy
 
 NAME = "GPUGeek Cloud Execute"
@@ -92,8 +93,7 @@ class GPUGeekCloudExecute:
         for f in plan.local_files:
             path = comfy.input_file(f.file)
             if path:
-                with open(path, "rb") as fh:
-                    h.update(hashlib.sha256(fh.read()).digest())
+                h.update(digest_file(path).encode())
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=run.DEFAULT_TIMEOUT_S, gpugeek_plan=None,

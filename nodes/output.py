@@ -1,8 +1,9 @@
 """GPUGeek Cloud Output: a whole workflow's output node, here. The queue-time hook puts it in the local prompt
 under the id of each output node of a graph that runs in the cloud (nodes/hook.py, offload/plan): it takes
 that node's files from the task the whole workflow's gateway ran and saves or shows them as the node would
-have (a Save Image into output/ with its filename_prefix, a Preview Image into temp/), so the editor shows
-them on that very node and the prompt's history records them. Refused, it says why at validation time.
+have (a Save Image into output/ with its filename_prefix, a Preview Image into temp/, a video, an audio, a 3D
+model, Image Compare's two sides, Preview Any's text: the one table, offload/plan/kinds.py), so the editor
+shows them on that very node and the prompt's history records them. Refused, it says why at validation time.
 Never offered in the node menu: nobody adds it by hand."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import random
 
 from ..offload import codec, errors, run, texts
 from ..offload.plan import (OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT,
-                            REFUSAL_INPUT)
+                            REFUSAL_INPUT, kinds)
 from ..offload.transfer import safe_file_name
 from . import cloud, comfy
 
@@ -69,8 +70,10 @@ class GPUGeekCloudOutput:
                 raise
             cloud.reraise(e, label, lang)
         got = files.get(node) or []
-        if not got:  # what this pack cannot show stays in the cloud: say where and how to load it
-            comfy.progress_text(texts.text("whole_left_in_cloud", lang, task=task_id), unique_id)
+        if not got:  # what this pack cannot show stays in the cloud: say where (and how to load it)
+            shown = kinds.OUTPUTS.get(gpugeek_class)
+            said = "whole_text_in_cloud" if shown is not None and shown.key == kinds.TEXT else "whole_left_in_cloud"
+            comfy.progress_text(texts.text(said, lang, task=task_id), unique_id)
             return {"ui": {"gpugeek": [{"state": "left", "task_id": str(task_id)}]}}
         ui = await asyncio.to_thread(save_as, got, gpugeek_class, gpugeek_prefix, prompt, extra_pnginfo)
         return {"ui": ui}
@@ -84,17 +87,34 @@ def _title(prompt, unique_id) -> str:
 
 def is_preview(class_type: str) -> bool:
     """Preview nodes keep their files in temp/ (gone at restart), as ComfyUI's own do; savers in output/."""
+    shown = kinds.OUTPUTS.get(class_type)
+    if shown is not None:
+        return shown.temp
     return str(class_type or "").startswith("Preview") or class_type == "MaskPreview"
 
 
 def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginfo=None) -> dict:
-    """Write ``files`` ([(url, bytes)]) as the node ``class_type`` would: still images as PNG with this
-    machine's prompt and workflow in their metadata (a PNG's pixels untouched: its text chunks are replaced,
-    nothing is encoded again), animations, video and audio as they came; named like ComfyUI's savers
-    (``prefix_00001_.png``). Returns the node's ui (``images``, ``animated``, ``audio``)."""
+    """Write ``files`` ([(url, bytes)]) as the node ``class_type`` would and return the ui it shows them with,
+    by the one table of kinds (offload/plan/kinds.py): still images as PNG with this machine's prompt and
+    workflow in their metadata (a PNG's pixels untouched: its text chunks are replaced, nothing is encoded
+    again), animations, video, audio and 3D models as they came, named like ComfyUI's savers
+    (``prefix_00001_.png``), in temp/ for a preview; a text (Preview Any's) shown, not written. A class the
+    table does not list is shown by the kinds of its files (``images``, ``animated``, ``audio``)."""
+    shown = kinds.OUTPUTS.get(class_type)
+    as_text = [(shown is not None and shown.key == kinds.TEXT) or _is_text(u) for u, _ in files]
+    ui: dict = {"text": [d.decode("utf-8", "replace") for (_, d), t in zip(files, as_text) if t]} if any(as_text) else {}
+    files = [f for f, t in zip(files, as_text) if not t]
+    if not files:
+        return ui
+    written = _write_all(files, is_preview(class_type), prefix, _metadata(prompt, extra_pnginfo))
+    if shown is None:
+        return {**ui, **_by_extension(written)}
+    return {**ui, **_as_node(shown, written)}
+
+
+def _write_all(files: list, temp: bool, prefix: str, text: dict) -> list:
+    """Each file into output/ (or temp/), named as ComfyUI's savers name theirs; [(ui entry, ext, data, url)]."""
     fp = comfy.folder_paths()
-    text = _metadata(prompt, extra_pnginfo)
-    temp = is_preview(class_type)
     if temp:
         base, kind, level = fp.get_temp_directory(), "temp", 1
         prefix = "ComfyUI_temp_" + "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))
@@ -102,25 +122,60 @@ def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginf
         base, kind, level = fp.get_output_directory(), "output", 4
         prefix = prefix or "ComfyUI"
     folder, name, counter, subfolder, _ = fp.get_save_image_path(prefix, base, 0, 0)
-    ui: dict = {}
+    written = []
     for url, data in files:
         ext = os.path.splitext(safe_file_name(url, "file"))[1]
-        if ext in STILL:
-            file = f"{name}_{counter:05}_.png"
-            with open(os.path.join(folder, file), "wb") as f:
-                f.write(_as_png(data, text, level))
-            key = "images"
-        else:
-            file = f"{name}_{counter:05}_{ext}"
-            with open(os.path.join(folder, file), "wb") as f:
-                f.write(data)
-            key = "audio" if ext in AUDIO else "images" if ext in VIDEO + ANIMATED else "files"
-            if ext in VIDEO or (ext in ANIMATED and _frames(data) > 1):
-                ui["animated"] = [True]
-        ui.setdefault(key, []).append({"filename": file, "subfolder": subfolder, "type": kind})
+        file = f"{name}_{counter:05}_.png" if ext in STILL else f"{name}_{counter:05}_{ext}"
+        with open(os.path.join(folder, file), "wb") as f:
+            f.write(_as_png(data, text, level) if ext in STILL else data)
+        written.append(({"filename": file, "subfolder": subfolder, "type": kind}, ext, data, url))
         counter += 1
+    return written
+
+
+def _as_node(shown, written: list) -> dict:
+    """The ui of the node the table names, as ComfyUI's own node shows its files."""
+    entries = [e for e, _, _, _ in written]
+    if shown.key == kinds.RESULT:   # the 3D previews: the path of their model, relative to its folder
+        e = entries[0]
+        return {"result": [f"{e['subfolder']}/{e['filename']}" if e["subfolder"] else e["filename"], None, None]}
+    if shown.key == kinds.COMPARE:
+        return _compare_sides(written)
+    ui = {shown.key: entries}
+    if shown.animated:
+        ui["animated"] = [True]
+    return ui
+
+
+def _compare_sides(written: list) -> dict:
+    """Image Compare's two sides: by the names ComfyUI gives their previews, else the first half is a."""
+    sides = {key: [] for key, _ in kinds.COMPARE_SIDES}
+    unnamed = []
+    for e, _, _, url in written:
+        name = safe_file_name(url, "")
+        side = next((key for key, mark in kinds.COMPARE_SIDES if mark in name), None)
+        (sides[side] if side else unnamed).append(e)
+    half = (len(unnamed) + 1) // 2
+    a_key, b_key = (key for key, _ in kinds.COMPARE_SIDES)
+    sides[a_key] += unnamed[:half]
+    sides[b_key] += unnamed[half:]
+    return sides
+
+
+def _by_extension(written: list) -> dict:
+    """A class the table does not list: still images, animations and video as images, audio as audio."""
+    ui: dict = {}
+    for e, ext, data, _ in written:
+        key = "audio" if ext in AUDIO else "images" if ext in STILL + VIDEO + ANIMATED else "files"
+        if ext in VIDEO or (ext in ANIMATED and _frames(data) > 1):
+            ui["animated"] = [True]
+        ui.setdefault(key, []).append(e)
     ui.pop("files", None)  # kept in the folder; the editor has no view for other files
     return ui
+
+
+def _is_text(url: str) -> bool:
+    return url.startswith("data:text/plain")
 
 
 def _metadata(prompt, extra_pnginfo) -> dict:

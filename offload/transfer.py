@@ -9,12 +9,17 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import ResultError
+from .transport import MAX_DOWNLOAD_BYTES
 
 # Parallel transfers per run: enough to fill a home uplink, few enough not to trip rate limits.
 PARALLEL_TRANSFERS = 4
+# The largest local file sent to the cloud (a video, a 3D model): the pack's limit on one file either way, the
+# size a result file may have coming back. Read at call time (tests lower it).
+MAX_UPLOAD_BYTES = MAX_DOWNLOAD_BYTES
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-SAVE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi", ".flac", ".mp3",
-             ".wav", ".ogg", ".opus", ".m4a", ".json", ".txt", ".glb", ".obj", ".safetensors", ".latent"}
+SAVE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".flac",
+             ".mp3", ".wav", ".ogg", ".opus", ".m4a", ".aac", ".json", ".txt", ".glb", ".gltf", ".obj", ".fbx", ".stl",
+             ".ply", ".spz", ".splat", ".ksplat", ".usdz", ".safetensors", ".latent"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 
 
@@ -37,17 +42,50 @@ class ByteBudget:
                               hint="Return fewer or smaller files from the cloud part, or load them by hand.")
 
 
+class TooBig(Exception):
+    """A local file above the limit: not read, not sent (the caller names the node and the file)."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"{size} bytes, above the limit of {limit}")
+        self.size, self.limit = size, limit
+
+
+def check_upload_size(size: int) -> None:
+    if size > MAX_UPLOAD_BYTES:
+        raise TooBig(size, MAX_UPLOAD_BYTES)
+
+
+def read_limited(path) -> bytes:
+    """The bytes of a local file that is to go up; one above MAX_UPLOAD_BYTES is refused unread (TooBig)."""
+    check_upload_size(os.path.getsize(path))
+    with open(path, "rb") as f:
+        data = f.read(MAX_UPLOAD_BYTES + 1)   # a file that grew meanwhile is refused, not read to its end
+    check_upload_size(len(data))
+    return data
+
+
 def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
-async def upload_once(target, cache, data, file_name: str, digest: str | None = None, stats=None) -> str:
+def digest_file(path, chunk: int = 1 << 20) -> str:
+    """:func:`digest_bytes` of a file, read in pieces (a long video is never held whole)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(chunk), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
+async def upload_once(target, cache, data, file_name: str, digest: str | None = None, stats=None,
+                      folder: str | None = None) -> str:
     """Upload unless the same content already has a live URL (across runs and restarts). ``data`` may be
-    bytes or a function that makes them (an encoder): it runs, in a thread, only when an upload is due."""
+    bytes or a function that makes them (an encoder): it runs, in a thread, only when an upload is due.
+    ``folder``: where in a ComfyUI server's input folder the loader looks (offload/plan/kinds.py)."""
     if digest is None:
         data = data() if callable(data) else data
         digest = digest_bytes(data)
-    key = f"{getattr(target, 'name', 'target')}:{digest}"
+    key = f"{getattr(target, 'name', 'target')}:{digest}" + (f":{folder}" if folder is not None else "")
     url = cache.get(key)
     if url:
         if stats is not None:
@@ -55,7 +93,7 @@ async def upload_once(target, cache, data, file_name: str, digest: str | None = 
         return url
     if callable(data):
         data = await asyncio.to_thread(data)
-    url, expires = await target.upload(data, file_name)
+    url, expires = await target.upload(data, file_name, folder=folder)
     cache.put(key, url, expires)
     if stats is not None:
         stats["uploaded_bytes"] = stats.get("uploaded_bytes", 0) + len(data)
@@ -88,6 +126,8 @@ def safe_file_name(url: str, fallback: str) -> str:
     """A file name from a URL that can never leave the folder it is joined to (a ComfyUI server's
     ``/view?filename=...`` names the file in its query)."""
     parts = urlsplit(url)
+    if parts.scheme == "data":   # a value a target brought back as text (Preview Any's)
+        return f"{_SAFE.sub('_', fallback)}.txt"
     named = parse_qs(parts.query).get("filename", [""])[0]
     raw = os.path.basename((named or unquote(parts.path)).replace("\\", "/"))
     name = _SAFE.sub("_", raw).strip("._")[:120]

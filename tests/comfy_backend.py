@@ -1,8 +1,10 @@
 """Runs the fake GPUGeek's tasks on a real ComfyUI server (a stand-in for GPUGeek's hosted ComfyUI).
 
-A cloud LoadImage that names an uploaded object by URL is given the object's bytes through the server's
-/upload/image first (plain ComfyUI cannot read URLs; GPUGeek's hosted one can). Results are read from
-/history and /view and served by the fake like GPUGeek's result URLs.
+A cloud loader that names an uploaded object by URL (LoadImage, and as GPUGEEK_API.md reads the platform, every
+loader: LoadVideo, LoadAudio, Load3D...) is given the object's bytes through the server's /upload/image first
+(plain ComfyUI cannot read URLs; GPUGeek's hosted one can). Results are every file a node's ui names, read from
+/history and /view and served by the fake like GPUGeek's result URLs (files only: a text a node shows does not
+come back).
 """
 from __future__ import annotations
 
@@ -22,16 +24,13 @@ class ComfyBackend:
     def run(self, prompt: dict, fake) -> dict:
         prompt = copy.deepcopy(prompt)
         for node in prompt.values():
-            if node.get("class_type") in ("LoadImage", "LoadImageMask"):
-                img = str(node["inputs"].get("image", ""))
-                if "/oss/" in img:
-                    key = img.split("/oss/", 1)[1].split("?")[0]
-                    data = fake.uploads[key]
-                    name = key.replace("/", "_")
-                    r = requests.post(self.url + "/upload/image", files={"image": (name, data, "image/png")},
-                                      data={"overwrite": "true"}, timeout=30)
-                    r.raise_for_status()
-                    node["inputs"]["image"] = r.json()["name"]
+            inputs = node.get("inputs") or {}
+            for name, value in list(inputs.items()):
+                if isinstance(value, str) and value.startswith(fake.base_url + "/oss/"):
+                    inputs[name] = self._put(fake, value)
+                elif isinstance(value, dict):   # Load 3D's viewer captures
+                    inputs[name] = {k: self._put(fake, v) if isinstance(v, str) and v.startswith(fake.base_url + "/oss/")
+                                    else v for k, v in value.items()}
         r = requests.post(self.url + "/prompt", json={"prompt": prompt, "client_id": self.client_id}, timeout=30)
         if r.status_code != 200:
             raise RuntimeError(r.text[:20000])  # the hosted ComfyUI's answer, passed on as error_msg
@@ -49,10 +48,20 @@ class ComfyBackend:
             raise RuntimeError(msgs[0][1].get("exception_message", "error") if msgs else "execution failed")
         files = {}
         for node, out in entry.get("outputs", {}).items():
-            for im in out.get("images", []):
-                data = requests.get(self.url + "/view", params=im, timeout=60).content
-                files.setdefault(node, []).append((im["filename"], data))
+            for items in out.values():
+                for f in items if isinstance(items, list) else []:
+                    if isinstance(f, dict) and f.get("filename"):
+                        data = requests.get(self.url + "/view", params=f, timeout=60).content
+                        files.setdefault(node, []).append((f["filename"], data))
         return files
+
+    def _put(self, fake, url: str) -> str:
+        """The uploaded object in the server's input folder; its name there (as the hosted ComfyUI reads URLs)."""
+        key = url.split("/oss/", 1)[1].split("?")[0]
+        r = requests.post(self.url + "/upload/image", files={"image": (key.replace("/", "_"), fake.uploads[key])},
+                          data={"overwrite": "true"}, timeout=30)
+        r.raise_for_status()
+        return r.json()["name"]
 
     def cancel(self, task) -> None:
         try:

@@ -92,15 +92,16 @@ def test_a_node_that_only_makes_sense_here_is_refused_on_that_node_and_nothing_e
     assert "40" in res.flagged and res.refusals[plan.WHOLE] == [text]
 
 
-def test_a_local_video_the_pack_does_not_upload_is_refused_and_a_missing_one_passes_by_name():
+def test_a_local_video_goes_up_with_the_graph_and_a_missing_one_passes_by_name():
     p = downloaded()
     p["50"] = {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}}
     p["51"] = {"class_type": "SaveVideo", "inputs": {"video": L("50"), "filename_prefix": "v"}}
     res = whole(p, files=("here.png", "clip.mp4"), lang="en")
-    assert sorted(res.local_prompt) == ["50"]
-    assert "clip.mp4" in res.local_prompt["50"]["inputs"][plan.REFUSAL_INPUT]
+    assert res.refusals == {} and "51" in res.local_prompt and "50" not in res.local_prompt
+    assert ("50", "file", "clip.mp4") in [(f.node, f.input, f.file) for f in res.plans[plan.WHOLE].local_files]
     passes = whole(p, files=("here.png",))
     assert passes.refusals == {} and "51" in passes.plans[plan.WHOLE].user_outputs  # unknown class, nothing reads it
+    assert "50" not in [f.node for f in passes.plans[plan.WHOLE].local_files]
 
 
 def test_the_switch_refused_by_the_configuration_is_said_on_every_output_node():

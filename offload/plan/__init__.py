@@ -1,7 +1,8 @@
 """Queue-time planning: what runs in the cloud, what runs here, what is refused. Pure: no I/O.
 
 model.py holds the plan's types and its serialised form, graph.py the prompt's vocabulary and link helpers,
-passes.py the planner (``make_plan``), cloud_prompt.py the cloud part's own prompt.
+passes.py the planner (``make_plan``), cloud_prompt.py the cloud part's own prompt, kinds.py the one table of the
+files loaders read and output nodes show.
 
 The rules are DESIGN.md's "What goes to the cloud, exactly"; the cases a user hits are decided here:
 
@@ -24,15 +25,16 @@ The rules are DESIGN.md's "What goes to the cloud, exactly"; the cases a user hi
 * Refused: a gateway with nothing linked; a link to a node that does not exist; a cycle in the cloud part;
   a wrong type on a gateway input; a crossing of any other type (LATENT, MODEL, CONDITIONING...).
   Refusals are per gateway, sentences in the prompt's language that name the nodes and say what to do.
-* A cloud LoadImage whose file exists in the local input folder (``file_exists`` says) is uploaded and
-  pointed at its URL at run time; a file that does not exist here is passed on by name.
+* A cloud loader whose file exists on this machine (``file_exists`` says) is uploaded and pointed at it at
+  run time, whatever its kind (images, video, audio, 3D: the one table, kinds.py); a file that does not exist
+  here is passed on by name.
 * Nodes of a region that no local node needs are removed from the local prompt, so local validation never
   sees cloud-only models, files or node types; a refused group keeps them (no dangling links in ComfyUI's
   report). A prompt without gateways is returned unchanged.
 * A whole workflow (no gateway, the switch on, ``make_plan(..., whole=True)``): the same passes with one
   gateway (id ``WHOLE``) after every output node, so every node the outputs need is one cloud part; each
   output node is replaced here, under its own id, by a Cloud Output that saves or shows its files as the node
-  would. What only makes sense here (Load Result, a local non-image file) is refused on that node.
+  would. What only makes sense here (Load Result) is refused on that node.
 """
 from .graph import (CLOUD_OUTPUT, OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT, REFUSAL_INPUT,  # noqa: F401
                     WHOLE, CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_INPUTS, LEAD_INPUT, MASK_INPUTS,  # noqa: F401

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 
 from .graph import SCALARS, UPLOAD, UPLOAD_URL_SLOT, node_links, out_type
+from .kinds import file_places, local_name
 from .model import IMAGE, LITERAL, MASK, URL, Crossing, LocalFile
 
-LOADERS = ("LoadImage", "LoadImageMask")
 SAVE_PREFIX = "gpugeek_out_"   # the saver of an image or mask a gateway takes back
 
 
@@ -53,15 +53,11 @@ def cloud_prompt(prompt: dict, classes, nodes: set, boundaries: set, file_exists
 
 
 def local_files(prompt: dict, nodes, file_exists) -> list:
-    """Cloud loaders whose file is in the local input folder: uploaded at run time."""
-    files = []
-    for n in sorted(nodes):
-        node = prompt[n]
-        if node.get("class_type") in LOADERS:
-            name = node.get("inputs", {}).get("image")
-            if isinstance(name, str) and "://" not in name and file_exists(name):
-                files.append(LocalFile(node=n, file=name))
-    return files
+    """The files of this machine that the cloud part's loaders read (every kind of the table: images, video,
+    audio, 3D...): uploaded at run time. A name that is not here passes by name (the cloud may have it)."""
+    return [LocalFile(node=n, file=name, input=input_name, key=key)
+            for n in sorted(nodes) for input_name, key, name in file_places(prompt[n])
+            if local_name(name) and file_exists(name)]
 
 
 def add_save(cloud: dict, source: tuple, kind: str, i: int) -> str:

@@ -41,9 +41,12 @@ class Crossing:
 
 @dataclass
 class LocalFile:
-    """A cloud LoadImage/LoadImageMask whose file is in the local input folder: uploaded, then pointed at."""
+    """A file a cloud loader reads that is on this machine (offload/plan/kinds.py): uploaded, then the loader's
+    ``input`` (its ``key`` in that input's dict, where one is named) pointed at it."""
     node: str
     file: str
+    input: str = "image"
+    key: str = ""
 
 
 @dataclass

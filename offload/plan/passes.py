@@ -17,10 +17,9 @@ from .graph import (CLOUD_OUTPUT, CROSS_PREFIX, GATEWAY, GATEWAY_OUTPUTS, IMAGE_
 from .model import CLOUD, IMAGE, LOCAL, MASK, PASS, URL, CloudOutput, GatewayPlan, Refusal, refused_plan
 
 # A whole workflow in the cloud refuses what only makes sense on this machine: the pack's own Load Result
-# (it reads this machine's journal), and loaders of a local file the pack does not upload (only images are).
+# (it reads this machine's journal). A loader's local file of any kind of the table (offload/plan/kinds.py:
+# images, video, audio, 3D) is no reason: it goes up with the cloud part.
 HERE_ONLY = frozenset({"GPUGeekLoadResult"})
-LOCAL_FILE_LOADERS = {"LoadAudio": "audio", "LoadVideo": "file", "VHS_LoadVideo": "video",
-                      "VHS_LoadAudioUpload": "audio"}
 
 
 @dataclass
@@ -440,15 +439,9 @@ def _upstream(prompt: dict, start: set) -> set:
 def _here_only(st: _Planning) -> None:
     """What only makes sense on this machine cannot go with the whole workflow: said on that node."""
     for n in sorted(st.owner):
-        node = st.prompt[n]
-        cls = node.get("class_type")
-        name = (node.get("inputs") or {}).get(LOCAL_FILE_LOADERS.get(cls, ""))
-        if cls in HERE_ONLY:
-            found = Refusal("refuse_whole_here_only", {"node": st.label(n)})
-        elif isinstance(name, str) and name and "://" not in name and st.file_exists(name):
-            found = Refusal("refuse_whole_local_file", {"node": st.label(n), "file": name})
-        else:
+        if st.prompt[n].get("class_type") not in HERE_ONLY:
             continue
+        found = Refusal("refuse_whole_here_only", {"node": st.label(n)})
         st.refusals[WHOLE].append(found)
         st.said_on.setdefault(n, []).append(found)
         st.flagged.add(n)

@@ -1,5 +1,6 @@
-"""What crosses into a cloud part at run time: plain values written in, images, masks and local files
-uploaded once per content, batches split into one loader per frame and joined again in the cloud."""
+"""What crosses into a cloud part at run time: plain values written in, images, masks and local files of every
+kind (offload/plan/kinds.py) uploaded once per content, batches split into one loader per frame and joined
+again in the cloud."""
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +9,11 @@ import copy
 from .. import codec
 from .. import errors
 from ..journal import UploadCache
-from ..plan import IMAGE, LITERAL, MASK, URL
+from ..plan import IMAGE, LITERAL, MASK, URL, kinds
 from ..redact import get_logger
-from ..transfer import PARALLEL_TRANSFERS, digest_bytes, gather_bounded, safe_file_name, upload_once
+from ..transfer import (PARALLEL_TRANSFERS, TooBig, check_upload_size, digest_bytes, gather_bounded, safe_file_name,
+                        upload_once)
+from .progress import size_text
 
 log = get_logger("gpugeek.run")
 
@@ -27,7 +30,9 @@ def fill_crossings(plan, values: dict) -> dict:
 
 async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=None, stats=None,
                   limit: int = PARALLEL_TRANSFERS) -> dict:
-    """Upload what crosses in (images, masks, local files) once per content; return the cloud prompt."""
+    """Upload what crosses in (images, masks, local files of every kind) once per content; return the cloud
+    prompt, its loaders pointed at what went up. A local file above the pack's limit refuses the run before
+    anything goes up."""
     prompt = fill_crossings(plan, values)
     jobs, where = [], []
     for c in plan.crossings:
@@ -47,22 +52,21 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
             for i in range(int(frames.shape[0])):
                 digest = digests[i]
                 encode = (lambda f=frames[i], k=c.kind: codec.encode_mask_png(f) if k == MASK else codec.encode_png(f))
-                jobs.append((digest, encode, f"gpugeek_{digest[:16]}.png"))
+                jobs.append((digest, encode, f"gpugeek_{digest[:16]}.png", None))
                 where.append((c, i))
-    for f in plan.local_files:
-        if read_file is None:
-            continue
-        data = await asyncio.to_thread(read_file, f.file)
+    for f in plan.local_files if read_file is not None else ():
+        data = await _read_local(plan, f, read_file)
         digest = digest_bytes(data)
-        jobs.append((digest, data, f"gpugeek_{digest[:16]}_{safe_file_name(f.file, 'input')}"))
+        name = f"gpugeek_{digest[:16]}_{safe_file_name(kinds.plain_name(f.file), 'input')}"
+        jobs.append((digest, data, name, kinds.upload_folder(plan.prompt[f.node].get("class_type"), f.key)))
         where.append((f, None))
 
-    urls = await gather_bounded([upload_once(target, uploads, data, name, digest=digest, stats=stats)
-                                 for digest, data, name in jobs], limit)
+    urls = await gather_bounded([upload_once(target, uploads, data, name, digest=digest, stats=stats, folder=folder)
+                                 for digest, data, name, folder in jobs], limit)
     extra_loaders: dict = {}
     for (spec, i), url in zip(where, urls):
         if i is None:
-            prompt[spec.node]["inputs"]["image"] = url
+            _point(prompt[spec.node], spec, url)
             continue
         if i == 0:
             prompt[spec.loader]["inputs"]["image"] = url
@@ -74,6 +78,26 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
     return prompt
 
 
+async def _read_local(plan, f, read_file) -> bytes:
+    """A local file's bytes, within the pack's limit on one file (else the run is refused: node, file, size)."""
+    try:
+        data = await asyncio.to_thread(read_file, f.file)
+        check_upload_size(len(data))
+    except TooBig as e:
+        label = f"#{f.node} {plan.prompt[f.node].get('class_type')}"
+        raise errors.PlanError(key="err_upload_too_big", values={"node": label, "file": f.file,
+                               "size": size_text(e.size), "limit": size_text(e.limit)}, hint="") from None
+    return data
+
+
+def _point(node: dict, f, url: str) -> None:
+    """The loader's input (or the key of its dict that names the file) pointed at what went up."""
+    if f.key:
+        node["inputs"][f.input] = {**node["inputs"][f.input], f.key: url}
+    else:
+        node["inputs"][f.input] = url
+
+
 async def register_external(prompt: dict, target, ours: set, uploads: UploadCache | None = None) -> None:
     """Call 2 for addresses that are not the platform's own storage (a user's URL in a cloud LoadImage), never
     for what the pack uploaded (``ours``, this run's uploads, and the upload cache's addresses, read only when
@@ -81,8 +105,7 @@ async def register_external(prompt: dict, target, ours: set, uploads: UploadCach
     register = getattr(target, "register", None)
     if register is None:
         return
-    candidates = [u for u in ((node.get("inputs") or {}).get("image") for node in prompt.values()
-                              if node.get("class_type") in ("LoadImage", "LoadImageMask"))
+    candidates = [u for node in prompt.values() for _, _, u in kinds.file_places(node)
                   if isinstance(u, str) and u.startswith(("http://", "https://")) and u not in ours]
     if candidates and uploads is not None:
         cached = uploads.urls()

@@ -169,12 +169,13 @@ class ComfyV2Target:
         return cls(key=key, values=values, status=status or None, call=call, code=getattr(e, "code", None), hint="")
 
     # ---- inputs ------------------------------------------------------------------------------------
-    async def upload(self, data: bytes, file_name: str):
-        """A v2 asset (uploaded only when the server lacks its bytes); the prompt carries it as a token until
-        the submit. Reused across runs until the asset's own retention; where the server states none (the
-        self-hosted proxy forgets its index when it restarts) it is looked up by hash again on the next run."""
+    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
+        """A v2 asset of any kind (uploaded only when the server lacks its bytes; ``folder`` is a ComfyUI server's
+        matter); the prompt carries it as a token until the submit. Reused across runs until the asset's own
+        retention; where the server states none (the self-hosted proxy forgets its index when it restarts) it is
+        looked up by hash again on the next run."""
         asset = self._assets.from_bytes(data, filename=file_name,
-                                        content_type=mimetypes.guess_type(file_name)[0] or "image/png")
+                                        content_type=mimetypes.guess_type(file_name)[0] or "application/octet-stream")
         await asyncio.to_thread(lambda: asset.hash)  # blake3 off the loop
         await self._call(asset.commit, "upload")
         log.info("%s: input %s %s", self.name, file_name, f"uploaded ({len(data)} bytes)" if asset.created_new
@@ -394,8 +395,11 @@ def _new_state() -> dict:
 
 
 def _with_assets(prompt: dict) -> dict:
-    """The prompt with each uploaded input (a token in a node's inputs) as a core/ASSET reference."""
+    """The prompt with each uploaded input (a token in a node's inputs, or in the dict of one: Load 3D's viewer
+    captures) as a core/ASSET reference."""
     def ref(v):
+        if isinstance(v, dict):
+            return {k: ref(x) for k, x in v.items()}
         if isinstance(v, str) and v.startswith(ASSET_TOKEN):
             try:
                 return {"__type": "core/ASSET", "info": json.loads(v[len(ASSET_TOKEN):])}

@@ -1,9 +1,11 @@
 """The second target: any ComfyUI server (a GPU box on the LAN, a rented instance), through ComfyUI's own
 HTTP and websocket API, with nothing to install on the remote side.
 
-Inputs go up through ``/upload/image`` (content-hash names, so an image the server has is not sent again),
-the cloud part is queued on ``/prompt`` with the pack's own client id, progress comes from ``/ws`` (which
-node runs, its steps), results from ``/history/{id}`` and ``/view``. A stop cancels exactly that prompt:
+Inputs go up through ``/upload/image``, which takes any file (content-hash names, so a file the server has is
+not sent again; into the subfolder where the loader looks, offload/plan/kinds.py), the cloud part is queued on
+``/prompt`` with the pack's own client id, progress comes from ``/ws`` (which node runs, its steps), results
+from ``/history/{id}`` and ``/view``: every file a node's ui names, and the text it shows (Preview Any's), which
+comes back as a ``data:`` address holding it. A stop cancels exactly that prompt:
 deleted from the queue while pending, ``/interrupt`` with its id while running, never another user's.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import mimetypes
 import struct
 import time
 import uuid
@@ -20,6 +23,7 @@ import aiohttp
 
 from .. import cloud_errors, errors, texts
 from ..config import check_base_url
+from ..plan import kinds
 from ..redact import get_logger, register_secret
 from ..transport import RetryPolicy, Transport, download, page_snippet
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
@@ -36,6 +40,25 @@ UPLOAD_SUBFOLDER = "gpugeek"
 MISSING_LIMIT = 5
 # How long to wait for the websocket to connect before relying on HTTP polling alone.
 WS_CONNECT_TIMEOUT_S = 5.0
+# A node's text (Preview Any's) comes back as an address holding it, kept in the journal with the task: a text
+# longer than this is cut there (and says so with a closing ellipsis).
+MAX_TEXT_BYTES = 64 * 1024
+TEXT_PREFIX = "data:text/plain;charset=utf-8;base64,"
+
+
+def text_url(text: str) -> str:
+    """The address a node's text comes back as (read again by :func:`text_of`)."""
+    raw = text.encode("utf-8")
+    if len(raw) > MAX_TEXT_BYTES:
+        raw = raw[:MAX_TEXT_BYTES].decode("utf-8", "ignore").encode("utf-8") + "\u2026".encode("utf-8")
+    return TEXT_PREFIX + base64.b64encode(raw).decode("ascii")
+
+
+def text_of(url: str) -> bytes:
+    try:
+        return base64.b64decode(url[len(TEXT_PREFIX):], validate=True)
+    except ValueError:
+        raise errors.ResultError("A text result could not be read", call="download") from None
 
 
 class ComfyUITarget:
@@ -197,11 +220,17 @@ class ComfyUITarget:
             ev.set()
 
     # ---- the target interface ----------------------------------------------------------------------
-    async def upload(self, data: bytes, file_name: str):
+    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
+        """Any file into the server's input folder, in ``gpugeek/``, or where the loader's list looks (``folder``,
+        offload/plan/kinds.py): under ``3d/gpugeek/`` for Load 3D's list of every file under input/3d, at the
+        top for a list of the top files; named by the server's answer as its loaders name files."""
+        mime = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        sub = UPLOAD_SUBFOLDER if folder is None else f"{folder}/{UPLOAD_SUBFOLDER}" if folder else ""
+
         def form():
             f = aiohttp.FormData()
-            f.add_field("image", data, filename=file_name, content_type="image/png")
-            f.add_field("subfolder", UPLOAD_SUBFOLDER)
+            f.add_field("image", data, filename=file_name, content_type=mime)
+            f.add_field("subfolder", sub)
             f.add_field("type", "input")
             f.add_field("overwrite", "true")
             return f
@@ -285,16 +314,26 @@ class ComfyUITarget:
                 ("execution_success", "execution_error", "execution_interrupted")]
         if starts and ends and starts[0] and ends[-1]:
             d.run_duration_ms = int(ends[-1] - starts[0])
-        urls = {}
-        for node, out in (entry.get("outputs") or {}).items():
-            for key in ("images", "gifs", "videos", "audio", "animated"):
-                for f in out.get(key, []) or []:
-                    if isinstance(f, dict) and f.get("filename"):
-                        q = urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
-                                       "type": f.get("type", "output")})
-                        urls.setdefault(str(node), []).append(f"{self.url}/view?{q}")
-        d.result_url = urls
+        d.result_url = self._results(entry)
         return d
+
+    def _results(self, entry: dict) -> dict:
+        """Every file each node's ui names (as /view addresses) and each text it shows (as ``data:`` addresses),
+        read by the one table of kinds with the class each node had in the prompt."""
+        sent = entry.get("prompt")
+        prompt = sent[2] if isinstance(sent, list) and len(sent) > 2 and isinstance(sent[2], dict) else {}
+        urls: dict = {}
+        for node, out in (entry.get("outputs") or {}).items():
+            if not isinstance(out, dict):
+                continue
+            for found in kinds.ui_files((prompt.get(str(node)) or {}).get("class_type"), out):
+                if found[0] == "text":
+                    urls.setdefault(str(node), []).append(text_url(found[1]))
+                    continue
+                _, name, sub, kind = found
+                q = urlencode({"filename": name, "subfolder": sub, "type": kind})
+                urls.setdefault(str(node), []).append(f"{self.url}/view?{q}")
+        return urls
 
     async def queue_load(self) -> int:
         """How busy the server is: prompts running and waiting in its queue (a pool sends to the least busy)."""
@@ -324,6 +363,8 @@ class ComfyUITarget:
         return self.transport.calls
 
     async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
+        if url.startswith(TEXT_PREFIX):   # a node's text, held in the address itself
+            return text_of(url)
         return await download(self.transport, url, max_bytes=max_bytes)
 
     async def ping(self, lang: str = "en") -> tuple[bool, str]:

@@ -21,8 +21,9 @@ class GPUGeekTarget:
         # names the uploads cache scope and the journal's target: one per platform address
         self.name = "gpugeek@" + urlsplit(client.base_url).netloc
 
-    async def upload(self, data: bytes, file_name: str):
-        """Pre-signed URL, PUT the bytes; the object's address is the signed URL without its query."""
+    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
+        """Pre-signed URL, PUT the bytes (any file: an image, a video, a 3D model); the object's address is the
+        signed URL without its query, which the cloud's loaders read (``folder`` is a ComfyUI server's matter)."""
         signed, expires = await self.client.presigned_url(file_name)
         await self.client.put(signed, data)
         return strip_query(signed), expires
