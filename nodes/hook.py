@@ -21,10 +21,13 @@ log = logging.getLogger("gpugeek.hook")
 LANG_INPUT = "gpugeek_lang"
 WHOLE_KEY = "gpugeek_whole_workflow"   # extra_data: run a graph with no gateway in the cloud (true/false)
 LANG_KEY = "gpugeek_lang"              # extra_data: the editor's language, for a graph with no gateway
+RUNS_KEY = "gpugeek_runs"              # extra_data: a whole workflow's variations at once (its gateway's runs)
 
 
-def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False, targets: list | None = None) -> plan.PlanResult:
-    """``targets``: the output nodes queued (POST /prompt's ``partial_execution_targets``), None for all."""
+def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False, targets: list | None = None,
+                runs: int = 1) -> plan.PlanResult:
+    """``targets``: the output nodes queued (POST /prompt's ``partial_execution_targets``), None for all;
+    ``runs``: a whole workflow's tasks at once (its variations, seeds offset by the run's index)."""
     unavailable = whole_unavailable() if whole and not _has_gateway(prompt) else []
     res = plan.make_plan(prompt, comfy.CLASSES, file_exists=lambda name: comfy.input_file(name) is not None,
                          lang=lang, whole=whole, unavailable=unavailable, cloud_choices=CloudChoices(prompt),
@@ -32,6 +35,7 @@ def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False, targets: li
     gateway = res.local_prompt.get(plan.WHOLE)
     if gateway is not None:  # the whole workflow's gateway: the values its required widgets would have
         gateway["inputs"].setdefault("timeout_s", run.DEFAULT_TIMEOUT_S)
+        gateway["inputs"]["runs"] = runs
     return res
 
 
@@ -60,6 +64,16 @@ class CloudChoices:
 
 def _plain(v):
     return v if isinstance(v, str) else None
+
+
+def runs_of(extra: dict) -> int:
+    """``extra_data.gpugeek_runs``: how many variations of a whole workflow run at once (1 to run.MAX_RUNS)."""
+    said = extra.get(RUNS_KEY) if isinstance(extra, dict) else None
+    try:
+        n = int(said) if said is not None and not isinstance(said, bool) else 1
+    except (TypeError, ValueError):
+        n = 1
+    return max(1, min(run.MAX_RUNS, n))
 
 
 def whole_switch(json_data) -> bool:
@@ -113,7 +127,8 @@ def on_prompt(json_data):
         lang = texts.lang_of(extra[LANG_KEY]) if whole and extra.get(LANG_KEY) else take_lang(prompt)
         try:
             targets = json_data.get("partial_execution_targets")
-            res = plan_prompt(prompt, lang, whole, targets if isinstance(targets, list) else None)
+            res = plan_prompt(prompt, lang, whole, targets if isinstance(targets, list) else None,
+                              runs_of(extra) if whole else 1)
         except Exception as e:  # a bug of ours must not run anything unplanned: refuse on every gateway
             log.exception("GPUGeek: planning failed")
             why = texts.text("plan_failed", lang, error=f"{type(e).__name__}: {e}")

@@ -181,6 +181,7 @@ def run_corpus(stack, editor: str) -> corpus.Tally:
     return tally
 
 
+@pytest.mark.timeout(3600)   # every template of the package, one after the other, the stack's start included
 @pytest.mark.parametrize("editor", ["bundled", "new"])
 def test_the_official_templates_run_whole_in_the_cloud(corpus_stack, editor):
     if editor not in corpus_stack["urls"]:

@@ -483,3 +483,13 @@ def test_a_failed_cloud_run_is_told_on_an_output_node_and_runs_again_when_queued
     queue(runnable(), wenv)
     assert len(fake.tasks) == 2
     assert gateway.IS_CHANGED(gpugeek_plan=plan_json) == gateway.IS_CHANGED(gpugeek_plan=plan_json)
+
+
+def test_runs_make_that_many_variations_at_once_and_each_output_node_shows_them_all(wenv, fake):
+    """extra_data.gpugeek_runs (the editor's runs beside the switch): the whole workflow as N tasks at once, seeds
+    offset by the run's index, every run's files on each output node."""
+    results, ui, local = queue(runnable(), wenv, {"gpugeek_whole_workflow": True, "gpugeek_runs": 3})
+    assert len(fake.tasks) == 3
+    assert sorted(t.prompt["3"]["inputs"]["seed"] for t in fake.tasks.values()) == [1, 2, 3]
+    assert len(ui["9"]["images"]) == 3 and len(ui["12:7:2"]["images"]) == 3
+    assert len(results[plan.WHOLE][plan.TASK_ID_SLOT].split(",")) == 3
