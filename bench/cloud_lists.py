@@ -120,6 +120,7 @@ def _peak_mb(path: Path, way: str) -> int:
 
 
 def big(runs: int = 10) -> None:
+    runs = max(1, runs)
     body = big_object_info(cat.MAX_OBJECT_INFO_BYTES)
     header(f"cloud lists: a {len(body) >> 20} MiB /object_info ({runs} runs each; the loop's longest stall, beyond "
            "its waits for a CPU)")
