@@ -176,16 +176,17 @@ class _Wait:
             log.warning("%s: status of task %s failed (%s); still waiting", self.label, self.prompt_id, e.message)
             self.on_event("status_error", prompt_id=self.prompt_id, error=e.message)
             return None, STATUS_RETRY_S
+        if d.final:   # journaled whole, at once, before anything else (_ended)
+            return d, 0.0
+        if d.status != self.last_status and self.key:
+            self.journal.update(self.key, status=job_status(d.status), queue_ms=d.queue_duration_ms,
+                                run_ms=d.run_duration_ms)
+        self.last_status = d.status
+        self._stop_if_asked()
+        self.on_event("status", detail=d, expected=self.estimate)
         delay = self.schedule.next_delay(d)
         if getattr(self.target, "live", False):   # followed over a websocket: a status is local state, not a call
             delay = min(delay, PUSHED_STATUS_S if self.wake is not None else LIVE_STATUS_S)
-        if not d.final:   # an ended task is journaled whole, at once (_ended)
-            if d.status != self.last_status and self.key:
-                self.journal.update(self.key, status=job_status(d.status), queue_ms=d.queue_duration_ms,
-                                    run_ms=d.run_duration_ms)
-            self.last_status = d.status
-            self._stop_if_asked()
-            self.on_event("status", detail=d, expected=self.estimate)
         return d, delay
 
     async def pause(self, delay: float, d: TaskDetail | None) -> None:
