@@ -1,21 +1,31 @@
 """The cloud's lists (offload/catalog.py) of a big ComfyUI server: reading its /object_info into lists, and what
 the editor asks after every plan (the lists of 30 node classes), against a plain json.loads of the same answer
 (what reading /object_info costs anyway). Distributions over 15 runs (median, slowest).
-Run: python bench/cloud_lists.py
+
+``big()`` (issue 32): the event loop's longest stall while a 64 MiB /object_info is downloaded, parsed and learned,
+parsed on the loop (as before), on a worker thread, and in a child process (as now), 10 runs each; the peak memory
+of parsing it in pieces against json.loads of the whole; and the answer of 200 classes that borrow one list, each
+list sent once against a copy per class (as before).
+Run: python bench/cloud_lists.py [--big-only] [--runs N]
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import core, header, row  # noqa: E402
 
 cat = core("catalog")
+C = core("config")
+from big_answers import big_object_info, serve_in_another_process, worst_stall  # noqa: E402
 
 
 def object_info(classes: int = 2000, models: int = 2000, loaders: int = 20) -> dict:
@@ -57,14 +67,92 @@ def main() -> None:
         row("keep them (write the place's file)", f"{w_med:.1f}/{w_slow:.1f} ms", f"{base_med:.1f} ms", w_med / base_med,
             "json.loads of the answer")
         wanted = {f"Class{i}": ["ckpt_name", "mode", "method"] for i in range(30)}
-        v_med, v_slow = runs(lambda: c.view([key], wanted))
-        size = len(json.dumps(c.view([key], wanted)))
+        v_med, v_slow = runs(lambda: cat.answer(c.view([key], wanted), ok=True))
+        size = len(cat.answer(c.view([key], wanted), ok=True))
         row("the editor's request (30 classes)", f"{v_med:.2f}/{v_slow:.2f} ms", f"{base_med:.1f} ms", v_med / base_med,
             f"answer {size >> 10} KB")
-        fresh_med, fresh_slow = runs(lambda: cat.Catalog(d).view([key], wanted), n=10)
+        fresh_med, fresh_slow = runs(lambda: cat.answer(cat.Catalog(d).view([key], wanted), ok=True), n=10)
         row("same, first request of a new process", f"{fresh_med:.1f}/{fresh_slow:.1f} ms", f"{base_med:.1f} ms",
             fresh_med / base_med, "reads the file")
 
 
+async def _on_the_loop(key: str, body: bytes) -> None:
+    """How the lists were learned before issue 32: parsed at once and learned, on the event loop."""
+    cat.catalog().learn(key, cat.SERVER, cat.lists_of_object_info(json.loads(body)), replace=True)
+
+
+def _stalls(url: str, folder: Path, runs: int, way: str) -> list:
+    """The loop's longest stall (ms) in each of ``runs`` reads of the server's definitions, parsed ``way``."""
+    import gc
+    out, learn, in_process = [], cat._learn_definitions, cat.IN_PROCESS_BYTES
+    c = cat.Catalog(folder / way)
+    cat.catalog = lambda: c
+    if way == "on the loop (before)":
+        cat._learn_definitions = _on_the_loop
+    elif way == "worker thread":
+        cat.IN_PROCESS_BYTES = 1 << 40
+    try:
+        cfg = C.load_config({"GPUGEEK_TARGET": url})
+        for _ in range(runs):
+            gc.collect()
+            problems, worst = asyncio.run(worst_stall(cat.read_servers(cfg, [url], force=True)))
+            assert not problems, problems
+            out.append(worst * 1000)
+    finally:
+        cat._learn_definitions, cat.IN_PROCESS_BYTES = learn, in_process
+    return out
+
+
+_PEAK = """import importlib, json, sys, tracemalloc, types
+pack = types.ModuleType('p'); pack.__path__ = [sys.argv[1]]; sys.modules['p'] = pack
+cat = importlib.import_module('p.offload.catalog')
+body = open(sys.argv[2], 'rb').read()
+tracemalloc.start()
+found = cat.lists_of_object_info(body if sys.argv[3] == 'pieces' else json.loads(body))
+print(tracemalloc.get_traced_memory()[1] >> 20)
+"""
+
+
+def _peak_mb(path: Path, way: str) -> int:
+    """The peak of Python's allocations (MB) while a fresh process parses the file ``way`` into lists."""
+    return int(subprocess.run([sys.executable, "-c", _PEAK, str(Path(cat.__file__).resolve().parents[1]), str(path),
+                               way], capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def big(runs: int = 10) -> None:
+    runs = max(1, runs)
+    body = big_object_info(cat.MAX_OBJECT_INFO_BYTES)
+    header(f"cloud lists: a {len(body) >> 20} MiB /object_info ({runs} runs each; the loop's longest stall, beyond "
+           "its waits for a CPU)")
+    with tempfile.TemporaryDirectory() as d, serve_in_another_process(body, "object_info", Path(d)) as url:
+        catalog = cat.catalog
+        try:
+            stalls = {way: _stalls(url, Path(d), runs, way)
+                      for way in ("on the loop (before)", "worker thread", "child process (now)")}
+        finally:
+            cat.catalog = catalog
+        base = statistics.median(stalls["on the loop (before)"])
+        for way, ms in stalls.items():
+            row(f"loop stall, parsed {way}", f"{statistics.median(ms):.0f}/{max(ms):.0f} ms",
+                f"{base:.0f} ms", statistics.median(ms) / base, "< 100 ms (median/slowest)", ok=max(ms) < 100)
+        path = Path(d) / "served" / "object_info"
+        whole, pieces = _peak_mb(path, "whole"), _peak_mb(path, "pieces")
+        row("peak memory of the parse, a class at a time", f"{pieces} MB", f"{whole} MB", pieces / whole,
+            "json.loads of the whole (tracemalloc)")
+    loras = [f"loras/style_{i:05d}_detailed_version.safetensors" for i in range(4000)]
+    with tempfile.TemporaryDirectory() as d:
+        c = cat.Catalog(d)
+        c.learn("k", "user", {"LoraLoader": {"lora_name": loras}}, replace=False)
+        view = c.view(["k"], {f"Custom{i}": ["lora_name"] for i in range(200)})
+        t = time.perf_counter()
+        now = cat.answer(view, ok=True)
+        ms = (time.perf_counter() - t) * 1000
+        before = json.dumps({"ok": True, "lists": view}).encode()
+        row("answer: 200 classes borrow a 4,000-name list", f"{len(now) >> 10} KB", f"{len(before) >> 20} MB",
+            len(now) / len(before), f"a copy per class (before); {ms:.0f} ms to encode")
+
+
 if __name__ == "__main__":
-    main()
+    if "--big-only" not in sys.argv:
+        main()
+    big(int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 10)

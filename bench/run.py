@@ -29,6 +29,7 @@ if __name__ == "__main__":
     upload.main()
     plan.main()
     cloud_lists.main()
+    cloud_lists.big()
     poll.main()
     overhead.main()
     overhead.comfyui_target()

@@ -249,27 +249,24 @@ async def post_plan(request):
                               "flagged": res.flagged, "groups": res.groups, "expected": expected})
 
 
-def _wanted(raw) -> dict:
-    """``{class: [input names]}`` as the editor sent it (strings only, bounded)."""
-    out = {}
-    for cls, names in (raw.items() if isinstance(raw, dict) else ()):
-        if isinstance(cls, str) and isinstance(names, list) and len(out) < 2000:
-            out[cls[:catalog.MAX_NAME]] = [n[:catalog.MAX_NAME] for n in names[:200] if isinstance(n, str)]
-    return out
-
-
-async def _lists_answer(cfg, keys: list, wanted: dict, lang: str, refresh: bool = False) -> dict:
+async def _lists_answer(cfg, keys: list, nodes, lang: str, refresh: bool = False) -> web.Response:
+    """The lists of ``nodes`` (``{class: [input names]}`` as the editor sent them) at ``keys``, each distinct list
+    sent once; read, merged and encoded on a worker thread (a place's lists are megabytes)."""
     problems = await catalog.read_servers(cfg, keys, force=refresh)
     cat = catalog.catalog()
-    lists = await asyncio.to_thread(cat.view, keys, wanted)
-    problems += [p for p in (cat.problem(k) for k in keys) if p is not None]
-    return {"ok": True, "lists": lists, "where": keys, "problems": [p.text(lang) for p in problems]}
+
+    def answer() -> bytes:
+        lists = cat.view(keys, nodes)
+        said = problems + [p for p in (cat.problem(k) for k in keys) if p is not None]
+        return catalog.answer(lists, ok=True, where=keys, problems=[p.text(lang) for p in said])
+    return web.Response(body=await asyncio.to_thread(answer), content_type="application/json")
 
 
 async def post_lists(request):
     """The cloud's lists for the combos of the cloud nodes of one gateway: ``{target, workflow_id, nodes:
     {class: [input names]}, refresh, lang}`` (the gateway's own widgets; empty means the settings) ->
-    ``{lists: {class: {input: {values, sources}}}, where, problems}``. No key or token ever in the answer."""
+    ``{values: [[names]], lists: {class: {input: {list, sources}}}, where, problems}``: each distinct list once in
+    ``values``, each input naming its place there. No key or token ever in the answer."""
     body = await _body(request)
     if body is None:
         return _not_json()
@@ -277,25 +274,28 @@ async def post_lists(request):
     try:
         cfg = config.load_config()
         keys = catalog.keys_for(cfg, body.get("target"), body.get("workflow_id"))
-        return web.json_response(await _lists_answer(cfg, keys, _wanted(body.get("nodes")), lang,
-                                                     refresh=bool(body.get("refresh"))))
+        return await _lists_answer(cfg, keys, body.get("nodes"), lang, refresh=bool(body.get("refresh")))
     except errors.GPUGeekError as e:
         return web.json_response({"ok": False, "message": e.message_in(lang)})
 
 
 async def post_lists_add(request):
     """Names the user typed for one input of one node class, kept for the gateway's target (per workflow id on
-    GPUGeek, which has no call that lists models): ``{target, workflow_id, class, input, names, lang}``."""
+    GPUGeek, which has no call that lists models): ``{target, workflow_id, class, input, names, lang}``. A name
+    longer than a list holds is refused with a sentence."""
     body = await _body(request)
     if body is None:
         return _not_json()
     lang = texts.lang_of(body.get("lang"))
     raw = body.get("names")
     raw = raw if isinstance(raw, list) else str(raw or "").replace("\n", ",").split(",")
-    names = [n.strip() for n in raw if isinstance(n, str) and n.strip()]
+    names = [n.strip() for n in raw[:catalog.MAX_VALUES] if isinstance(n, str) and n.strip()]
     cls, name = str(body.get("class") or ""), str(body.get("input") or "")
     if not names or not cls or not name:
         return web.json_response({"ok": False, "message": texts.text("lists_no_names", lang)})
+    too_long = catalog.too_long([cls, name, *names])
+    if too_long is not None:
+        return web.json_response({"ok": False, "message": too_long.text(lang)})
     try:
         cfg = config.load_config()
         keys = catalog.keys_for(cfg, body.get("target"), body.get("workflow_id"))
@@ -303,7 +303,7 @@ async def post_lists_add(request):
             return web.json_response({"ok": False, "message": texts.text("lists_need_workflow", lang)})
         for k in keys:
             await asyncio.to_thread(catalog.catalog().learn, k, catalog.USER, {cls: {name: names}}, replace=False)
-        return web.json_response(await _lists_answer(cfg, keys, {cls: [name]}, lang))
+        return await _lists_answer(cfg, keys, {cls: [name]}, lang)
     except (errors.GPUGeekError, OSError) as e:
         return web.json_response({"ok": False, "message": e.message_in(lang) if isinstance(e, errors.GPUGeekError)
                                   else f"{type(e).__name__}: {e}"})

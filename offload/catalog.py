@@ -9,41 +9,59 @@ GPUGeek workflow is its own environment). Its lists come from, best first:
 - ``ran``: every file-like value that ran successfully there;
 - ``user``: names the user typed in the editor for that place.
 Each list keeps its source and when. One file per place under the pack's data folder (``cloud_lists/``),
-written atomically; a damaged file is set aside (never deleted) and said so. Everything is bounded: names,
-values per list, lists per place, the file's size. No ComfyUI import.
+written atomically, each distinct list once; a damaged file is set aside (the newest few kept) and said so, until
+a good read or write. Everything is bounded: a name's length, values and bytes per list, lists and bytes per place
+(so what is written can always be read back), what an answer holds. A server's node definitions (tens of MB in a
+big install) are parsed and learned off the event loop: read a class at a time (json_pieces.py), in a child
+process when big; a place's file is JSON lines, none longer than a list. No ComfyUI import.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import math
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import config, texts
+from . import config, json_pieces, texts
 from .redact import get_logger
+from .specs import combo_values
 
 log = get_logger("gpugeek.catalog")
 
 SERVER, REFUSED, RAN, USER = "server", "refused", "ran", "user"
 SOURCES = (SERVER, REFUSED, RAN, USER)   # best first
-# Bounds: a name longer than this is not a model name; a list longer than this is cut; a place with more
-# lists than this keeps the first; a file larger than this is not read (set aside as damaged).
-MAX_NAME = 255
+# Bounds. A name (a value, a class, an input) longer than this is not a model's (a path with its folders fits):
+# left out when learned, refused with a sentence when typed. A list keeps at most MAX_VALUES values and
+# MAX_LIST_BYTES bytes (as written); a place at most MAX_LISTS lists and MAX_PLACE_BYTES bytes in all (the lists
+# it had first are kept), and a file larger than that is not read (set aside as damaged).
+MAX_NAME = 1024
 MAX_VALUES = 5000
+MAX_LIST_BYTES = 1 << 20
 MAX_LISTS = 20000
-MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_PLACE_BYTES = 32 << 20
+# No line of a place's file is longer than this (a list, its names escaped at worst, and a little more).
+MAX_LINE_BYTES = MAX_LIST_BYTES + (64 << 10)
 # A ComfyUI server's /object_info larger than this is refused (a big install is a few MB).
 MAX_OBJECT_INFO_BYTES = 64 * 1024 * 1024
+# An answer holds at most this many (class, input) lists.
+MAX_WANTED = 2000
+# Damaged files of one place set aside and kept (the newest).
+DAMAGED_KEPT = 3
 FOLDER = "cloud_lists"
 # Values learned from a successful run: files and models only (never a prompt's text).
 _LEARNABLE = re.compile(r"\.(safetensors|sft|ckpt|pt|pt2|pth|bin|pkl|gguf|onnx|engine|yaml|png|jpe?g|webp|gif|"
                         r"bmp|tiff?|mp4|webm|mov|mkv|avi|wav|mp3|flac|ogg|m4a|obj|glb|gltf|npz|npy)$", re.I)
 # Inputs whose values are the user's own text, never learned.
 _TEXT_INPUTS = {"text", "prompt", "positive", "negative", "string", "text_g", "text_l", "filename_prefix"}
+# Printable ASCII but the quote and the backslash: a name of these alone is written as it is.
+_PLAIN = re.compile(r'[ !#-\[\]-~]*')
 
 
 def gpugeek_key(base_url: str, workflow_id) -> str:
@@ -52,7 +70,7 @@ def gpugeek_key(base_url: str, workflow_id) -> str:
 
 def keys_for(cfg: config.Config, where: str | None, workflow_id=None) -> list[str]:
     """The target keys of a gateway's target (its own, else the settings'): one, or each server of a pool.
-    A URL that is not acceptable raises ConfigError (the editor shows it)."""
+    A URL that is not acceptable (or too long to name a place) raises ConfigError (the editor shows it)."""
     from .targets.pool import split_targets
     target = (where or "").strip().rstrip("/") or cfg.target
     out = []
@@ -65,6 +83,9 @@ def keys_for(cfg: config.Config, where: str | None, workflow_id=None) -> list[st
             out.append(gpugeek_key(cfg.base_url, wf))
         else:
             out.append(config.check_target_url(part, allow_lan_http=cfg.allow_lan_http))
+    long = too_long(out)
+    if long is not None:
+        raise config.ConfigError(key=long.key, values=long.values)
     return out
 
 
@@ -78,11 +99,33 @@ def key_of_target(target, workflow_id) -> str:
     return gpugeek_key(base, workflow_id)
 
 
+def fits(name) -> bool:
+    """A name a list can hold: a string of 1 to MAX_NAME characters."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME
+
+
+def too_long(names) -> texts.Said | None:
+    """The sentence that refuses the first of ``names`` longer than MAX_NAME (None where none is)."""
+    for name in names:
+        if isinstance(name, str) and len(name) > MAX_NAME:
+            return texts.Said("lists_too_long", {"n": len(name), "max": MAX_NAME, "start": name[:40]})
+    return None
+
+
+def _cost(name: str) -> int:
+    """The most bytes ``name`` takes in a file or an answer, its quotes and a comma included (escaped, a character
+    takes up to 12 bytes: an emoji as two ``\\uXXXX``)."""
+    return len(name) + 3 if _PLAIN.fullmatch(name) else len(json.dumps(name)) + 1
+
+
 def _clean(values) -> list[str]:
-    """Strings only, each at most MAX_NAME, no duplicates, at most MAX_VALUES, order kept."""
-    out, seen = [], set()
+    """Names only (no line breaks), no duplicates, order kept; at most MAX_VALUES of them and MAX_LIST_BYTES."""
+    out, seen, size = [], set(), 2
     for v in values if isinstance(values, (list, tuple)) else []:
-        if isinstance(v, str) and v and len(v) <= MAX_NAME and "\n" not in v and v not in seen:
+        if fits(v) and "\n" not in v and v not in seen:
+            size += _cost(v)
+            if size > MAX_LIST_BYTES:
+                break
             seen.add(v)
             out.append(v)
             if len(out) >= MAX_VALUES:
@@ -90,60 +133,65 @@ def _clean(values) -> list[str]:
     return out
 
 
-def combo_values(spec) -> list | None:
-    """The choices of one input spec of ComfyUI's node definitions: ``[[a, b], {...}]`` or
-    ``["COMBO", {"options": [a, b]}]``; None for any other input."""
-    if not isinstance(spec, (list, tuple)) or not spec:
-        return None
-    kind = spec[0]
-    if isinstance(kind, (list, tuple)):
-        return list(kind)
-    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if kind == "COMBO" and isinstance(opts.get("options"), (list, tuple)):
-        return list(opts["options"])
-    return None
-
-
 def lists_of_object_info(info) -> dict:
-    """``{class: {input: [values]}}`` from a ComfyUI server's ``/object_info``; raises ValueError when the
-    answer is not node definitions at all."""
-    if not isinstance(info, dict) or not info:
-        raise ValueError("not node definitions")
-    out, count, defs = {}, 0, 0
-    for cls, d in info.items():
+    """``{class: {input: [values]}}`` from a ComfyUI server's ``/object_info`` (its bytes as it answered, read in
+    pieces, one class at a time; or the parsed document); raises ValueError when the answer is not node
+    definitions at all. Run it on a worker thread: 64 MiB take a few seconds."""
+    out: dict = {}
+    counts = {"lists": 0, "defs": 0}
+    same: dict = {}   # a list's content -> its one cleaned copy (the classes of a model folder share one)
+
+    def one(cls, d) -> None:
         if not isinstance(d, dict) or not isinstance(d.get("input"), dict):
-            continue
-        defs += 1
-        for cat in ("required", "optional"):
-            section = d["input"].get(cat)
+            return
+        counts["defs"] += 1
+        for section in (d["input"].get("required"), d["input"].get("optional")):
             for name, spec in (section.items() if isinstance(section, dict) else ()):
                 values = combo_values(spec)
-                if values is None or count >= MAX_LISTS:
+                if values is None or counts["lists"] >= MAX_LISTS or not (fits(cls) and fits(name)):
                     continue
-                out.setdefault(str(cls)[:MAX_NAME], {})[str(name)[:MAX_NAME]] = _clean(values)
-                count += 1
-    if not defs:
+                out.setdefault(cls, {})[name] = _shared(values, same)
+                counts["lists"] += 1
+    if isinstance(info, dict):
+        for cls, d in info.items():
+            one(cls, d)
+    elif isinstance(info, (bytes, str)):
+        json_pieces.each_member(json_pieces.decode(info) if isinstance(info, bytes) else info, one)
+    if not counts["defs"]:
         raise ValueError("not node definitions")
     return out
 
 
+def _shared(values: list, same: dict) -> list:
+    """``values`` cleaned, the same list object for the same content (``same``: content -> list)."""
+    try:
+        content = tuple(values)
+        if content not in same:
+            same[content] = _clean(values)
+        return same[content]
+    except TypeError:   # a value that is not a name (a list, an object) in the list: no name kept from it
+        return _clean(values)
+
+
 def learnable(name: str, value) -> bool:
-    return (isinstance(value, str) and 0 < len(value) <= MAX_NAME and "\n" not in value and "://" not in value
-            and name not in _TEXT_INPUTS and bool(_LEARNABLE.search(value)))
+    return (fits(value) and "\n" not in value and "://" not in value and name not in _TEXT_INPUTS
+            and bool(_LEARNABLE.search(value)))
 
 
 class Catalog:
     """The lists of every place, one file each under ``folder``. Safe across threads; a file written by
-    another process (a restarted ComfyUI, the command line) is read again when it changed."""
+    another process (a restarted ComfyUI, the command line, a child reading a server's definitions) is read again
+    when it changed. Reading and learning take a while for a big place: call them on a worker thread."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()      # the cache and the files
+        self.writing = threading.Lock()    # one learner at a time (read, merge, write)
         self._cache: dict[str, tuple] = {}   # key -> (mtime, lists)
-        self.problems: dict[str, texts.Said] = {}   # key -> what went wrong reading its file
+        self.problems: dict[str, texts.Said] = {}   # key -> what went wrong reading its file, until a good one
 
     def _path(self, key: str) -> Path:
-        return self.folder / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:24] + ".json")
+        return self.folder / (hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24] + ".json")
 
     def _read(self, key: str) -> dict:
         path = self._path(key)
@@ -155,58 +203,54 @@ class Catalog:
         if hit and hit[0] == st.st_mtime_ns:
             return hit[1]
         try:
-            if st.st_size > MAX_FILE_BYTES:
+            if st.st_size > MAX_PLACE_BYTES:
                 raise ValueError(f"{st.st_size} bytes")
-            data = json.loads(path.read_text("utf-8"))
-            if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("lists"), dict):
-                raise ValueError("not a list file")
-            lists = _valid(data["lists"])
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            aside = path.with_name(path.name + f".damaged-{int(time.time())}")
-            try:
-                os.replace(path, aside)
-            except OSError:
-                aside = path
-            log.warning("The cloud's lists for %s were unreadable (%s): set aside as %s", key, e, aside.name)
-            self.problems[key] = texts.Said("lists_damaged", {"where": key, "file": str(aside)})
-            self._cache.pop(key, None)
+            with open(path, "rb") as f:
+                lists = _load(f, key)
+        except (OSError, ValueError, RecursionError) as e:
+            self._set_aside(key, path, e)
             return {}
         self._cache[key] = (st.st_mtime_ns, lists)
+        self.problems.pop(key, None)
         return lists
 
-    def _write(self, key: str, lists: dict) -> None:
-        path = self._path(key)
-        config.write_private(path, json.dumps({"key": key, "lists": lists}, ensure_ascii=False, separators=(",", ":")))
-        self._cache[key] = (os.stat(path).st_mtime_ns, lists)
+    def _set_aside(self, key: str, path: Path, why: Exception) -> None:
+        """A damaged file is renamed (never read again, never overwritten) and said; the newest few are kept."""
+        aside = path.with_name(f"{path.name}.damaged-{time.time_ns()}")
+        try:
+            os.replace(path, aside)
+        except OSError:
+            aside = path
+        else:
+            _keep_newest(path.name + ".damaged-", self.folder)
+        log.warning("The cloud's lists for %s were unreadable (%s): set aside as %s", key, str(why)[:200], aside.name)
+        self.problems[key] = texts.Said("lists_damaged", {"where": key, "file": str(aside)})
+        self._cache.pop(key, None)
 
     def learn(self, key: str, source: str, found: dict, *, replace: bool, at: float | None = None) -> int:
         """Record ``found`` = ``{class: {input: [values]}}`` from ``source`` for the place ``key``: the list
         replaced (a server's definitions, a refusal's whole list) or added to (values that ran, the user's
-        names). A server's definitions replace every list of that source. Returns how many values are new."""
+        names). A server's definitions replace every list of that source. Names too long for a list are left out;
+        the lists past a place's bounds too (those it had first stay). Values added that the list has already
+        change nothing (the file is not written again: a run that succeeds costs no write). Returns how many values
+        are new."""
+        if not fits(key):
+            raise ValueError(f"a place's name of {len(key)} characters")
         at = time.time() if at is None else at
-        new = 0
-        with self._lock:
-            lists = {c: {i: dict(v) for i, v in ins.items()} for c, ins in self._read(key).items()}
-            if source == SERVER and replace:
-                for ins in lists.values():
-                    for entry in ins.values():
-                        entry.pop(SERVER, None)
-            count = sum(len(ins) for ins in lists.values())
-            for cls, ins in (found or {}).items():
-                for name, values in (ins or {}).items():
-                    values = _clean(values)
-                    entry = lists.get(cls, {}).get(name)
-                    if entry is None:
-                        if count >= MAX_LISTS or not values:
-                            continue
-                        count += 1
-                        entry = lists.setdefault(cls, {}).setdefault(name, {})
-                    old = (entry.get(source) or {}).get("values") or []
-                    merged = values if replace else _clean(old + values)
-                    new += len(set(merged) - set(old))
-                    entry[source] = {"values": merged, "at": at}
-            lists = {c: {i: e for i, e in ins.items() if e} for c, ins in lists.items()}
-            self._write(key, {c: ins for c, ins in lists.items() if ins})
+        with self.writing:
+            with self._lock:
+                had = self._read(key)
+            if not replace and _known(had, source, found):
+                return 0
+            lists = {c: {i: {s: got for s, got in e.items() if not (source == SERVER and replace and s == SERVER)}
+                         for i, e in ins.items()} for c, ins in had.items()}
+            new = _add(lists, source, found, replace, at)
+            kept, pieces = _encode(key, {c: {i: e for i, e in ins.items() if e} for c, ins in lists.items()})
+            with self._lock:
+                path = self._path(key)
+                config.write_private(path, pieces)
+                self._cache[key] = (os.stat(path).st_mtime_ns, kept)
+                self.problems.pop(key, None)
         return new
 
     def lists(self, key: str) -> dict:
@@ -216,39 +260,89 @@ class Catalog:
     def problem(self, key: str) -> texts.Said | None:
         return self.problems.get(key)
 
-    def view(self, keys: list[str], wanted: dict) -> dict:
-        """What the editor shows for ``wanted`` = ``{class: [input names]}`` (the combos of its cloud nodes)
-        whose target has ``keys`` (one, or a pool): ``{class: {input: {"values": [...], "sources":
-        [{"source", "at", "count"}]}}}``. Sources merge best first; a pool offers what every server that has the
-        list has. A class with no list of its own for an input takes the list another class has for the same
-        input name (the loaders of one model folder share it: ``ckpt_name``, ``lora_name``...)."""
-        per_key = [self.lists(k) for k in keys]
+    def view(self, keys: list[str], wanted) -> dict:
+        """What the editor shows for ``wanted`` = ``{class: [input names]}`` (the combos of its cloud nodes, as
+        the editor sent them: at most MAX_WANTED lists are answered) whose target has ``keys`` (one, or a pool):
+        ``{class: {input: {"values": [...], "sources": [{"source", "at", "count"}]}}}``, equal lists being one
+        object. Sources merge best first; a pool offers what every server that has the list has. A class with no
+        list of its own for an input takes the list another class has for the same input name (the loaders of
+        one model folder share it: ``ckpt_name``, ``lora_name``...)."""
+        places = [(lists, _by_input(lists)) for lists in (self.lists(k) for k in keys)]
+        merged: dict = {}   # id of an entry or of two lists -> what they give (each computed once)
         out: dict = {}
-        for cls, names in (wanted or {}).items():
-            for name in names or []:
-                got = None
-                for lists in per_key:
-                    entry = (lists.get(cls) or {}).get(name) or _elsewhere(lists, name)
-                    if not entry:
-                        continue
-                    values, sources = _merge(entry)
-                    if got is None:
-                        got = {"values": values, "sources": sources}
-                    else:  # a pool: what every server has
+        for cls, name in _pairs(wanted):
+            got = None
+            for lists, shared in places:
+                entry = (lists.get(cls) or {}).get(name) or shared.get(name)
+                if not entry:
+                    continue
+                if id(entry) not in merged:
+                    merged[id(entry)] = _merge(entry)
+                values, sources = merged[id(entry)]
+                if got is not None:   # a pool: what every server has
+                    both = (id(got[0]), id(values))
+                    if both not in merged:
                         keep = set(values)
-                        got = {"values": [v for v in got["values"] if v in keep], "sources": got["sources"] + sources}
-                if got is not None:
-                    out.setdefault(cls, {})[name] = got
+                        merged[both] = [v for v in got[0] if v in keep]
+                    values, sources = merged[both], got[1] + sources
+                got = (values, sources)
+            if got is not None:
+                out.setdefault(cls, {})[name] = {"values": got[0], "sources": got[1]}
         return out
 
 
-def _elsewhere(lists: dict, name: str) -> dict | None:
-    """A list another class has for input ``name`` (the first, best source first)."""
-    best = None
+def _pairs(wanted):
+    """The (class, input) pairs of a request, names that fit only, at most MAX_WANTED."""
+    n = 0
+    for cls, names in (wanted.items() if isinstance(wanted, dict) else ()):
+        if not fits(cls) or not isinstance(names, list):
+            continue
+        for name in dict.fromkeys(x for x in names[:MAX_WANTED] if fits(x)):
+            if n >= MAX_WANTED:
+                return
+            n += 1
+            yield cls, name
+
+
+def _add(lists: dict, source: str, found, replace: bool, at: float) -> int:
+    """Merge ``found`` from ``source`` into ``lists``; how many values are new."""
+    new, cleaned = 0, {}   # id of a list found -> cleaned once (found's lists are often one list, shared)
+    count = sum(len(ins) for ins in lists.values())
+    for cls, ins in (found.items() if isinstance(found, dict) else ()):
+        for name, values in (ins.items() if isinstance(ins, dict) and fits(cls) else ()):
+            if id(values) not in cleaned:
+                cleaned[id(values)] = (values, _clean(values))   # (the list kept alive: its id stays its own)
+            values = cleaned[id(values)][1]
+            entry = lists.get(cls, {}).get(name)
+            if entry is None:
+                if count >= MAX_LISTS or not values or not fits(name):
+                    continue
+                count += 1
+                entry = lists.setdefault(cls, {}).setdefault(name, {})
+            old = (entry.get(source) or {}).get("values") or []
+            merged = values if replace else _clean(old + values)
+            new += len(set(merged) - set(old))
+            entry[source] = {"values": merged, "at": at}
+    return new
+
+
+def _known(lists: dict, source: str, found) -> bool:
+    """Has every list of ``lists`` every value ``found`` adds to it from ``source``?"""
+    for cls, ins in (found.items() if isinstance(found, dict) else ()):
+        for name, values in (ins.items() if isinstance(ins, dict) else ()):
+            has = (((lists.get(cls) or {}).get(name) or {}).get(source) or {}).get("values") or []
+            if not set(_clean(values)) <= set(has):
+                return False
+    return True
+
+
+def _by_input(lists: dict) -> dict:
+    """Input name -> the list some class has for it (the best source first): what a class without one takes."""
+    best: dict = {}
     for ins in lists.values():
-        entry = ins.get(name)
-        if entry and (best is None or _rank(entry) < _rank(best)):
-            best = entry
+        for name, entry in ins.items():
+            if entry and (name not in best or _rank(entry) < _rank(best[name])):
+                best[name] = entry
     return best
 
 
@@ -262,29 +356,165 @@ def _merge(entry: dict) -> tuple[list, list]:
         got = entry.get(s)
         if not got:
             continue
-        values.extend(got.get("values") or [])
+        values.append(got.get("values") or [])
         sources.append({"source": s, "at": got.get("at"), "count": len(got.get("values") or [])})
-    return _clean(values), sources
+    # one source: its own list (the same object wherever it is offered, so an answer sends it once)
+    return (values[0] if len(values) == 1 else _clean([v for vs in values for v in vs])), sources
 
 
-def _valid(lists) -> dict:
-    """The lists of a file as written (anything else in it is dropped, not trusted)."""
-    if not isinstance(lists, dict):
-        raise ValueError("not a list file")
-    out = {}
+class _Table:
+    """Each distinct list once, as a JSON piece: a list's place by its identity, else by its content (every list
+    looked up stays alive while the table is used, so an identity is never another list's)."""
+
+    def __init__(self):
+        self.pieces: list[bytes] = []
+        self.values: list[list] = []   # the first object of each distinct list
+        self._places: dict = {}        # id(list) or its content -> its place
+        self._added: list = []         # the keys of _places, in the order they came
+
+    def index(self, values: list) -> int:
+        n = self._places.get(id(values))
+        if n is None:
+            content = tuple(values)
+            n = self._places.get(content)
+            if n is None:
+                n = len(self.pieces)
+                self.pieces.append(config.json_bytes(values))
+                self.values.append(values)
+                self._remember(content, n)
+            self._remember(id(values), n)
+        return n
+
+    def _remember(self, key, n: int) -> None:
+        self._places[key] = n
+        self._added.append(key)
+
+    def mark(self) -> tuple:
+        return len(self.pieces), len(self._added)
+
+    def undo(self, mark: tuple) -> None:
+        """Forget every list added since ``mark``."""
+        pieces, added = mark
+        for key in self._added[added:]:
+            del self._places[key]
+        del self._added[added:], self.pieces[pieces:], self.values[pieces:]
+
+    def json(self) -> bytes:
+        return b"[" + b",".join(self.pieces) + b"]"
+
+
+_LIST_HEAD, _LIST_TAIL = b'{"values":', b"}\n"   # a distinct list's line
+
+
+def _encode(key: str, lists: dict) -> tuple[dict, list]:
+    """A place's file, in JSON lines: ``{"key", "version": 2}``, then each distinct list once (``{"values":
+    [...]}``, numbered in order), then each list's class, input and where it came from (``{"class", "input",
+    "from": {source: [list, at]}}``). A line is at most a list long (MAX_LIST_BYTES), so reading one never takes
+    long; the lists that would take the file past MAX_PLACE_BYTES are left out (those it had first stay).
+    Returns (the lists kept, the file's lines)."""
+    table, rows, kept, left_out = _Table(), [], {}, 0
+    head = config.json_bytes({"key": key, "version": 2}) + b"\n"
+    size = len(head)
     for cls, ins in lists.items():
-        if not isinstance(ins, dict):
-            continue
         for name, entry in ins.items():
-            if not isinstance(entry, dict):
+            mark = table.mark()
+            places = {s: table.index(got["values"]) for s, got in entry.items()}
+            row = config.json_bytes({"class": cls, "input": name,
+                                     "from": {s: [places[s], got["at"]] for s, got in entry.items()}}) + b"\n"
+            grown = len(row) + sum(len(_LIST_HEAD) + len(p) + len(_LIST_TAIL) for p in table.pieces[mark[0]:])
+            if size + grown > MAX_PLACE_BYTES:
+                table.undo(mark)
+                left_out += 1
                 continue
-            for s in SOURCES:
-                got = entry.get(s)
-                if isinstance(got, dict) and isinstance(got.get("values"), list):
-                    at = got.get("at") if isinstance(got.get("at"), (int, float)) else None
-                    out.setdefault(str(cls), {}).setdefault(str(name), {})[s] = {"values": _clean(got["values"]),
-                                                                                  "at": at}
+            size += grown
+            rows.append(row)
+            kept.setdefault(cls, {})[name] = {s: {"values": table.values[places[s]], "at": got["at"]}
+                                              for s, got in entry.items()}
+    if left_out:
+        log.warning("The cloud's lists for %s pass %d MB: %d lists learned last are left out", key,
+                    MAX_PLACE_BYTES >> 20, left_out)
+    return kept, [head, *(_LIST_HEAD + p + _LIST_TAIL for p in table.pieces), *rows]
+
+
+def _load(f, key: str) -> dict:
+    """The lists of a place's file (anything else in it is dropped, not trusted); ValueError where it is not one.
+    A file of the first version (one document, each list written out where it is used: ``{"key", "lists":
+    {class: {input: {source: {values, at}}}}}``) reads too."""
+    head = _line(f)
+    if not isinstance(head, dict) or head.get("key") != key:
+        raise ValueError("not a list file")
+    if isinstance(head.get("lists"), dict):
+        rows = ((c, i, e) for c, ins in head["lists"].items() if isinstance(ins, dict) for i, e in ins.items())
+        return _valid(rows, [])
+    table: list = []
+
+    def rows():
+        while (line := _line(f)) is not None:
+            if isinstance(line, dict) and isinstance(line.get("values"), list):
+                table.append(_clean(line["values"]))
+            elif isinstance(line, dict):
+                yield line.get("class"), line.get("input"), line.get("from")
+    return _valid(rows(), table)
+
+
+def _line(f):
+    """The next line of a file as JSON (None at the end); a line longer than any the catalog writes is refused."""
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        if len(raw) > MAX_LINE_BYTES:
+            raise ValueError("a line longer than any list")
+        if raw.strip():
+            return json.loads(raw)
+    return None
+
+
+def _valid(rows, table: list) -> dict:
+    """``{class: {input: {source: {values, at}}}}`` from a file's rows ``(class, input, {source: [list, at] or
+    {values, at}})``: names that fit, values cleaned, times that are times."""
+    out: dict = {}
+    for cls, name, entry in rows:
+        if not (fits(cls) and fits(name) and isinstance(entry, dict)):
+            continue
+        for s in SOURCES:
+            got = entry.get(s)
+            if isinstance(got, dict) and isinstance(got.get("values"), list):
+                values, at = _clean(got["values"]), got.get("at")
+            elif isinstance(got, list) and len(got) == 2 and type(got[0]) is int and 0 <= got[0] < len(table):
+                values, at = table[got[0]], got[1]
+            else:
+                continue
+            out.setdefault(cls, {}).setdefault(name, {})[s] = {"values": values, "at": _time(at)}
     return out
+
+
+def _time(at) -> float | None:
+    """A time as written, or None: not a number, or not a finite one (NaN passes Python's JSON, not the editor's)."""
+    return float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at) else None
+
+
+def _keep_newest(prefix: str, folder: Path) -> None:
+    """Remove all but the newest DAMAGED_KEPT files of ``folder`` named ``prefix`` and a number."""
+    try:
+        found = [(int(p.name[len(prefix):]), p) for p in folder.iterdir()
+                 if p.name.startswith(prefix) and p.name[len(prefix):].isdigit()]
+    except OSError:
+        return
+    for _, old in sorted(found)[:-DAMAGED_KEPT]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+def answer(view: dict, **fields) -> bytes:
+    """The answer of POST /gpugeek/lists as JSON: ``fields``, ``values``: each distinct list of ``view`` once, and
+    ``lists``: ``{class: {input: {"list": its place in values, "sources": [...]}}}``. Made in pieces, none longer
+    than a list (run it on a worker thread)."""
+    table = _Table()
+    classes = [config.json_bytes(cls) + b":" + config.json_bytes(
+        {name: {"list": table.index(e["values"]), "sources": e["sources"]} for name, e in ins.items()})
+        for cls, ins in view.items()]
+    head = config.json_bytes(fields)[:-1] + (b"," if fields else b"")
+    return head + b'"values":' + table.json() + b',"lists":{' + b",".join(classes) + b"}}"
 
 
 _catalogs: dict[str, Catalog] = {}
@@ -300,37 +530,43 @@ def catalog() -> Catalog:
         return _catalogs[folder]
 
 
-def learn_refusal(key: str, taught) -> int:
-    """The values a refusal named as accepted (``cloud_errors.accepted``), kept for ``key``."""
-    found: dict = {}
-    for cls, name, values in taught or []:
-        found.setdefault(cls, {})[name] = values
-    if not found:
-        return 0
-    try:
-        return catalog().learn(key, REFUSED, found, replace=True)
-    except OSError as e:   # the run's own error is what the user must see
-        log.warning("Keeping the cloud's list failed: %s", e)
-        return 0
+async def learn_refusal(key: str, refusal, prompt: dict | None) -> int:
+    """The values the cloud's refusal (its answer, as it came) names as accepted, kept for ``key``."""
+    def found() -> dict:
+        from .cloud_errors import accepted
+        out: dict = {}
+        for cls, name, values in accepted(refusal, prompt or {}):
+            out.setdefault(cls, {})[name] = values
+        return out
+    return await _learn_aside(key, REFUSED, found, replace=True)
 
 
-def learn_ran(key: str, prompt: dict) -> int:
+async def learn_ran(key: str, prompt: dict | None) -> int:
     """Every file-like value of a cloud prompt that ran successfully at ``key``."""
-    from .targets.comfyui import UPLOAD_SUBFOLDER
-    uploaded = UPLOAD_SUBFOLDER + "/"   # this run's own uploads to a ComfyUI server are not the server's files
-    found: dict = {}
-    for node in (prompt or {}).values():
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            continue
-        for name, value in (node.get("inputs") or {}).items():
-            if learnable(name, value) and not value.startswith(uploaded):
-                found.setdefault(node["class_type"], {}).setdefault(name, []).append(value)
-    if not found:
-        return 0
+    def found() -> dict:
+        from .targets.comfyui import UPLOAD_SUBFOLDER
+        uploaded = UPLOAD_SUBFOLDER + "/"   # this run's own uploads to a ComfyUI server are not the server's files
+        out: dict = {}
+        for node in (prompt or {}).values():
+            if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+                continue
+            for name, value in (node.get("inputs") or {}).items():
+                if learnable(name, value) and not value.startswith(uploaded):
+                    out.setdefault(node["class_type"], {}).setdefault(name, []).append(value)
+        return out
+    return await _learn_aside(key, RAN, found, replace=False)
+
+
+async def _learn_aside(key: str, source: str, found, *, replace: bool) -> int:
+    """What a run taught (``found()``), learned on a worker thread; a failure is logged, never the run's concern
+    (the run's own outcome, journaled before, is what the user must see)."""
+    def learn() -> int:
+        got = found()
+        return catalog().learn(key, source, got, replace=replace) if got else 0
     try:
-        return catalog().learn(key, RAN, found, replace=False)
-    except OSError as e:
-        log.warning("Keeping the values that ran failed: %s", e)
+        return await asyncio.to_thread(learn)
+    except Exception as e:  # noqa: BLE001 - learning is a side task of a run that already ended
+        log.warning("Keeping the cloud's list (%s) for %s failed: %s: %s", source, key, type(e).__name__, e)
         return 0
 
 
@@ -347,37 +583,119 @@ async def read_servers(cfg: config.Config, keys: list[str], *, force: bool = Fal
     """Read the node definitions of each ComfyUI server among ``keys`` (once per process, again with ``force``)
     into the catalog; what could not be read is said (the lists kept from before stay). The server's token goes
     only where open_target sends it: to the configured server(s), never to a URL a workflow names."""
-    import asyncio
-
-    from . import errors
-    from .targets import open_target
     problems = []
     for key in keys:
         if not is_server_key(key):
             continue
-        if key in _server_state and not force:
-            if _server_state[key] is not None:
-                problems.append(_server_state[key])
-            continue
-        why = None
-        try:
-            async with open_target(cfg, key) as target:
-                info = await asyncio.wait_for(target.node_definitions(MAX_OBJECT_INFO_BYTES), SERVER_READ_TIMEOUT_S)
-            found = lists_of_object_info(info)
-            catalog().learn(key, SERVER, found, replace=True)
-        except ValueError:
-            why = texts.Said("lists_garbage", {"url": key})
-        except asyncio.TimeoutError:
-            why = texts.Said("lists_silent", {"url": key, "seconds": f"{SERVER_READ_TIMEOUT_S:g}"})
-        except errors.ResultError:
-            why = texts.Said("lists_too_big", {"url": key, "mb": MAX_OBJECT_INFO_BYTES >> 20})
-        except errors.GPUGeekError as e:
-            why = texts.Said("lists_unreachable", {"url": key, "error": e.message})
-        except OSError as e:
-            why = texts.Said("lists_unreachable", {"url": key, "error": f"{type(e).__name__}: {e}"})
-        if why is not None:
-            log.warning("The node definitions of %s were not read: %s", key, why.text("en"))
-        _server_state[key] = why
-        if why is not None:
-            problems.append(why)
+        if key not in _server_state or force:
+            _server_state[key] = await _read_server(cfg, key)
+        if _server_state[key] is not None:
+            problems.append(_server_state[key])
     return problems
+
+
+async def _read_server(cfg: config.Config, key: str) -> texts.Said | None:
+    """Read one server's node definitions: downloaded on the loop, parsed and learned on a worker thread (64 MiB
+    take seconds there; parsed at once on the loop, they stalled the whole ComfyUI for as long). None when read,
+    else why not."""
+    from . import errors
+    from .targets import open_target
+    why = None
+    try:
+        async with open_target(cfg, key) as target:
+            body = await asyncio.wait_for(target.node_definitions(MAX_OBJECT_INFO_BYTES), SERVER_READ_TIMEOUT_S)
+        await _learn_definitions(key, body)
+    except ValueError:
+        why = texts.Said("lists_garbage", {"url": key})
+    except asyncio.TimeoutError:
+        why = texts.Said("lists_silent", {"url": key, "seconds": f"{SERVER_READ_TIMEOUT_S:g}"})
+    except errors.ResultError:
+        why = texts.Said("lists_too_big", {"url": key, "mb": MAX_OBJECT_INFO_BYTES >> 20})
+    except errors.GPUGeekError as e:
+        why = texts.Said("lists_unreachable", {"url": key, "error": e.message})
+    except OSError as e:
+        why = texts.Said("lists_unreachable", {"url": key, "error": f"{type(e).__name__}: {e}"})
+    if why is not None:
+        log.warning("The node definitions of %s were not read: %s", key, why.text("en"))
+    return why
+
+
+# Node definitions larger than this are parsed and learned by a child process: a worker thread of this one would
+# hold Python's GIL for seconds of parsing (64 MiB: ~4 s), and ComfyUI's event loop waits for the GIL each time it
+# wakes (on a busy machine, hundreds of ms at a time); the child's memory (a few times their size) goes when it ends.
+IN_PROCESS_BYTES = 2 << 20
+# How long the child may take (64 MiB: a few seconds).
+CHILD_TIMEOUT_S = 120.0
+PIPE_PIECE = 1 << 20   # the body goes to the child in pieces this long
+_NOT_DEFINITIONS = 3   # the child's exit code for an answer that is not node definitions
+# The child loads the pack's folder as a package without its ComfyUI entry (as cli.py does).
+_CHILD = ("import importlib, sys, types\n"
+          "pack = types.ModuleType('gpugeek_lists_child')\n"
+          "pack.__path__ = [sys.argv[1]]\n"
+          "sys.modules['gpugeek_lists_child'] = pack\n"
+          "importlib.import_module('gpugeek_lists_child.offload.catalog').child_main(sys.argv[2], sys.argv[3])\n")
+
+
+async def _learn_definitions(key: str, body: bytes) -> None:
+    """Parse a server's node definitions and learn their lists, off the event loop: on a worker thread when they
+    are small, else in a child process (on a worker thread where no child can start). Raises ValueError when they
+    are not node definitions."""
+    cat = catalog()
+    if len(body) > IN_PROCESS_BYTES and sys.executable and not getattr(sys, "frozen", False):
+        while not cat.writing.acquire(blocking=False):   # no learner of this process writes the place meanwhile
+            await asyncio.sleep(0.05)
+        try:
+            code, err = await _run_child(cat.folder, key, body)
+        except OSError as e:
+            log.warning("No child process to read the node definitions of %s (%s): read here", key, e)
+            code = None
+        finally:
+            cat.writing.release()
+        if code == 0:
+            return
+        if code == _NOT_DEFINITIONS:
+            raise ValueError("not node definitions")
+        if code is not None:
+            raise OSError(f"reading them stopped (exit code {code}): {err[-300:]}")
+    await asyncio.to_thread(lambda: cat.learn(key, SERVER, lists_of_object_info(body), replace=True))
+
+
+async def _run_child(folder: Path, key: str, body: bytes) -> tuple[int, str]:
+    """Run the child that learns ``body`` into ``folder``; (its exit code, the end of what it wrote to stderr). The
+    body goes down the pipe a piece at a time (one write of it all would copy it whole on the event loop)."""
+    pack = str(Path(__file__).resolve().parents[1])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD, pack, str(folder), json.dumps(key), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+    async def feed() -> None:
+        view = memoryview(body)
+        try:
+            for at in range(0, len(view), PIPE_PIECE):
+                proc.stdin.write(view[at:at + PIPE_PIECE])
+                await proc.stdin.drain()
+            proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):   # the child ended early: its exit code says why
+            pass
+    try:
+        _, err, code = await asyncio.wait_for(asyncio.gather(feed(), proc.stderr.read(), proc.wait()),
+                                              CHILD_TIMEOUT_S)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return code, err.decode("utf-8", "replace")
+
+
+def child_main(folder: str, key: str) -> None:
+    """The child process of _learn_definitions: the node definitions on stdin, learned into ``folder``. It runs at
+    a low priority: a list read in the background gives way to ComfyUI and to everything else on the machine."""
+    if hasattr(os, "nice"):
+        os.nice(10)
+    body = sys.stdin.buffer.read()
+    try:
+        found = lists_of_object_info(body)
+    except ValueError:
+        sys.exit(_NOT_DEFINITIONS)
+    del body
+    Catalog(Path(folder)).learn(json.loads(key), SERVER, found, replace=True)

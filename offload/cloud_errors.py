@@ -7,6 +7,7 @@ import ast
 import json
 import re
 
+from .specs import combo_values
 from .texts import Said
 
 # How many of the values the cloud accepts a refusal's sentence names ("...; it has: a, b and 12 more").
@@ -108,7 +109,6 @@ def choices_of(e: dict) -> list:
     """The values a ``value_not_in_list`` error says the input accepts: its ``extra_info.input_config`` (the
     input's spec: ``[[a, b], {...}]`` or ``["COMBO", {"options": [...]}]``), else the list in its details text
     (ComfyUI sends neither past 20 values)."""
-    from .catalog import combo_values
     extra = e.get("extra_info") if isinstance(e.get("extra_info"), dict) else {}
     found = combo_values(extra.get("input_config"))
     if found is None:

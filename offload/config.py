@@ -126,15 +126,28 @@ def check_base_url(url: str, *, allow_lan_http: bool = False) -> str:
     return url
 
 
-def write_private(path: Path, text: str) -> None:
+def json_bytes(value, **kw) -> bytes:
+    """``value`` as compact JSON in UTF-8, readable where it can be, for any string Python holds: a name that is
+    not valid UTF-8 (a file name Linux lists with surrogates, ``caf\\udce9``) cannot be encoded as UTF-8, so a
+    value holding one is written escaped (``\\udce9``), which reads back as the very same string."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), **kw)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), **kw).encode("ascii")
+
+
+def write_private(path: Path, data: str | bytes | list) -> None:
     """Atomically write a file readable by its owner only (the pack's every file under the user folder: secrets,
-    the journal, the cloud's lists): a reader sees the old file or the new one, never half of one."""
+    the journal, the cloud's lists): a reader sees the old file or the new one, never half of one. ``data`` is
+    text, bytes, or a list of byte pieces (a big file written without joining them first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    pieces = [data.encode("utf-8")] if isinstance(data, str) else [data] if isinstance(data, bytes) else data
     try:
         os.chmod(tmp, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.writelines(pieces)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

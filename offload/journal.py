@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .config import data_dir, write_private
+from .config import data_dir, json_bytes, write_private
 
 # Compact when the file holds this many more lines than records (a long-running install stays small).
 COMPACT_SLACK = 2000
@@ -75,7 +75,7 @@ class JsonlStore:
 
     def put(self, key: str, **fields) -> dict:
         fields["key"] = key
-        line = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+        line = json_bytes(fields, default=str) + b"\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._reload_if_changed()  # another process (the command line, a second ComfyUI) may have written
@@ -83,8 +83,8 @@ class JsonlStore:
             try:
                 # a crash may have left a partial last line: start ours on a fresh line
                 if os.fstat(fd).st_size and not self._ends_with_newline():
-                    line = "\n" + line
-                os.write(fd, line.encode("utf-8"))
+                    line = b"\n" + line
+                os.write(fd, line)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -107,8 +107,7 @@ class JsonlStore:
             recs.sort(key=lambda r: r.get("created", 0))
             recs = recs[-self.max_records:]
             self._records = {r["key"]: r for r in recs}
-        write_private(self.path, "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
-                                         for r in recs))
+        write_private(self.path, [json_bytes(r, default=str) + b"\n" for r in recs])
         self._lines = len(recs)
 
     def get(self, key: str) -> dict | None:

@@ -130,3 +130,23 @@ def test_another_size_or_step_count_scales_the_estimate():
     assert graph.work_units(c) is None
     assert j.estimate(graph.plan_hash(c), graph.shape_hash(c), "7", form_hash=graph.form_hash(c),
                       work=graph.work_units(c))["basis"] == "workflow"
+
+
+# Names as a cloud or a disk gives them: a file name that is not UTF-8 (Linux lists it with surrogates), emoji,
+# Chinese, a quote and a control character.
+ODD_NAMES = ["caf\udce9.safetensors", "\ud800lone.pt", "😀 smile.safetensors", "模型/风格.safetensors",
+             'a "quoted"\tname.ckpt']
+
+
+def test_any_name_a_cloud_or_a_disk_gives_is_journaled_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(J, "COMPACT_SLACK", 3)
+    path = tmp_path / "journal.jsonl"
+    j = J.Journal(path)
+    key = j.begin(plan_hash="h", gateway=ODD_NAMES[2])
+    j.update(key, status=J.FAILED, error=f"ckpt_name: '{ODD_NAMES[0]}' not in the list", names=ODD_NAMES)
+    again = J.Journal(path).get(key)
+    assert again["names"] == ODD_NAMES and again["gateway"] == ODD_NAMES[2] and ODD_NAMES[0] in again["error"]
+    assert "😀" in path.read_text("utf-8")   # a line that can be UTF-8 is written as it reads
+    for i in range(6):   # compaction writes every record again
+        j.update(key, run_ms=i)
+    assert J.Journal(path).get(key)["names"] == ODD_NAMES and len(path.read_bytes().splitlines()) < 8

@@ -10,7 +10,7 @@ import { drawAfter } from "./lib/draw.js";
 import { GATEWAY, WHOLE } from "./lib/names.js";
 import { plan, onPlan } from "./lib/plan_state.js";
 import { isCloudOnly } from "./lib/models.js";
-import { comboWidgets, withCurrent, parseNames, describe, wanted } from "./lib/cloud_lists.js";
+import { comboWidgets, withCurrent, parseNames, describe, wanted, listOf } from "./lib/cloud_lists.js";
 
 const LINE_COLOR = "#93c5fd";
 // an answer is asked again after this long (a plan change within it reuses it)
@@ -48,13 +48,13 @@ function giveBack(node) {
   return lines.delete(String(node.id));
 }
 
-function apply(node, lists) {
+// the lists of an answer (each distinct list once) on a cloud node's combos
+function apply(node, data) {
   const cls = node.comfyClass || node.type;
-  const got = lists?.[cls] || {};
   const applied = {};
   let line = "";
   for (const w of comboWidgets(node)) {
-    const entry = got[w.name];
+    const entry = listOf(data, cls, w.name);
     if (!entry) {
       if (local.has(w) && w.options.values === ours.get(w)) w.options.values = local.get(w);
       local.delete(w);
@@ -130,7 +130,7 @@ async function updateOnce(fresh) {
     }
     tell(data.problems);
     for (const node of nodes) {
-      if (isCloudOnly(plan.roles, String(node.id))) apply(node, data.lists);   // still in the cloud
+      if (isCloudOnly(plan.roles, String(node.id))) apply(node, data);   // still in the cloud
     }
     changed = true;
   }

@@ -109,7 +109,7 @@ async def submit_once(target, prompt: dict, workflow_id, journal: Journal, key: 
         journal.update(key, status=FAILED, error=e.to_dict()["text"], price=0,
                        error_lines=[line.to_dict() for line in e.lines] or None)
         if getattr(e, "body", None):   # a server's refusal names what it accepts: the editor's lists learn it
-            catalog.learn_refusal(catalog.key_of_target(target, workflow_id), cloud_errors.accepted(e.body, prompt))
+            await catalog.learn_refusal(catalog.key_of_target(target, workflow_id), e.body, prompt)
         raise
     except BaseException as e:  # the process is going down mid-submit: the answer is lost to us
         journal.update(key, status=UNKNOWN, error=str(errors.SubmitUnknownError(
@@ -127,55 +127,14 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
     """Poll until the task ends. The run's own task (``cancel_on_exit``) is cancelled remotely on a stop,
     a timeout, or anything else that ends the wait early (the prompt that waited for it ended, a status call
     that cannot succeed): a paid task is never left running behind the user's back. A reader of somebody's
-    task (Load Result, the command line) only stops reading."""
-    hist = estimate
-    exp_ms, spread = (hist or {}).get("run_ms"), (hist or {}).get("run_ms_spread")
-    sched = PollSchedule(exp_ms / 1000.0 if exp_ms else None, spread / 1000.0 if spread else None)
-    deadline = time.monotonic() + (timeout_s if timeout_s and timeout_s > 0 else DEFAULT_TIMEOUT_S)
-    last_status = None
+    task (Load Result, the command line) only stops reading. Once the task has ended, nothing is cancelled."""
+    wait = _Wait(prompt_id, target, journal, key, timeout_s, interrupted, on_event, estimate, label)
     try:
         while True:
-            if interrupted():
-                raise Interrupted(prompt_id)
-            # a target that pushes the task's messages wakes this wait on each (cleared before the status is read,
-            # so a message that comes while it is read wakes the next wait)
-            wake = target.changed(prompt_id) if getattr(target, "live", False) and hasattr(target, "changed") else None
-            if wake is not None:
-                wake.clear()
-            try:
-                d = await _unless_interrupted(target.status(prompt_id), interrupted)
-            except (errors.BusyError, errors.TransportError) as e:
-                log.warning("%s: status of task %s failed (%s); still waiting", label, prompt_id, e.message)
-                on_event("status_error", prompt_id=prompt_id, error=e.message)
-                d, delay = None, STATUS_RETRY_S
-            else:
-                delay = sched.next_delay(d)
-                if getattr(target, "live", False):
-                    # the target follows the task over a websocket: a status is read locally, not requested
-                    delay = min(delay, PUSHED_STATUS_S if wake is not None else LIVE_STATUS_S)
-                if d.status != last_status:
-                    last_status = d.status
-                    if key:
-                        journal.update(key, status=job_status(d.status), queue_ms=d.queue_duration_ms,
-                                       run_ms=d.run_duration_ms)
-                if d.final:
-                    try:
-                        done = _finish(d, journal, key, label, prompt, provider, lists_key)
-                    except errors.GPUGeekError as failure:
-                        # the status line says what the error says (the cloud's sentences), never its raw answer
-                        on_event("status", detail=d, expected=hist, failure=failure)
-                        raise
-                    on_event("status", detail=d, expected=hist)
-                    return done
-                if interrupted():
-                    raise Interrupted(prompt_id)
-                on_event("status", detail=d, expected=hist)
-            if time.monotonic() >= deadline:
-                raise errors.TaskTimeoutError(key="err_timeout", values={"label": label, "seconds": f"{timeout_s:g}"},
-                                              task_id=prompt_id)
-            delay = min(delay, max(0.0, deadline - time.monotonic()))
-            if await sleep_interruptible(delay, interrupted, wake if d is not None else None):
-                raise Interrupted(prompt_id)
+            d, delay = await wait.look()
+            if d is not None and d.final:
+                break
+            await wait.pause(delay, d)
     except (errors.TaskFailedError, errors.TaskCancelledError):
         raise  # the task has ended by itself
     except BaseException as e:
@@ -184,6 +143,65 @@ async def wait_task(prompt_id: str, *, target, journal: Journal, key: str | None
         if cancel_on_exit:
             await _cancel_after(e, target, prompt_id, journal, key, stop_reason() or _why(e), on_event)
         raise
+    return await _ended(d, wait, prompt, provider, lists_key)
+
+
+class _Wait:
+    """The steps of one task's wait: look at its status, tell and journal it, pause until the next look."""
+
+    def __init__(self, prompt_id: str, target, journal: Journal, key: str | None, timeout_s: float,
+                 interrupted: Callable[[], bool], on_event: Callable, estimate: dict | None, label: str):
+        self.prompt_id, self.target, self.journal, self.key = prompt_id, target, journal, key
+        self.interrupted, self.on_event, self.estimate, self.label = interrupted, on_event, estimate, label
+        exp_ms, spread = (estimate or {}).get("run_ms"), (estimate or {}).get("run_ms_spread")
+        self.schedule = PollSchedule(exp_ms / 1000.0 if exp_ms else None, spread / 1000.0 if spread else None)
+        self.timeout_s = timeout_s if timeout_s and timeout_s > 0 else DEFAULT_TIMEOUT_S
+        self.deadline = time.monotonic() + self.timeout_s
+        self.wake: asyncio.Event | None = None
+        self.last_status = None
+
+    async def look(self) -> tuple:
+        """The task's status (None while status calls fail), told and journaled while it runs; and how long until
+        the next look."""
+        self._stop_if_asked()
+        # a target that pushes the task's messages wakes this wait on each (cleared before the status is read,
+        # so a message that comes while it is read wakes the next wait)
+        live = getattr(self.target, "live", False) and hasattr(self.target, "changed")
+        self.wake = self.target.changed(self.prompt_id) if live else None
+        if self.wake is not None:
+            self.wake.clear()
+        try:
+            d = await _unless_interrupted(self.target.status(self.prompt_id), self.interrupted)
+        except (errors.BusyError, errors.TransportError) as e:
+            log.warning("%s: status of task %s failed (%s); still waiting", self.label, self.prompt_id, e.message)
+            self.on_event("status_error", prompt_id=self.prompt_id, error=e.message)
+            return None, STATUS_RETRY_S
+        if d.final:   # journaled whole, at once, before anything else (_ended)
+            return d, 0.0
+        if d.status != self.last_status and self.key:
+            self.journal.update(self.key, status=job_status(d.status), queue_ms=d.queue_duration_ms,
+                                run_ms=d.run_duration_ms)
+        self.last_status = d.status
+        self._stop_if_asked()
+        self.on_event("status", detail=d, expected=self.estimate)
+        delay = self.schedule.next_delay(d)
+        if getattr(self.target, "live", False):   # followed over a websocket: a status is local state, not a call
+            delay = min(delay, PUSHED_STATUS_S if self.wake is not None else LIVE_STATUS_S)
+        return d, delay
+
+    async def pause(self, delay: float, d: TaskDetail | None) -> None:
+        """Until the next look: the delay, cut short by the deadline (a timeout), a stop, or the task's next
+        message (a live target, while its status can be read)."""
+        if time.monotonic() >= self.deadline:
+            raise errors.TaskTimeoutError(key="err_timeout", task_id=self.prompt_id,
+                                          values={"label": self.label, "seconds": f"{self.timeout_s:g}"})
+        delay = min(delay, max(0.0, self.deadline - time.monotonic()))
+        if await sleep_interruptible(delay, self.interrupted, self.wake if d is not None else None):
+            raise Interrupted(self.prompt_id)
+
+    def _stop_if_asked(self) -> None:
+        if self.interrupted():
+            raise Interrupted(self.prompt_id)
 
 
 def _why(e: BaseException) -> str:
@@ -235,21 +253,38 @@ def job_status(s: int) -> str:
     return {1: QUEUED, 2: RUNNING, 3: SUCCEEDED, 4: FAILED, 5: CANCELLED}.get(s, UNKNOWN)
 
 
-def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str, prompt: dict | None = None,
-            provider: texts.Said | None = None, lists_key: str | None = None) -> TaskDetail:
-    """A task that ended: journaled; a failure raised with the cloud's errors told node by node where it
-    named nodes (the raw answer stays in the journal and the log)."""
+async def _ended(d: TaskDetail, wait: _Wait, prompt: dict | None, provider: texts.Said | None,
+                 lists_key: str | None) -> TaskDetail:
+    """A task that ended: journaled first, whole (a paid result's price and addresses are recorded before
+    anything else may fail), then what it teaches the cloud's lists (never the run's concern), then told; a
+    failure raised with the cloud's errors told node by node where it named nodes."""
+    if wait.key:
+        wait.journal.update(wait.key, status=job_status(d.status), queue_ms=d.queue_duration_ms,
+                            run_ms=d.run_duration_ms, price=d.origin_price, result_url=d.result_url,
+                            error=d.error_msg or None)
+    if lists_key and d.status == S_FAILED:
+        await catalog.learn_refusal(lists_key, d.error_msg, prompt)
+    elif lists_key and d.status == S_SUCCEEDED:
+        await catalog.learn_ran(lists_key, prompt)
+    try:
+        _raise_if_failed(d, wait.journal, wait.key, wait.label, prompt, provider)
+    except errors.GPUGeekError as failure:
+        # the status line says what the error says (the cloud's sentences), never its raw answer
+        wait.on_event("status", detail=d, expected=wait.estimate, failure=failure)
+        raise
+    wait.on_event("status", detail=d, expected=wait.estimate)
+    return d
+
+
+def _raise_if_failed(d: TaskDetail, journal: Journal, key: str | None, label: str, prompt: dict | None,
+                     provider: texts.Said | None) -> None:
+    """A task that failed or was cancelled, raised; a refusal told node by node where the cloud named nodes (the
+    sentences journaled, the raw answer stays in the journal and the log)."""
     lines = cloud_errors.explain(d.error_msg, prompt or {}, provider or texts.Said("where_cloud")) \
         if d.status == S_FAILED else []
-    if lists_key and d.status == S_FAILED:
-        catalog.learn_refusal(lists_key, cloud_errors.accepted(d.error_msg, prompt or {}))
-    elif lists_key and d.status == S_SUCCEEDED:
-        catalog.learn_ran(lists_key, prompt or {})
-    if key:
-        journal.update(key, status=job_status(d.status), queue_ms=d.queue_duration_ms, run_ms=d.run_duration_ms,
-                       price=d.origin_price, result_url=d.result_url, error=d.error_msg or None,
-                       error_lines=[line.to_dict() for line in lines] or None)
     if lines:
+        if key:
+            journal.update(key, error_lines=[line.to_dict() for line in lines])
         log.info("%s: the cloud refused the prompt: %s", label, d.error_msg)
         raise errors.TaskFailedError(key="err_cloud_rejected", values={"label": label}, lines=lines,
                                      task_id=d.prompt_id)
@@ -258,7 +293,6 @@ def _finish(d: TaskDetail, journal: Journal, key: str | None, label: str, prompt
                                      values={"label": label, "reason": d.error_msg or texts.text("err_no_reason")})
     if d.status == S_CANCELLED:
         raise errors.TaskCancelledError(key="err_task_cancelled", values={"label": label}, task_id=d.prompt_id)
-    return d
 
 
 async def cancel_task(target, prompt_id: str, journal: Journal, key: str | None, why: str,

@@ -86,7 +86,9 @@ class ComfyUITarget:
         self._missing: dict[str, int] = {}
 
     # ---- plumbing ----------------------------------------------------------------------------------
-    async def _request(self, method: str, path: str, call: str, *, safe: bool, **kw):
+    async def _request(self, method: str, path: str, call: str, *, safe: bool, raw: bool = False, **kw):
+        """The server's JSON answer (its text where it is not JSON; with ``raw``, its bytes as they came, for a
+        big answer parsed elsewhere than on the event loop); an error for any status of 300 and above."""
         try:
             resp = await self.transport.request(method, self.url + path, call=call, safe=safe,
                                                 source="the ComfyUI server", **kw)
@@ -98,6 +100,8 @@ class ComfyUITarget:
                 e.hint = ("Check that the server runs and the address in the gateway's target (or Settings > "
                           "GPUGeek) is right.")
             raise
+        if resp.status < 300 and raw:
+            return resp.body
         text = resp.text
         if resp.status < 300:
             try:
@@ -377,9 +381,11 @@ class ComfyUITarget:
             return False, f"{self.url} answered, but not as a ComfyUI server (no /system_stats): check the address."
         return True, f"Connected to the ComfyUI server at {self.url} (ComfyUI {version})."
 
-    async def node_definitions(self, max_bytes: int) -> object:
-        """The server's ``/object_info`` as it answered (its lists: offload/catalog.py), at most ``max_bytes``."""
-        return await self._request("GET", "/object_info", "node definitions", safe=True, max_bytes=max_bytes)
+    async def node_definitions(self, max_bytes: int) -> bytes:
+        """The server's ``/object_info``, its bytes as they came (at most ``max_bytes``): a big install's are tens
+        of MB, parsed in pieces on a worker thread (offload/catalog.py), never here on the event loop."""
+        return await self._request("GET", "/object_info", "node definitions", safe=True, max_bytes=max_bytes,
+                                   raw=True)
 
     async def close(self) -> None:
         if self._ws_task is not None:

@@ -1,5 +1,6 @@
-// The cloud's lists for a cloud node's combos (web/gpugeek_cloud_lists.js): which combos a node has, the values
-// a combo offers in the cloud (the current value kept, so nothing a workflow names is lost), what the user
+// The cloud's lists for a cloud node's combos (web/gpugeek_cloud_lists.js): which combos a node has, a combo's list
+// in the server's answer, the values it offers in the cloud (the current value kept, so nothing a workflow names
+// is lost), what the user
 // typed as names, and the line that says where a list came from and when. Pure: no DOM, no ComfyUI.
 
 // the combo widgets of a node (the frontend's own combos: type "combo", values in options.values)
@@ -12,6 +13,14 @@ export function withCurrent(values, current) {
   const out = Array.isArray(values) ? values.slice() : [];
   if (current !== undefined && current !== null && current !== "" && !out.includes(current)) out.unshift(current);
   return out;
+}
+
+// one combo's list in an answer of POST /gpugeek/lists: each distinct list is sent once (data.values) and each
+// class's input names its place there ({list, sources}); null where the answer has none for it
+export function listOf(data, cls, input) {
+  const entry = data?.lists?.[cls]?.[input];
+  const values = Number.isInteger(entry?.list) ? data?.values?.[entry.list] : undefined;
+  return Array.isArray(values) ? { values, sources: Array.isArray(entry.sources) ? entry.sources : [] } : null;
 }
 
 // names as a user types them: one per line or separated by commas, trimmed, each once

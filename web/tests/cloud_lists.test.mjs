@@ -2,7 +2,7 @@
 // node's combo offers (its current value kept), names as typed, and the line that says where a list came from.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { comboWidgets, withCurrent, parseNames, describe, wanted, when } from "../lib/cloud_lists.js";
+import { comboWidgets, withCurrent, parseNames, describe, wanted, when, listOf } from "../lib/cloud_lists.js";
 import { t } from "../lib/i18n.js";
 import { installTexts } from "./texts.mjs";
 
@@ -45,4 +45,23 @@ test("the line says every source, best first, in the editor's language", () => {
   assert.equal(describe([], (k) => k), "");
   assert.equal(when(null), "");
   assert.notEqual(when(at - 86400 * 3, now, "en-GB"), when(at, now, "en-GB"));   // another day shows its date
+});
+
+test("an answer sends each distinct list once: every input that offers it names its place", () => {
+  const sources = [{ source: "server", at: 1, count: 2 }];
+  const data = { ok: true, values: [["a.safetensors", "b.safetensors"], ["euler"]],
+    lists: { LoraLoader: { lora_name: { list: 0, sources } }, MyLoader: { lora_name: { list: 0, sources } },
+      KSampler: { sampler_name: { list: 1, sources: [] } }, Broken: { x: { list: 7 }, y: { list: "0" } } } };
+  const a = listOf(data, "LoraLoader", "lora_name");
+  assert.deepEqual(a, { values: ["a.safetensors", "b.safetensors"], sources });
+  assert.equal(listOf(data, "MyLoader", "lora_name").values, a.values);   // one list, not a copy per class
+  assert.deepEqual(listOf(data, "KSampler", "sampler_name").values, ["euler"]);
+  for (const [cls, input] of [["Broken", "x"], ["Broken", "y"], ["KSampler", "seed"], ["Nope", "x"]]) {
+    assert.equal(listOf(data, cls, input), null);
+  }
+  assert.equal(listOf(undefined, "LoraLoader", "lora_name"), null);
+  // the answer itself is not changed by a combo that offers it with its current value
+  const values = withCurrent(a.values, "mine.safetensors");
+  assert.deepEqual(values, ["mine.safetensors", "a.safetensors", "b.safetensors"]);
+  assert.deepEqual(data.values[0], ["a.safetensors", "b.safetensors"]);
 });
