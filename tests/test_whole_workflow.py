@@ -493,3 +493,25 @@ def test_runs_make_that_many_variations_at_once_and_each_output_node_shows_them_
     assert sorted(t.prompt["3"]["inputs"]["seed"] for t in fake.tasks.values()) == [1, 2, 3]
     assert len(ui["9"]["images"]) == 3 and len(ui["12:7:2"]["images"]) == 3
     assert len(results[plan.WHOLE][plan.TASK_ID_SLOT].split(",")) == 3
+
+
+def test_an_output_whose_graph_has_a_wrong_value_is_left_out_and_the_others_run():
+    """As ComfyUI runs a prompt (an output that fails validation is left out, said on its node; the rest runs):
+    a template's stray Save Video with nothing connected does not stop the graph."""
+    classes = table()
+    classes["KSampler"] = plan.ClassInfo(("LATENT",), False, {}, spec=lambda: {
+        "required": {"steps": ("INT", {"min": 1, "max": 100})}})
+    p = downloaded()
+    p["3"]["inputs"]["steps"] = 0
+    p["30"] = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
+    p["31"] = {"class_type": "PreviewImage", "inputs": {"images": L("30")}}
+    res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en")
+    gp = res.plans[plan.WHOLE]
+    assert res.refusals == {} and sorted(gp.prompt) == ["30", "31"] and gp.user_outputs == ["31"]
+    assert sorted(res.local_prompt) == sorted([plan.WHOLE, "31", "9", "12:7:2"])
+    assert "task_id" in res.local_prompt["31"]["inputs"]
+    for n in ("9", "12:7:2"):
+        assert "#3 KSampler: steps is 0" in res.local_prompt[n]["inputs"][plan.REFUSAL_INPUT]
+    del p["31"], p["30"]   # every output has the wrong value: the whole graph is refused, said on the nodes concerned
+    res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en")
+    assert sorted(res.local_prompt) == ["3"]

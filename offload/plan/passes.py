@@ -400,15 +400,16 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list, 
     whole = {"class_type": GATEWAY, "inputs": {"workflow_id": "", "run_on": CLOUD}, "_meta": {"title": "GPUGeek"}}
     full = {**prompt, WHOLE: whole}
     st = _start(full, classes, file_exists, [WHOLE])
-    st.cloud_choices = cloud_choices
-    st.sinks = sorted(n for n, v in prompt.items() if isinstance(v, dict) and n not in st.boundaries
-                      and _is_output(v, classes, n, st.consumers))
-    chosen = {str(t) for t in targets or () if isinstance(t, (str, int))} & set(st.sinks)
-    if chosen:   # queue selected outputs: only those, and what they need
-        keep = _upstream(prompt, chosen)
+    every = sorted(n for n, v in prompt.items() if isinstance(v, dict) and n not in st.boundaries
+                   and _is_output(v, classes, n, st.consumers))
+    chosen = {str(t) for t in targets or () if isinstance(t, (str, int))} & set(every)
+    sinks = sorted(chosen) or every   # queue selected outputs: only those, and what they need
+    sinks, dropped = _good_outputs(prompt, classes, sinks, cloud_choices)
+    if sinks != every:
+        keep = _upstream(prompt, set(sinks))
         full = {n: v for n, v in full.items() if n in keep or n == WHOLE}
         st = _start(full, classes, file_exists, [WHOLE])
-        st.cloud_choices, st.sinks = cloud_choices, sorted(chosen)
+    st.cloud_choices, st.sinks = cloud_choices, sinks
     for n in st.sinks:
         if isinstance((prompt[n].get("inputs") or {}).get("filename_prefix"), str):
             full[n] = {**prompt[n], "inputs": {**prompt[n]["inputs"], "filename_prefix": CLOUD_PREFIX}}
@@ -420,8 +421,26 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list, 
     st.plans[WHOLE].whole = True
     res = _finish(st, lang)
     res.roles.pop(WHOLE, None)
-    res.local_prompt = _whole_local(st, prompt, lang)
+    res.local_prompt = _whole_local(st, prompt, lang, dropped)
     return res
+
+
+def _good_outputs(prompt: dict, classes, sinks: list, cloud_choices) -> tuple[list, dict]:
+    """As ComfyUI runs a prompt: an output node whose own graph has a wrong value is left out and said on that node,
+    while the others run; when every output has one, none is left out (the whole graph is refused, said on the
+    nodes concerned). Returns (the outputs that run, {left-out output: [Refusal]})."""
+    def choices(cls, name):
+        return cloud_choices(WHOLE, cls, name) if cloud_choices is not None else None
+    upstream = {s: _upstream(prompt, {s}) for s in sinks}
+    wrong: dict = {}
+    for n in sorted(set().union(*upstream.values())) if upstream else ():
+        found = check_node(n, prompt[n], classes, node_label(prompt, n), choices)
+        if found:
+            wrong[n] = found
+    good = [s for s in sinks if not upstream[s] & set(wrong)]
+    if not wrong or not good:
+        return sinks, {}
+    return good, {s: [r for n in sorted(upstream[s] & set(wrong)) for r in wrong[n]] for s in sinks if s not in good}
 
 
 def _upstream(prompt: dict, start: set) -> set:
@@ -447,7 +466,7 @@ def _here_only(st: _Planning) -> None:
         st.flagged.add(n)
 
 
-def _whole_local(st: _Planning, prompt: dict, lang: str) -> dict:
+def _whole_local(st: _Planning, prompt: dict, lang: str, dropped: dict) -> dict:
     """The local prompt of a whole workflow: the gateway and a Cloud Output per output node; refused, only
     Cloud Outputs saying why on the nodes concerned (ComfyUI reports them as those nodes' errors, and nothing
     is submitted)."""
@@ -466,6 +485,8 @@ def _whole_local(st: _Planning, prompt: dict, lang: str) -> dict:
         prefix = (prompt[n].get("inputs") or {}).get("filename_prefix")
         local[n] = _stand_in(st.prompt[n], n, {"task_id": [WHOLE, TASK_ID_SLOT],
                                                OUTPUT_PREFIX_INPUT: prefix if isinstance(prefix, str) else ""}, lang)
+    for n, found in dropped.items():   # left out, as ComfyUI leaves out an output that fails validation
+        local[n] = _stand_in(prompt[n], n, {REFUSAL_INPUT: " ".join(r.text(lang) for r in found)}, lang)
     return local
 
 
