@@ -6,7 +6,7 @@
 // and the marking plans the graph the same way, so the whole graph is marked as cloud while it is on.
 import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { WHOLE } from "./lib/names.js";
-import { whole, switchOf, setSwitch, withSwitch } from "./lib/whole.js";
+import { whole, switchOf, setSwitch, withSwitch, runsOf, setRuns } from "./lib/whole.js";
 import { statusLines, expectedLine } from "./lib/status.js";
 import { seconds } from "./lib/i18n.js";
 import { planNow, onPlan } from "./lib/plan_state.js";
@@ -19,6 +19,49 @@ const root = () => app.rootGraph ?? app.graph;
 
 export function wholeOn() {
   return switchOf(root()?.extra);
+}
+
+// how many variations run at once (kept in the workflow like the switch)
+function wholeRuns() {
+  return runsOf(root()?.extra);
+}
+
+const RUNS_ID = "gpugeek-whole-runs";
+const RUN_CHOICES = [1, 2, 3, 4, 6, 8];
+
+function runsPicker() {
+  let el = document.getElementById(RUNS_ID);
+  if (el) return el;
+  el = document.createElement("select");
+  el.id = RUNS_ID;
+  el.style.cssText = "height:32px;margin:0 6px 0 -2px;border-radius:8px;border:1px solid #3b82f6;background:#3b82f6;" +
+    "color:#fff;font:600 13px sans-serif;cursor:pointer;pointer-events:auto";
+  el.addEventListener("click", (e) => e.stopPropagation());
+  el.addEventListener("change", () => {
+    const graph = root();
+    if (!graph) return;
+    graph.extra = graph.extra || {};
+    setRuns(graph.extra, Number(el.value));
+    try { app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.(); } catch { /* older editors */ }
+    render();
+  });
+  return el;
+}
+
+function renderRuns(switchEl, on) {
+  const el = runsPicker();
+  const runs = wholeRuns();
+  const choices = RUN_CHOICES.includes(runs) ? RUN_CHOICES : [...RUN_CHOICES, runs].sort((a, b) => a - b);
+  if (el.dataset.choices !== choices.join(",")) {
+    el.innerHTML = choices.map((n) => `<option value="${n}">\u00d7${n}</option>`).join("");
+    el.dataset.choices = choices.join(",");
+  }
+  el.value = String(runs);
+  el.title = tr("wholeRunsTip");
+  el.style.display = on ? "" : "none";
+  if (switchEl.parentElement && (el.previousSibling !== switchEl || el.parentElement !== switchEl.parentElement)) {
+    switchEl.after(el);
+  }
 }
 
 function flip() {
@@ -85,6 +128,7 @@ function render() {
   el.querySelector('[data-part="label"]').textContent = `\u2601 ${tr("wholeSwitch")}`;
   const line = state.status || (refused ? state.refused : state.expected ? expected : "");
   el.querySelector('[data-part="status"]').textContent = on && line ? `\u00b7 ${line}` : "";
+  renderRuns(el, on);
 }
 
 // queued prompts carry the switch: api.queuePrompt builds POST /prompt's body and sends it through fetchApi
@@ -93,7 +137,7 @@ function wrapFetch() {
   if (typeof original !== "function" || original[WRAPPED]) return;
   const wrapped = function (route, options, ...rest) {
     if (route === "/prompt" && options && String(options.method).toUpperCase() === "POST" && typeof options.body === "string") {
-      try { options = { ...options, body: withSwitch(options.body, wholeOn(), lang()) }; } catch (e) { console.warn("[GPUGeek] switch", e); }
+      try { options = { ...options, body: withSwitch(options.body, wholeOn(), lang(), wholeRuns()) }; } catch (e) { console.warn("[GPUGeek] switch", e); }
     }
     return original.call(this ?? api, route, options, ...rest);
   };

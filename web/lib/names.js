@@ -8,4 +8,7 @@ export const PROGRESS_TEXT_WIDGET = "$$node-text-preview";
 // the workflow's extra key keeping the switch with the workflow, and the id of the gateway the server adds
 export const WHOLE_KEY = "gpugeek_whole_workflow";
 export const WHOLE_LANG_KEY = "gpugeek_lang";
+// a whole workflow's variations at once: the prompt's extra_data key and the workflow's extra key (the same name)
+export const WHOLE_RUNS_KEY = "gpugeek_runs";
+export const MAX_WHOLE_RUNS = 64;
 export const WHOLE = "gpugeek_whole";
