@@ -49,3 +49,14 @@ def start_comfyui(tmp: Path, name: str, port: int, *extra: str, pack: bool = Tru
     log = log or tmp / f"{name}.log"
     return subprocess.Popen(comfyui_command(tmp, name, port, *extra, pack=pack), cwd=COMFY,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
+def stop(procs) -> None:
+    """Ends the processes a test started: asked first, then killed after 10 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from real_comfyui import COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
+from real_comfyui import stop, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
 KEY = "sk-e2e-DISTINCTIVE-9c41f0b2d7"
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
 WF = "123456789012345"
@@ -75,13 +75,7 @@ def stack(tmp_path_factory, stack_env):
         yield {"local": f"http://127.0.0.1:{local_port}", "fake": f"http://127.0.0.1:{fake_port}",
                "cloud": f"http://127.0.0.1:{cloud_port}", "tmp": tmp, "logs": logs}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
 
 def post(stack, prompt, client_id="e2e"):

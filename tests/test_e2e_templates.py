@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import templates_corpus as corpus
-from real_comfyui import COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
+from real_comfyui import stop, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
 from test_e2e_comfyui import KEY, WF, free_port, launch, wait_http
 
 TEMPLATES = corpus.templates_dir()
@@ -77,13 +77,7 @@ def corpus_stack(tmp_path_factory):
         yield {"tmp": tmp, "urls": urls, "templates": templates, "eligible": names,
                "fake": f"http://127.0.0.1:{ports['fake']}"}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except Exception:
-                p.kill()
+        stop(procs)
 
 
 QUEUE_JS = """async ([wf, name]) => {

@@ -17,7 +17,7 @@ import uuid
 import pytest
 import requests
 
-from real_comfyui import COMFY, comfyui_command
+from real_comfyui import stop, COMFY, comfyui_command
 from test_e2e_comfyui import free_port, history, wait_http
 
 KEY = "comfyui-e2e-V2-DISTINCTIVE-5b7d2e91"
@@ -56,13 +56,7 @@ def stack(tmp_path_factory):
         yield {"local": f"http://127.0.0.1:{local_port}", "cloud": cloud, "proxy": proxy.url, "other": other,
                "tmp": tmp, "logs": logs}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         if proxy is not None:
             proxy.stop()
         other.stop()
