@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def corpus_stack(tmp_path_factory):
     procs = []
 
     def start(name, args, env=None, cwd=None):
-        p = __import__("subprocess").Popen(args, stdout=open(tmp / f"{name}.log", "w"), stderr=-2, cwd=cwd,
+        p = subprocess.Popen(args, stdout=open(tmp / f"{name}.log", "w"), stderr=subprocess.STDOUT, cwd=cwd,
                                            env={**os.environ, **(env or {})})
         procs.append(p)
     models = set().union(*(corpus.model_files(wf) for wf, _ in templates.values()))
