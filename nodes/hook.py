@@ -40,8 +40,8 @@ def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False, targets: li
 
 
 class CloudChoices:
-    """``(gateway, class, input)`` -> the values the cloud lists of that gateway's target hold (offload/catalog.py),
-    or None: asked by the queue-time check only for a value that is not among this machine's choices."""
+    """``(gateway, class, input)`` -> the whole list the cloud told for that class's input at that gateway's target
+    (offload/catalog.py ``whole_list``), or None: what the queue-time check judges a value of a list by."""
 
     def __init__(self, prompt: dict):
         self._prompt, self._keys = prompt, {}
@@ -58,8 +58,8 @@ class CloudChoices:
             self._keys[gateway] = keys
         if not keys:
             return None
-        got = (catalog.catalog().view(keys, {cls: [name]}).get(cls) or {}).get(name)
-        return set(got["values"]) if got else None
+        got = catalog.catalog().whole_list(keys, cls, name)
+        return set(got) if got else None
 
 
 def _plain(v):

@@ -257,6 +257,20 @@ class Catalog:
         with self._lock:
             return self._read(key)
 
+    def whole_list(self, keys: list[str], cls: str, name: str) -> list | None:
+        """The whole list of ``cls``'s input ``name`` where the cloud told it (its node definitions, a refusal
+        naming every value it takes): the class's own, never another class's, and never names added or learned
+        one by one (they say what the cloud has, not what it lacks); for a pool, what every server has. None where
+        a place does not know it. The queue-time check judges a value by it (offload/plan/check.py)."""
+        got = None
+        for k in keys:
+            entry = (self.lists(k).get(cls) or {}).get(name) or {}
+            values = [v for s in (SERVER, REFUSED) for v in ((entry.get(s) or {}).get("values") or [])]
+            if not values:
+                return None
+            got = values if got is None else [v for v in got if v in set(values)]
+        return got
+
     def problem(self, key: str) -> texts.Said | None:
         return self.problems.get(key)
 

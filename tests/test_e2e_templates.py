@@ -81,8 +81,8 @@ def corpus_stack(tmp_path_factory):
         stop(procs)
 
 
-QUEUE_JS = """async ([wf, name]) => {
-  await app.loadGraphData(wf, true, true, name);
+QUEUE_JS = """async ([text, name]) => {
+  await app.loadGraphData(JSON.parse(text), true, true, name);
   await new Promise((r) => setTimeout(r, 30));
   try { await app.queuePrompt(0, 1); return "queued"; } catch (e) { return "threw: " + e; }
 }"""
@@ -93,7 +93,7 @@ def queue_one(page, stack, name) -> tuple[str, str]:
     wf, _ = stack["templates"][name]
     with page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST",
                               timeout=60000) as got:
-        said = page.evaluate(QUEUE_JS, [wf, name])
+        said = page.evaluate(QUEUE_JS, [json.dumps(wf), name])
     resp = got.value
     if resp.status != 200:
         body = resp.json() if "json" in (resp.headers.get("content-type") or "") else {}

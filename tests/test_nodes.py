@@ -594,3 +594,17 @@ def test_a_cloud_part_run_again_decodes_into_a_batch_made_just_before_its_task_e
     third, _, _ = execute(p, env)
     assert len(made) == 2 and third["10"][0].shape == (2, 64, 64, 3)
     assert third["10"][0].data_ptr() != made[1][2].data_ptr()
+
+
+def test_only_a_whole_list_the_cloud_told_for_that_very_class_judges_a_value(env, fake):
+    """A list taught for another class (Dual CLIP Loader's types) or names added one by one (the user's) say what
+    the cloud has, not what it lacks: a value they do not hold is still sent."""
+    catalog = core("catalog")
+    key = catalog.gpugeek_key(fake.base_url, WF)
+    catalog.catalog().learn(key, catalog.REFUSED, {"DualCLIPLoader": {"sampler_name": ["flux", "sd3"]}}, replace=True)
+    catalog.catalog().learn(key, catalog.USER, {"KSampler": {"sampler_name": ["euler"]}}, replace=False)
+    p = t2i()
+    p["3"]["inputs"].update(steps=4, sampler_name="res_multistep_newer")
+    execute(p, env)
+    assert fake.count("submit") == 1
+    assert next(iter(fake.tasks.values())).prompt["3"]["inputs"]["sampler_name"] == "res_multistep_newer"
