@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_KEY = "sk-demo-local-only"
 
 
-def run_demo(out: str) -> int:
+def run_demo(out: str, run) -> int:
+    """``run``: the command line's own entry (commandline/main.py ``main``), given by it: this module stands
+    below it and never imports it."""
     spec = importlib.util.spec_from_file_location("gpugeek_demo_fake", ROOT / "tests" / "fake_gpugeek.py")
     fake_mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = fake_mod
@@ -28,8 +30,7 @@ def run_demo(out: str) -> int:
         os.environ["GPUGEEK_BASE_URL"] = fake.base_url
         os.environ.setdefault("GPUGEEK_HOME", str(Path(out).resolve() / ".gpugeek-home"))
         print(f"demo: a local stand-in of GPUGeek runs on {fake.base_url}", file=sys.stderr)
-        from .main import main
-        return main(["run", str(ROOT / "example_workflows" / "api" / "cloud_text_to_image_api.json"),
+        return run(["run", str(ROOT / "example_workflows" / "api" / "cloud_text_to_image_api.json"),
                      "--workflow-id", "123456789012345", "--out", out])
     finally:
         fake.stop()

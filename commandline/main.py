@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "demo":
             from .demo import run_demo
-            return run_demo(args.out)
+            return run_demo(args.out, main)
         cfg = config.load_config()
         fn = {"run": cmd_run, "status": cmd_status, "cancel": cmd_cancel, "results": cmd_results,
               "tasks": cmd_tasks}[args.cmd]
