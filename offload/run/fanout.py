@@ -105,7 +105,20 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
         return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
                           {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
 
-    return await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)])
+    try:
+        return await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)])
+    finally:
+        await _abandon(prepared.values())
+
+
+async def _abandon(futures) -> None:
+    """Uploads the runs shared (shielded, so one run's Stop leaves them to the others) end with the runs: one still
+    going when they ended (a Stop, a failure) is cancelled here and its end read, never left to fail unseen once
+    the session closes under it ("Task exception was never retrieved" in the log, at some later collection)."""
+    left = [f for f in futures if not f.done()]
+    for f in left:
+        f.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
 
 
 def _run_label(label: str, i: int, runs: int) -> str:
