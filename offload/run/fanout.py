@@ -155,13 +155,14 @@ async def _all_or_none(tasks: list) -> list:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None), None)
-    if failed is None:
+    # every run that ended with an error is read (runs a Stop ended together fail in the same moment), the first raised
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if not failed:
         return [t.result() for t in tasks]
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    raise failed.exception()
+    raise failed[0].exception()
 
 
 def combined(outcomes: list) -> tuple[TaskDetail, dict]:
