@@ -117,6 +117,21 @@ class Link:
         await asyncio.sleep(self.free_at - now)
 
 
+def close_server_loop(loop: asyncio.AbstractEventLoop, runner: web.AppRunner) -> None:
+    """A stand-in server's end, once its loop stopped: the server, then every task still there (a hanging answer,
+    an open websocket) ended on the open loop, then the loop closed. Left to the garbage collector, each closed
+    itself later on a closed loop: an error whose traceback was formatted during some later collection, in
+    whatever test ran then (on Python 3.11.7 that can break a parse going on at that moment)."""
+    async def end_all():
+        await runner.cleanup()
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+    loop.run_until_complete(end_all())
+    loop.close()
+
+
 def network_from_env() -> dict:
     """The link the benches put the fake behind: GPUGEEK_FAKE_LATENCY_MS (every request), GPUGEEK_FAKE_DOWN_MBIT
     and GPUGEEK_FAKE_UP_MBIT (storage bytes, shared); unset: loopback as it is (the tests stay fast)."""
@@ -616,8 +631,7 @@ class FakeGPUGeek:
             self._runner = runner
             ready.set()
             self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-            self.loop.close()
+            close_server_loop(self.loop, runner)
 
         self._thread = threading.Thread(target=run, daemon=True, name="fake-gpugeek")
         self._thread.start()
@@ -625,7 +639,7 @@ class FakeGPUGeek:
         return self
 
     def stop(self) -> None:
-        if self.loop:
+        if self.loop and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
 
