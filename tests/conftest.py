@@ -59,6 +59,30 @@ def said(key: str, lang: str = "zh", **values) -> str:
     return out
 
 
+def until(cond, limit: float = 20.0) -> bool:
+    """Wait until ``cond()`` holds; ``limit`` seconds is a safety for code that broke, not a bar. Whether it
+    holds."""
+    import time
+    end = time.monotonic() + limit
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.01)
+    return bool(cond())
+
+
+def when(cond, act, limit: float = 20.0) -> dict:
+    """In a thread: once ``cond()`` holds, ``act()``. Instead of racing a clock, a test lets one thing happen
+    only after another (a task ends once the test saw what must come before). After ``limit`` seconds, a safety
+    for code that broke, ``act`` runs anyway; the answer's ``met`` says whether ``cond`` came first."""
+    import threading
+    out = {"met": False}
+
+    def watch():
+        out["met"] = until(cond, limit)
+        act()
+    threading.Thread(target=watch, daemon=True).start()
+    return out
+
+
 def command_line():
     """The command line's module (``commandline/main.py``), on the same core as the nodes."""
     load_pack()
