@@ -17,7 +17,7 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from fake_gpugeek import animated_webp, photo_png
+from fake_gpugeek import animated_webp, close_server_loop, photo_png
 from PIL import Image
 
 MODELS = ["v1-5-pruned-emaonly.safetensors"]
@@ -290,7 +290,7 @@ class FakeComfyUI:
             app.router.add_get("/system_stats", self.h_stats)
             app.router.add_get("/object_info", self.h_object_info)
             app.router.add_get("/ws", self.h_ws)
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
             self.loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
             self.loop.run_until_complete(site.start())
@@ -298,6 +298,7 @@ class FakeComfyUI:
             self.loop.create_task(self.worker())
             ready.set()
             self.loop.run_forever()
+            close_server_loop(self.loop, runner)
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
@@ -305,5 +306,7 @@ class FakeComfyUI:
         return self
 
     def stop(self):
+        if self.loop.is_closed():   # stopped already
+            return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)

@@ -13,7 +13,8 @@ strings), ``result_url_str`` (a string instead of a list), ``errors_as_200`` (HT
 Faults, queued per call name with :meth:`FakeGPUGeek.fault`: ``http500``, ``http502html``, ``http429`` (with
 Retry-After), ``http401``, ``code_error``, ``reset`` (connection closed, nothing done), ``lost`` (the call is
 carried out, then the connection is closed: the answer is lost), ``late:<seconds>`` (carried out, answered
-that much later), ``hang`` (carried out, never answered while the test runs), ``slow:<seconds>`` (answered
+that much later), ``hang`` (carried out, never answered while the test runs), ``held`` (carried out, answered
+when the test calls :meth:`FakeGPUGeek.release`: what a client must not wait for), ``slow:<seconds>`` (answered
 late, before anything is done), ``expired`` (403 on a signed PUT/GET), ``truncate`` (a download cut short),
 ``gzip_bomb`` (a small gzip body that inflates to 200 MB), ``redirect:<url>`` (302 to another address).
 A network (off unless asked, so tests stay fast): ``latency_ms`` before every answer, and the storage's bytes
@@ -49,6 +50,9 @@ CALL_PUT, CALL_FILE = "put", "file"
 
 # Distinct generated result images per size (a task's seed picks one).
 PHOTO_VARIANTS = 64
+# Longest a ``held`` answer waits for release(): a client that wrongly waited for it still ends (and the test
+# sees ``unreleased``), rather than hanging until pytest's timeout.
+HOLD_MAX_S = 30.0
 
 
 @functools.lru_cache(maxsize=256)
@@ -147,6 +151,21 @@ class Link:
         await asyncio.sleep(self.free_at - now)
 
 
+def close_server_loop(loop: asyncio.AbstractEventLoop, runner: web.AppRunner) -> None:
+    """A stand-in server's end, once its loop stopped: the server, then every task still there (a hanging answer,
+    an open websocket) ended on the open loop, then the loop closed. Left to the garbage collector, each closed
+    itself later on a closed loop: an error whose traceback was formatted during some later collection, in
+    whatever test ran then (on Python 3.11.7 that can break a parse going on at that moment)."""
+    async def end_all():
+        await runner.cleanup()
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+    loop.run_until_complete(end_all())
+    loop.close()
+
+
 def network_from_env() -> dict:
     """The link the benches put the fake behind: GPUGEEK_FAKE_LATENCY_MS (every request), GPUGEEK_FAKE_DOWN_MBIT
     and GPUGEEK_FAKE_UP_MBIT (storage bytes, shared); unset: loopback as it is (the tests stay fast)."""
@@ -204,6 +223,8 @@ class FakeGPUGeek:
         self.task_opts: dict = {}
         self._ids = itertools.count(int(time.time()) * 1000 % 10**12 + 10**14)
         self._lock = threading.Lock()
+        self.released = threading.Event()   # set by release(): the answers ``held`` faults keep are sent
+        self.unreleased = 0   # held answers sent without release(), after HOLD_MAX_S: somebody waited for them
         self.loop: asyncio.AbstractEventLoop | None = None
         self.base_url = ""
 
@@ -211,6 +232,26 @@ class FakeGPUGeek:
     def fault(self, call: str, *kinds: str) -> None:
         with self._lock:
             self.faults.setdefault(call, []).extend(kinds)
+
+    def release(self) -> None:
+        """Send the answers ``held`` faults keep, and any later one at once."""
+        self.released.set()
+
+    async def hold(self) -> None:
+        """Wait, on any event loop, until :meth:`release` (at most HOLD_MAX_S, counted in ``unreleased``)."""
+        end = time.monotonic() + HOLD_MAX_S
+        while not self.released.is_set():
+            if time.monotonic() >= end:
+                self.unreleased += 1
+                return
+            await asyncio.sleep(0.01)
+
+    def finish(self, t: "Task") -> None:
+        """End a task now, as if it had queued and run until this moment (a test's cue, instead of a clock
+        race: a task that must outlast something runs until the test sees that something happen)."""
+        now = time.monotonic()
+        t.queue_s = min(t.queue_s, now - t.created)
+        t.run_s = now - t.created - t.queue_s
 
     def file_fetched_at(self, prompt_id: str) -> list:
         """When each result file of a task was asked for (monotonic clock)."""
@@ -371,7 +412,7 @@ class FakeGPUGeek:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         kind = self._take_fault(call)
-        if kind and kind not in ("lost", "truncate", "hang") and not kind.startswith("late:"):
+        if kind and kind not in ("lost", "truncate", "hang", "held") and not kind.startswith("late:"):
             resp = await self._apply_fault(request, call, kind)
             if resp is not None:
                 return resp, kind
@@ -394,6 +435,8 @@ class FakeGPUGeek:
             self._lose(request)
         if kind == "hang":
             await asyncio.sleep(3600)
+        if kind == "held":
+            await self.hold()
         if kind and kind.startswith("late:"):
             await asyncio.sleep(float(kind.split(":", 1)[1]))
         if "gzip" in self.variants and isinstance(resp, web.Response) and resp.body:
@@ -647,8 +690,7 @@ class FakeGPUGeek:
             self._runner = runner
             ready.set()
             self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-            self.loop.close()
+            close_server_loop(self.loop, runner)
 
         self._thread = threading.Thread(target=run, daemon=True, name="fake-gpugeek")
         self._thread.start()
@@ -656,7 +698,7 @@ class FakeGPUGeek:
         return self
 
     def stop(self) -> None:
-        if self.loop:
+        if self.loop and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
 

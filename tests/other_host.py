@@ -9,13 +9,16 @@ import threading
 
 from aiohttp import web
 
+from fake_gpugeek import close_server_loop
+
 
 class OtherHost:
     def __init__(self, status: int = 200, html: bool = False):
         self.status, self.html = status, html
         self.seen: list = []
         ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
         ready.wait(10)
 
     @web.middleware
@@ -31,13 +34,17 @@ class OtherHost:
     def _serve(self, ready):
         self.loop = asyncio.new_event_loop()
         app = web.Application(middlewares=[self._any])
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
         self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         ready.set()
         self.loop.run_forever()
+        close_server_loop(self.loop, runner)
 
     def stop(self):
+        if self.loop.is_closed():   # stopped already
+            return
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

@@ -129,7 +129,7 @@ def test_stop_cancels_exactly_that_prompt(env, remote, phase, jobs_api):
     """A server with ComfyUI 0.33's /api/jobs/{id}/cancel cancels that prompt in one atomic call (no gap between
     reading the queue and acting on it); an older one is read from its queue, then dequeued or interrupted."""
     remote.cancel_route = jobs_api
-    remote.step_s = 0.5
+    remote.step_s, remote.steps = 0.5, 100   # every prompt would run 50 s: Stop comes while it runs or waits
     other = {"1": {"class_type": "EmptyImage", "inputs": {}}, "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}
     if phase == "pending":  # someone else's long prompt runs first
         remote.pending.append([0, "someone-else", other, "another-client"])

@@ -226,16 +226,14 @@ def _stop_when(remote, phase):
 
 @pytest.mark.parametrize("phase", ["pending", "running"])
 def test_stop_cancels_exactly_that_job(env, remote, phase):
-    remote.step_s = 0.5
+    remote.step_s, remote.steps = 0.5, 100   # every prompt would run 50 s: Stop comes while it runs or waits
     other = {"1": {"class_type": "EmptyImage", "inputs": {}},
              "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}
     if phase == "pending":  # someone else's long prompt runs first
         remote.pending.append([0, "someone-else", other, "another-client"])
     _stop_when(remote, phase)
-    t0 = time.monotonic()
     with pytest.raises(mm.InterruptProcessingException):
         execute(graph(), env)
-    assert time.monotonic() - t0 < 20
     assert core("owner").owner().drain(15)  # the prompt ended at once; the cancel finishes on the owner
     rec = pack.nodes.cloud.journal().tasks(1)[0]
     assert remote.job_cancels == [rec["prompt_id"]] and rec["status"] == "cancelled"
@@ -243,7 +241,8 @@ def test_stop_cancels_exactly_that_job(env, remote, phase):
     if phase == "running":
         msgs = remote.history[rec["prompt_id"]]["status"]["messages"]
         assert msgs[-1][0] == "execution_interrupted"
-    else:   # someone else's prompt runs to its end; ours never ran
+    else:   # someone else's prompt runs to its end (sped up now); ours never ran
+        remote.step_s = 0.01
         end = time.time() + 15
         while "someone-else" not in remote.history and time.time() < end:
             time.sleep(0.1)

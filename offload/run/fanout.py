@@ -105,7 +105,20 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
         return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
                           {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
 
-    return await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)])
+    try:
+        return await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)])
+    finally:
+        await _abandon(prepared.values())
+
+
+async def _abandon(futures) -> None:
+    """Uploads the runs shared (shielded, so one run's Stop leaves them to the others) end with the runs: one still
+    going when they ended (a Stop, a failure) is cancelled here and its end read, never left to fail unseen once
+    the session closes under it ("Task exception was never retrieved" in the log, at some later collection)."""
+    left = [f for f in futures if not f.done()]
+    for f in left:
+        f.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
 
 
 def _run_label(label: str, i: int, runs: int) -> str:
@@ -142,13 +155,14 @@ async def _all_or_none(tasks: list) -> list:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None), None)
-    if failed is None:
+    # every run that ended with an error is read (runs a Stop ended together fail in the same moment), the first raised
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if not failed:
         return [t.result() for t in tasks]
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    raise failed.exception()
+    raise failed[0].exception()
 
 
 def combined(outcomes: list) -> tuple[TaskDetail, dict]:
