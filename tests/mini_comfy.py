@@ -122,7 +122,11 @@ async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None, 
         if not running:
             raise RuntimeError("stuck: " + ", ".join(pending))
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]   # each read
         for task in done:
             nid = running.pop(task)
-            results[nid] = task.result()  # the first failure ends the prompt; asyncio.run cancels the rest
+            if not failed:
+                results[nid] = task.result()
+        if failed:  # the first failure ends the prompt; asyncio.run cancels the rest
+            raise failed[0]
     return results, ui, prompt
