@@ -266,8 +266,15 @@ class _Delivery:
         return {k: await w for k, w in self.writes.items()}
 
     def close(self) -> None:
+        for w in self.writes.values():   # a write that failed after another step did is read, never left unread
+            w.add_done_callback(_read_error)
         self.decoder.shutdown(wait=False)
         self.writer.shutdown(wait=False)
+
+
+def _read_error(fut) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _bytes_by_task(files: dict, detail: TaskDetail) -> dict:
