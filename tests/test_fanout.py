@@ -148,5 +148,5 @@ def test_a_runs_files_are_fetched_as_soon_as_that_run_ends(env, fake):
     results, _, _ = execute(seeded(runs=2, seed=300), env)
     assert results["10"][0].shape[0] == 2
     first, last = sorted(fake.tasks.values(), key=lambda t: t.run_s)
-    assert last.run_s == 1.5 and first.run_s == 0.1
+    assert last.run_s >= 1.5 * 0.9 and first.run_s <= 0.1 * 1.1   # each moved by the fake's jitter
     assert fake.file_fetched_at(first.prompt_id) and max(fake.file_fetched_at(first.prompt_id)) < last.finished_at
