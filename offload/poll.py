@@ -15,13 +15,15 @@ journal), the run time is divided into three parts:
   median lag of typical runs) to LAG_S at its edges (the worst lag anywhere inside it). What this costs is
   counted once, up front: a short task may spend WINDOW_CALLS_MIN calls there, a long one WINDOW_RATE a
   second of its expected run; where the window would cost more, both gaps widen by the same factor (a
-  10-minute task is noticed within ~1.5 s, its whole cost under one call a second);
+  10-minute task is noticed within ~1.1 s, its whole cost under one call a second);
 - after the window: the run is later than any plausible one, and the wait grows with the lateness.
 Without an expectation (a part never run before) each wait is a fixed fraction of the time the task has run.
 
 The run time comes from what the platform reports (``run_duration``) and, between polls, from this
 process's own clock: a status reported at one moment says the run is at least that old plus the time
-since, so a platform that updates its run time coarsely or late does not shift the window. The gap is the
+since, so a platform that updates its run time coarsely or late does not shift the window; one whose figure
+does not move at all while the task runs leaves the run's start known only to between two polls, and the
+schedule polls as densely as the densest place the run may be. The gap is the
 time between two observations on the platform; the status call's own round trip (measured between polls)
 is taken off the sleep, so a slow link does not widen it.
 """
@@ -134,8 +136,10 @@ class PollSchedule:
         self.expected = expected_run_s if expected_run_s and expected_run_s > 0 else None
         self.window = Window(self.expected, spread_s) if self.expected else None
         self.clock = clock
-        self._run_seen: tuple[float, float] | None = None    # (when, the run time it was at least)
+        self._run_seen: tuple | None = None    # (when, the run time it was at least, the platform's figure)
+        self._unsure = 0.0                     # how much longer than that it may have run
         self._queued_since: float | None = None
+        self._queued_at: float | None = None
         self._asked: tuple[float, float] | None = None       # (when the last delay was given, the delay)
         self._trips: deque = deque(maxlen=ROUND_TRIPS)
 
@@ -153,21 +157,29 @@ class PollSchedule:
         """The time from this observation of the task to the next one."""
         if d.status != RUNNING:   # queued (or a status this client does not know: as if queued)
             return self._queued_gap(d, now)
-        ran = self.run_time(d, now)
-        if self.window is not None:
-            return self.window.gap(ran)
-        return min(BLIND_CAP_S, max(BLIND_FLOOR_S, BLIND_FRACTION * ran))
+        least, most = self.run_time(d, now)
+        if self.window is not None:   # the shortest gap anywhere the run may be
+            return self.window.gap(min(max(self.expected, least), most))
+        return min(BLIND_CAP_S, max(BLIND_FLOOR_S, BLIND_FRACTION * least))
 
-    def run_time(self, d: TaskDetail, now: float) -> float:
-        """How long the task has run: what the platform says, or what it said before plus the time since."""
-        ran = max(0.0, d.run_duration_ms / 1000.0)
-        if self._run_seen is not None:
-            ran = max(ran, self._run_seen[1] + now - self._run_seen[0])
-        self._run_seen = (now, ran)
-        return ran
+    def run_time(self, d: TaskDetail, now: float) -> tuple[float, float]:
+        """How long the task has run, at least and at most: what the platform says, or what it said before
+        plus the time since. Until its figure is seen to move, the run may have started as early as just
+        after the last answer that said queued (a platform that reports no run time while it runs)."""
+        reported = max(0.0, d.run_duration_ms / 1000.0)
+        least = reported
+        if self._run_seen is None:
+            self._unsure = max(0.0, now - self._queued_at - reported) if self._queued_at is not None else 0.0
+        else:
+            when, before, said = self._run_seen
+            least = max(reported, before + now - when)
+            if reported > said:
+                self._unsure = 0.0
+        self._run_seen = (now, least, reported)
+        return least, least + self._unsure
 
     def _queued_gap(self, d: TaskDetail, now: float) -> float:
-        self._run_seen = None
+        self._run_seen, self._queued_at = None, now
         if self._queued_since is None:
             self._queued_since = now
         cap = QUEUED_DELAY_S if d.current_position <= 2 else QUEUED_FAR_DELAY_S

@@ -60,6 +60,14 @@ def test_a_platform_that_updates_its_run_time_once_a_second_does_not_shift_the_w
         assert replay(3.0, 0.02, r, queue_s=0.3, reported=lambda s: int(s) * 1000)[0] <= 0.1, r
 
 
+def test_a_platform_that_reports_no_run_time_while_it_runs_is_still_watched_over_the_whole_window():
+    """run_duration stays 0 until the end: the run may have started any time after the last answer that said
+    queued, so the window is watched from the earliest moment it could begin."""
+    for queue_s in (0.0, 0.13, 0.47, 2.2):
+        for r in grid(3.0):
+            assert replay(3.0, 0.02, r, queue_s=queue_s, reported=lambda s: 0)[0] <= 0.1, (queue_s, r)
+
+
 def test_one_slow_earlier_run_does_not_thin_out_the_polls():
     """A first run that loaded its models took 8 s, the others 3 s: the spread the journal reports is robust,
     so the next 3 s run is still noticed within 100 ms wherever it ends in +-30%."""
