@@ -43,9 +43,10 @@ def timed(prompt: dict, classes) -> tuple[float, object]:
 
 def gpugeek(task_s: float, size: int, batch: int, repeats: int = 10) -> dict:
     """runs = 4 and runs = 8 against one run, interleaved (1, 4, 8, 1, 4, 8, ...) so that the machine's load
-    falls on all three alike; each ratio is against the single run just before it."""
+    falls on all three alike; each ratio is against the single run just before it. Without the platform's
+    jitter: the ratio measures the client running tasks side by side, not how late the slowest of 8 ends."""
     import statistics
-    _, fake, classes = overhead.setup(task_s, size, batch)
+    _, fake, classes = overhead.setup(task_s, size, batch, jitter=None)
     try:
         timed(gateway(1, 0), classes)                          # warm-up: imports, sessions, history
         timed(gateway(4, 10), classes)

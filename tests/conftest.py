@@ -166,7 +166,9 @@ def env(fake, monkeypatch, tmp_path):
 @pytest.fixture
 def fake():
     from fake_gpugeek import FakeGPUGeek
-    srv = FakeGPUGeek(api_key=SECRET_KEY).start()
+    # as on the platform, each task is picked up a little later than the last and runs a little longer or
+    # shorter (seeded: the same draws every run of a test; a test that needs exact times sets them to 0)
+    srv = FakeGPUGeek(api_key=SECRET_KEY, queue_jitter_s=0.03, run_jitter=0.10, seed=33).start()
     yield srv
     srv.stop()
 

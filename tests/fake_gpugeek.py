@@ -21,6 +21,11 @@ A network (off unless asked, so tests stay fast): ``latency_ms`` before every an
 (result downloads, uploads) through shared links of ``down_mbit`` and ``up_mbit`` (the benches' home link:
 30 ms, 100 Mbit/s down, 20 up; ``--latency-ms``/``--down-mbit``/``--up-mbit`` or GPUGEEK_FAKE_LATENCY_MS,
 GPUGEEK_FAKE_DOWN_MBIT, GPUGEEK_FAKE_UP_MBIT). ``/_fake/stats`` counts the bytes moved each way.
+Jitter, as on the platform, where a task's length moves from run to run (off unless asked; the benches turn it
+on, ``PLATFORM_JITTER``): ``queue_jitter_s`` (the cloud picks each task up after an extra 0 to that many
+seconds, queued meanwhile) and ``run_jitter`` (each run lasts its length times 1 +- up to that share), drawn
+per task from a generator seeded with ``seed``; ``--queue-jitter-s``/``--run-jitter``/``--seed``, or the task
+options of the same names.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import hashlib
 import io
 import itertools
 import json
+import random
 import struct
 import threading
 import time
@@ -47,6 +53,10 @@ from PIL import Image
 CALL_PRESIGN, CALL_COMMIT, CALL_SUBMIT, CALL_CANCEL, CALL_TASK = "presign", "commit", "submit", "cancel", "task"
 CALL_PUT, CALL_FILE = "put", "file"
 
+
+# What the benches give the fake (issue 33): the platform picks a task up 0.1-0.5 s after its submit and a
+# run's length moves by +-10% (a 3 s graph: 2.7-3.3 s).
+PLATFORM_JITTER = {"queue_s": 0.1, "queue_jitter_s": 0.4, "run_jitter": 0.10}
 
 # Distinct generated result images per size (a task's seed picks one).
 PHOTO_VARIANTS = 64
@@ -200,7 +210,8 @@ class Task:
 
 class FakeGPUGeek:
     def __init__(self, api_key="sk-test-0123456789abcdef", *, queue_s=0.0, run_s=0.05, latency_ms: float = 0.0,
-                 down_mbit: float | None = None, up_mbit: float | None = None):
+                 down_mbit: float | None = None, up_mbit: float | None = None, queue_jitter_s: float = 0.0,
+                 run_jitter: float = 0.0, seed: int = 0):
         self.api_key = api_key
         # a network between the client and the platform (off by default): each request answered this much
         # later, the storage's bytes through shared links (results down, uploads up)
@@ -209,6 +220,9 @@ class FakeGPUGeek:
         self.up = Link(up_mbit) if up_mbit else None
         self.bytes_down = 0
         self.queue_s, self.run_s = queue_s, run_s
+        # each task's pickup and length drawn from one seeded generator (the same tasks every run of a bench)
+        self.queue_jitter_s, self.run_jitter = queue_jitter_s, run_jitter
+        self.rng = random.Random(seed)
         self.variants: set[str] = set()
         self.faults: dict[str, list[str]] = {}
         self.tasks: dict[str, Task] = {}
@@ -295,8 +309,13 @@ class FakeGPUGeek:
         ahead = [o for o in self.tasks.values() if self.status_of(o)[0] == 1 and o.created < t.created]
         queued = [o for o in self.tasks.values() if self.status_of(o)[0] == 1]
         pid = int(t.prompt_id) if "prompt_id_int" in self.variants else t.prompt_id
-        qd = int(1000 * min(max(now - t.created, 0), t.queue_s))
-        rd = int(1000 * max(0.0, min(now - t.created - t.queue_s, t.run_s))) if st != 1 else 0
+        if t.backend_done is not None:   # a real backend: its run is from its start to its end
+            started = t.backend_started or now
+            qd = int(1000 * max(0.0, started - t.created))
+            rd = int(1000 * max(0.0, (t.finished_at or now) - started)) if st != 1 else 0
+        else:
+            qd = int(1000 * min(max(now - t.created, 0), t.queue_s))
+            rd = int(1000 * max(0.0, min(now - t.created - t.queue_s, t.run_s))) if st != 1 else 0
         d = {"prompt_id": pid, "workflow_id": t.workflow_id, "env_id": "env-1", "status": st,
              "queue_duration": qd, "run_duration": rd, "result_url": {}, "error_msg": "",
              "queue_size": len(queued), "current_position": (len(ahead) + 1) if st == 1 else 0,
@@ -315,8 +334,18 @@ class FakeGPUGeek:
                 d["result_url"] = res
         return d
 
+    def jittered(self, queue_s: float, run_s: float) -> tuple[float, float]:
+        """A task's queue and run seconds, moved by the jitter asked for (the task options win)."""
+        qj = float(self.task_opts.get("queue_jitter_s", self.queue_jitter_s))
+        rj = float(self.task_opts.get("run_jitter", self.run_jitter))
+        with self._lock:
+            extra = self.rng.uniform(0.0, qj) if qj > 0 else 0.0
+            share = self.rng.uniform(-rj, rj) if rj > 0 else 0.0
+        return queue_s + extra, run_s * (1.0 + share)
+
     def _run_backend(self, t: Task) -> None:
-        hold = float(self.task_opts.get("hold_s", 0))  # a stand-in for a long cloud run
+        # queued until the cloud picks it up (its own queue time), then a stand-in for a long cloud run
+        hold = t.queue_s + float(self.task_opts.get("hold_s", 0))
         end = time.monotonic() + hold
         while time.monotonic() < end and t.cancelled_at is None:
             time.sleep(0.02)
@@ -328,6 +357,7 @@ class FakeGPUGeek:
             t.files = self.backend.run(t.prompt, self) or {}
         except Exception as e:
             t.fail = f"{type(e).__name__}: {e}"
+        t.finished_at = time.monotonic()   # when it ended, not when a status call first saw it
         t.backend_done = True
 
     def default_runner(self, prompt: dict, task: Task) -> dict:
@@ -560,8 +590,8 @@ class FakeGPUGeek:
         for seed, secs in (opts.get("run_s_by_seed") or {}).items():   # tasks of a fan-out that run longer
             if int(seed) in seeds:
                 run_s = float(secs)
-        t = Task(pid, wf, prompt, time.monotonic(), float(opts.get("queue_s", self.queue_s)), run_s, fail=fail,
-                 price=float(opts.get("price", 0.25)))
+        queue_s, run_s = self.jittered(float(opts.get("queue_s", self.queue_s)), run_s)
+        t = Task(pid, wf, prompt, time.monotonic(), queue_s, run_s, fail=fail, price=float(opts.get("price", 0.25)))
         if self.backend is not None:
             t.backend_done = False
             threading.Thread(target=self._run_backend, args=(t,), daemon=True).start()
@@ -718,13 +748,17 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=64, help="side of the generated result images")
     ap.add_argument("--batch", type=int, default=1, help="files per save node")
     ap.add_argument("--variants", type=int, default=8, help="distinct generated images, made before serving")
+    ap.add_argument("--queue-jitter-s", type=float, default=0.0, help="each task picked up 0 to this much later")
+    ap.add_argument("--run-jitter", type=float, default=0.0, help="each run's length times 1 +- up to this share")
+    ap.add_argument("--seed", type=int, default=0, help="of the jitter's generator")
     net = network_from_env()
     ap.add_argument("--latency-ms", type=float, default=net.get("latency_ms", 0.0), help="added to every request")
     ap.add_argument("--down-mbit", type=float, default=net.get("down_mbit"), help="storage downloads, shared")
     ap.add_argument("--up-mbit", type=float, default=net.get("up_mbit"), help="storage uploads, shared")
     args = ap.parse_args(argv)
     srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s, latency_ms=args.latency_ms,
-                      down_mbit=args.down_mbit, up_mbit=args.up_mbit)
+                      down_mbit=args.down_mbit, up_mbit=args.up_mbit, queue_jitter_s=args.queue_jitter_s,
+                      run_jitter=args.run_jitter, seed=args.seed)
     srv.task_opts.update(size=args.size, batch=args.batch)
     if args.comfy:
         from comfy_backend import ComfyBackend
