@@ -164,7 +164,8 @@ def make_inputs(folder: Path, files: dict, python: str) -> None:
 
 class Tally:
     """What happened to each template: ``run`` (one task, valid in the cloud), ``refused`` (by the pack or by
-    ComfyUI here, at queue time), ``cloud_refused`` (the cloud's ComfyUI refused its prompt), ``other``."""
+    ComfyUI here, at queue time), ``cloud_refused`` (the cloud's ComfyUI refused its prompt), ``editor`` (the
+    editor itself cannot open it, with or without the pack), ``other``."""
 
     def __init__(self):
         self.outcome: dict = {}
