@@ -36,6 +36,7 @@ def plan_prompt(prompt: dict, lang: str = "en", whole: bool = False, targets: li
     if gateway is not None:  # the whole workflow's gateway: the values its required widgets would have
         gateway["inputs"].setdefault("timeout_s", run.DEFAULT_TIMEOUT_S)
         gateway["inputs"]["runs"] = runs
+        gateway["inputs"].update(_where_it_runs())
     return res
 
 
@@ -64,6 +65,17 @@ class CloudChoices:
 
 def _plain(v):
     return v if isinstance(v, str) else None
+
+
+def _where_it_runs() -> dict:
+    """The whole workflow's target and workflow id from the settings at queue time, as its gateway's inputs: the
+    same run, and part of what ComfyUI caches the gateway on (another target in Settings runs it again there,
+    rather than serving the task of the one before)."""
+    try:
+        cfg = config.load_config()
+    except errors.GPUGeekError:   # said on the output nodes by whole_unavailable
+        return {}
+    return {"target": cfg.target, "workflow_id": str(cfg.workflow_id or "")}
 
 
 def runs_of(extra: dict) -> int:

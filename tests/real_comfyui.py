@@ -60,3 +60,11 @@ def stop(procs) -> None:
             p.wait(10)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def cloud_saved(tmp: Path, suffix: str) -> Path:
+    """The newest file a whole workflow's saver wrote in the cloud ComfyUI's output folder (``tmp/cloud-out``):
+    there the savers get the pack's own prefix (offload/plan/passes.py CLOUD_PREFIX), the user's is applied here."""
+    files = sorted((tmp / "cloud-out").glob(f"ComfyUI_*{suffix}"), key=lambda f: f.stat().st_mtime)
+    assert files, f"no {suffix} file in the cloud's output folder"
+    return files[-1]

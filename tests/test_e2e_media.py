@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 import subprocess
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
+from real_comfyui import cloud_saved
 from test_e2e_comfyui import COMFY, PY, WF, history, stack, stats  # noqa: F401  (stack: this module's own)
 
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
@@ -81,12 +83,12 @@ def landed(stack, h, tag):
     (video,) = h["outputs"]["2"]["images"]
     assert h["outputs"]["2"]["animated"] == [True] and video["type"] == "output" and video["subfolder"] == tag
     here = stack["tmp"] / "out" / tag / video["filename"]
-    (cloud,) = (stack["tmp"] / "cloud-out" / tag).glob("clip_*")
+    cloud = cloud_saved(stack["tmp"], Path(video["filename"]).suffix)
     assert video["filename"].endswith(cloud.suffix) and here.read_bytes() == cloud.read_bytes()
     assert frames(here) == FRAMES
     (audio,) = h["outputs"]["4"]["audio"]
     assert audio["type"] == "output" and audio["subfolder"] == tag and audio["filename"].endswith(".flac")
-    (cloud_audio,) = (stack["tmp"] / "cloud-out" / tag).glob("tone_*")
+    cloud_audio = cloud_saved(stack["tmp"], ".flac")
     assert (stack["tmp"] / "out" / tag / audio["filename"]).read_bytes() == cloud_audio.read_bytes()
     shown = requests.get(stack["local"] + "/view", params=audio, timeout=10)   # as the editor plays it
     assert shown.status_code == 200 and shown.content[:4] == b"fLaC"

@@ -13,6 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
+from real_comfyui import cloud_saved
 from test_e2e_comfyui import COMFY, WF, editor_url, history, stack, stats  # noqa: F401  (this module's own)
 
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
@@ -51,11 +52,9 @@ def downloaded(nested=False):
             "12:7:2": {"class_type": "PreviewImage", "inputs": {"images": [i("7:1"), 0]}}}
 
 
-def cloud_file(stack, prefix):
-    """The file the cloud's own SaveImage wrote for ``prefix`` (the latest), as pixels."""
-    folder, name = prefix.split("/")
-    files = sorted((stack["tmp"] / "cloud-out" / folder).glob(f"{name}_*.png"), key=lambda f: f.stat().st_mtime)
-    return np.asarray(Image.open(files[-1]).convert("RGB"))
+def cloud_file(stack):
+    """The file the cloud's own SaveImage wrote last, as pixels."""
+    return np.asarray(Image.open(cloud_saved(stack["tmp"], ".png")).convert("RGB"))
 
 
 def inverted(got, original):
@@ -96,7 +95,7 @@ def test_one_submission_holding_every_node_and_the_save_in_local_history(stack, 
     (img,) = h["outputs"]["9"]["images"]
     assert img["type"] == "output" and img["subfolder"] == "whole"
     got = np.asarray(Image.open(stack["tmp"] / "out" / "whole" / img["filename"]).convert("RGB"))
-    assert (got == cloud_file(stack, p["9"]["inputs"]["filename_prefix"])).all()  # the cloud's pixels, exactly
+    assert (got == cloud_file(stack)).all()  # the cloud's pixels, exactly
     assert inverted(got, here_only)
     (prev,) = h["outputs"]["12:7:2"]["images"]
     assert prev["type"] == "temp"
@@ -130,7 +129,7 @@ def test_subgraph_ids_run(stack, here_only):
     assert {"12:1", "12:2", "12:7:1", "12:7:2", "9"} <= set(task["prompt"])
     (img,) = h["outputs"]["9"]["images"]
     got = np.asarray(Image.open(stack["tmp"] / "out" / "nested" / img["filename"]).convert("RGB"))
-    assert (got == cloud_file(stack, "nested/cats")).all() and inverted(got, here_only)
+    assert (got == cloud_file(stack)).all() and inverted(got, here_only)
 
 
 def test_a_node_that_only_makes_sense_here_is_refused_on_it_and_nothing_is_sent(stack, here_only):

@@ -515,3 +515,16 @@ def test_an_output_whose_graph_has_a_wrong_value_is_left_out_and_the_others_run(
     del p["31"], p["30"]   # every output has the wrong value: the whole graph is refused, said on the nodes concerned
     res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en")
     assert sorted(res.local_prompt) == ["3"]
+
+
+def test_another_target_in_settings_runs_the_whole_workflow_again_there(wenv, monkeypatch):
+    """The whole workflow's gateway carries where it runs (the settings at queue time): what ComfyUI caches it on
+    changes with the target, so the task of the target before is never served for the new one."""
+    from conftest import load_pack
+    hook = load_pack().nodes.hook
+    body = {"prompt": downloaded(), "extra_data": {"gpugeek_whole_workflow": True}}
+    first = hook.on_prompt(copy.deepcopy(body))["prompt"][plan.WHOLE]["inputs"]
+    monkeypatch.setenv("GPUGEEK_TARGET", "http://127.0.0.1:8188")
+    second = hook.on_prompt(copy.deepcopy(body))["prompt"][plan.WHOLE]["inputs"]
+    assert first[plan.PLAN_INPUT] == second[plan.PLAN_INPUT] and first != second
+    assert second["target"] == "http://127.0.0.1:8188" and first["workflow_id"] == WF
