@@ -79,8 +79,9 @@ def test_one_submission_holding_every_node_and_the_save_in_local_history(stack, 
     before = stats(stack)
     extra = {"gpugeek_whole_workflow": True} if how == "extra_data" else None
     p = downloaded()
-    if how == "extra_data":  # a new content: not served from ComfyUI's cache of the first run
-        p["9"]["inputs"]["filename_prefix"] = "whole/dogs"
+    if how == "extra_data":  # a new content: not served from ComfyUI's cache of the first run (a new prefix
+        p["9"]["inputs"]["filename_prefix"] = "whole/dogs"   # alone is not: it only names the files here)
+        p["7:1"]["inputs"]["width"] = 50
     r = post(stack, p, extra)
     assert r.status_code == 200, r.text
     h = history(stack, r.json()["prompt_id"])
