@@ -10,6 +10,7 @@ that alone). Needs a ComfyUI checkout and its Python:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -71,22 +72,29 @@ def _one(base: str, fake, prompt: dict) -> tuple[float, dict]:
     return wall - task["lifetime"], task
 
 
-def images(runs: int) -> dict:
-    """Issue 33's check: 4 x 1024² back from a ~3 s task whose length moves as on the platform (the fake's
-    PLATFORM_JITTER), a new seed each run, in a real ComfyUI on loopback. The first run builds the history."""
+@contextlib.contextmanager
+def _local_comfyui(fake):
+    """A fresh real ComfyUI with the pack, offloading to ``fake`` (its address, once it answers); both stopped after."""
     tmp = Path(tempfile.mkdtemp(prefix="gpugeek-real-"))
-    fake = overhead.RemoteFake(2.97, 1024, 4, jitter=overhead.PLATFORM_JITTER)
     local_port = _port()
     local = real_comfyui.start_comfyui(tmp, "local", local_port, "--output-directory", str(tmp / "out"),
                                        env={"GPUGEEK_API_KEY": overhead.KEY, "GPUGEEK_BASE_URL": fake.base_url})
     base = f"http://127.0.0.1:{local_port}"
     try:
         _wait(base + "/object_info/GPUGeekCloudExecute")
-        got = [_one(base, fake, _prompt(time.time_ns() % 10**9 + i, "lossless")) for i in range(runs + 1)][1:]
+        yield base
     finally:
         local.terminate()
         local.wait(30)
         fake.stop()
+
+
+def images(runs: int) -> dict:
+    """Issue 33's check: 4 x 1024² back from a ~3 s task whose length moves as on the platform (the fake's
+    PLATFORM_JITTER), a new seed each run, in a real ComfyUI on loopback. The first run builds the history."""
+    fake = overhead.RemoteFake(2.97, 1024, 4, jitter=overhead.PLATFORM_JITTER)
+    with _local_comfyui(fake) as base:
+        got = [_one(base, fake, _prompt(time.time_ns() % 10**9 + i, "lossless")) for i in range(runs + 1)][1:]
     nets, lags = [n for n, _ in got], [t["noticed_lag"] for _, t in got]
     header(f"real ComfyUI ({Path(real_comfyui.COMFY).name}): 4 x 1024x1024 back from a ~3 s task picked up 0.1-0.5 s"
            f" late, run +-10%, loopback, new seed each run, {runs} runs")
@@ -99,24 +107,14 @@ def images(runs: int) -> dict:
 
 
 def clip(runs: int, transfer: str, net: dict | None) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="gpugeek-real-"))
     fake = overhead.RemoteFake(2.0, 632, FRAMES, net)
-    local_port = _port()
-    local = real_comfyui.start_comfyui(tmp, "local", local_port, "--output-directory", str(tmp / "out"),
-                                       env={"GPUGEEK_API_KEY": overhead.KEY, "GPUGEEK_BASE_URL": fake.base_url})
-    base = f"http://127.0.0.1:{local_port}"
-    try:
-        _wait(base + "/object_info/GPUGeekCloudExecute")
+    with _local_comfyui(fake) as base:
         nets, sizes = [], []
         for i in range(runs):
             before = fake.moved()[0]
             net_s, _ = _one(base, fake, _prompt(time.time_ns() % 10**9 + i, transfer))
             nets.append(net_s)
             sizes.append(fake.moved()[0] - before)
-    finally:
-        local.terminate()
-        local.wait(30)
-        fake.stop()
     per = [n / FRAMES * 1e3 for n in nets]
     header(f"real ComfyUI ({Path(real_comfyui.COMFY).name}): {FRAMES} frames back from a 2 s task, "
            f"{overhead.link_name(net)}, {transfer}, {runs} runs")
