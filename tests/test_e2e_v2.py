@@ -181,6 +181,8 @@ def test_stop_cancels_that_job_or_says_it_could_not(stack):
         time.sleep(1)
     if can:
         assert task["status"] == "cancelled", task
+    elif task["status"] == "cancelled":   # the job ended there all the same (seen once in CI; why is not known):
+        assert not requests.get(f"{stack['cloud']}/queue", timeout=10).json()["queue_running"]   # a true claim
     else:
         assert task["status"] == "unknown" and "may still run" in (task["error"] or ""), task
         assert requests.get(f"{stack['cloud']}/queue", timeout=10).json()["queue_running"]   # it does run on
