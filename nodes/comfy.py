@@ -274,13 +274,12 @@ class _MachineLists:
 
 
 def _combos(spec) -> dict:
+    """Input name -> its choices (as text), for the inputs of ``spec`` (INPUT_TYPES) that are lists."""
+    from ..offload.specs import combo_values
     out = {}
     for cat in ("required", "optional"):
         for name, entry in ((spec or {}).get(cat) or {}).items():
-            if isinstance(entry, (tuple, list)) and entry:
-                kind = entry[0]
-                opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-                choices = kind if isinstance(kind, (list, tuple)) else opts.get("options")
-                if isinstance(choices, (list, tuple)):
-                    out[name] = [str(c) for c in choices]
+            choices = combo_values(entry)
+            if choices is not None:
+                out[name] = [str(c) for c in choices]
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from ..specs import combo_values
 from .graph import ClassTable, is_link
 from .model import Refusal
 
@@ -53,7 +54,7 @@ def check_node(nid: str, node: dict, classes: ClassTable, label: str,
             if value is None or is_link(value) or name in judged:
                 continue
             known = _cloud_list(cloud_choices, node.get("class_type"), name)
-            if _choices(entry) is not None:
+            if combo_values(entry) is not None:
                 problem = _choice_problem(name, value, known, entry, info, label)
             elif known and _held(value, known):
                 problem = None
@@ -99,20 +100,12 @@ def _machine_list(info, name: str) -> bool:
         return True
 
 
-def _choices(entry) -> list | None:
-    if not isinstance(entry, (tuple, list)) or not entry:
-        return None
-    kind, opts = entry[0], (entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {})
-    choices = kind if isinstance(kind, (list, tuple)) else (opts.get("options") if kind == "COMBO" else None)
-    return list(choices) if isinstance(choices, (list, tuple)) else None
-
-
 def _choice_problem(name: str, value, known, entry, info, label: str):
     """A value of a list: judged by the cloud's own list where the pack knows it, never by this machine's."""
     opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
     if not known or any(opts.get(k) for k in _UPLOAD_OPTIONS) or _machine_list(info, name):
         return None
-    local = _choices(entry) or []
+    local = combo_values(entry) or []
     if any(isinstance(c, str) and _FILE_LIKE.search(c) for c in local + list(known)):
         return None
     if isinstance(value, dict) and "__value__" in value:
