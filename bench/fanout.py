@@ -81,7 +81,7 @@ def frames(task_s: float, count: int = 81, side: int = 632, net: dict | None = N
     ``compact``: the same, each frame a lossy WebP, against a lossless run of the same seeds (bytes, PSNR)."""
     import resource
     import statistics
-    _, fake, classes = overhead.setup(task_s, side, count, net)
+    _, fake, classes = overhead.setup(task_s, side, count, net, clip=True)
     try:
         timed(gateway(1, 0, transfer=transfer), classes)
         nets, sizes, quality, lossless_sizes = [], [], [], []

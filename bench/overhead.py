@@ -53,7 +53,7 @@ class RemoteFake:
     ``net`` puts it behind a link, ``jitter`` moves each task's pickup and length (tests/fake_gpugeek.py)."""
 
     def __init__(self, task_s: float, size: int = 1024, batch: int = 4, net: dict | None = None,
-                 jitter: dict | None = None, seed: int = 33):
+                 jitter: dict | None = None, seed: int = 33, clip: bool = False):
         import socket
         import subprocess
         with socket.socket() as s:
@@ -64,9 +64,9 @@ class RemoteFake:
                                       "--key", KEY, "--run-s", str(task_s), "--size", str(size), "--batch", str(batch),
                                       *[f"--{k.replace('_', '-')}={v}" for k, v in (net or {}).items()],
                                       *[f"--{k.replace('_', '-')}={v}" for k, v in (jitter or {}).items()],
-                                      f"--seed={seed}"],
+                                      f"--seed={seed}", *(["--clip"] if clip else [])],
                                      cwd=str(ROOT / "tests"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.time() + 30
+        end = time.time() + 120   # a clip's frames are made before serving (~10 s)
         while time.time() < end:
             try:
                 requests.get(self.base_url + "/_fake/stats", timeout=1)
@@ -93,7 +93,7 @@ class RemoteFake:
 
 
 def setup(task_s: float, size: int = 1024, batch: int = 4, net: dict | None = None,
-          jitter: dict | None = PLATFORM_JITTER):
+          jitter: dict | None = PLATFORM_JITTER, clip: bool = False):
     os.environ["GPUGEEK_HOME"] = tempfile.mkdtemp(prefix="gpugeek-bench-")
     from conftest import load_pack
     pack = load_pack()
@@ -103,7 +103,7 @@ def setup(task_s: float, size: int = 1024, batch: int = 4, net: dict | None = No
     folder_paths.base = tempfile.mkdtemp(prefix="comfy-bench-")
     for d in ("input", "output", "temp", "user"):
         os.makedirs(os.path.join(folder_paths.base, d), exist_ok=True)
-    fake = RemoteFake(task_s, size, batch, net, jitter)
+    fake = RemoteFake(task_s, size, batch, net, jitter, clip=clip)
     os.environ["GPUGEEK_API_KEY"] = KEY
     os.environ["GPUGEEK_BASE_URL"] = fake.base_url
     classes = mini_comfy.stub_classes()

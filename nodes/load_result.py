@@ -11,7 +11,7 @@ import os
 from ..offload import batch
 from ..offload import errors
 from ..offload.run import DEFAULT_TIMEOUT_S, wait_task
-from ..offload.transfer import IMAGE_EXTS, gather_bounded, safe_file_name
+from ..offload.transfer import IMAGE_EXTS, PARALLEL_DOWNLOADS, gather_bounded, safe_file_name
 from ..offload.wire import SUCCEEDED, TaskDetail, result_urls
 from . import cloud, comfy
 
@@ -67,7 +67,7 @@ class GPUGeekLoadResult:
         if not pid:
             lines = [u.strip() for u in urls.splitlines() if u.strip()]
             async with cloud.open_target() as target:
-                return list(await gather_bounded([target.fetch(u) for u in lines]))
+                return list(await gather_bounded([target.fetch(u) for u in lines], limit=PARALLEL_DOWNLOADS))
         rec = cloud.journal().by_prompt_id(pid)
         if rec and rec.get("status") == "succeeded":
             local = [p for p in rec.get("files") or [] if os.path.splitext(p)[1].lower() in IMAGE_EXTS
@@ -87,4 +87,4 @@ class GPUGeekLoadResult:
             # the file's own name decides (a ComfyUI server's results are /view?filename=...)
             wanted = [u for _, u in detail.all_urls()
                       if os.path.splitext(safe_file_name(u, "result"))[1] in IMAGE_EXTS]
-            return list(await gather_bounded([target.fetch(u) for u in wanted]))
+            return list(await gather_bounded([target.fetch(u) for u in wanted], limit=PARALLEL_DOWNLOADS))

@@ -292,7 +292,12 @@ def check_result_url(url) -> str:
     return url.strip()
 
 
-def new_session(limit: int = 8) -> aiohttp.ClientSession:
+# Connections a run's session keeps to one host: an output's PARALLEL_DOWNLOADS and room beside them for the API's
+# calls (a fan-out's other runs still ask for their status while one run's files come down).
+SESSION_CONNECTIONS = 16
+
+
+def new_session(limit: int = SESSION_CONNECTIONS) -> aiohttp.ClientSession:
     """A session for one run: bounded connections, no cookie jar (nothing to remember between calls). Proxies
     come from the environment through ``env_proxy``, once per host (``Transport.proxies``), not through
     aiohttp's trust_env: that reads them again through two threads on every request, which slowed each of a

@@ -37,6 +37,8 @@ import hashlib
 import io
 import itertools
 import json
+import mimetypes
+import os
 import random
 import struct
 import threading
@@ -68,6 +70,54 @@ HOLD_MAX_S = 30.0
 @functools.lru_cache(maxsize=256)
 def _photo_once(size: int, seed: int) -> bytes:
     return photo_png(size, size, seed=seed)
+
+
+# A generated clip (``clip`` task option): this many frames more than a task's batch, so that a task's seed picks
+# where in the take its frames start.
+CLIP_STARTS = 4
+
+
+def clip_frames(w: int, h: int, count: int, seed: int = 0) -> list:
+    """A take of ``count`` photo-like frames that differ as a video's do (issue 33): a textured scene (smooth
+    shapes at several scales, hard edges, fine grain) that the camera pans across and whose light drifts, with the
+    sensor's noise drawn anew in every frame. Each frame is a PNG as ComfyUI's SaveImage writes it (level 4)."""
+    rng = np.random.default_rng(1000 + seed)
+    sw, sh = w + 3 * count, h + 2 * count
+    scene = np.zeros((sh, sw, 3), np.float32)
+    for cells, weight in ((4, 0.45), (16, 0.25), (64, 0.15), (256, 0.08)):   # value noise, coarse to fine
+        small = rng.random((max(2, sh * cells // sw), cells, 3)).astype(np.float32)
+        layer = np.stack([np.asarray(Image.fromarray(small[..., c]).resize((sw, sh), Image.BICUBIC))
+                          for c in range(3)], -1)
+        scene += (layer - 0.5) * weight
+    y, x = np.mgrid[0:sh, 0:sw]
+    for _ in range(12):   # objects with hard edges
+        cx, cy, r = rng.integers(0, sw), rng.integers(0, sh), rng.integers(12, max(13, h // 4))
+        scene[(x - cx) ** 2 + (y - cy) ** 2 < r * r] += (rng.random(3).astype(np.float32) - 0.5) * 0.5
+    scene = scene + 0.5
+    out = []
+    for i in range(count):
+        frame = scene[2 * i:2 * i + h, 3 * i:3 * i + w] * (1.0 + 0.1 * np.sin(i / 9.0))
+        frame = frame + rng.normal(0, 0.012, frame.shape).astype(np.float32)
+        buf = io.BytesIO()
+        Image.fromarray((np.clip(frame, 0, 1) * 255).astype(np.uint8), "RGB").save(buf, "PNG", compress_level=4)
+        out.append(buf.getvalue())
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _clip_once(size: int, count: int) -> tuple:
+    return tuple(clip_frames(size, size, count + CLIP_STARTS))
+
+
+# The settings the pack's compact transfer gives SaveAnimatedWEBP (offload/plan/cloud_prompt.py compact_saves), as
+# the fake's runner keys them: the frames are encoded before serving with them. Other settings are encoded at run.
+COMPACT_SETTINGS = (("fps", 6.0), ("lossless", False), ("method", "default"),
+                    ("quality", 90))
+
+
+@functools.lru_cache(maxsize=1024)
+def _webp_once(frame: bytes, settings: tuple) -> bytes:
+    return animated_webp([frame], dict(settings))
 
 
 def animated_webp(frames: list, inputs: dict) -> bytes:
@@ -362,10 +412,21 @@ class FakeGPUGeek:
 
     def default_runner(self, prompt: dict, task: Task) -> dict:
         """Produce files for every SaveImage/PreviewImage: the uploaded image it reads by URL (through a
-        LoadImage chain), or a generated photo-like image."""
+        LoadImage chain), or a generated photo-like image (with the ``clip`` option and a batch, a take of frames
+        that differ). A SaveVideo/SaveAudio that reads a LoadVideo/LoadAudio gives the uploaded file back, as
+        the cloud saves what it read."""
         files = {}
+        size, count = int(self.task_opts.get("size", 64)), int(self.task_opts.get("batch", 1))
         for nid, node in prompt.items():
-            if node.get("class_type") not in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP"):
+            kind = node.get("class_type")
+            if kind in self.ECHOES:
+                up = prompt.get(str((node["inputs"].get(self.ECHOES[kind][0]) or [""])[0]), {})
+                data = self.uploaded(up.get("inputs", {}).get(self.ECHOES[kind][1]))
+                if data is not None:
+                    ext = os.path.splitext(str(up["inputs"][self.ECHOES[kind][1]]).split("?")[0])[1] or ".bin"
+                    files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_00001_{ext}", data)]
+                continue
+            if kind not in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP"):
                 continue
             src = node["inputs"].get("images")
             data = None
@@ -376,24 +437,35 @@ class FakeGPUGeek:
                 if up.get("class_type") == "MaskToImage":
                     up = prompt.get(str(up["inputs"]["mask"][0]), {})
                 if up.get("class_type") in ("LoadImage", "LoadImageMask"):
-                    url = str(up["inputs"].get("image", ""))
-                    key = url.split("/oss/", 1)[-1].split("?")[0]
-                    data = self.uploads.get(key)
+                    data = self.uploaded(up["inputs"].get("image", ""))
+            frames = [data] * count
             if data is None:
-                size = int(self.task_opts.get("size", 64))
                 # the cloud's work decides the image, not how it is saved (lossless or compact)
                 work = {n: v for n, v in prompt.items() if not n.startswith(("gpugeek_out_", "gpugeek_split_"))}
                 seed = int(hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:6], 16)
-                # one of 64 images per size, made once: the stand-in's own CPU stays out of what is measured
-                data = _photo_once(size, (seed + int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)) % PHOTO_VARIANTS)
-            count = int(self.task_opts.get("batch", 1))
-            if node["class_type"] == "SaveAnimatedWEBP":   # one file per call: per image after a RebatchImages
+                seed += int(hashlib.md5(nid.encode()).hexdigest()[:4], 16)
+                if self.task_opts.get("clip") and count > 1:   # a take: where it starts is the seed's
+                    start = seed % (CLIP_STARTS + 1)
+                    frames = list(_clip_once(size, count)[start:start + count])
+                else:   # one of the images made once: the stand-in's own CPU stays out of what is measured
+                    frames = [_photo_once(size, seed % PHOTO_VARIANTS)] * count
+            if kind == "SaveAnimatedWEBP":   # one file per call: per image after a RebatchImages
                 split = prompt.get(str(src[0]), {}).get("class_type") == "RebatchImages"
-                webps = [animated_webp([data], node["inputs"])] * count if split else [animated_webp([data] * count, node["inputs"])]
+                settings = tuple(sorted((k, v) for k, v in node["inputs"].items() if k not in ("images", "filename_prefix")))
+                webps = [_webp_once(f, settings) for f in frames] if split else [animated_webp(frames, node["inputs"])]
                 files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.webp", w) for i, w in enumerate(webps)]
                 continue
-            files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.png", data) for i in range(count)]
+            files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.png", f) for i, f in enumerate(frames)]
         return files
+
+    # saver -> (its input, the loader's input that names the file): the cloud gives back what it was given
+    ECHOES = {"SaveVideo": ("video", "file"), "SaveAudio": ("audio", "audio"), "SaveAudioMP3": ("audio", "audio")}
+
+    def uploaded(self, url) -> bytes | None:
+        """The bytes of a file uploaded here that ``url`` names (a cloud loader reads it by URL)."""
+        if not isinstance(url, str):
+            return None
+        return self.uploads.get(url.split("/oss/", 1)[-1].split("?")[0])
 
     # ---- HTTP ----------------------------------------------------------------------------------------
     def _env(self, data=None, code=0, message="success", status=200):
@@ -652,7 +724,7 @@ class FakeGPUGeek:
                         await resp.write(data[: len(data) // 2])
                         request.transport.close()
                         return resp
-                    ctype = "image/webp" if n.endswith(".webp") else "image/png"
+                    ctype = mimetypes.guess_type(n)[0] or "application/octet-stream"
                     if self.down is not None and not kind:
                         return await self.send_bytes(request, data, ctype)
                     self.bytes_down += len(data)
@@ -748,6 +820,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=64, help="side of the generated result images")
     ap.add_argument("--batch", type=int, default=1, help="files per save node")
     ap.add_argument("--variants", type=int, default=8, help="distinct generated images, made before serving")
+    ap.add_argument("--clip", action="store_true", help="a batch is a take of frames that differ (made before serving)")
     ap.add_argument("--queue-jitter-s", type=float, default=0.0, help="each task picked up 0 to this much later")
     ap.add_argument("--run-jitter", type=float, default=0.0, help="each run's length times 1 +- up to this share")
     ap.add_argument("--seed", type=int, default=0, help="of the jitter's generator")
@@ -759,7 +832,7 @@ def main(argv=None):
     srv = FakeGPUGeek(api_key=args.key, queue_s=args.queue_s, run_s=args.run_s, latency_ms=args.latency_ms,
                       down_mbit=args.down_mbit, up_mbit=args.up_mbit, queue_jitter_s=args.queue_jitter_s,
                       run_jitter=args.run_jitter, seed=args.seed)
-    srv.task_opts.update(size=args.size, batch=args.batch)
+    srv.task_opts.update(size=args.size, batch=args.batch, clip=args.clip)
     if args.comfy:
         from comfy_backend import ComfyBackend
         srv.backend = ComfyBackend(args.comfy)
@@ -768,6 +841,9 @@ def main(argv=None):
         PHOTO_VARIANTS = args.variants
         for k in range(PHOTO_VARIANTS):
             _photo_once(args.size, k)
+        if args.clip and args.batch > 1:   # the take, and each frame as the compact transfer's saver writes it
+            for frame in _clip_once(args.size, args.batch):
+                _webp_once(frame, COMPACT_SETTINGS)
     loop = asyncio.new_event_loop()
     srv.loop = loop
     runner = web.AppRunner(srv.app(), access_log=None)

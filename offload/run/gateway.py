@@ -16,7 +16,7 @@ from ..plan import GATEWAY_OUTPUTS, LEAD_INPUT, MASK, PASS, GatewayPlan
 from ..plan.cloud_prompt import compact_saves
 from ..targets import open_target, target_of
 from ..targets.pool import open_pool, split_targets
-from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
+from ..transfer import IMAGE_EXTS, PARALLEL_DOWNLOADS, ByteBudget, gather_bounded, safe_file_name, save_into
 from ..wire import RUNNING, SUCCEEDED, TaskDetail
 from .fanout import combined, run_runs
 from .task import RunOutcome, estimate_for, fetch_results
@@ -234,7 +234,7 @@ class _Delivery:
             self.save(node, i, url, data)
             if dec is not None:
                 await self.loop.run_in_executor(self.decoder, dec.add, i, data)
-        await gather_bounded([one(i, u) for i, u in enumerate(urls)])
+        await gather_bounded([one(i, u) for i, u in enumerate(urls)], limit=PARALLEL_DOWNLOADS)
         self.files[node] = got
 
     async def decode(self, o) -> None:

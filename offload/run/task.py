@@ -16,7 +16,7 @@ from ..journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED,
 from ..owner import Interrupted
 from ..poll import INTERRUPT_CHECK_S, PollSchedule
 from ..redact import get_logger
-from ..transfer import ByteBudget, gather_bounded
+from ..transfer import PARALLEL_DOWNLOADS, ByteBudget, gather_bounded
 from ..wire import CANCELLED as S_CANCELLED
 from ..wire import FAILED as S_FAILED
 from ..wire import SUCCEEDED as S_SUCCEEDED
@@ -334,7 +334,7 @@ async def fetch_results(detail: TaskDetail, target, nodes=None, budget: ByteBudg
         data = await target.fetch(url)
         budget.take(len(data))
         return data
-    datas = await gather_bounded([one(u) for _, u in wanted])
+    datas = await gather_bounded([one(u) for _, u in wanted], limit=PARALLEL_DOWNLOADS)
     files: dict = {}
     for (n, u), data in zip(wanted, datas):
         files.setdefault(n, []).append((u, data))

@@ -15,7 +15,7 @@ import aiohttp
 from .. import errors
 from ..config import ApiKey, check_base_url
 from ..redact import get_logger
-from ..transport import (TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download,
+from ..transport import (SESSION_CONNECTIONS, TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download,
                         new_session, page_snippet)
 from ..wire import TaskDetail, first, prompt_id_str, task_id_int
 
@@ -42,7 +42,8 @@ class GPUGeekClient:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, base_url: str, api_key: ApiKey, *, retry: RetryPolicy | None = None, limit: int = 8):
+    async def open(cls, base_url: str, api_key: ApiKey, *, retry: RetryPolicy | None = None,
+                   limit: int = SESSION_CONNECTIONS):
         async with new_session(limit=limit) as session:
             yield cls(session, base_url, api_key, retry=retry)
 
