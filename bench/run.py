@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import cloud_lists  # noqa: E402
 import codec  # noqa: E402
 import fanout  # noqa: E402
+import media  # noqa: E402
 import overhead  # noqa: E402
 import plan  # noqa: E402
 import poll  # noqa: E402
@@ -40,6 +41,7 @@ if __name__ == "__main__":
     fanout.frames(2.0, net=overhead.HOME_LINK, repeats=10)
     fanout.frames(2.0, transfer="compact", repeats=10)
     fanout.frames(2.0, net=overhead.HOME_LINK, transfer="compact", repeats=10)
+    media.main()
     overhead.main(net=overhead.HOME_LINK)
     overhead.uploads()
     overhead.uploads(net=overhead.HOME_LINK)
