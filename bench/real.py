@@ -4,8 +4,9 @@ execution time of the prompt (execution_start to execution_success, from its his
 lifetime on the fake. The first run is a fresh ComfyUI's first run of that graph; the next runs take a new seed
 each. Lossless and compact, on loopback and behind the home link. Before them, issue 33's check: 4 x 1024²
 back from a ~3 s task whose pickup and length move as on the platform, a new seed each run (``--images``:
-that alone). Needs a ComfyUI checkout and its Python:
-    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/python python bench/real.py [--runs 8] [--images]
+that alone). Then a whole workflow's local video up and the cloud's video back, on loopback and behind the link
+(``--video``: that alone). Needs a ComfyUI checkout and its Python:
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/python python bench/real.py [--runs 8] [--images|--video]
 """
 from __future__ import annotations
 
@@ -57,10 +58,11 @@ def _prompt(seed: int, transfer: str) -> dict:
                               "transfer": transfer}}}
 
 
-def _one(base: str, fake, prompt: dict) -> tuple[float, dict]:
+def _one(base: str, fake, prompt: dict, extra_data: dict | None = None) -> tuple[float, dict]:
     """One prompt in the real ComfyUI: its net overhead (ComfyUI's own execution time minus the task's
     lifetime on the fake) and the fake's record of the task."""
-    pid = requests.post(base + "/prompt", json={"prompt": prompt, "client_id": "bench"}, timeout=30).json()["prompt_id"]
+    pid = requests.post(base + "/prompt", json={"prompt": prompt, "client_id": "bench", "extra_data": extra_data or {}},
+                        timeout=30).json()["prompt_id"]
     while True:
         h = requests.get(f"{base}/history/{pid}", timeout=10).json()
         if pid in h and h[pid]["status"].get("completed") is not None:
@@ -68,7 +70,8 @@ def _one(base: str, fake, prompt: dict) -> tuple[float, dict]:
         time.sleep(0.2)
     said = {m[0]: m[1] for m in h[pid]["status"]["messages"]}
     wall = (said["execution_success"]["timestamp"] - said["execution_start"]["timestamp"]) / 1000
-    task = fake.task(h[pid]["outputs"]["10"]["gpugeek"][0]["task_id"])
+    task = fake.task(next(g["task_id"] for out in h[pid]["outputs"].values() for g in out.get("gpugeek", [])
+                          if g.get("task_id")))
     return wall - task["lifetime"], task
 
 
@@ -82,7 +85,7 @@ def _local_comfyui(fake):
     base = f"http://127.0.0.1:{local_port}"
     try:
         _wait(base + "/object_info/GPUGeekCloudExecute")
-        yield base
+        yield base, real_comfyui.base_directory(tmp, "local")
     finally:
         local.terminate()
         local.wait(30)
@@ -93,7 +96,7 @@ def images(runs: int) -> dict:
     """Issue 33's check: 4 x 1024² back from a ~3 s task whose length moves as on the platform (the fake's
     PLATFORM_JITTER), a new seed each run, in a real ComfyUI on loopback. The first run builds the history."""
     fake = overhead.RemoteFake(2.97, 1024, 4, jitter=overhead.PLATFORM_JITTER)
-    with _local_comfyui(fake) as base:
+    with _local_comfyui(fake) as (base, _):
         got = [_one(base, fake, _prompt(time.time_ns() % 10**9 + i, "lossless")) for i in range(runs + 1)][1:]
     nets, lags = [n for n, _ in got], [t["noticed_lag"] for _, t in got]
     header(f"real ComfyUI ({Path(real_comfyui.COMFY).name}): 4 x 1024x1024 back from a ~3 s task picked up 0.1-0.5 s"
@@ -107,8 +110,8 @@ def images(runs: int) -> dict:
 
 
 def clip(runs: int, transfer: str, net: dict | None) -> dict:
-    fake = overhead.RemoteFake(2.0, 632, FRAMES, net)
-    with _local_comfyui(fake) as base:
+    fake = overhead.RemoteFake(2.0, 632, FRAMES, net, jitter=overhead.PLATFORM_JITTER, clip=True)
+    with _local_comfyui(fake) as (base, _):
         nets, sizes = [], []
         for i in range(runs):
             before = fake.moved()[0]
@@ -139,15 +142,57 @@ def clip(runs: int, transfer: str, net: dict | None) -> dict:
     return {"first_ms": per[0], "median_ms": statistics.median(later)}
 
 
+def video(runs: int, net: dict | None, mb: float = 12.0) -> dict:
+    """A downloaded workflow run whole in the cloud: Load Video of a new local clip each run, Save Video of what
+    the cloud made of it (the fake gives the uploaded file back). Net time against the time its bytes need."""
+    fake = overhead.RemoteFake(1.0, 64, 1, net, jitter=overhead.PLATFORM_JITTER)
+    size = int(mb * 1e6)
+    with _local_comfyui(fake) as (base, folder):
+        nets, needs = [], []
+        for i in range(runs + 1):   # the first is a fresh ComfyUI's first (its lists, its sessions)
+            name = f"clip_{time.time_ns()}.mp4"
+            (folder / "input" / name).write_bytes(os.urandom(size))
+            down0, up0 = fake.moved()
+            net_s, _ = _one(base, fake, {"1": {"class_type": "LoadVideo", "inputs": {"file": name}},
+                                         "2": {"class_type": "SaveVideo",
+                                               "inputs": {"video": ["1", 0], "filename_prefix": "video/clip",
+                                                          "format": "auto", "codec": "auto"}}},
+                            {"gpugeek_whole_workflow": True})
+            down1, up1 = fake.moved()
+            assert (down1 - down0, up1 - up0) == (size, size), (down1 - down0, up1 - up0)
+            nets.append(net_s)
+            if net:
+                needs.append(size * 8 / (net["up_mbit"] * 1e6) + size * 8 / (net["down_mbit"] * 1e6))
+    header(f"real ComfyUI ({Path(real_comfyui.COMFY).name}): a whole workflow, a new {mb:.0f} MB local video up and "
+           f"the cloud's back, {overhead.link_name(net)}, {runs} runs after a first")
+    later = nets[1:]
+    row("first run", f"{nets[0]:.2f} s", "", None, "")
+    if net:
+        ratios = [n / d for n, d in zip(later, needs[1:])]
+        row("net time vs the time its bytes need: median", f"{statistics.median(later):.2f} s",
+            f"{statistics.median(needs):.2f} s", statistics.median(ratios), "<= 1.15x", statistics.median(ratios) <= 1.15)
+        row("  slowest", f"{max(later):.2f} s", "", max(ratios), "<= 1.15x", max(ratios) <= 1.15)
+    else:
+        row("net time: median", f"{statistics.median(later) * 1e3:.0f} ms", "", None, "")
+        row("  slowest", f"{max(later) * 1e3:.0f} ms", "", None, "")
+    return {"median_s": statistics.median(later), "slowest_s": max(later)}
+
+
 if __name__ == "__main__":
     if not real_comfyui.COMFY:
         raise SystemExit("set COMFYUI_DIR (and COMFYUI_PYTHON) to a ComfyUI checkout")
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--images", action="store_true", help="only issue 33's 4 x 1024² under the platform's jitter")
+    ap.add_argument("--video", action="store_true", help="only the whole workflow's video up and back")
     a = ap.parse_args()
-    images(max(10, a.runs))
+    if not a.video:
+        images(max(10, a.runs))
     if a.images:
+        raise SystemExit(0)
+    for net in (None, overhead.HOME_LINK):
+        video(max(10, a.runs), net)
+    if a.video:
         raise SystemExit(0)
     for net in (None, overhead.HOME_LINK):
         for transfer in ("lossless", "compact"):

@@ -364,3 +364,43 @@ def test_the_gateway_reruns_when_a_local_file_changes_and_hashes_a_long_video_in
         f.seek(20 * 1024 * 1024)
         f.write(b"x")
     assert gw.IS_CHANGED(gpugeek_plan=text) != first
+
+
+def test_several_local_videos_go_up_at_once_and_come_back_at_once_byte_for_byte(wenv, fake):
+    """Issue 33: a whole workflow with three clips of this machine. The fake holds every upload's answer, then
+    every download's, until the test has counted the requests that came meanwhile: all three uploads are in
+    flight together, and all three downloads; each Save Video keeps the very bytes its Load Video sent."""
+    import threading
+    from conftest import until
+    media = {"LoadVideo": type("LoadVideo", (), {"RETURN_TYPES": ("VIDEO",), "FUNCTION": "run",
+                                                 "INPUT_TYPES": classmethod(lambda c: {"required": {"file": ("STRING",)}})}),
+             "SaveVideo": type("SaveVideo", (), {"RETURN_TYPES": (), "OUTPUT_NODE": True, "FUNCTION": "run",
+                                                 "INPUT_TYPES": classmethod(lambda c: {"required": {"video": ("VIDEO",)}})})}
+    classes = {**wenv, **media}
+    clips, p = {}, {}
+    for i in range(3):
+        clips[f"clip{i}.mp4"] = bytes([i]) * 4096 + b"\x00\x00\x00\x18ftypmp42" * (i + 1)
+        Path(folder_paths.get_input_directory(), f"clip{i}.mp4").write_bytes(clips[f"clip{i}.mp4"])
+        p[str(10 + i)] = {"class_type": "LoadVideo", "inputs": {"file": f"clip{i}.mp4"}}
+        p[str(20 + i)] = {"class_type": "SaveVideo", "inputs": {"video": L(str(10 + i)), "filename_prefix": f"v/c{i}"}}
+    fake.fault("put", *["held"] * 3)
+    fake.fault("file", *["held"] * 3)
+    seen, done = {}, {}
+    worker = threading.Thread(target=lambda: done.update(out=queue(p, classes, {"gpugeek_whole_workflow": True})))
+    worker.start()
+    try:
+        until(lambda: fake.count("put") >= 3, 10)
+        seen["up"] = fake.count("put")
+        fake.released.set()                      # the uploads' answers go; the downloads are held anew
+        until(lambda: fake.count("file") >= 1, 30)
+        fake.released.clear()
+        until(lambda: fake.count("file") >= 3, 10)
+        seen["down"] = fake.count("file")
+    finally:
+        fake.release()
+        worker.join(60)
+    assert seen == {"up": 3, "down": 3} and fake.unreleased == 0
+    _, ui, _ = done["out"]
+    for i in range(3):
+        (f,) = ui[str(20 + i)]["images"]
+        assert Path(folder_paths.get_output_directory(), f["subfolder"], f["filename"]).read_bytes() == clips[f"clip{i}.mp4"]
