@@ -81,7 +81,8 @@ def _local_comfyui(fake):
     tmp = Path(tempfile.mkdtemp(prefix="gpugeek-real-"))
     local_port = _port()
     local = real_comfyui.start_comfyui(tmp, "local", local_port, "--output-directory", str(tmp / "out"),
-                                       env={"GPUGEEK_API_KEY": overhead.KEY, "GPUGEEK_BASE_URL": fake.base_url})
+                                       env={"GPUGEEK_API_KEY": overhead.KEY, "GPUGEEK_BASE_URL": fake.base_url,
+                                            "GPUGEEK_WORKFLOW_ID": overhead.WF})
     base = f"http://127.0.0.1:{local_port}"
     try:
         _wait(base + "/object_info/GPUGeekCloudExecute")
