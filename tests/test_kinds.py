@@ -385,21 +385,23 @@ def test_several_local_videos_go_up_at_once_and_come_back_at_once_byte_for_byte(
         p[str(20 + i)] = {"class_type": "SaveVideo", "inputs": {"video": L(str(10 + i)), "filename_prefix": f"v/c{i}"}}
     fake.fault("put", *["held"] * 3)
     fake.fault("file", *["held"] * 3)
+    fake.task_opts.update(run_s=1.0)   # time to hold the downloads anew once the uploads' answers went
     seen, done = {}, {}
     worker = threading.Thread(target=lambda: done.update(out=queue(p, classes, {"gpugeek_whole_workflow": True})))
     worker.start()
     try:
         until(lambda: fake.count("put") >= 3, 10)
         seen["up"] = fake.count("put")
-        fake.released.set()                      # the uploads' answers go; the downloads are held anew
-        until(lambda: fake.count("file") >= 1, 30)
-        fake.released.clear()
-        until(lambda: fake.count("file") >= 3, 10)
+        fake.released.set()                      # the uploads' answers go, then the task is submitted
+        until(lambda: fake.count("submit") >= 1, 30)
+        fake.released.clear()                    # the downloads are held
+        seen["held"] = fake.count("file") == 0
+        until(lambda: fake.count("file") >= 3, 30)
         seen["down"] = fake.count("file")
     finally:
         fake.release()
         worker.join(60)
-    assert seen == {"up": 3, "down": 3} and fake.unreleased == 0
+    assert seen == {"up": 3, "held": True, "down": 3} and fake.unreleased == 0
     _, ui, _ = done["out"]
     for i in range(3):
         (f,) = ui[str(20 + i)]["images"]
