@@ -11,7 +11,8 @@ import os
 from ..offload import batch
 from ..offload import errors
 from ..offload.run import DEFAULT_TIMEOUT_S, wait_task
-from ..offload.transfer import IMAGE_EXTS, PARALLEL_DOWNLOADS, gather_bounded, safe_file_name
+from ..offload.transfer import IMAGE_EXTS, gather_bounded, safe_file_name
+from ..offload.transport import PARALLEL_DOWNLOADS
 from ..offload.wire import SUCCEEDED, TaskDetail, result_urls
 from . import cloud, comfy
 

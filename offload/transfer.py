@@ -14,10 +14,7 @@ from .transport import MAX_DOWNLOAD_BYTES
 # Parallel uploads per run: enough to fill a home uplink, few enough not to trip rate limits (each asks the API for
 # an address first).
 PARALLEL_TRANSFERS = 4
-# Result files in flight per output: results are often many small files on storage (a clip's 81 frames, compact),
-# each costing the link's round trip; 8 hid a 30 ms link (the clip: 1.23 s net with 4, 0.74 s with 8; 16 gave
-# nothing more: then the bytes and the decoding are what is left). A browser opens 6 per host.
-PARALLEL_DOWNLOADS = 8
+
 # The largest local file sent to the cloud (a video, a 3D model): the pack's limit on one file either way, the
 # size a result file may have coming back. Read at call time (tests lower it).
 MAX_UPLOAD_BYTES = MAX_DOWNLOAD_BYTES

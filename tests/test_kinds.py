@@ -385,7 +385,7 @@ def test_several_local_videos_go_up_at_once_and_come_back_at_once_byte_for_byte(
         p[str(20 + i)] = {"class_type": "SaveVideo", "inputs": {"video": L(str(10 + i)), "filename_prefix": f"v/c{i}"}}
     fake.fault("put", *["held"] * 3)
     fake.fault("file", *["held"] * 3)
-    fake.task_opts.update(run_s=1.0)   # time to hold the downloads anew once the uploads' answers went
+    fake.task_opts.update(run_s=3600)   # it ends when the test has held the downloads anew (fake.finish)
     seen, done = {}, {}
     worker = threading.Thread(target=lambda: done.update(out=queue(p, classes, {"gpugeek_whole_workflow": True})))
     worker.start()
@@ -393,9 +393,10 @@ def test_several_local_videos_go_up_at_once_and_come_back_at_once_byte_for_byte(
         until(lambda: fake.count("put") >= 3, 10)
         seen["up"] = fake.count("put")
         fake.released.set()                      # the uploads' answers go, then the task is submitted
-        until(lambda: fake.count("submit") >= 1, 30)
-        fake.released.clear()                    # the downloads are held
+        until(lambda: len(fake.tasks) >= 1, 30)
+        fake.released.clear()                    # the downloads are held (every upload was answered: it came after)
         seen["held"] = fake.count("file") == 0
+        fake.finish(list(fake.tasks.values())[-1])
         until(lambda: fake.count("file") >= 3, 30)
         seen["down"] = fake.count("file")
     finally:

@@ -16,7 +16,8 @@ from ..plan import GATEWAY_OUTPUTS, LEAD_INPUT, MASK, PASS, GatewayPlan
 from ..plan.cloud_prompt import compact_saves
 from ..targets import open_target, target_of
 from ..targets.pool import open_pool, split_targets
-from ..transfer import IMAGE_EXTS, PARALLEL_DOWNLOADS, ByteBudget, gather_bounded, safe_file_name, save_into
+from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
+from ..transport import PARALLEL_DOWNLOADS
 from ..wire import RUNNING, SUCCEEDED, TaskDetail
 from .fanout import combined, run_runs
 from .task import RunOutcome, estimate_for, fetch_results

@@ -16,7 +16,8 @@ from ..journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED,
 from ..owner import Interrupted
 from ..poll import INTERRUPT_CHECK_S, PollSchedule
 from ..redact import get_logger
-from ..transfer import PARALLEL_DOWNLOADS, ByteBudget, gather_bounded
+from ..transfer import ByteBudget, gather_bounded
+from ..transport import PARALLEL_DOWNLOADS
 from ..wire import CANCELLED as S_CANCELLED
 from ..wire import FAILED as S_FAILED
 from ..wire import SUCCEEDED as S_SUCCEEDED
