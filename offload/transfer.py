@@ -14,7 +14,6 @@ from .transport import MAX_DOWNLOAD_BYTES
 # Parallel uploads per run: enough to fill a home uplink, few enough not to trip rate limits (each asks the API for
 # an address first).
 PARALLEL_TRANSFERS = 4
-
 # The largest local file sent to the cloud (a video, a 3D model): the pack's limit on one file either way, the
 # size a result file may have coming back. Read at call time (tests lower it).
 MAX_UPLOAD_BYTES = MAX_DOWNLOAD_BYTES

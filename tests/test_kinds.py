@@ -169,6 +169,25 @@ def test_a_comfyui_server_gets_each_file_where_its_loader_lists_it(tmp_path):
     assert "/" not in latent and latent.endswith(".latent") and srv.inputs[latent] == data["kept.latent"]
 
 
+def test_a_local_file_is_read_and_its_digest_made_off_the_event_loop(fake, tmp_path, monkeypatch):
+    """A video of hundreds of MB takes a second to hash: the digest that names it is made on the thread that reads
+    it, never on the event loop (ComfyUI's, answering the editor meanwhile)."""
+    import threading
+    data, read = files_here(tmp_path)
+    hashed_on = []
+    real = inputs.digest_bytes
+    monkeypatch.setattr(inputs, "digest_bytes", lambda b: hashed_on.append(threading.current_thread()) or real(b))
+
+    async def run():
+        loop_thread = threading.current_thread()
+        async with gpugeek(fake) as target:
+            await inputs.prepare(whole_plan(media()), {}, target, journal.UploadCache(tmp_path / "u.jsonl"),
+                                 read_file=read)
+        return loop_thread
+    loop_thread = asyncio.run(run())
+    assert len(hashed_on) == 6 and loop_thread not in hashed_on
+
+
 def test_a_file_above_the_limit_is_refused_with_its_size_and_the_limit_before_anything_goes_up(fake, tmp_path, monkeypatch):
     monkeypatch.setattr(transfer, "MAX_UPLOAD_BYTES", 4096)
     big = tmp_path / "big.mp4"

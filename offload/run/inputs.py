@@ -55,8 +55,7 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
                 jobs.append((digest, encode, f"gpugeek_{digest[:16]}.png", None))
                 where.append((c, i))
     for f in plan.local_files if read_file is not None else ():
-        data = await _read_local(plan, f, read_file)
-        digest = digest_bytes(data)
+        data, digest = await _read_local(plan, f, read_file)
         name = f"gpugeek_{digest[:16]}_{safe_file_name(kinds.plain_name(f.file), 'input')}"
         jobs.append((digest, data, name, kinds.upload_folder(plan.prompt[f.node].get("class_type"), f.key)))
         where.append((f, None))
@@ -78,16 +77,19 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
     return prompt
 
 
-async def _read_local(plan, f, read_file) -> bytes:
-    """A local file's bytes, within the pack's limit on one file (else the run is refused: node, file, size)."""
-    try:
-        data = await asyncio.to_thread(read_file, f.file)
+async def _read_local(plan, f, read_file) -> tuple[bytes, str]:
+    """A local file's bytes and their digest, made on the reading thread (a long video takes a second to hash:
+    never on the event loop), within the pack's limit on one file (else the run is refused: node, file, size)."""
+    def read() -> tuple[bytes, str]:
+        data = read_file(f.file)
         check_upload_size(len(data))
+        return data, digest_bytes(data)
+    try:
+        return await asyncio.to_thread(read)
     except TooBig as e:
         label = f"#{f.node} {plan.prompt[f.node].get('class_type')}"
         raise errors.PlanError(key="err_upload_too_big", values={"node": label, "file": f.file,
                                "size": size_text(e.size), "limit": size_text(e.limit)}, hint="") from None
-    return data
 
 
 def _point(node: dict, f, url: str) -> None:
