@@ -116,7 +116,7 @@ def frames(task_s: float, count: int = 81, side: int = 632, net: dict | None = N
             row("    slowest", f"{max(firsts):.1f} ms", "", None, "")
         size = statistics.median(sizes)
         if net and transfer == "lossless":
-            need = size * 8 / (net["down_mbit"] * 1e6)
+            need = overhead.bytes_time(net, down=size)
             ratio = statistics.median(nets) / need
             row("net overhead vs the time its bytes need", f"{statistics.median(nets):.2f} s", f"{need:.2f} s", ratio,
                 "<= 1.15x (lossless)", ratio <= 1.15)

@@ -29,25 +29,21 @@ from _common import header, row  # noqa: E402
 import overhead  # noqa: E402  (the fake in its own process, the ComfyUI stand-in's set-up)
 
 
-def _stub(name: str, inputs: dict, outputs: tuple, output_node: bool = False):
-    """A core media class as this machine's ComfyUI declares it (the whole workflow never runs it here)."""
-    return type(name, (), {"RETURN_TYPES": outputs, "OUTPUT_NODE": output_node, "FUNCTION": "run",
-                           "INPUT_TYPES": classmethod(lambda cls: {"required": inputs}),
-                           "run": lambda self, **kw: (_ for _ in ()).throw(RuntimeError(f"{name} ran here"))})
-
-
-MEDIA_CLASSES = {
-    "LoadVideo": _stub("LoadVideo", {"file": ("STRING",)}, ("VIDEO",)),
-    "SaveVideo": _stub("SaveVideo", {"video": ("VIDEO",), "filename_prefix": ("STRING",)}, (), True),
-}
+def media_classes() -> dict:
+    """Load Video and Save Video as this machine's ComfyUI declares them (the whole workflow never runs them here)."""
+    from mini_comfy import stub_class
+    return {"LoadVideo": stub_class("LoadVideo", {"file": ("STRING",)}, ("VIDEO",)),
+            "SaveVideo": stub_class("SaveVideo", {"video": ("VIDEO",), "filename_prefix": ("STRING",)}, (), True)}
 
 
 def workflow(names: list) -> dict:
+    """A downloaded workflow: each local clip loaded and saved again (as ComfyUI's own Load Video / Save Video)."""
     p = {}
     for i, name in enumerate(names):
         p[str(2 * i + 1)] = {"class_type": "LoadVideo", "inputs": {"file": name}}
         p[str(2 * i + 2)] = {"class_type": "SaveVideo", "inputs": {"video": [str(2 * i + 1), 0],
-                                                                   "filename_prefix": f"video/clip{i}"}}
+                                                                   "filename_prefix": f"video/clip{i}",
+                                                                   "format": "auto", "codec": "auto"}}
     return p
 
 
@@ -73,8 +69,9 @@ def measure(runs: int = 10, mb: float = 12.0, clips: int = 1, net: dict | None =
     from server import PromptServer
     _, fake, classes = overhead.setup(task_s, 64, 1, net)
     os.environ["GPUGEEK_WORKFLOW_ID"] = overhead.WF   # a whole workflow runs on the settings' workflow
-    classes.update(MEDIA_CLASSES)
-    nodes.NODE_CLASS_MAPPINGS.update(MEDIA_CLASSES)
+    media = media_classes()
+    classes.update(media)
+    nodes.NODE_CLASS_MAPPINGS.update(media)
     size = int(mb * 1e6 / clips)
     try:
         nets, needs, plains, ups, downs, lags = [], [], [], [], [], []
@@ -107,7 +104,7 @@ def measure(runs: int = 10, mb: float = 12.0, clips: int = 1, net: dict | None =
             ups.append(up1 - up0)
             downs.append(down1 - down0)
             if net:
-                needs.append((up1 - up0) * 8 / (net["up_mbit"] * 1e6) + (down1 - down0) * 8 / (net["down_mbit"] * 1e6))
+                needs.append(overhead.bytes_time(net, up1 - up0, down1 - down0))
         header(f"a local video up and the cloud's video back: {clips} clip(s) of {size / 1e6:.1f} MB, "
                f"{overhead.link_name(net)}, {runs} runs (a new clip each)")
         print(f"  {statistics.median(ups) / 1e6:.1f} MB up and {statistics.median(downs) / 1e6:.1f} MB down a run")

@@ -42,6 +42,11 @@ WF = "123456789012345"
 HOME_LINK = {"latency_ms": 30.0, "down_mbit": 100.0, "up_mbit": 20.0}
 
 
+def bytes_time(net: dict, up: float = 0, down: float = 0) -> float:
+    """Seconds ``up`` and ``down`` bytes need on the link ``net`` at its rates (no round trips): the bars' measure."""
+    return up * 8 / (net["up_mbit"] * 1e6) + down * 8 / (net["down_mbit"] * 1e6)
+
+
 def link_name(net: dict | None) -> str:
     if not net:
         return "loopback"
@@ -252,7 +257,7 @@ def main(runs: int = 10, task_s: float = 2.97, net: dict | None = None, jitter: 
         if net:
             down, up = fake.moved()
             per_run = down / (HISTORY_RUNS + 4 * runs + len(again) + len(naive))
-            need = per_run * 8 / (net["down_mbit"] * 1e6)
+            need = bytes_time(net, down=per_run)
             f = res["new_seed"]["median_ms"] / 1e3
             print(f"  bytes down per run {per_run / 1e6:.1f} MB: {need * 1e3:.0f} ms on the link at best, so the new-seed"
                   f" overhead is {f / need:.2f}x the time its bytes need; bytes up in all {up / 1e6:.2f} MB")
@@ -298,7 +303,7 @@ def uploads(runs: int = 10, task_s: float = 2.0, net: dict | None = None) -> dic
         up, down = statistics.median(ups), statistics.median(downs)
         print(f"  {up / 1e6:.2f} MB up and {down / 1e6:.2f} MB down a run")
         if net:
-            need = up * 8 / (net["up_mbit"] * 1e6) + down * 8 / (net["down_mbit"] * 1e6)
+            need = bytes_time(net, up, down)
             row("net overhead vs the time its bytes need", f"{statistics.median(nets):.2f} s", f"{need:.2f} s",
                 statistics.median(nets) / need, "")
         else:

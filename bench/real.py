@@ -25,6 +25,7 @@ from _common import ROOT, header, row  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 import real_comfyui  # noqa: E402
 
+import media  # noqa: E402  (the whole workflow of a video)
 import overhead  # noqa: E402  (the fake in its own process, the home link)
 import requests  # noqa: E402
 
@@ -135,7 +136,7 @@ def clip(runs: int, transfer: str, net: dict | None) -> dict:
     row("  slowest", f"{max(later):.1f} ms a frame ({max(nets[1:]):.2f} s)", "", None, "")
     size = statistics.median(sizes)
     if net and transfer == "lossless":
-        need = size * 8 / (net["down_mbit"] * 1e6)
+        need = overhead.bytes_time(net, down=size)
         ratio = statistics.median(nets[1:]) / need
         row("new seed vs the time its bytes need", f"{statistics.median(nets[1:]):.2f} s", f"{need:.2f} s", ratio,
             "<= 1.15x (lossless)", ratio <= 1.15)
@@ -149,30 +150,25 @@ def video(runs: int, net: dict | None, mb: float = 12.0) -> dict:
     fake = overhead.RemoteFake(1.0, 64, 1, net, jitter=overhead.PLATFORM_JITTER)
     size = int(mb * 1e6)
     with _local_comfyui(fake) as (base, folder):
-        nets, needs = [], []
+        nets = []
         for i in range(runs + 1):   # the first is a fresh ComfyUI's first (its lists, its sessions)
             name = f"clip_{time.time_ns()}.mp4"
             (folder / "input" / name).write_bytes(os.urandom(size))
             down0, up0 = fake.moved()
-            net_s, _ = _one(base, fake, {"1": {"class_type": "LoadVideo", "inputs": {"file": name}},
-                                         "2": {"class_type": "SaveVideo",
-                                               "inputs": {"video": ["1", 0], "filename_prefix": "video/clip",
-                                                          "format": "auto", "codec": "auto"}}},
-                            {"gpugeek_whole_workflow": True})
+            net_s, _ = _one(base, fake, media.workflow([name]), {"gpugeek_whole_workflow": True})
             down1, up1 = fake.moved()
             assert (down1 - down0, up1 - up0) == (size, size), (down1 - down0, up1 - up0)
             nets.append(net_s)
-            if net:
-                needs.append(size * 8 / (net["up_mbit"] * 1e6) + size * 8 / (net["down_mbit"] * 1e6))
     header(f"real ComfyUI ({Path(real_comfyui.COMFY).name}): a whole workflow, a new {mb:.0f} MB local video up and "
            f"the cloud's back, {overhead.link_name(net)}, {runs} runs after a first")
     later = nets[1:]
     row("first run", f"{nets[0]:.2f} s", "", None, "")
     if net:
-        ratios = [n / d for n, d in zip(later, needs[1:])]
-        row("net time vs the time its bytes need: median", f"{statistics.median(later):.2f} s",
-            f"{statistics.median(needs):.2f} s", statistics.median(ratios), "<= 1.15x", statistics.median(ratios) <= 1.15)
-        row("  slowest", f"{max(later):.2f} s", "", max(ratios), "<= 1.15x", max(ratios) <= 1.15)
+        need = overhead.bytes_time(net, size, size)
+        med, worst = statistics.median(later) / need, max(later) / need
+        row("net time vs the time its bytes need: median", f"{statistics.median(later):.2f} s", f"{need:.2f} s", med,
+            "<= 1.15x", med <= 1.15)
+        row("  slowest", f"{max(later):.2f} s", "", worst, "<= 1.15x", worst <= 1.15)
     else:
         row("net time: median", f"{statistics.median(later) * 1e3:.0f} ms", "", None, "")
         row("  slowest", f"{max(later) * 1e3:.0f} ms", "", None, "")

@@ -420,10 +420,11 @@ class FakeGPUGeek:
         for nid, node in prompt.items():
             kind = node.get("class_type")
             if kind in self.ECHOES:
-                up = prompt.get(str((node["inputs"].get(self.ECHOES[kind][0]) or [""])[0]), {})
-                data = self.uploaded(up.get("inputs", {}).get(self.ECHOES[kind][1]))
+                link, named_in = self.ECHOES[kind]
+                url = prompt.get(str((node["inputs"].get(link) or [""])[0]), {}).get("inputs", {}).get(named_in)
+                data = self.uploaded(url)
                 if data is not None:
-                    ext = os.path.splitext(str(up["inputs"][self.ECHOES[kind][1]]).split("?")[0])[1] or ".bin"
+                    ext = os.path.splitext(url.split("?")[0])[1] or ".bin"
                     files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_00001_{ext}", data)]
                 continue
             if kind not in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP"):

@@ -23,15 +23,19 @@ def stub_classes():
     for name, spec in raw.items():
         if name.startswith("GPUGeek"):
             continue
-        ins = {k: (t,) for k, t in spec.get("inputs", {}).items()}
         # widgets as ComfyUI declares them (ranges, choices), optional here so older test prompts stay valid
-        widgets = {k: tuple(v) for k, v in spec.get("widgets", {}).items()}
-        out[name] = type(name, (), {"RETURN_TYPES": tuple(spec.get("outputs", ())),
-                                    "OUTPUT_NODE": bool(spec.get("output_node")), "FUNCTION": "run",
-                                    "INPUT_TYPES": classmethod(lambda cls, ins=ins, w=widgets: {"required": ins,
-                                                                                                "optional": w}),
-                                    "run": _runner(name)})
+        out[name] = stub_class(name, {k: (t,) for k, t in spec.get("inputs", {}).items()}, spec.get("outputs", ()),
+                               spec.get("output_node"), {k: tuple(v) for k, v in spec.get("widgets", {}).items()})
     return out
+
+
+def stub_class(name: str, inputs: dict, outputs=(), output_node=False, widgets: dict | None = None):
+    """One core class as ComfyUI declares it (``inputs`` required, ``widgets`` optional); run here, it does what
+    _runner says (most refuse: a class a cloud part holds never runs locally)."""
+    return type(name, (), {"RETURN_TYPES": tuple(outputs), "OUTPUT_NODE": bool(output_node), "FUNCTION": "run",
+                           "INPUT_TYPES": classmethod(lambda cls, ins=inputs, w=widgets or {}: {"required": ins,
+                                                                                                 "optional": w}),
+                           "run": _runner(name)})
 
 
 def _runner(name):

@@ -391,11 +391,9 @@ def test_several_local_videos_go_up_at_once_and_come_back_at_once_byte_for_byte(
     flight together, and all three downloads; each Save Video keeps the very bytes its Load Video sent."""
     import threading
     from conftest import until
-    media = {"LoadVideo": type("LoadVideo", (), {"RETURN_TYPES": ("VIDEO",), "FUNCTION": "run",
-                                                 "INPUT_TYPES": classmethod(lambda c: {"required": {"file": ("STRING",)}})}),
-             "SaveVideo": type("SaveVideo", (), {"RETURN_TYPES": (), "OUTPUT_NODE": True, "FUNCTION": "run",
-                                                 "INPUT_TYPES": classmethod(lambda c: {"required": {"video": ("VIDEO",)}})})}
-    classes = {**wenv, **media}
+    from mini_comfy import stub_class
+    classes = {**wenv, "LoadVideo": stub_class("LoadVideo", {"file": ("STRING",)}, ("VIDEO",)),
+               "SaveVideo": stub_class("SaveVideo", {"video": ("VIDEO",)}, (), True)}
     clips, p = {}, {}
     for i in range(3):
         clips[f"clip{i}.mp4"] = bytes([i]) * 4096 + b"\x00\x00\x00\x18ftypmp42" * (i + 1)
