@@ -73,12 +73,14 @@ def reraise(exc: BaseException, label: str, lang: str = "en"):
 
 
 # A whole workflow's failed runs (nodes/gateway.py): the gateway is no node of the editor, so its error is told by
-# the output nodes, which are (nodes/output.py). Its task id output is then a token naming the error; while a
-# part's last run failed, the gateway runs again when queued (IS_CHANGED), never served from ComfyUI's cache.
+# the output nodes, which are (nodes/output.py). Its task id output is then a token naming the error; ComfyUI
+# caches that output like any other, so the gateway's IS_CHANGED says how many runs of its part have failed: a
+# failure changes it (the next queue runs again, never the failed run's cached token), a success leaves it as it
+# is (the next queue with nothing new is served from the cache: never paid twice).
 FAILED_PREFIX = "failed:"
 _KEEP_FAILURES = 64
 _failures: dict = {}        # token -> the error
-_failed_parts: dict = {}    # a part's hash -> the token of its last run, while that run failed
+_failed_runs: dict = {}     # a part's hash -> how many of its runs failed in this process
 
 
 def remember_failure(part: str, error: BaseException) -> str:
@@ -87,7 +89,7 @@ def remember_failure(part: str, error: BaseException) -> str:
     # kept without its traceback and chain: they hold the failed run's frames and event loop alive
     error.__context__ = error.__cause__ = None
     _failures[token] = error.with_traceback(None)
-    _failed_parts[part] = token
+    _failed_runs[part] = _failed_runs.get(part, 0) + 1
     while len(_failures) > _KEEP_FAILURES:
         _failures.pop(next(iter(_failures)))
     return token
@@ -97,12 +99,9 @@ def failure(token) -> BaseException | None:
     return _failures.get(token) if isinstance(token, str) and token.startswith(FAILED_PREFIX) else None
 
 
-def last_run_failed(part: str) -> str | None:
-    return _failed_parts.get(part)
-
-
-def succeeded(part: str) -> None:
-    _failed_parts.pop(part, None)
+def failed_runs(part: str) -> int:
+    """How many runs of a part failed in this process (what the gateway's IS_CHANGED is made of)."""
+    return _failed_runs.get(part, 0)
 
 
 def node_label(class_name: str, unique_id) -> str:

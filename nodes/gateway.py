@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 
 from ..offload import config, errors, run, texts
@@ -88,8 +87,8 @@ class GPUGeekCloudExecute:
         except (TypeError, ValueError):
             return float("nan")
         h = hashlib.sha256()
-        if plan.whole and cloud.last_run_failed(plan.hash):   # run again, never the failed run's cached token
-            h.update(os.urandom(16))
+        if plan.whole:   # after a failure, run again (never the failed run's cached token); after a success, not
+            h.update(f"failed:{cloud.failed_runs(plan.hash)}".encode())
         for f in plan.local_files:
             path = comfy.input_file(f.file)
             if path:
@@ -128,8 +127,6 @@ class GPUGeekCloudExecute:
                 return {"ui": {"images": []}, "result": (None,) * len(GATEWAY_OUTPUTS)
                         + (cloud.remember_failure(plan.hash, e),)}
             cloud.reraise(e, label, plan.lang)
-        if plan.whole:
-            cloud.succeeded(plan.hash)
         progress.bar.set(100)
         if plan.leads:   # the closing line: time, price, the bytes back and how
             progress.text(closing_text(out.detail, runs=len(out.task_ids), bytes_down=out.bytes_down,

@@ -70,9 +70,43 @@ def is_link(v):
     return isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], int)
 
 
-async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None, extra_data=None):
+class Cache:
+    """ComfyUI's output cache across the prompts of one server (execution.py's classic cache): a node whose
+    signature (its class, its literal inputs, what its IS_CHANGED says, and the signatures of the nodes it reads)
+    is the same as in an earlier prompt is not run again: its outputs and ui are reused. A node that failed is not
+    kept; IS_CHANGED's NaN never equals itself, so such a node always runs. A new Cache is a restarted ComfyUI."""
+
+    def __init__(self):
+        self.kept: dict = {}     # node id -> (signature, result, ui), as ComfyUI keeps one entry per node
+        self.ran: list = []      # node ids run (not served from the cache), per prompt: [[ids], ...]
+
+    def signature(self, prompt: dict, classes: dict, nid: str, memo: dict):
+        if nid in memo:
+            return memo[nid]
+        node = prompt[nid]
+        cls = classes[node["class_type"]]
+        ins = []
+        for k, v in sorted(node["inputs"].items()):
+            ins.append((k, ("link", self.signature(prompt, classes, v[0], memo), v[1]) if is_link(v)
+                        else json.dumps(v, sort_keys=True, default=str)))
+        changed = None
+        is_changed = getattr(cls, "IS_CHANGED", None)
+        if is_changed is not None:
+            names = inspect.signature(is_changed).parameters
+            args = {k: v for k, v in node["inputs"].items() if not is_link(v)
+                    and (k in names or any(p.kind == p.VAR_KEYWORD for p in names.values()))}
+            changed = is_changed(**args)
+            if isinstance(changed, float) and changed != changed:   # NaN: never the same
+                changed = object()
+        memo[nid] = (node["class_type"], tuple(ins), changed)
+        return memo[nid]
+
+
+async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None, extra_data=None,
+                  cache: Cache | None = None):
     """Run the prompt the way ComfyUI would; returns {node id: result tuple} and ui per node. ``extra_data``
-    goes with the prompt to the on_prompt handlers, as POST /prompt's body carries it."""
+    goes with the prompt to the on_prompt handlers, as POST /prompt's body carries it. ``cache``: ComfyUI's
+    output cache kept across prompts (nodes whose signature did not change are not run again)."""
     extra_data = dict(extra_data or {})
     if server is not None:
         prompt = server.trigger_on_prompt({"prompt": prompt, "client_id": "test", "extra_data": extra_data})["prompt"]
@@ -94,8 +128,27 @@ async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None, 
         raise ValidationError(errors)
     results, ui = {}, {}
     pending = dict(prompt)
+    sigs: dict = {}
+    if cache is not None:
+        cache.ran.append([])
+        memo: dict = {}
+        for nid in prompt:
+            sigs[nid] = cache.signature(prompt, classes, nid, memo)
 
     async def run_one(nid):
+        if cache is not None:
+            kept = cache.kept.get(nid)
+            if kept is not None and kept[0] == sigs[nid]:
+                if kept[2] is not None:
+                    ui[nid] = kept[2]
+                return kept[1]
+            cache.ran[-1].append(nid)
+        out = await run_fresh(nid)
+        if cache is not None:
+            cache.kept[nid] = (sigs[nid], out, ui.get(nid))
+        return out
+
+    async def run_fresh(nid):
         node = prompt[nid]
         cls = classes[node["class_type"]]
         kw = {k: (results[v[0]][v[1]] if is_link(v) else v) for k, v in node["inputs"].items()}

@@ -469,20 +469,22 @@ def test_a_failed_cloud_run_is_told_on_an_output_node_and_runs_again_when_queued
     monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
     from conftest import load_pack
     E = core("errors")
+    _, _, server = _node_env()
+    local = server.trigger_on_prompt({"prompt": runnable(), "extra_data": {}})["prompt"]
+    gateway = load_pack().NODE_CLASS_MAPPINGS[plan.GATEWAY]
+    plan_json = local[plan.WHOLE]["inputs"][plan.PLAN_INPUT]
+    before = gateway.IS_CHANGED(gpugeek_plan=plan_json)
     fake.task_opts.update(fail="CUDA out of memory")
     with pytest.raises(E.TaskFailedError) as ei:
         queue(runnable(), wenv)
     text = str(ei.value)
     assert text.startswith(("Save the cat #9: ", "PreviewImage #12:7:2: ")) and "CUDA out of memory" in text
-    _, _, server = _node_env()
-    local = server.trigger_on_prompt({"prompt": runnable(), "extra_data": {}})["prompt"]
-    gateway = load_pack().NODE_CLASS_MAPPINGS[plan.GATEWAY]
-    plan_json = local[plan.WHOLE]["inputs"][plan.PLAN_INPUT]
-    assert gateway.IS_CHANGED(gpugeek_plan=plan_json) != gateway.IS_CHANGED(gpugeek_plan=plan_json)
+    failed = gateway.IS_CHANGED(gpugeek_plan=plan_json)
+    assert failed != before and gateway.IS_CHANGED(gpugeek_plan=plan_json) == failed
     fake.task_opts.pop("fail")
     queue(runnable(), wenv)
     assert len(fake.tasks) == 2
-    assert gateway.IS_CHANGED(gpugeek_plan=plan_json) == gateway.IS_CHANGED(gpugeek_plan=plan_json)
+    assert gateway.IS_CHANGED(gpugeek_plan=plan_json) == failed   # a success changes nothing ComfyUI caches on
 
 
 def test_runs_make_that_many_variations_at_once_and_each_output_node_shows_them_all(wenv, fake):
@@ -528,3 +530,48 @@ def test_another_target_in_settings_runs_the_whole_workflow_again_there(wenv, mo
     second = hook.on_prompt(copy.deepcopy(body))["prompt"][plan.WHOLE]["inputs"]
     assert first[plan.PLAN_INPUT] == second[plan.PLAN_INPUT] and first != second
     assert second["target"] == "http://127.0.0.1:8188" and first["workflow_id"] == WF
+
+
+def _queue_cached(prompt, classes, cache, extra_data=None):
+    _, mini_comfy, server = _node_env()
+    return asyncio.run(mini_comfy.execute(copy.deepcopy(prompt), classes, server, extra_data=extra_data, cache=cache))
+
+
+def test_a_new_prefix_after_a_failure_and_a_success_pays_nothing_more(wenv, fake, monkeypatch):
+    """One payment per result: a failed run, queued again and succeeding, then only the saver's prefix changes.
+    ComfyUI serves the cloud part from its cache (the stand-in keeps ComfyUI's cache, IS_CHANGED included): no third
+    task. The files land under the new prefix, read again from the task that made them."""
+    import mini_comfy
+    folder_paths, _, _ = _node_env()
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    cache = mini_comfy.Cache()
+    fake.task_opts.update(fail="CUDA out of memory")
+    with pytest.raises(core("errors").TaskFailedError):
+        _queue_cached(runnable(), wenv, cache)
+    fake.task_opts.pop("fail")
+    _queue_cached(runnable(), wenv, cache)
+    assert len(fake.tasks) == 2
+    p = runnable()
+    p["9"]["inputs"]["filename_prefix"] = "renamed"
+    _, ui, _ = _queue_cached(p, wenv, cache)
+    assert len(fake.tasks) == 2, "a new prefix paid for the cloud part again"
+    assert plan.WHOLE not in cache.ran[-1] and "9" in cache.ran[-1]
+    (img,) = ui["9"]["images"]
+    assert img["filename"] == "renamed_00001_.png"
+    assert Path(folder_paths.get_output_directory(), img["filename"]).is_file()
+
+
+def test_a_failed_run_runs_again_each_time_it_is_queued_until_it_succeeds(wenv, fake, monkeypatch):
+    """The other side: a failure is never served from ComfyUI's cache, however many times it failed."""
+    import mini_comfy
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    cache = mini_comfy.Cache()
+    fake.task_opts.update(fail="CUDA out of memory")
+    for n in (1, 2, 3):
+        with pytest.raises(core("errors").TaskFailedError):
+            _queue_cached(runnable(), wenv, cache)
+        assert len(fake.tasks) == n
+    fake.task_opts.pop("fail")
+    _queue_cached(runnable(), wenv, cache)
+    _queue_cached(runnable(), wenv, cache)
+    assert len(fake.tasks) == 4
