@@ -233,6 +233,7 @@ def _scaled(runs: list, work: float | None) -> dict | None:
         return None
     return {"runs": len(runs), "run_ms": statistics.median(per_ms) * work,
             "price": statistics.median(per_price) * work if per_price else None,
+            "price_max": max(per_price) * work if per_price else None,
             "run_ms_spread": None, "queue_ms": None, "basis": "scaled"}
 
 
@@ -241,6 +242,7 @@ def _medians(runs: list) -> dict:
     times = [float(r["run_ms"]) for r in runs if r.get("run_ms") is not None]
     queue = [float(r["queue_ms"]) for r in runs if r.get("queue_ms") is not None]
     return {"runs": len(runs), "price": statistics.median(prices) if prices else None,
+            "price_max": max(prices) if prices else None,   # what the daily limit holds for a run (run/spend.py)
             "run_ms": statistics.median(times) if times else None,
             "run_ms_spread": _spread(times),
             "queue_ms": statistics.median(queue) if queue else None}

@@ -191,3 +191,56 @@ def test_runs_that_fail_at_once_leave_no_error_unread():
         gc.collect()   # the runs' tasks are gone now: one whose error nobody read is reported to the handler
         return raised, unread
     assert asyncio.run(both()) == ("run 0 failed", [])
+
+
+def _spent(journal) -> float:
+    return sum(float(r.get("price") or 0) for r in journal.tasks())
+
+
+def test_a_part_never_run_with_eight_runs_passes_the_limit_by_at_most_one_task(env, fake, monkeypatch):
+    """Issue 38: limit = spent + 0.25, a part never run before, runs = 8 at 0.11 a task: 8 were submitted (0.88). Its
+    price is not known, so its first run goes alone; then each run is counted at the price it showed: 2 go, 6 are left
+    out and said; the two that ran are delivered."""
+    fake.task_opts.update(run_s=0.05, price=0.11)
+    monkeypatch.setenv("GPUGEEK_DAILY_LIMIT", "0.25")
+    results, _, _ = execute(seeded(runs=8, seed=500), env)
+    assert fake.count("submit") == 2
+    assert sum(t.price for t in fake.tasks.values()) <= 0.25 + 0.11
+    assert results["10"][0].shape[0] == 2 and len(results["10"][6].split(",")) == 2
+    texts = [t for t, _ in PromptServer.instance.progress_texts]
+    assert any(t.startswith("6 of 8 runs were not sent") for t in texts)
+
+
+def test_a_part_never_run_runs_alone_first_then_the_others_together(env, fake, monkeypatch):
+    """With room for all: the first run alone (its price unknown), then the other three at once."""
+    fake.task_opts.update(run_s=0.3, price=0.1)
+    monkeypatch.setenv("GPUGEEK_DAILY_LIMIT", "10")
+    seen = []
+    watch = when(lambda: (seen.append(len(fake.running_tasks())) or False), lambda: None, limit=3)
+    results, _, _ = execute(seeded(runs=4, seed=900), env)
+    assert fake.count("submit") == 4 and results["10"][0].shape[0] == 4
+    tasks = sorted(fake.tasks.values(), key=lambda t: t.created)
+    first_end = tasks[0].created + tasks[0].queue_s + tasks[0].run_s
+    assert all(t.created >= first_end for t in tasks[1:])        # nobody went before the first's price was known
+    assert max(t.created for t in tasks[1:]) < min(t.created + t.queue_s + t.run_s for t in tasks[1:])  # together
+    assert not watch["met"]
+
+
+def test_two_gateways_in_one_prompt_draw_on_one_room(env, fake, monkeypatch):
+    """Issue 38: two gateways of one prompt were each checked against the same room, so both went (2.25 spent against
+    a limit of 2.0). Now the second waits for the first's price, then is refused: at most one task past the limit."""
+    J_ = pack.nodes.cloud.journal()
+    old = J_.begin(plan_hash="earlier")
+    J_.update(old, status="succeeded", price=1.75, prompt_id="1")
+    fake.task_opts.update(run_s=0.2, price=0.5)
+    monkeypatch.setenv("GPUGEEK_DAILY_LIMIT", "2.0")
+    p = seeded(runs=1, seed=1)
+    p["33"] = {"class_type": "LoadImage", "inputs": {"image": "cloud_b.png"}}
+    p["34"] = {"class_type": "ImageInvert", "inputs": {"image": ["33", 0]}}
+    p["30"] = {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": WF, "run_on": "cloud",
+                                                               "timeout_s": 60, "image_1": ["34", 0]}}
+    with pytest.raises(E.SpendLimitError):
+        execute(p, env)
+    assert core("owner").owner().drain(10)
+    assert fake.count("submit") == 1
+    assert _spent(J_) <= 2.0 + 0.5

@@ -11,17 +11,21 @@ import time
 import uuid
 
 from .. import catalog
+from ..errors import SpendLimitError
 from ..journal import Journal, UploadCache
 from ..targets.pool import Pool
 from ..wire import TaskDetail
 from .inputs import prepare
-from .task import (DEFAULT_TIMEOUT_S, RunOutcome, check_spend, estimate_for, fetch_results, log, provider_of,
-                   submit_once, wait_task)
+from . import spend
+from .spend import check_spend
+from .task import (DEFAULT_TIMEOUT_S, RunOutcome, estimate_for, fetch_results, log, provider_of, submit_once,
+                   wait_task)
 
 # Inputs that seed a sampler: in the runs of a fan-out, run i adds i to each of them.
 SEED_INPUTS = ("seed", "noise_seed")
-# Most tasks one gateway may start at once.
-MAX_RUNS = 64
+# Most tasks one gateway (or a whole workflow) may start at once: a careless click or a cross-site post can cost at most
+# eight tasks, and eight is what the runs picker beside Run offers at most (issue 38).
+MAX_RUNS = 8
 
 
 def with_seed_offset(prompt: dict, offset: int) -> dict:
@@ -80,33 +84,54 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
     group = {"group": uuid.uuid4().hex[:12], "runs": runs} if runs > 1 else {}
     base_meta = {**(meta or {}), **group}
 
-    async def one(i: int) -> RunOutcome:
+    refused: list = []   # the runs the daily limit left out
+
+    async def one(i: int) -> RunOutcome | None:
         t0 = time.monotonic()
-        # on a pool, choose and submit in turn (each choice sees the previous submit); one target takes all at once
-        async with pool.lock if len(pool.targets) > 1 else contextlib.nullcontext():
-            target = await pool.choose()
-            prompt = with_seed_offset(await prompt_for(target), i)
-            # a pool's task is journaled with the server it went to (refresh, cancel and Load Result go there)
-            where = {"target_url": target.url} if getattr(target, "url", None) else {}
-            key = journal.begin(plan_hash=plan.hash, shape_hash=plan.shape, form_hash=plan.form, work=plan.work,
-                                workflow_id=str(workflow_id or ""), gateway=label, target=getattr(target, "name", "?"),
-                                **{**base_meta, **where, **({"run": i} if runs > 1 else {})})
-            prompt_id = await submit_once(target, prompt, workflow_id, journal, key, _run_label(label, i, runs))
-        job.task_id = job.task_id or prompt_id
-        emit = _telling_status(_run_events(job.emit, i, runs), on_status)
-        emit("submitted", prompt_id=prompt_id)
-        detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
-                                 interrupted=job.interrupted, on_event=emit, estimate=estimate,
-                                 label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
-                                 prompt=prompt, provider=provider_of(target, workflow_id),
-                                 lists_key=catalog.key_of_target(target, workflow_id))
+        # the day's room, taken before the submit and given back once the task's price is journaled (run/spend.py);
+        # a run the limit leaves out is not sent (None), the runs that were sent are delivered
+        try:
+            lease = await spend.take(journal, daily_limit, lambda: estimate_for(journal, plan, workflow_id),
+                                     job.interrupted, lambda: job.emit("price_wait"))
+        except SpendLimitError as e:
+            if runs == 1:
+                raise
+            refused.append(e)
+            return None
+        try:
+            # on a pool, choose and submit in turn (each choice sees the previous submit); one target takes all at once
+            async with pool.lock if len(pool.targets) > 1 else contextlib.nullcontext():
+                target = await pool.choose()
+                prompt = with_seed_offset(await prompt_for(target), i)
+                # a pool's task is journaled with the server it went to (refresh, cancel and Load Result go there)
+                where = {"target_url": target.url} if getattr(target, "url", None) else {}
+                key = journal.begin(plan_hash=plan.hash, shape_hash=plan.shape, form_hash=plan.form, work=plan.work,
+                                    workflow_id=str(workflow_id or ""), gateway=label,
+                                    target=getattr(target, "name", "?"),
+                                    **{**base_meta, **where, **({"run": i} if runs > 1 else {})})
+                prompt_id = await submit_once(target, prompt, workflow_id, journal, key, _run_label(label, i, runs))
+            job.task_id = job.task_id or prompt_id
+            emit = _telling_status(_run_events(job.emit, i, runs), on_status)
+            emit("submitted", prompt_id=prompt_id)
+            detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
+                                     interrupted=job.interrupted, on_event=emit, estimate=estimate,
+                                     label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
+                                     prompt=prompt, provider=provider_of(target, workflow_id),
+                                     lists_key=catalog.key_of_target(target, workflow_id))
+        finally:
+            lease.release()
         t_done = time.monotonic()
         files = await job.guard(fetch_results(detail, target, fetch_nodes, budget))
         return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
                           {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
 
     try:
-        return await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)])
+        outcomes = [o for o in await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)]) if o]
+        if not outcomes:   # the limit left every run out: nothing was sent
+            raise refused[0]
+        if refused:   # the runs the limit left out are said; the ones sent are delivered (paid: never dropped)
+            job.emit("limit_left_out", left=len(refused), asked=runs)
+        return outcomes
     finally:
         await _abandon(prepared.values())
 

@@ -73,7 +73,8 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
             out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves))
     finally:
         reserves.close()
-    shapes = {node: [n // runs, h, w] for node, (n, h, w) in out.shapes.items() if n % runs == 0}
+    ran = len(outcomes)   # fewer than ``runs`` where the daily limit left some out
+    shapes = {node: [n // ran, h, w] for node, (n, h, w) in out.shapes.items() if n % ran == 0}
     for i, o in enumerate(outcomes):   # the bytes moved: each run's files down, the inputs up once
         journal.update(o.journal_key, files=[p for p in out.saved if Path(p).name.startswith(o.prompt_id)],
                        bytes_down=out.fetched.get(o.prompt_id, 0), bytes_up=o.uploaded_bytes if i == 0 else 0,

@@ -49,6 +49,10 @@ def event_text(kind: str, lang: str, detail: TaskDetail | None = None, expected=
         return texts.text("progress_shared", lang, task=info.get("task_id"))
     if kind == "cancelling":
         return texts.text("progress_cancelling", lang)
+    if kind == "price_wait":
+        return texts.text("progress_price_wait", lang)
+    if kind == "limit_left_out":
+        return texts.text("progress_limit_left_out", lang, left=info.get("left"), runs=info.get("asked"))
     if kind == "status_error":
         return texts.text("progress_status_error", lang, error=info.get("error"))
     if kind == "status" and detail is not None:

@@ -79,16 +79,6 @@ def estimate_for(journal: Journal, plan, workflow_id=None) -> dict | None:
                             form_hash=plan.form or None, work=plan.work)
 
 
-def check_spend(journal: Journal, limit: float | None, estimate: dict | None) -> None:
-    if not limit:
-        return
-    spent = journal.spent_today()
-    price = (estimate or {}).get("price")
-    if spent + (price or 0) > limit or spent >= limit:
-        raise errors.SpendLimitError(key="err_spend_limit",
-                                     values={"spent": f"{spent:g}", "price": f"{price or 0:g}", "limit": f"{limit:g}"})
-
-
 def provider_of(target, workflow_id) -> texts.Said:
     """What provides the cloud's models, for the sentence that asks the user to pick one it has."""
     url = getattr(target, "url", None)

@@ -10,5 +10,5 @@ export const WHOLE_KEY = "gpugeek_whole_workflow";
 export const WHOLE_LANG_KEY = "gpugeek_lang";
 // a whole workflow's variations at once: the prompt's extra_data key and the workflow's extra key (the same name)
 export const WHOLE_RUNS_KEY = "gpugeek_runs";
-export const MAX_WHOLE_RUNS = 64;
+export const MAX_WHOLE_RUNS = 8;   // offload/run/fanout.py MAX_RUNS: the server caps it the same
 export const WHOLE = "gpugeek_whole";

@@ -16,7 +16,7 @@ export function setSwitch(extra, on) {
   return extra;
 }
 
-// a workflow's runs at once when it runs whole in the cloud (its variations, seeds offset by the run): 1 to 64
+// a workflow's runs at once when it runs whole in the cloud (its variations, seeds offset by the run): 1 to 8
 export function runsOf(extra) {
   const n = Math.floor(Number(extra?.[WHOLE_RUNS_KEY]));
   return Number.isFinite(n) ? Math.max(1, Math.min(MAX_WHOLE_RUNS, n)) : 1;

@@ -32,7 +32,8 @@ test("a workflow's runs at once go with the switch on, bounded; off or one run, 
   assert.equal(runsOf(undefined), 1);
   assert.equal(runsOf({ gpugeek_runs: "4" }), 4);
   assert.equal(runsOf({ gpugeek_runs: 0 }), 1);
-  assert.equal(runsOf({ gpugeek_runs: 1000 }), 64);
+  assert.equal(runsOf({ gpugeek_runs: 1000 }), 8);
+  assert.equal(runsOf({ gpugeek_runs: 9 }), 8);
   assert.equal(runsOf({ gpugeek_runs: "x" }), 1);
   assert.deepEqual(setRuns({}, 3), { gpugeek_runs: 3 });
   const body = JSON.stringify({ prompt: { 1: {} } });
