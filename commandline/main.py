@@ -21,7 +21,7 @@ from ..offload import config, errors, plan, texts
 from ..offload.journal import Journal, UploadCache
 from ..offload.owner import Interrupted, owner
 from ..offload.plan import kinds
-from ..offload.run import fetch_results, run_plan, status_text, wait_task
+from ..offload.run import cancel_by_hand, fetch_results, run_plan, status_text, wait_task
 from ..offload.targets import open_target, target_of
 from ..offload.transfer import input_path, read_limited, safe_file_name, save_into
 from ..offload.wire import SUCCEEDED, TaskDetail
@@ -168,11 +168,8 @@ async def cmd_status(args, cfg) -> int:
 async def cmd_cancel(args, cfg) -> int:
     pid = _task_id(args)
     async with open_target(cfg, _target_for(args, pid)) as target:
-        await target.cancel(pid)
-    rec = Journal().by_prompt_id(pid)
-    if rec:
-        Journal().update(rec["key"], status="cancelled", error="cancelled from the command line")
-    print(f"task {pid}: cancel requested")
+        status = await cancel_by_hand(target, pid, Journal(), "cancelled from the command line")
+    print(f"task {pid}: cancel requested ({status})")
     return 0
 
 

@@ -12,8 +12,8 @@ from ..offload import catalog
 from ..offload import config
 from ..offload import errors
 from ..offload import texts
-from ..offload.journal import ACTIVE, CANCELLED
-from ..offload.run import estimate_for
+from ..offload.journal import ACTIVE
+from ..offload.run import cancel_by_hand, estimate_for
 from ..offload.run.fanout import times_runs
 from . import cloud, hook
 
@@ -200,11 +200,8 @@ async def post_cancel(request):
     pid = request.match_info["pid"]
     try:
         async with cloud.open_target(override=_task_target(pid)) as target:
-            await target.cancel(pid)
-        rec = cloud.journal().by_prompt_id(pid)
-        if rec and rec.get("status") in ACTIVE:
-            cloud.journal().update(rec["key"], status=CANCELLED, error="cancelled from the tasks tab")
-        return web.json_response({"ok": True})
+            status = await cancel_by_hand(target, pid, cloud.journal(), "cancelled from the tasks tab")
+        return web.json_response({"ok": True, "status": status})
     except errors.GPUGeekError as e:
         return web.json_response({"ok": False, "message": str(e)})
 

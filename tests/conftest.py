@@ -160,17 +160,44 @@ def env(fake, monkeypatch, tmp_path):
     PromptServer.instance.progress_texts.clear()
     PromptServer.instance.sent.clear()
     mini_comfy.SAVED.clear()
+    mini_comfy.SHOWN.clear()
     return classes
 
 
 @pytest.fixture
-def fake():
+def fake(request, monkeypatch):
+    """The GPUGeek fake; after the test, the money-and-files invariants (tests/invariants.py) over what it took, the
+    journal and the files the output nodes showed (a test that breaks them on purpose says so with the mark
+    ``breaks_invariants``)."""
     from fake_gpugeek import FakeGPUGeek
+    import mini_comfy
+    mini_comfy.SHOWN.clear()
     # as on the platform, each task is picked up a little later than the last and runs a little longer or
     # shorter (seeded: the same draws every run of a test; a test that needs exact times sets them to 0)
     srv = FakeGPUGeek(api_key=SECRET_KEY, queue_jitter_s=0.03, run_jitter=0.10, seed=33).start()
     yield srv
-    srv.stop()
+    try:
+        if request.node.get_closest_marker("breaks_invariants") is None and srv.tasks:
+            check_invariants(srv)
+    finally:
+        srv.stop()
+
+
+def check_invariants(fake) -> None:
+    """The invariants after a test's prompts (the task owner's jobs ended first: a cancel may still be under way). A
+    test that only called the platform's API (the client's tests) wrote no journal: nothing of the pack's ran."""
+    import invariants
+    import mini_comfy
+    owner = core("owner").owner()
+    owner.drain(15)
+    journal = core("journal").Journal()
+    journal.store.refresh()
+    if not journal.store.all() and not mini_comfy.SHOWN:
+        return
+    cfg = core("config").load_config()
+    bad = invariants.money(invariants.fake_tasks(fake), journal.store.all(), cfg.daily_limit)
+    bad += invariants.files(mini_comfy.SHOWN)
+    assert bad == [], "the money-and-files invariants broke: " + "; ".join(bad) + f" (calls: {fake.calls[-12:]})"
 
 
 @pytest.fixture

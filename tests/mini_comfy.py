@@ -58,6 +58,24 @@ def _runner(name):
 
 
 SAVED: list = []
+# every file an output node showed (node, ui entry, sha256 of the file then): tests/invariants.py files()
+SHOWN: list = []
+
+
+def record_shown(nid, ui) -> None:
+    import hashlib
+    import os
+    import folder_paths
+    dirs = {"output": folder_paths.get_output_directory(), "temp": folder_paths.get_temp_directory(),
+            "input": folder_paths.get_input_directory()}
+    for entries in (ui or {}).values() if isinstance(ui, dict) else []:
+        for e in entries if isinstance(entries, list) else []:
+            if not (isinstance(e, dict) and e.get("filename") and e.get("type") in dirs):
+                continue
+            path = os.path.join(dirs[e["type"]], e.get("subfolder") or "", e["filename"])
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    SHOWN.append((nid, dict(e), hashlib.sha256(f.read()).hexdigest()))
 
 
 class ValidationError(Exception):
@@ -166,6 +184,7 @@ async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None, 
             out = await out
         if isinstance(out, dict):
             ui[nid] = out.get("ui")
+            record_shown(nid, ui[nid])
             out = out.get("result", ())
         return out
 

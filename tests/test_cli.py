@@ -35,6 +35,9 @@ def test_run_uploads_local_files_waits_and_saves(fake, workflow, tmp_path, monke
     assert len(list((tmp_path / "again").glob("*.png"))) == 1
     assert cli.main(["tasks"]) == 0 and pid in capsys.readouterr().out
     assert cli.main(["cancel", pid]) == 0 and fake.count("cancel") == 1
+    # the task had finished: a cancel after its end leaves it succeeded, its result addresses kept (before: cancelled)
+    rec = core("journal").Journal().by_prompt_id(pid)
+    assert rec["status"] == "succeeded" and rec["result_url"]
 
 
 def test_run_without_key_or_with_gateway_nodes_says_what_to_do(fake, workflow, tmp_path, capsys, monkeypatch):

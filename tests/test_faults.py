@@ -161,7 +161,7 @@ def test_cancel_that_keeps_failing_still_ends_as_interrupted(env, fake):
     # bounded: the transport's retries in each of the owner's rounds, then given up and journaled unknown
     assert fake.count("cancel") == 4 * core("run").CANCEL_ROUNDS
     assert journal()[0]["status"] == "unknown" and "may still run" in journal()[0]["error"]
-    for t in fake.tasks.values():
+    for t in fake.running_tasks():
         t.cancelled_at = time.monotonic()  # tidy the fake
 
 

@@ -7,6 +7,7 @@ from .inputs import fill_crossings, prepare, register_external  # noqa: F401
 from .progress import status_text  # noqa: F401
 from .spend import check_spend  # noqa: F401
 from .fanout import MAX_RUNS, combined, run_plan, run_runs, with_seed_offset  # noqa: F401
-from .task import (CANCEL_PAUSE_S, CANCEL_ROUNDS, DEFAULT_TIMEOUT_S, RunOutcome, cancel_task,  # noqa: F401
+from .task import (CANCEL_PAUSE_S, CANCEL_ROUNDS, DEFAULT_TIMEOUT_S, RunOutcome,  # noqa: F401
+                   cancel_by_hand, cancel_task,
                    estimate_for, fetch_results, job_status, sleep_interruptible, submit_once,
                    wait_task)

@@ -304,15 +304,49 @@ async def cancel_task(target, prompt_id: str, journal: Journal, key: str | None,
             log.warning("Cancelling task %s after %s failed (round %d of %d): %s", prompt_id, why, attempt + 1,
                         CANCEL_ROUNDS, e)
             continue
-        if key:
-            journal.update(key, status=CANCELLED, error=why)
-        on_event("cancelled", prompt_id=prompt_id)
+        try:
+            status = await settle_after_cancel(target, prompt_id, journal, key, why)
+        except Exception:  # noqa: BLE001 - never hides the reason the wait ended
+            log.exception("task %s: journaling after the cancel failed", prompt_id)
+            status = CANCELLED
+        on_event("cancelled" if status == CANCELLED else "ended_before_cancel", prompt_id=prompt_id)
         return True
     if key:
         journal.update(key, status=UNKNOWN, error=f"{why}; the cancel failed ({type(last).__name__}), so the task "
                        "may still run and be paid: check it on the GPUGeek console or with Refresh in the tasks tab")
     on_event("cancel_failed", prompt_id=prompt_id)
     return False
+
+
+async def cancel_by_hand(target, prompt_id: str, journal: Journal, why: str) -> str:
+    """A cancel the user asked for (the tasks tab, the command line): sent, then journaled as the cloud says the task
+    is (``settle_after_cancel``). Returns the journal's word."""
+    await target.cancel(prompt_id)
+    rec = journal.by_prompt_id(prompt_id)
+    return await settle_after_cancel(target, prompt_id, journal, rec["key"] if rec else None, why)
+
+
+async def settle_after_cancel(target, prompt_id: str, journal: Journal, key: str | None, why: str) -> str:
+    """After a cancel was accepted: the task's status read once and journaled as the cloud says it. A task that had
+    finished before the cancel reached it (a status call that failed until the timeout, a cancel from the tasks tab
+    of a task that just ended) is journaled succeeded with its price and every result address, never cancelled: its
+    results were paid for. ``cancelling`` while the cloud cannot be asked (the cancel went; how the task ended is not
+    known yet: Refresh in the tasks tab reads it). Returns the journal's word."""
+    try:
+        d = await target.status(prompt_id)
+    except (errors.BusyError, errors.TransportError, errors.GPUGeekError) as e:
+        log.warning("task %s: its status after the cancel could not be read (%s)", prompt_id, e)
+        d = None
+    final = d is not None and d.final
+    status = job_status(d.status) if final else CANCELLED if d is not None else CANCELLING
+    rec = journal.get(key) if key else None
+    if rec is not None and (rec.get("status") not in (SUCCEEDED, FAILED, CANCELLED) or status == SUCCEEDED):
+        fields = {"status": status, "error": why if status in (CANCELLED, CANCELLING) else (d.error_msg or None)}
+        if final:
+            fields.update(price=d.origin_price, result_url=d.result_url, queue_ms=d.queue_duration_ms,
+                          run_ms=d.run_duration_ms)
+        journal.update(key, **fields)
+    return status
 
 
 async def fetch_results(detail: TaskDetail, target, nodes=None, budget: ByteBudget | None = None) -> dict:
