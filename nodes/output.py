@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import threading
 
 from ..offload import codec, errors, run, texts
 from ..offload.plan import (OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT,
@@ -24,6 +25,11 @@ STILL = (".png", ".jpg", ".jpeg")
 VIDEO = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 AUDIO = (".flac", ".mp3", ".wav", ".ogg", ".opus", ".m4a")
 ANIMATED = (".webp", ".gif")
+# One output node's files at a time, in this ComfyUI process, from asking ComfyUI's counter to creating every
+# name: output nodes run at once (async nodes), and two of one prefix would both get the same next counter.
+_SAVING = threading.Lock()
+# Names tried past the counter when other writers made those files meanwhile, before the save is refused.
+MAX_NAME_TRIES = 10000
 
 
 class GPUGeekCloudOutput:
@@ -113,7 +119,10 @@ def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginf
 
 
 def _write_all(files: list, temp: bool, prefix: str, text: dict) -> list:
-    """Each file into output/ (or temp/), named as ComfyUI's savers name theirs; [(ui entry, ext, data, url)]."""
+    """Each file into output/ (or temp/), named as ComfyUI's savers name theirs; [(ui entry, ext, data, url)].
+    The bytes are made first (a still as PNG); then, one node at a time in this process, ComfyUI's counter is
+    asked and every name created at once, exclusively (a name another writer made meanwhile is passed over for
+    the next free counter); the bytes are written after, into files nobody else can take."""
     fp = comfy.folder_paths()
     if temp:
         base, kind, level = fp.get_temp_directory(), "temp", 1
@@ -121,16 +130,47 @@ def _write_all(files: list, temp: bool, prefix: str, text: dict) -> list:
     else:
         base, kind, level = fp.get_output_directory(), "output", 4
         prefix = prefix or "ComfyUI"
-    folder, name, counter, subfolder, _ = fp.get_save_image_path(prefix, base, 0, 0)
-    written = []
+    made = []
     for url, data in files:
         ext = os.path.splitext(safe_file_name(url, "file"))[1]
-        file = f"{name}_{counter:05}_.png" if ext in STILL else f"{name}_{counter:05}_{ext}"
-        with open(os.path.join(folder, file), "wb") as f:
-            f.write(_as_png(data, text, level) if ext in STILL else data)
-        written.append(({"filename": file, "subfolder": subfolder, "type": kind}, ext, data, url))
-        counter += 1
-    return written
+        made.append((url, data, ext, ".png" if ext in STILL else ext, _as_png(data, text, level) if ext in STILL else data))
+    created = []
+    try:
+        with _SAVING:
+            folder, name, counter, subfolder, _ = fp.get_save_image_path(prefix, base, 0, 0)
+            for *_, ext_out, _out in made:
+                counter, file, handle = _create(folder, name, counter, ext_out)
+                created.append((file, handle))
+                counter += 1
+        for (file, handle), (*_, out) in zip(created, made):
+            with handle:
+                handle.write(out)
+    except BaseException:
+        for file, handle in created:
+            handle.close()
+            _remove(os.path.join(folder, file))
+        raise
+    return [({"filename": file, "subfolder": subfolder, "type": kind}, ext, data, url)
+            for (file, _), (url, data, ext, _, _) in zip(created, made)]
+
+
+def _create(folder: str, name: str, counter: int, ext: str):
+    """(counter, file name, open file) of the first free ``name_NNNNN_ext`` from ``counter`` on, created
+    exclusively: an existing file is never opened, whoever made it."""
+    for _ in range(MAX_NAME_TRIES):
+        file = f"{name}_{counter:05}_{ext}"
+        try:
+            return counter, file, open(os.path.join(folder, file), "xb")
+        except FileExistsError:
+            counter += 1
+    raise errors.ResultError(f"No free file name after {name}_{counter:05}_{ext}", call="save")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _as_node(shown, written: list) -> dict:
