@@ -137,6 +137,18 @@ def exact_bytes(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
+def cut_utf8(raw: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes of UTF-8 text, cut at the start of a character (not inside one)."""
+    if len(raw) <= limit:
+        return raw
+    cut = limit
+    for _ in range(3):   # back over at most 3 continuation bytes
+        if raw[cut] & 0xC0 != 0x80:
+            break
+        cut -= 1
+    return raw[:cut]
+
+
 def safe_file_name(url: str, fallback: str) -> str:
     """A file name from a URL that can never leave the folder it is joined to (a ComfyUI server's
     ``/view?filename=...`` names the file in its query)."""
@@ -148,7 +160,7 @@ def safe_file_name(url: str, fallback: str) -> str:
     stem, ext = os.path.splitext(_SAFE.sub("_", raw).strip("._"))
     if ext.lower() not in SAVE_EXTS:
         ext = ".bin"
-    stem = stem.strip("._")[:MAX_STEM] or fallback   # a very long name is cut, its extension kept
+    stem = stem[:MAX_STEM] or fallback   # a very long name is cut, its extension kept
     return f"{_SAFE.sub('_', stem)}{ext.lower()}"
 
 
