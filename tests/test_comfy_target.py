@@ -277,7 +277,8 @@ def test_a_task_with_odd_names_and_texts_ends_succeeded_with_every_address(remot
     assert unquote_to_bytes(raw["filename"]) == exact(saved)   # the exact name the server gave, kept
     assert parse_qs(query)["type"] == ["output"]
     cut = exact(ODD_TEXT)[:comfyui.MAX_TEXT_BYTES]
-    assert text.startswith(cut[:comfyui.MAX_TEXT_BYTES - 4]) and text.endswith("\u2026".encode())
+    assert text.startswith(cut[:comfyui.MAX_TEXT_BYTES - 6]) and text.endswith("\u2026".encode())
+    assert len(text) <= comfyui.MAX_TEXT_BYTES
     # journaled with every address, read back the same
     j = journal.Journal(tmp_path / "tasks.jsonl")
     key = j.begin(prompt_id=d.prompt_id)

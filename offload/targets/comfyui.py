@@ -25,7 +25,7 @@ from .. import cloud_errors, errors, texts
 from ..config import check_base_url
 from ..plan import kinds
 from ..redact import get_logger, register_secret
-from ..transfer import exact_bytes
+from ..transfer import cut_utf8, exact_bytes
 from ..transport import RetryPolicy, Transport, download, page_snippet
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
 
@@ -45,19 +45,15 @@ WS_CONNECT_TIMEOUT_S = 5.0
 # longer than this is cut there (and says so with a closing ellipsis).
 MAX_TEXT_BYTES = 64 * 1024
 TEXT_PREFIX = "data:text/plain;charset=utf-8;base64,"
+_ELLIPSIS = "\u2026".encode("utf-8")
 
 
 def text_url(text: str) -> str:
     """The address a node's text comes back as (read again by :func:`text_of`): its exact bytes, whatever the
-    text holds (surrogates, NUL: transfer.exact_bytes), cut at a character's start past MAX_TEXT_BYTES."""
+    text holds (surrogates, NUL: transfer.exact_bytes), at most MAX_TEXT_BYTES (cut at a character's start)."""
     raw = exact_bytes(text)
-    if len(raw) > MAX_TEXT_BYTES:
-        cut = MAX_TEXT_BYTES
-        for _ in range(3):   # back to the start of a UTF-8 sequence (at most 3 continuation bytes)
-            if raw[cut] & 0xC0 != 0x80:
-                break
-            cut -= 1
-        raw = raw[:cut] + "\u2026".encode("utf-8")
+    if len(raw) > MAX_TEXT_BYTES:   # the ellipsis within the limit too
+        raw = cut_utf8(raw, MAX_TEXT_BYTES - len(_ELLIPSIS)) + _ELLIPSIS
     return TEXT_PREFIX + base64.b64encode(raw).decode("ascii")
 
 
