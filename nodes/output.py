@@ -12,18 +12,33 @@ import io
 import json
 import os
 import random
+import threading
 
 from ..offload import codec, errors, run, texts
 from ..offload.plan import (OUTPUT_CLASS_INPUT, OUTPUT_LANG_INPUT, OUTPUT_NODE_INPUT, OUTPUT_PREFIX_INPUT,
                             REFUSAL_INPUT, kinds)
-from ..offload.transfer import safe_file_name
+from ..offload.redact import get_logger
+from ..offload.transfer import cut_utf8, safe_file_name
 from . import cloud, comfy
 
 NAME = "GPUGeek Cloud Output"
+log = get_logger("gpugeek.output")
 STILL = (".png", ".jpg", ".jpeg")
+# What a still may be to be written as PNG (codec.sniff): what the cloud's savers make. Anything else named .png or
+# .jpg is kept as it came, never opened (offload/codec.py PILLOW_FORMATS is the one allow-list Pillow opens).
+STILL_KINDS = ("png", "jpeg", "webp")
+# Preview Any's text shown on the node (and kept with the prompt in ComfyUI's history): at most this many bytes. A
+# longer text is cut there and kept whole in a file the shown text names; 64 KiB is pages of text, and what a
+# ComfyUI server's text comes back as at most (offload/targets/comfyui.py MAX_TEXT_BYTES).
+MAX_SHOWN_TEXT = 64 * 1024
 VIDEO = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 AUDIO = (".flac", ".mp3", ".wav", ".ogg", ".opus", ".m4a")
 ANIMATED = (".webp", ".gif")
+# One output node's files at a time, in this ComfyUI process, from asking ComfyUI's counter to creating every
+# name: output nodes run at once (async nodes), and two of one prefix would both get the same next counter.
+_SAVING = threading.Lock()
+# Names tried past the counter when other writers made those files meanwhile, before the save is refused.
+MAX_NAME_TRIES = 10000
 
 
 class GPUGeekCloudOutput:
@@ -75,7 +90,12 @@ class GPUGeekCloudOutput:
             said = "whole_text_in_cloud" if shown is not None and shown.key == kinds.TEXT else "whole_left_in_cloud"
             comfy.progress_text(texts.text(said, lang, task=task_id), unique_id)
             return {"ui": {"gpugeek": [{"state": "left", "task_id": str(task_id)}]}}
-        ui = await asyncio.to_thread(save_as, got, gpugeek_class, gpugeek_prefix, prompt, extra_pnginfo)
+        notes: list = []
+        ui = await asyncio.to_thread(save_as, got, gpugeek_class, gpugeek_prefix, prompt, extra_pnginfo, notes, lang)
+        if notes:   # what was kept aside (not shown, or cut): said on the node, and in the log with its name
+            said = " ".join(n.text(lang) for n in notes)
+            comfy.progress_text(said, unique_id)
+            log.warning("%s: %s", label, " ".join(n.text("en") for n in notes))
         return {"ui": ui}
 
 
@@ -93,27 +113,83 @@ def is_preview(class_type: str) -> bool:
     return str(class_type or "").startswith("Preview") or class_type == "MaskPreview"
 
 
-def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginfo=None) -> dict:
+def save_as(files: list, class_type: str, prefix: str, prompt=None, extra_pnginfo=None, notes: list | None = None,
+            lang: str = "en") -> dict:
     """Write ``files`` ([(url, bytes)]) as the node ``class_type`` would and return the ui it shows them with,
     by the one table of kinds (offload/plan/kinds.py): still images as PNG with this machine's prompt and
     workflow in their metadata (a PNG's pixels untouched: its text chunks are replaced, nothing is encoded
     again), animations, video, audio and 3D models as they came, named like ComfyUI's savers
     (``prefix_00001_.png``), in temp/ for a preview; a text (Preview Any's) shown, not written. A class the
-    table does not list is shown by the kinds of its files (``images``, ``animated``, ``audio``)."""
+    table does not list is shown by the kinds of its files (``images``, ``animated``, ``audio``).
+
+    Nothing is lost and nothing unsafe is opened: a still that is no PNG, JPEG or WebP, or whose header says it
+    passes the codec's pixel limit, is kept as it came, not decoded, not shown; a text node's file that is no
+    text is kept, not shown; a text past ``MAX_SHOWN_TEXT`` is shown cut and kept whole. Each is said in
+    ``notes`` (texts.Said, appended; ``lang`` for the sentence a cut text ends with)."""
+    notes = [] if notes is None else notes
     shown = kinds.OUTPUTS.get(class_type)
-    as_text = [(shown is not None and shown.key == kinds.TEXT) or _is_text(u) for u, _ in files]
-    ui: dict = {"text": [d.decode("utf-8", "replace") for (_, d), t in zip(files, as_text) if t]} if any(as_text) else {}
-    files = [f for f, t in zip(files, as_text) if not t]
-    if not files:
+    text_node = shown is not None and shown.key == kinds.TEXT
+    texts_shown: list = []   # (text, index into to_write of its whole, or None)
+    to_write, wholes, binaries = [], {}, []
+    for url, data in files:
+        if not (text_node or _is_text(url)):
+            to_write.append((url, data))
+            continue
+        text = data.decode("utf-8", "replace") if _is_text(url) else _as_text(data)
+        if text is None:   # a binary file for a text: kept as it came, never shown as text
+            binaries.append(len(to_write))
+            to_write.append((url, data))
+        elif len(data) > MAX_SHOWN_TEXT:   # shown cut, kept whole
+            wholes[len(texts_shown)] = (len(to_write), len(data))
+            to_write.append((url if not _is_text(url) else "text.txt", data))
+            texts_shown.append(cut_utf8(data, MAX_SHOWN_TEXT).decode("utf-8", "replace"))
+        else:
+            texts_shown.append(text)
+    written = _write_all(to_write, is_preview(class_type), prefix, _metadata(prompt, extra_pnginfo)) if to_write else []
+    ui: dict = {}
+    if texts_shown:
+        for i, (at, size) in wholes.items():
+            said = _said_kept("whole_text_cut", written[at][0], shown=MAX_SHOWN_TEXT // 1024, size=-(-size // 1024))
+            notes.append(said)
+            texts_shown[i] += "\n\n" + said.text(lang)
+        ui["text"] = texts_shown
+    for at in binaries:
+        notes.append(_said_kept("whole_binary_kept", written[at][0]))
+    aside = set(binaries) | {at for at, _ in wholes.values()}
+    for i, (entry, _, _, _, kept) in enumerate(written):
+        if kept:
+            notes.append(_said_kept("whole_still_kept", entry, megapixels=codec.MAX_PIXELS // 1_000_000))
+            aside.add(i)
+    written = [w[:4] for i, w in enumerate(written) if i not in aside]
+    if not written:
         return ui
-    written = _write_all(files, is_preview(class_type), prefix, _metadata(prompt, extra_pnginfo))
     if shown is None:
         return {**ui, **_by_extension(written)}
     return {**ui, **_as_node(shown, written)}
 
 
+def _said_kept(key: str, entry: dict, **values) -> texts.Said:
+    """The sentence that says where a file was kept (its name in its folder, output or temp)."""
+    name = f"{entry['subfolder']}/{entry['filename']}" if entry["subfolder"] else entry["filename"]
+    return texts.Said(key, {"file": name, "folder": entry["type"], **values})
+
+
+def _as_text(data: bytes) -> str | None:
+    """A file's text when it is one (UTF-8 without NUL), else None: a binary file is never shown as text."""
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _write_all(files: list, temp: bool, prefix: str, text: dict) -> list:
-    """Each file into output/ (or temp/), named as ComfyUI's savers name theirs; [(ui entry, ext, data, url)]."""
+    """Each file into output/ (or temp/), named as ComfyUI's savers name theirs; [(ui entry, ext, data, url,
+    kept)], ``kept`` for a still this pack does not open (``_as_png`` refused it), written as it came.
+    The bytes are made first (a still as PNG); then, one node at a time in this process, ComfyUI's counter is
+    asked and every name created at once, exclusively (a name another writer made meanwhile is passed over for
+    the next free counter); the bytes are written after, into files nobody else can take."""
     fp = comfy.folder_paths()
     if temp:
         base, kind, level = fp.get_temp_directory(), "temp", 1
@@ -121,16 +197,53 @@ def _write_all(files: list, temp: bool, prefix: str, text: dict) -> list:
     else:
         base, kind, level = fp.get_output_directory(), "output", 4
         prefix = prefix or "ComfyUI"
-    folder, name, counter, subfolder, _ = fp.get_save_image_path(prefix, base, 0, 0)
-    written = []
+    made = []
     for url, data in files:
         ext = os.path.splitext(safe_file_name(url, "file"))[1]
-        file = f"{name}_{counter:05}_.png" if ext in STILL else f"{name}_{counter:05}_{ext}"
-        with open(os.path.join(folder, file), "wb") as f:
-            f.write(_as_png(data, text, level) if ext in STILL else data)
-        written.append(({"filename": file, "subfolder": subfolder, "type": kind}, ext, data, url))
-        counter += 1
-    return written
+        out, ext_out, kept = data, ext, False
+        if ext in STILL:
+            try:
+                out, ext_out = _as_png(data, text, level), ".png"
+            except errors.ResultError:
+                kept = True   # nothing lost: the file as it came, under the extension it came with
+        made.append((url, data, ext, ext_out, out, kept))
+    created = []
+    try:
+        with _SAVING:
+            folder, name, counter, subfolder, _ = fp.get_save_image_path(prefix, base, 0, 0)
+            for m in made:
+                counter, file, handle = _create(folder, name, counter, m[3])
+                created.append((file, handle))
+                counter += 1
+        for (file, handle), m in zip(created, made):
+            with handle:
+                handle.write(m[4])
+    except BaseException:
+        for file, handle in created:
+            handle.close()
+            _remove(os.path.join(folder, file))
+        raise
+    return [({"filename": file, "subfolder": subfolder, "type": kind}, ext, data, url, kept)
+            for (file, _), (url, data, ext, _, _, kept) in zip(created, made)]
+
+
+def _create(folder: str, name: str, counter: int, ext: str):
+    """(counter, file name, open file) of the first free ``name_NNNNN_ext`` from ``counter`` on, created
+    exclusively: an existing file is never opened, whoever made it."""
+    for _ in range(MAX_NAME_TRIES):
+        file = f"{name}_{counter:05}_{ext}"
+        try:
+            return counter, file, open(os.path.join(folder, file), "xb")
+        except FileExistsError:
+            counter += 1
+    raise errors.ResultError(f"No free file name after {name}_{counter:05}_{ext}", call="save")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _as_node(shown, written: list) -> dict:
@@ -194,23 +307,33 @@ def _metadata(prompt, extra_pnginfo) -> dict:
 
 def _as_png(data: bytes, text: dict, level: int) -> bytes:
     """A cloud still image as the PNG a local save writes: a PNG keeps its bytes (only its text is this
-    machine's); another format (a JPEG) is written as PNG."""
-    if codec.sniff(data) == "png":
+    machine's; nothing decoded); a JPEG or WebP is written as PNG once its header says it is within the codec's
+    pixel limit (offload/codec.py: the one allow-list and limit). Anything else is refused (ResultError), never
+    opened: Pillow is not left to guess among TIFF, BMP, EPS and the rest."""
+    kind = codec.sniff(data)
+    if kind == "png":
         return codec.png_with_text(data, text)
-    from PIL import Image
+    if kind not in STILL_KINDS:
+        raise errors.ResultError("A still result is no PNG, JPEG or WebP", call="save")
+    codec.header(data)   # its size, from its header, before a pixel is decoded
     from PIL.PngImagePlugin import PngInfo
     info = PngInfo()
     for k, v in text.items():
         info.add_text(k, v)
     out = io.BytesIO()
-    with Image.open(io.BytesIO(data)) as im:
-        im.save(out, "PNG", pnginfo=info, compress_level=level)
+    try:
+        with codec.open_image(data) as im:
+            im.save(out, "PNG", pnginfo=info, compress_level=level)
+    except errors.ResultError:
+        raise
+    except Exception as e:
+        raise errors.ResultError(f"A still result could not be decoded ({type(e).__name__})", call="save") from None
     return out.getvalue()
 
 
 def _frames(data: bytes) -> int:
-    from PIL import Image
+    """An animation's frames, counted from its header (codec.header: nothing decoded, allowed formats only)."""
     try:
-        return int(getattr(Image.open(io.BytesIO(data)), "n_frames", 1))
-    except Exception:
+        return codec.header(data).frames
+    except errors.ResultError:
         return 1

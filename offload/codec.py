@@ -34,8 +34,14 @@ try:  # optional: libwebp that lets go of the GIL (Pillow's WebP decoding holds 
 except Exception:  # pragma: no cover - depends on the environment
     _webp_nogil = None
 
-# Largest image accepted: 64 megapixels (8192x8192). A float32 RGB tensor of it is 768 MB.
+# Largest image accepted: 64 megapixels (8192x8192). A float32 RGB tensor of it is 768 MB. Read from the file's
+# header before any pixel is decoded, wherever a result still is opened (the gateway's tensors, the output nodes'
+# PNGs: nodes/output.py).
 MAX_PIXELS = 8192 * 8192
+# The formats Pillow may open here, by what a file's first bytes say it is (``sniff``): what the cloud's savers make
+# (PNG, JPEG, WebP) and GIF, which ComfyUI's LoadImage reads too. Pillow is never left to guess among its other
+# formats (TIFF, BMP, ICO, PPM, PCX, TGA, SGI, DDS: parsers a hostile file need not reach; EPS runs Ghostscript).
+PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
 # Largest decoded batch (float32 IMAGE + MASK) accepted in one go.
 MAX_BATCH_BYTES = 4 * 1024**3
 # PNG compression for uploads: level 1 is several times faster than 6 at nearly the same size.
@@ -76,6 +82,37 @@ def sniff(data: bytes) -> str:
     return "unknown"
 
 
+def open_image(data: bytes):
+    """A result file opened by Pillow, lazily (no pixel decoded yet), as the format its first bytes say and only
+    one of ``PILLOW_FORMATS``; refused otherwise."""
+    fmt = PILLOW_FORMATS.get(sniff(data))
+    if fmt is None:
+        raise ResultError("A result file is not an image (PNG, JPEG, WebP or GIF)", call="decode")
+    return Image.open(io.BytesIO(data), formats=[fmt])
+
+
+def _open_checked(data: bytes):
+    """``open_image``, its size checked against MAX_PIXELS from the header (Pillow's own decompression-bomb
+    warning is this check's to judge; its error, far past the limit, says the same)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = open_image(data)
+    except ResultError:
+        raise
+    except Image.DecompressionBombError:
+        raise ResultError(f"A result image is beyond the {MAX_PIXELS // 1_000_000} megapixel limit",
+                          call="decode") from None
+    except Exception as e:
+        raise ResultError(f"A result file could not be read as an image ({type(e).__name__})", call="decode") from None
+    try:
+        check_size(*im.size)
+    except ResultError:
+        im.close()
+        raise
+    return im
+
+
 def _png_header(data: bytes):
     """(width, height, bit depth, colour type, has_exif) from the chunks before the first IDAT."""
     if len(data) < 33 or data[12:16] != b"IHDR":
@@ -109,12 +146,8 @@ def header(data: bytes) -> Header:
     elif kind == "gif":
         w, h, frames = _gif_header(data)
     else:
-        try:
-            with Image.open(io.BytesIO(data)) as im:   # lazy: the markers up to the first scan
-                w, h = im.size
-        except Exception as e:
-            raise ResultError(f"A result file could not be read as an image ({type(e).__name__})",
-                              call="decode") from None
+        with _open_checked(data) as im:   # lazy: the markers up to the first scan
+            w, h = im.size
     check_size(w, h)
     return Header(kind, w, h, frames)
 
@@ -127,14 +160,13 @@ def check_size(w: int, h: int) -> None:
 
 def _pil_array(data: bytes):
     """Decode with Pillow the way LoadImage does; returns (HxWxC uint8 or float32 array, has_alpha)."""
+    im = _open_checked(data)   # its size from the header, before a pixel is decoded
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(io.BytesIO(data))
             im = ImageOps.exif_transpose(im)
         except Exception as e:
             raise ResultError(f"A result file could not be decoded ({type(e).__name__})", call="decode") from None
-    check_size(*im.size)
     try:
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im).astype(np.float32)
@@ -204,7 +236,7 @@ def _webp_still(data: bytes):
     """A still WebP decoded by libwebp off the GIL (the same pixels as Pillow's), unless its EXIF turns it
     (LoadImage applies the turn: Pillow decides); None when libwebp cannot read it (Pillow says why)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data) as im:
             if im.getexif().get(0x0112, 1) != 1:
                 return None
         arr = _webp_nogil(data)
@@ -273,7 +305,7 @@ def decode_frames(data: bytes, head: Header, use_spng: bool = True) -> list:
         return [decode_array(data, use_spng)]
     frames = []
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data) as im:
             for k in range(head.frames):
                 im.seek(k)
                 frame = ImageOps.exif_transpose(im)

@@ -18,6 +18,9 @@ PARALLEL_TRANSFERS = 4
 # size a result file may have coming back. Read at call time (tests lower it).
 MAX_UPLOAD_BYTES = MAX_DOWNLOAD_BYTES
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# The longest stem of a file name made here from a result's name (a server may answer with names of any length;
+# file systems take 255 bytes, and a counter or a task id is added to some).
+MAX_STEM = 120
 SAVE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".flac",
              ".mp3", ".wav", ".ogg", ".opus", ".m4a", ".aac", ".json", ".txt", ".glb", ".gltf", ".obj", ".fbx", ".stl",
              ".ply", ".spz", ".splat", ".ksplat", ".usdz", ".safetensors", ".latent"}
@@ -123,6 +126,29 @@ async def gather_bounded(coros, limit: int = PARALLEL_TRANSFERS):
         raise
 
 
+def exact_bytes(text: str) -> bytes:
+    """The bytes a str from a server stands for, whatever it holds (never raises): a file name Linux lists that
+    is not UTF-8 comes as surrogates (``caf\\udce9``, Python's surrogateescape) and goes back to its own bytes;
+    any other lone surrogate (JSON carries them) as its code point's UTF-8 form. An address built from them
+    (percent-encoded) keeps the exact original."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def cut_utf8(raw: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes of UTF-8 text, cut at the start of a character (not inside one)."""
+    if len(raw) <= limit:
+        return raw
+    cut = limit
+    for _ in range(3):   # back over at most 3 continuation bytes
+        if raw[cut] & 0xC0 != 0x80:
+            break
+        cut -= 1
+    return raw[:cut]
+
+
 def safe_file_name(url: str, fallback: str) -> str:
     """A file name from a URL that can never leave the folder it is joined to (a ComfyUI server's
     ``/view?filename=...`` names the file in its query)."""
@@ -131,11 +157,10 @@ def safe_file_name(url: str, fallback: str) -> str:
         return f"{_SAFE.sub('_', fallback)}.txt"
     named = parse_qs(parts.query).get("filename", [""])[0]
     raw = os.path.basename((named or unquote(parts.path)).replace("\\", "/"))
-    name = _SAFE.sub("_", raw).strip("._")[:120]
-    stem, ext = os.path.splitext(name)
+    stem, ext = os.path.splitext(_SAFE.sub("_", raw).strip("._"))
     if ext.lower() not in SAVE_EXTS:
         ext = ".bin"
-    stem = stem or fallback
+    stem = stem[:MAX_STEM] or fallback   # a very long name is cut, its extension kept
     return f"{_SAFE.sub('_', stem)}{ext.lower()}"
 
 

@@ -49,6 +49,11 @@ class FakeComfyUI:
         self.interrupts: list = []
         self.deleted: list = []
         self.fail_class: str | None = None
+        # how a saver names its files ({n}: the server's count of outputs); a test may ask for names a real
+        # server can answer with: not UTF-8 (Linux lets caf\xe9_00001_.png exist: its history says "caf\udce9"),
+        # NUL, very long
+        self.output_name = "ComfyUI_{n:05d}_"
+        self.ui_text: str | None = None   # a text each saver's ui shows too, as Preview Any's (any str JSON carries)
         self.object_info: object = None   # what /object_info answers (None: definitions of KNOWN, as ComfyUI)
         self._n = 0
         self._interrupt = False
@@ -165,9 +170,12 @@ class FakeComfyUI:
                         imgs = [animated_webp([i], node["inputs"]) for i in imgs] if split else [animated_webp(imgs, node["inputs"])]
                         outputs[nid]["animated"] = [True] * len(imgs)
                     for img in imgs:
-                        fname = f"ComfyUI_{len(self.outputs):05d}_.{'webp' if img[:4] == b'RIFF' else 'png'}"
+                        fname = self.output_name.format(n=len(self.outputs)) + \
+                            f".{'webp' if img[:4] == b'RIFF' else 'png'}"
                         self.outputs[fname] = img
                         outputs[nid]["images"].append({"filename": fname, "subfolder": "", "type": "output"})
+                    if self.ui_text is not None:
+                        outputs[nid]["text"] = [self.ui_text]
                     await self._send(cid, "executed", {"node": nid, "output": outputs[nid], "prompt_id": pid})
             if self.run_s:
                 await asyncio.sleep(max(0.0, self.run_s - (time.monotonic() - self.started_at[pid])))

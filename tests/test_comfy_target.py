@@ -232,3 +232,76 @@ def test_the_wait_follows_the_websocket_instead_of_looking_every_few_millisecond
     live = [d for e, d, _ in PromptServer.instance.sent if e == "gpugeek.status" and d.get("cloud_node")]
     assert any(d["cloud_max"] == 5 for d in live)
     assert len(reads) <= 30, len(reads)
+
+
+# ---- names and texts a server may answer with (issue 38, 4) ----------------------------------------------------
+# A file name Linux lets exist that is not UTF-8 (its history says "caf\udce9"), a lone surrogate only JSON carries,
+# a NUL, a very long name; a Preview Any text holding all of them, longer than the journal keeps.
+ODD_NAMES = ["caf\udce9_{n:05d}_", "high\ud800_{n:05d}_", "nul\x00_{n:05d}_", "x" * 5000 + "_{n:05d}_"]
+ODD_TEXT = "caf\udce9 \ud800 nul\x00 " + "\u732b" * 30000
+
+
+def exact(s: str) -> bytes:
+    """The bytes a server's str stands for: a file name's own (surrogateescape), else the str's code points."""
+    try:
+        return s.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_a_task_with_odd_names_and_texts_ends_succeeded_with_every_address(remote, name, tmp_path):
+    """The server's answer holds names and texts that are not UTF-8 (surrogates), NUL, very long: the task is read
+    as succeeded with every address (the exact name rides percent-encoded in the address), and journaled so."""
+    from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+    comfyui, journal = core("targets.comfyui"), core("journal")
+    remote.output_name, remote.ui_text = name, ODD_TEXT
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+
+    async def go():
+        async with T.open_target(C.Config(api_key=None, target=remote.url)) as t:
+            pid = await t.submit(prompt)
+            while True:
+                d = await t.status(pid)
+                if d.final:
+                    return d, [await t.fetch(u) for u in d.result_url["2"] if u.startswith(comfyui.TEXT_PREFIX)]
+                await asyncio.sleep(0.02)
+    d, (text,) = asyncio.run(go())
+    assert d.status == core("wire").SUCCEEDED
+    (saved,) = [k for k in remote.outputs]
+    (view,) = [u for u in d.result_url["2"] if not u.startswith(comfyui.TEXT_PREFIX)]
+    query = urlsplit(view).query
+    assert view.isascii() and "\x00" not in view
+    raw = dict(p.split("=", 1) for p in query.split("&"))
+    assert unquote_to_bytes(raw["filename"]) == exact(saved)   # the exact name the server gave, kept
+    assert parse_qs(query)["type"] == ["output"]
+    cut = exact(ODD_TEXT)[:comfyui.MAX_TEXT_BYTES]
+    assert text.startswith(cut[:comfyui.MAX_TEXT_BYTES - 6]) and text.endswith("\u2026".encode())
+    assert len(text) <= comfyui.MAX_TEXT_BYTES
+    # journaled with every address, read back the same
+    j = journal.Journal(tmp_path / "tasks.jsonl")
+    key = j.begin(prompt_id=d.prompt_id)
+    j.update(key, status="succeeded", result_url=d.result_url)
+    assert journal.Journal(tmp_path / "tasks.jsonl").by_prompt_id(d.prompt_id)["result_url"] == d.result_url
+    # the node's text shows what it can, the file's local name is made safe
+    ui = pack.nodes.output.save_as([(u, text) for u in d.result_url["2"] if u.startswith(comfyui.TEXT_PREFIX)],
+                                   "PreviewAny", "")
+    (shown,) = ui["text"]
+    assert shown.startswith("caf\ufffd") and "nul\x00" in shown
+    local = core("transfer").safe_file_name(view, "f")
+    assert local.endswith(".png") and len(local) <= 130 and local.isascii() and "\x00" not in local
+
+
+def test_a_gateways_task_with_a_name_that_is_not_utf8_is_journaled_succeeded(env, remote):
+    """The wait no longer "cancels" a task that finished: the gateway's task is journaled succeeded with its
+    address, whatever the download of a name the server's /view cannot serve then says."""
+    remote.output_name = "caf\udce9_{n:05d}_"
+    try:
+        execute(graph(), env)
+    except E.GPUGeekError:
+        pass   # /view decodes its query as UTF-8 (ComfyUI's, via yarl): that file cannot be served by name
+    (rec,) = [r for r in pack.nodes.cloud.journal().tasks() if r.get("prompt_id")]
+    assert rec["status"] == "succeeded", rec
+    (urls,) = rec["result_url"].values()
+    assert len(urls) == 1 and "caf%E9_00000_.png" in urls[0]

@@ -424,3 +424,107 @@ def test_several_local_videos_go_up_at_once_and_come_back_at_once_byte_for_byte(
     for i in range(3):
         (f,) = ui[str(20 + i)]["images"]
         assert Path(folder_paths.get_output_directory(), f["subfolder"], f["filename"]).read_bytes() == clips[f"clip{i}.mp4"]
+
+
+# ---- stills only from an allow-list of formats, their size read first; Preview Any's text capped (issue 38, 7) ----
+EXOTIC = ("TIFF", "BMP", "ICO", "PPM", "PCX", "TGA", "SGI", "DDS", "EPS")
+
+
+def exotic(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, fmt)
+    return buf.getvalue()
+
+
+def huge_jpeg(w: int = 13000, h: int = 13000) -> bytes:
+    """A tiny JPEG whose frame header (SOF0) claims ``w`` x ``h``: what a decoder would allocate, cheaply."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.fixture
+def pillow_spy(monkeypatch):
+    """What Pillow opened (its format) and decoded (its size), whoever asked."""
+    import PIL.Image
+    import PIL.ImageFile
+    seen = {"opened": [], "loaded": []}
+    real_open, real_load = PIL.Image.open, PIL.ImageFile.ImageFile.load
+
+    def spy_open(*a, **kw):
+        im = real_open(*a, **kw)
+        seen["opened"].append(im.format)
+        return im
+
+    def spy_load(self):
+        seen["loaded"].append(self.size)
+        return real_load(self)
+    monkeypatch.setattr(PIL.Image, "open", spy_open)
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", spy_load)
+    return seen
+
+
+@pytest.mark.parametrize("fmt", EXOTIC)
+def test_a_still_in_another_format_is_kept_as_it_came_and_never_opened(fmt, pillow_spy):
+    data = exotic(fmt)
+    said_here = []
+    ui = output().save_as([("http://x/view?filename=odd_00001_.jpg", data)], "SaveImage", f"odd/{fmt}",
+                          notes=said_here)
+    assert set(pillow_spy["opened"]) <= {"PNG", "JPEG", "WEBP", "GIF"}   # never TIFF, BMP, ..., EPS (Ghostscript)
+    kept = Path(folder_paths.get_output_directory(), "odd", f"{fmt}_00001_.jpg")
+    assert kept.read_bytes() == data   # nothing lost: the file as it came, under its own name
+    assert ui.get("images", []) == []  # the editor is not asked to show what is no PNG, JPEG or WebP
+    (note,) = said_here
+    assert note.key == "whole_still_kept" and f"{fmt}_00001_.jpg" in note.text("en") and note.text("zh") != note.text("en")
+
+
+def test_a_jpeg_whose_header_claims_13000_squared_is_kept_undecoded(pillow_spy):
+    codec = core("codec")
+    data = huge_jpeg()
+    said_here = []
+    ui = output().save_as([("http://x/view?filename=big_00001_.jpg", data)], "SaveImage", "big", notes=said_here)
+    assert all(w * h <= codec.MAX_PIXELS for w, h in pillow_spy["loaded"])   # its size read, nothing decoded
+    assert Path(folder_paths.get_output_directory(), "big_00001_.jpg").read_bytes() == data
+    assert ui.get("images", []) == [] and [n.key for n in said_here] == ["whole_still_kept"]
+    # and an allowed still of a sane size is still written as PNG with this machine's metadata
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buf, "JPEG")
+    ui = output().save_as([("http://x/view?filename=ok.jpg", buf.getvalue())], "SaveImage", "big")
+    assert [i["filename"] for i in ui["images"]] == ["big_00002_.png"]
+
+
+def test_the_codec_reads_a_huge_jpegs_size_before_decoding_it(pillow_spy):
+    codec = core("codec")
+    with pytest.raises(E.ResultError, match="megapixel"):
+        codec.decode_array(huge_jpeg())
+    with pytest.raises(E.ResultError, match="megapixel"):
+        codec.header(huge_jpeg())
+    assert pillow_spy["loaded"] == []
+    for fmt in EXOTIC:
+        with pytest.raises(E.ResultError):
+            codec.decode_array(exotic(fmt))
+    assert set(pillow_spy["opened"]) <= {"PNG", "JPEG", "WEBP", "GIF"}
+
+
+def test_preview_any_shows_a_capped_text_and_keeps_the_whole_and_never_shows_a_binary():
+    out = output()
+    long = ("a cat, \u732b\n" * 40000).encode()   # ~440 KB of text
+    said_here = []
+    ui = out.save_as([("http://x/view?filename=said.txt&type=temp", long)], "PreviewAny", "", notes=said_here,
+                     lang="zh")
+    (shown,) = ui["text"]
+    assert len(shown.encode()) <= out.MAX_SHOWN_TEXT + 1024 and shown.startswith("a cat, \u732b\n")
+    (note,) = said_here
+    assert note.key == "whole_text_cut" and note.text("zh") in shown
+    whole = Path(folder_paths.get_temp_directory(), note.values["file"])
+    assert whole.read_bytes() == long   # the whole text, where the sentence says
+    binary = bytes(range(256)) * 4096     # 1 MiB that is no text
+    said_here = []
+    ui = out.save_as([("http://x/view?filename=blob.txt&type=temp", binary)], "PreviewAny", "", notes=said_here)
+    assert "text" not in ui and [n.key for n in said_here] == ["whole_binary_kept"]
+    assert Path(folder_paths.get_temp_directory(), said_here[0].values["file"]).read_bytes() == binary
+    # a short text is shown whole, as before
+    assert out.save_as([("http://x/view?filename=s.txt", b"a dog")], "PreviewAny", "") == {"text": ["a dog"]}

@@ -515,3 +515,23 @@ def test_runs_at_once_are_jobs_at_once(env, remote):
     ids = results["10"][6].split(",")
     assert sorted(ids) == sorted(remote.history) and all(
         pack.nodes.cloud.journal().by_prompt_id(i)["status"] == "succeeded" for i in ids)
+
+
+@pytest.mark.parametrize("name", ["caf\udce9_{n:05d}_", "high\ud800_{n:05d}_", "nul\x00_{n:05d}_",
+                                  "x" * 5000 + "_{n:05d}_"])
+def test_a_job_whose_outputs_have_odd_names_is_journaled_succeeded_with_every_address(env, remote, name):
+    """Issue 38 (4): the job's outputs are named as the server's files are (not UTF-8, a lone surrogate, NUL,
+    very long): the job is journaled succeeded with every address, and the file comes home by its asset."""
+    from urllib.parse import unquote_to_bytes, urlsplit
+    remote.output_name = name
+    try:
+        execute(graph(), env)
+    except E.GPUGeekError as e:
+        print("RAISED", e)  # what the proxy with such a name is the proxy's (its /view upstream)
+    (rec,) = [r for r in pack.nodes.cloud.journal().tasks() if r.get("prompt_id")]
+    assert rec["status"] == "succeeded", rec
+    (urls,) = rec["result_url"].values()
+    (saved,) = remote.outputs
+    assert len(urls) == 1 and urls[0].isascii()
+    raw = urlsplit(urls[0]).query.split("=", 1)[1]
+    assert unquote_to_bytes(raw) == core("transfer").exact_bytes(saved)

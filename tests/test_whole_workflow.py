@@ -575,3 +575,64 @@ def test_a_failed_run_runs_again_each_time_it_is_queued_until_it_succeeds(wenv, 
     _queue_cached(runnable(), wenv, cache)
     _queue_cached(runnable(), wenv, cache)
     assert len(fake.tasks) == 4
+
+def two_saves_one_prefix():
+    """Two Save Image nodes of one prefix, different pixels: 9 saves the local photo, 13 the sampler's image."""
+    p = runnable()
+    p["13"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": L("8")}}
+    return p
+
+
+def test_two_saves_of_one_prefix_write_files_of_their_own(wenv, fake, monkeypatch):
+    """Issue 38 (3): the two output nodes run at once (async nodes, ComfyUI runs them concurrently); the first is
+    held between asking ComfyUI's counter and writing until the second has asked too (the second never gets that
+    far while the first holds the folder: then the first goes on after a while). Each keeps its own files."""
+    import threading
+    folder_paths, _, _ = _node_env()
+    real = folder_paths.get_save_image_path
+    calls, second = [], threading.Event()
+
+    def held(prefix, output_dir, *a):
+        got = real(prefix, output_dir, *a)
+        if prefix != "ComfyUI":   # the preview's, in temp/
+            return got
+        calls.append(prefix)
+        if len(calls) == 1:
+            second.wait(2.0)   # no timed assertion: this bounds how long the first waits for a second that can't come
+        else:
+            second.set()
+        return got
+    monkeypatch.setattr(folder_paths, "get_save_image_path", held)
+    _, ui, _ = queue(two_saves_one_prefix(), wenv, {"gpugeek_whole_workflow": True})
+    names = [i["filename"] for n in ("9", "13") for i in ui[n]["images"]]
+    assert sorted(names) == ["ComfyUI_00001_.png", "ComfyUI_00002_.png"]
+    task = next(iter(fake.tasks.values()))
+    out = Path(folder_paths.get_output_directory())
+    for n in ("9", "13"):   # each node's file holds that node's pixels
+        (img,) = ui[n]["images"]
+        ((_, cloud_bytes),) = task.files[n]
+        assert (pixels(out / img["filename"]) == pixels(cloud_bytes)).all()
+    a, b = pixels(out / names[0]), pixels(out / names[1])
+    assert a.shape != b.shape or not (a == b).all()   # both pixel sets are there
+
+
+def test_a_file_another_writer_made_meanwhile_is_never_overwritten(wenv, monkeypatch):
+    """Another writer in the folder (a local Save Image, a second ComfyUI) makes the counter's file between the
+    counter and the write: the save takes the next free counter instead."""
+    folder_paths, _, _ = _node_env()
+    from conftest import load_pack
+    output = load_pack().nodes.output
+    real = folder_paths.get_save_image_path
+
+    def raced(prefix, output_dir, *a):
+        folder, name, counter, sub, p = real(prefix, output_dir, *a)
+        Path(folder, f"{name}_{counter:05}_.png").write_bytes(b"theirs")
+        return folder, name, counter, sub, p
+    monkeypatch.setattr(folder_paths, "get_save_image_path", raced)
+    from fake_gpugeek import photo_png
+    ui = output.save_as([("http://x/o/a.png", photo_png(8, 8, seed=1)), ("http://x/o/b.png", photo_png(8, 8, seed=2))],
+                        "SaveImage", "race")
+    out = Path(folder_paths.get_output_directory())
+    assert (out / "race_00001_.png").read_bytes() == b"theirs"
+    assert [i["filename"] for i in ui["images"]] == ["race_00002_.png", "race_00003_.png"]
+    assert (pixels(out / "race_00003_.png") == pixels(photo_png(8, 8, seed=2))).all()

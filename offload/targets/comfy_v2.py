@@ -36,6 +36,7 @@ from comfy_sdk.exceptions import translating
 from .. import cloud_errors, errors, texts
 from ..config import V2_PREFIX, check_base_url
 from ..redact import get_logger, register_secret
+from ..transfer import exact_bytes
 from ..transport import (API_READ_TIMEOUT_S, CONNECT_TIMEOUT_S, MAX_API_BYTES, MAX_RETRY_AFTER_S,
                          TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download, origin)
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
@@ -325,8 +326,11 @@ class ComfyV2Target:
 
     def _content_url(self, asset_id: str, name: str) -> str:
         """An output's lasting address: the asset's content on this server (the link in the job may be a
-        signed URL that expires), named by the file it is (the name rides in the query, for the saved file)."""
-        return f"{self.base}/api/v2/assets/{quote(str(asset_id), safe='')}/content?{urlencode({'filename': name})}"
+        signed URL that expires), named by the file it is (the name rides in the query, for the saved file: the
+        exact name, percent-encoded whatever it holds, transfer.exact_bytes)."""
+        name = exact_bytes(str(name or ""))
+        return f"{self.base}/api/v2/assets/{quote(exact_bytes(str(asset_id)), safe='')}/content?" \
+               f"{urlencode({'filename': name})}"
 
     async def cancel(self, task_id: str) -> None:
         """Exactly this job; done once the server shows it ended (a server that accepts the cancel but runs

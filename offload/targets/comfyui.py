@@ -25,6 +25,7 @@ from .. import cloud_errors, errors, texts
 from ..config import check_base_url
 from ..plan import kinds
 from ..redact import get_logger, register_secret
+from ..transfer import cut_utf8, exact_bytes
 from ..transport import RetryPolicy, Transport, download, page_snippet
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
 
@@ -44,13 +45,15 @@ WS_CONNECT_TIMEOUT_S = 5.0
 # longer than this is cut there (and says so with a closing ellipsis).
 MAX_TEXT_BYTES = 64 * 1024
 TEXT_PREFIX = "data:text/plain;charset=utf-8;base64,"
+_ELLIPSIS = "\u2026".encode("utf-8")
 
 
 def text_url(text: str) -> str:
-    """The address a node's text comes back as (read again by :func:`text_of`)."""
-    raw = text.encode("utf-8")
-    if len(raw) > MAX_TEXT_BYTES:
-        raw = raw[:MAX_TEXT_BYTES].decode("utf-8", "ignore").encode("utf-8") + "\u2026".encode("utf-8")
+    """The address a node's text comes back as (read again by :func:`text_of`): its exact bytes, whatever the
+    text holds (surrogates, NUL: transfer.exact_bytes), at most MAX_TEXT_BYTES (cut at a character's start)."""
+    raw = exact_bytes(text)
+    if len(raw) > MAX_TEXT_BYTES:   # the ellipsis within the limit too
+        raw = cut_utf8(raw, MAX_TEXT_BYTES - len(_ELLIPSIS)) + _ELLIPSIS
     return TEXT_PREFIX + base64.b64encode(raw).decode("ascii")
 
 
@@ -335,7 +338,8 @@ class ComfyUITarget:
                     urls.setdefault(str(node), []).append(text_url(found[1]))
                     continue
                 _, name, sub, kind = found
-                q = urlencode({"filename": name, "subfolder": sub, "type": kind})
+                # the exact names the server gave, percent-encoded whatever they hold (not UTF-8, NUL, long)
+                q = urlencode({"filename": exact_bytes(name), "subfolder": exact_bytes(sub), "type": exact_bytes(kind)})
                 urls.setdefault(str(node), []).append(f"{self.url}/view?{q}")
         return urls
 
