@@ -258,7 +258,7 @@ async def _lists_answer(cfg, keys: list, nodes, lang: str, refresh: bool = False
     def answer() -> bytes:
         lists = cat.view(keys, nodes)
         said = problems + [p for p in (cat.problem(k) for k in keys) if p is not None]
-        return catalog.answer(lists, ok=True, where=keys, problems=[p.text(lang) for p in said])
+        return catalog.answer(lists, lang, problems=said, ok=True, where=keys)
     return web.Response(body=await asyncio.to_thread(answer), content_type="application/json")
 
 
