@@ -6,7 +6,12 @@ the editor asks after every plan (the lists of 30 node classes), against a plain
 parsed on the loop (as before), on a worker thread, and in a child process (as now), 10 runs each; the peak memory
 of parsing it in pieces against json.loads of the whole; and the answer of 200 classes that borrow one list, each
 list sent once against a copy per class (as before).
-Run: python bench/cloud_lists.py [--big-only] [--runs N]
+
+``pool()`` (issue 38): a pool of two servers whose 5,000-name LoRA lists differ by one name, and ten LoRA loaders:
+the queue-time check's ``whole_list`` for the ten (10 runs, median/slowest), merged as now (one set per server's list)
+against a set built per name (as before); and the lists answer of 100 loaders, each with a name the user added, on
+two 4 MiB lists that differ by one name: bounded (MAX_ANSWER_BYTES) against a copy per distinct list (as before).
+Run: python bench/cloud_lists.py [--big-only | --pool-only] [--runs N]
 """
 from __future__ import annotations
 
@@ -152,7 +157,77 @@ def big(runs: int = 10) -> None:
             len(now) / len(before), f"a copy per class (before); {ms:.0f} ms to encode")
 
 
+def _whole_list_before(c, keys: list, cls: str, name: str):
+    """Catalog.whole_list before issue 38: a set of a server's list built again for each name of the other's."""
+    got = None
+    for k in keys:
+        entry = (c.lists(k).get(cls) or {}).get(name) or {}
+        values = [v for s in (cat.SERVER, cat.REFUSED) for v in ((entry.get(s) or {}).get("values") or [])]
+        if not values:
+            return None
+        got = values if got is None else [v for v in got if v in set(values)]
+    return got
+
+
+def _answer_before(view: dict) -> int:
+    """The bytes of the lists answer before issue 38: each distinct list whole, however many and however long."""
+    table = cat._Table()
+    classes = {cls: {n: {"list": table.index(e["values"]), "sources": e["sources"]} for n, e in ins.items()}
+               for cls, ins in view.items()}
+    return len(table.json()) + len(json.dumps(classes))
+
+
+def pool(runs: int = 10) -> None:
+    runs = max(1, runs)
+    header(f"cloud lists on a pool: two servers, 5,000-name lists that differ by one name ({runs} runs each)")
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    loras = [f"loras/style_{i:05d}_detailed_version.safetensors" for i in range(5000)]
+    classes = [f"LoraLoader{i}" for i in range(10)]
+    with tempfile.TemporaryDirectory() as d:
+        c = cat.Catalog(d)
+        for key, names in ((a, loras), (b, ["loras/only_on_b.safetensors"] + loras[1:])):
+            c.learn(key, "server", {cls: {"lora_name": names} for cls in classes}, replace=True)
+
+        def check(whole_list):
+            return lambda: [whole_list([a, b], cls, "lora_name") for cls in classes]
+        assert check(c.whole_list)() == check(lambda *x: _whole_list_before(c, *x))()
+        now_med, now_slow = runs_of(check(c.whole_list), runs)
+        old_med, old_slow = runs_of(check(lambda *x: _whole_list_before(c, *x)), runs)
+        row("whole_list, ten loaders (queue time)", f"{now_med:.1f}/{now_slow:.1f} ms",
+            f"{old_med:.0f}/{old_slow:.0f} ms", now_med / old_med,
+            f"a set per name (before; median/slowest): {old_med / now_med:.0f}x faster")
+    big = [f"loras/{'detailed_style_' * 55}{i:05d}.safetensors" for i in range(5000)]
+    classes = [f"LoraLoader{i}" for i in range(100)]
+    with tempfile.TemporaryDirectory() as d:
+        c = cat.Catalog(d)
+        for key, names in ((a, big), (b, ["loras/only_on_b.safetensors"] + big[1:])):
+            c.learn(key, "server", cat.lists_of_object_info(
+                {cls: {"input": {"required": {"lora_name": [names, {}]}}} for cls in classes}), replace=True)
+            c.learn(key, "user", {cls: {"lora_name": [f"mine_{cls}.safetensors"]} for cls in classes}, replace=False)
+        view = c.view([a, b], {cls: ["lora_name"] for cls in classes})
+        a_med, a_slow = runs_of(lambda: cat.answer(view, ok=True), runs)
+        now, before = len(cat.answer(view, ok=True)), _answer_before(view)
+        row("lists answer, 100 loaders, 4 MiB lists", f"{now / 2**20:.1f} MiB", f"{before >> 20} MiB", now / before,
+            f"<= {cat.MAX_ANSWER_BYTES >> 20} MiB; built in {a_med:.0f}/{a_slow:.0f} ms", ok=now <= cat.MAX_ANSWER_BYTES)
+
+
+def runs_of(fn, n: int):
+    """(median, slowest) ms of ``n`` runs of ``fn`` after one to warm up."""
+    fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ts), max(ts)
+
+
 if __name__ == "__main__":
-    if "--big-only" not in sys.argv:
-        main()
-    big(int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 10)
+    n = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 10
+    if "--pool-only" in sys.argv:
+        pool(n)
+    else:
+        if "--big-only" not in sys.argv:
+            main()
+            pool(n)
+        big(n)

@@ -46,6 +46,7 @@ class CloudChoices:
 
     def __init__(self, prompt: dict):
         self._prompt, self._keys = prompt, {}
+        self._sets: dict = {}   # (keys, class, input) -> its set: ten loaders of one class merge the lists once
 
     def __call__(self, gateway: str, cls: str, name: str):
         keys = self._keys.get(gateway)
@@ -59,8 +60,11 @@ class CloudChoices:
             self._keys[gateway] = keys
         if not keys:
             return None
-        got = catalog.catalog().whole_list(keys, cls, name)
-        return set(got) if got else None
+        at = (tuple(keys), cls, name)
+        if at not in self._sets:
+            got = catalog.catalog().whole_list(keys, cls, name)
+            self._sets[at] = set(got) if got else None
+        return self._sets[at]
 
 
 def _plain(v):

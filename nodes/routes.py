@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 
 from aiohttp import web
@@ -20,17 +21,36 @@ from . import cloud, hook
 log = logging.getLogger("gpugeek.routes")
 # The tasks tab shows at most this many tasks.
 TASKS_SHOWN = 200
+# A task as the tasks tab gets it holds what the cloud sent, as the journal kept it (its error text, its refusal's
+# lines, result addresses): each text at most TASK_TEXT_CHARS characters (a refusal of a big workflow says a few
+# thousand; the journal keeps the whole), at most TASK_FILES_SHOWN of its files (the tab shows eight thumbnails) and
+# TASK_FILES_SHOWN of its refused nodes.
+TASK_TEXT_CHARS = 8000
+TASK_FILES_SHOWN = 16
+# The most bytes of an answer of GET /gpugeek/tasks: a task is a few KB at most (its texts cut as above, ~50 KB
+# escaped at worst), so 200 of them fit in a few hundred KB; past this, the older tasks are left out (the newest
+# stay). It is the editor's to parse on its main thread, every time the tab opens.
+MAX_TASKS_ANSWER_BYTES = 4 << 20
+
+
+def _cut(value):
+    """A journal's value for the editor: a text at most TASK_TEXT_CHARS, a list at most TASK_FILES_SHOWN items."""
+    if isinstance(value, str):
+        return value[:TASK_TEXT_CHARS]
+    if isinstance(value, list):
+        return [_cut(v) for v in value[:TASK_FILES_SHOWN]]
+    return value
 
 
 def _public_task(r: dict, lang: str = "en") -> dict:
     keys = ("key", "created", "updated", "prompt_id", "status", "workflow_id", "gateway", "queue_ms", "run_ms",
             "price", "result_url", "files", "error", "plan_hash", "target", "group", "run", "runs", "bytes_down",
             "bytes_up")
-    out = {k: r.get(k) for k in keys}
+    out = {k: _cut(r.get(k)) for k in keys}
     # the cloud's refusal, node by node, in the editor's language (the raw answer stays in ``error``)
     lines = [texts.Said.from_dict(x) for x in r.get("error_lines") or [] if isinstance(x, dict)]
-    out["error_text"] = " ".join(line.text(lang) for line in lines) or None
-    out["error_nodes"] = sorted({str(line.values["id"]) for line in lines if line.values.get("id")})
+    out["error_text"] = _cut(" ".join(line.text(lang) for line in lines[:TASK_FILES_SHOWN]) or None)
+    out["error_nodes"] = _cut(sorted({str(line.values["id"]) for line in lines if line.values.get("id")}))
     return out
 
 
@@ -180,13 +200,16 @@ async def post_test(request):
 async def get_tasks(request):
     lang = texts.lang_of(request.query.get("lang"))
     j = cloud.journal()
-    tasks = []
+    tasks, size = [], len(b'{"tasks":[]}')
     for r in j.tasks(TASKS_SHOWN):
         t = _public_task(r, lang)
         if r.get("status") in ACTIVE:
             # what a task still running is expected to cost and take: the estimate the run and the limit use
             t["expected"] = j.estimate(r.get("plan_hash"), r.get("shape_hash"), r.get("workflow_id") or None,
                                        form_hash=r.get("form_hash"), work=r.get("work"))
+        size += len(json.dumps(t)) + 2   # as json_response writes it, and a comma
+        if size > MAX_TASKS_ANSWER_BYTES:   # the newest first: the older ones are left out
+            break
         tasks.append(t)
     return web.json_response({"tasks": tasks})
 
@@ -255,7 +278,7 @@ async def _lists_answer(cfg, keys: list, nodes, lang: str, refresh: bool = False
     def answer() -> bytes:
         lists = cat.view(keys, nodes)
         said = problems + [p for p in (cat.problem(k) for k in keys) if p is not None]
-        return catalog.answer(lists, ok=True, where=keys, problems=[p.text(lang) for p in said])
+        return catalog.answer(lists, lang, problems=said, ok=True, where=keys)
     return web.Response(body=await asyncio.to_thread(answer), content_type="application/json")
 
 

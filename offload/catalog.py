@@ -18,7 +18,9 @@ process when big; a place's file is JSON lines, none longer than a list. No Comf
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -26,6 +28,7 @@ import re
 import sys
 import threading
 import time
+from array import array
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -260,15 +263,20 @@ class Catalog:
     def whole_list(self, keys: list[str], cls: str, name: str) -> list | None:
         """The whole list of ``cls``'s input ``name`` where the cloud told it (its node definitions, a refusal
         naming every value it takes): the class's own, never another class's, and never names added or learned
-        one by one (they say what the cloud has, not what it lacks); for a pool, what every server has. None where
-        a place does not know it. The queue-time check judges a value by it (offload/plan/check.py)."""
+        one by one (they say what the cloud has, not what it lacks); for a pool, what every server has (in time
+        linear in the names: a set per element took 391 ms per input on two 5,000-name lists). None where a place
+        does not know it. The queue-time check judges a value by it (offload/plan/check.py)."""
         got = None
         for k in keys:
             entry = (self.lists(k).get(cls) or {}).get(name) or {}
             values = [v for s in (SERVER, REFUSED) for v in ((entry.get(s) or {}).get("values") or [])]
             if not values:
                 return None
-            got = values if got is None else [v for v in got if v in set(values)]
+            if got is None:
+                got = values
+            else:   # one set of each server's list, each name of the others looked up once: linear in the names
+                keep = set(values)
+                got = [v for v in got if v in keep]
         return got
 
     def problem(self, key: str) -> texts.Said | None:
@@ -519,16 +527,145 @@ def _keep_newest(prefix: str, folder: Path) -> None:
             pass
 
 
-def answer(view: dict, **fields) -> bytes:
-    """The answer of POST /gpugeek/lists as JSON: ``fields``, ``values``: each distinct list of ``view`` once, and
-    ``lists``: ``{class: {input: {"list": its place in values, "sources": [...]}}}``. Made in pieces, none longer
-    than a list (run it on a worker thread)."""
-    table = _Table()
-    classes = [config.json_bytes(cls) + b":" + config.json_bytes(
-        {name: {"list": table.index(e["values"]), "sources": e["sources"]} for name, e in ins.items()})
-        for cls, ins in view.items()]
-    head = config.json_bytes(fields)[:-1] + (b"," if fields else b"")
-    return head + b'"values":' + table.json() + b',"lists":{' + b",".join(classes) + b"}}"
+def answer(view: dict, lang: str = "en", problems=(), **fields) -> bytes:
+    """The answer of POST /gpugeek/lists as JSON, at most MAX_ANSWER_BYTES: ``fields``, ``problems`` (sentences,
+    texts.Said, said in ``lang``), ``values``: each distinct list of ``view`` once, and ``lists``: ``{class: {input:
+    {"list": its place in values, "sources": [...]}}}``, with ``"cut": the whole list's length`` where the list was
+    too long to send whole and ``values`` holds its first names. Made in pieces, none longer than a list, in time
+    linear in the names (run it on a worker thread)."""
+    places, distinct, entries, left_out = {}, [], [], 0   # id(list) or its content -> place; the lists; the inputs
+    size = 0
+    for cls, ins in view.items():
+        for name, e in ins.items():
+            values = e["values"]
+            n = places.get(id(values))
+            if n is None:
+                n = places.get(content := tuple(values), len(distinct))
+            # what naming it takes at most (its place only becomes smaller when cut lists become one)
+            grown = (len(config.json_bytes(cls)) + len(config.json_bytes(name)) + _ENTRY_FRAME
+                     + len(config.json_bytes({"list": n, "sources": e["sources"]})))
+            if left_out or size + grown > ANSWER_NAMING_BYTES:
+                left_out += 1
+                continue
+            size += grown
+            if n == len(distinct):
+                distinct.append(values)
+                places[content] = n
+            places[id(values)] = n
+            entries.append((cls, name, n, e["sources"]))
+    if left_out:
+        log.warning("The lists answer names %d inputs; %d more asked are left out (%d MB at most)",
+                    len(entries), left_out, MAX_ANSWER_BYTES >> 20)
+        problems = [*problems, texts.Said("lists_answer_cut", {"n": left_out, "total": len(entries) + left_out,
+                                                               "mb": MAX_ANSWER_BYTES >> 20})]
+    head = _answer_head(fields, [p.text(lang) for p in problems])
+    sent, cut = _fit_lists(distinct, MAX_ANSWER_BYTES - len(head) - size - _ANSWER_FRAME)
+    # lists that differed only past where they were cut are one list now: sent once
+    again, firsts, moved = {}, [], []   # content -> its new place; the first list of each; each list's new place
+    for i, values in enumerate(sent):
+        key = tuple(values) if cut else i
+        if key not in again:
+            again[key] = len(firsts)
+            firsts.append(values)
+        moved.append(again[key])
+    classes: dict = {}
+    for cls, name, n, sources in entries:
+        e = {"list": moved[n], "sources": sources}
+        if n in cut:   # the list's whole length, where it was cut: the editor says so
+            e["cut"] = len(distinct[n])
+        classes.setdefault(cls, []).append(config.json_bytes(name) + b":" + config.json_bytes(e))
+    return (head + b'"values":[' + b",".join(config.json_bytes(v) for v in firsts) + b'],"lists":{'
+            + b",".join(config.json_bytes(cls) + b":{" + b",".join(ins) + b"}" for cls, ins in classes.items())
+            + b"}}")
+
+
+# The most bytes an answer of POST /gpugeek/lists holds, whatever the servers sent and the editor asked. Each
+# distinct list is sent once, but lists that differ by one name are distinct: on a pool, a name the user added to
+# each of 100 LoRA loaders made 100 lists of up to MAX_LIST_BYTES, a 100 MiB answer (191 MiB seen), built in memory
+# here and parsed on the editor's main thread. 8 MiB is eight lists at their largest, more than a workflow's loaders
+# offer (checkpoints, LoRAs, VAEs, text encoders...), and parses in about 0.1 s. Past it, the longest lists are cut
+# to their first names, an equal share each (shorter lists stay whole), and the answer says so (``cut``).
+MAX_ANSWER_BYTES = 8 << 20
+# Of it, what names the lists (each input asked, with its sources) takes at most: 2,000 inputs (MAX_WANTED) of a
+# common pool take a few hundred KB; the inputs past it are left out, and said. The lists always have the most room.
+ANSWER_NAMING_BYTES = MAX_ANSWER_BYTES // 4
+# The answer's head (where, the problems) takes at most this; each problem said at most PROBLEM_CHARS characters,
+# at most PROBLEMS_SENT of them (one or two per server of a pool).
+ANSWER_HEAD_BYTES = MAX_ANSWER_BYTES // 8
+PROBLEM_CHARS, PROBLEMS_SENT = 2000, 32
+# The bytes around an input's piece at most (its class's ':{', '}' and comma, its name's colon and comma, and
+# ',"cut":N'), and around the whole answer ('"values":[', '],"lists":{', '}}').
+_ENTRY_FRAME = 6 + len(',"cut":') + 20
+_ANSWER_FRAME = 32
+
+
+def _answer_head(fields: dict, problems: list) -> bytes:
+    """``{fields..., "problems": [...],`` (open, for what follows) within ANSWER_HEAD_BYTES: problems shortened, a
+    long list of a field (a pool's ``where``) cut from its end."""
+    fields = {**fields, "problems": [p[:PROBLEM_CHARS] for p in problems[:PROBLEMS_SENT]]}
+    while True:
+        head = config.json_bytes(fields)[:-1] + b","
+        longest = max((k for k, v in fields.items() if isinstance(v, list) and v),
+                      key=lambda k: len(config.json_bytes(fields[k])), default=None)
+        if len(head) <= ANSWER_HEAD_BYTES or longest is None:
+            return head
+        fields[longest] = fields[longest][:len(fields[longest]) // 2]
+
+
+def _fit_lists(lists: list, room: int) -> tuple[list, set]:
+    """``lists`` within ``room`` bytes as JSON (their commas included), each cut list the first names of the whole
+    and the same cut lists sent once: the most names that fit, each list cut at the same size (a cap), those under
+    it whole. The cap is found by halving (a prefix known by its length and a hash of its names, so that lists that
+    differ past the cap count once); an equal share of the room for each (water filling) fits whatever the
+    hashes say, and is where the search starts. Linear in the names (and their log). Returns (the lists to send,
+    the places of those cut)."""
+    cums = [array("q", itertools.accumulate(_costs(values), initial=3)) for values in lists]
+    if sum(c[-1] for c in cums) <= room:   # the bytes of each list's first k names as JSON (brackets, a comma)
+        return lists, set()
+    marks = []   # per list: a hash of its first k names
+    for values in lists:
+        h, mark = 0, array("q", [0])
+        for v in values:
+            h = hash((h, v))
+            mark.append(h)
+        marks.append(mark)
+
+    def lengths(cap: int) -> list:
+        return [max(bisect.bisect_right(c, cap) - 1, 0) for c in cums]
+
+    def size(ns: list) -> int:
+        seen: dict = {}
+        for c, mark, n in zip(cums, marks, ns):
+            seen.setdefault((n, mark[n]), c[n])
+        return sum(seen.values())
+    lo, hi = _equal_share(sorted(c[-1] for c in cums), room), max(c[-1] for c in cums)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if size(lengths(mid)) <= room else (lo, mid - 1)
+    ns = lengths(lo)
+    if size(ns) > room:   # never: two prefixes' hashes alike (the equal share fits without any two counted once)
+        ns = lengths(_equal_share(sorted(c[-1] for c in cums), room))
+    out = [values if n == len(values) else values[:n] for values, n in zip(lists, ns)]
+    return out, {i for i, (values, n) in enumerate(zip(lists, ns)) if n < len(values)}
+
+
+def _costs(values: list):
+    """``_cost`` of each name of ``values``: where every name is written as it is (the common case), counted
+    without a step per name in Python."""
+    if all(map(str.isascii, values)) and _PLAIN.fullmatch("".join(values)):
+        return map((3).__add__, map(len, values))
+    return map(_cost, values)
+
+
+def _equal_share(sizes: list, room: int) -> int:
+    """The largest cap such that the ``sizes`` (ascending) each cut to it fit ``room``: the shorter ones whole, the
+    rest an equal share of what is left."""
+    left = max(room, 0)
+    for k, s in enumerate(sizes):
+        if s > left // (len(sizes) - k):
+            return left // (len(sizes) - k)
+        left -= s
+    return sizes[-1] if sizes else 0
 
 
 _catalogs: dict[str, Catalog] = {}

@@ -310,6 +310,129 @@ def test_a_pool_offers_what_every_server_has(tmp_path, monkeypatch):
     assert cat.keys_for(cfg, "gpugeek", "123456789012345") == [cat.gpugeek_key(cfg.base_url, "123456789012345")]
 
 
+def _counting_names():
+    """A kind of name that counts each time it is hashed or compared: the work of merging lists of them, whatever
+    the way it is done (sets, dicts, ``in`` on a list). Past ``budget`` it stops the merge (a quadratic one would
+    otherwise take minutes here)."""
+    class Name(str):
+        ops, budget = 0, None
+
+        def __hash__(self):
+            Name._count()
+            return str.__hash__(self)
+
+        def __eq__(self, other):
+            Name._count()
+            return str.__eq__(self, other)
+
+        @staticmethod
+        def _count():
+            Name.ops += 1
+            if Name.budget is not None and Name.ops > Name.budget:
+                raise AssertionError(f"merging the lists took more than {Name.budget} hashes and comparisons")
+    return Name
+
+
+def test_a_pools_lists_are_merged_in_linear_time(tmp_path, monkeypatch):
+    """Issue 38: on a pool of two servers with 5,000-name lists, ten LoRA loaders' queue-time check
+    (``whole_list``) and the editor's lists (``view``) merge them with work in proportion to the names: at most a
+    few hashes or comparisons per name per server per input (a set per element before: 25 million per input, 391
+    ms each, ComfyUI's loop held 9.2 s at queue time)."""
+    Name = _counting_names()
+    n, inputs = 5000, 10
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    first = [Name(f"loras/style_{i:05d}.safetensors") for i in range(n)]
+    second = first[1:] + [Name("loras/only_on_b.safetensors")]   # the two servers differ by one name
+    classes = [f"LoraLoader{i}" for i in range(inputs)]
+    lists = {a: {c: {"lora_name": {"server": {"values": first, "at": 1.0}}} for c in classes},
+             b: {c: {"lora_name": {"server": {"values": second, "at": 1.0}}} for c in classes}}
+    c = cat.Catalog(tmp_path)
+    monkeypatch.setattr(c, "lists", lambda key: lists[key])
+    per_input = 4 * 2 * n   # the cost model: a few hashes or comparisons per name of each of the two servers
+    Name.ops, Name.budget = 0, inputs * per_input
+    got = [c.whole_list([a, b], cls, "lora_name") for cls in classes]
+    assert all(g == first[1:] for g in got)
+    Name.ops = 0
+    view = c.view([a, b], {cls: ["lora_name"] for cls in classes})
+    assert all(view[cls]["lora_name"]["values"] == first[1:] for cls in classes)
+    Name.ops = 0
+    cat.answer(view)   # the answer: each distinct list found (by content) in linear time too
+    assert Name.ops <= inputs * per_input
+
+
+def test_the_lists_answer_is_bounded_and_says_which_lists_it_cut(tmp_path, monkeypatch):
+    """Issue 38: a pool of two servers whose LoRA lists (4 MiB as the servers sent them; kept within a list's bounds)
+    differ by one name, and 100 LoRA loaders, each with a name the user added for it: 100 lists that differ by one
+    name, each a full copy in the answer (100 MiB here before; 191 MiB seen). The answer holds at most
+    MAX_ANSWER_BYTES: a list that would pass it is cut to its first names, and the answer says so (``cut``: how
+    many names the whole list has); lists cut alike are sent once; a small list is sent whole."""
+    monkeypatch.setattr(cat, "catalog", lambda c=cat.Catalog(tmp_path): c)
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    loras = [f"loras/{'detailed_style_' * 55}{i:05d}.safetensors" for i in range(5000)]
+    assert len(json.dumps(loras)) > 4 << 20
+    classes = [f"LoraLoader{i}" for i in range(100)]
+
+    def info(names):
+        return {c: {"input": {"required": {"lora_name": [names, {}],
+                                           "sampler_name": [["euler", "dpmpp_2m"], {}]}}} for c in classes}
+    for key, names in ((a, loras), (b, ["loras/only_on_b.safetensors"] + loras[1:])):
+        cat.catalog().learn(key, "server", cat.lists_of_object_info(info(names)), replace=True)
+        cat.catalog().learn(key, "user", {c: {"lora_name": [f"mine_{c}.safetensors"]} for c in classes},
+                            replace=False)
+    kept = cat.catalog().lists(a)[classes[0]]["lora_name"]["server"]["values"]
+    assert 0 < len(kept) < len(loras) and len(C.json_bytes(kept)) <= cat.MAX_LIST_BYTES   # a list's own bounds
+    full = cat.catalog().view([a, b], {c: ["lora_name"] for c in classes})
+    monkeypatch.setenv("GPUGEEK_TARGET", f"{a},{b}")
+    monkeypatch.setattr(cat, "_server_state", {a: None, b: None})   # read before: the lists kept are answered
+    from aiohttp.test_utils import make_mocked_request
+    from unittest import mock
+    req = make_mocked_request("POST", "/gpugeek/lists")
+    req.json = mock.AsyncMock(return_value={"target": "", "workflow_id": "", "lang": "en",
+                                            "nodes": {c: ["lora_name", "sampler_name"] for c in classes}})
+    body = asyncio.run(pack.nodes.routes.post_lists(req)).body
+    assert len(body) <= cat.MAX_ANSWER_BYTES
+    answer = json.loads(body)
+    got = expand(answer)   # (each list sent once)
+    assert answer["ok"] and answer["problems"] == []
+    for c in classes:
+        whole = full[c]["lora_name"]["values"]
+        assert whole[-1] == f"mine_{c}.safetensors" and "loras/only_on_b.safetensors" not in whole
+        # every name the loaders share, in order; only the loader's own name is past the cut
+        assert got["lists"][c]["lora_name"]["values"] == whole[:-1]
+        assert answer["lists"][c]["lora_name"]["cut"] == len(whole)
+        assert got["lists"][c]["sampler_name"]["values"] == ["euler", "dpmpp_2m"]
+        assert "cut" not in answer["lists"][c]["sampler_name"]
+    # lists that differ from their first name: each cut to an equal share, the short ones whole
+    view = {f"C{i}": {"x": {"values": [f"{i:02d}_{n:04d}_{'x' * 200}.pt" for n in range(5000)], "sources": []}}
+            for i in range(20)}
+    view["S"] = {"x": {"values": ["a.pt", "b.pt"], "sources": []}}
+    body = cat.answer(view, ok=True)
+    assert len(body) <= cat.MAX_ANSWER_BYTES
+    got = expand(json.loads(body))
+    shown = [got["lists"][f"C{i}"]["x"]["values"] for i in range(20)]
+    assert all(s == view[f"C{i}"]["x"]["values"][:len(s)] for i, s in enumerate(shown))
+    assert max(map(len, shown)) - min(map(len, shown)) <= 1 and len(shown[0]) > 1000
+    assert json.loads(body)["lists"]["C0"]["x"]["cut"] == 5000 and got["lists"]["S"]["x"]["values"] == ["a.pt", "b.pt"]
+    # under the bound, nothing is cut
+    small = cat.answer(cat.catalog().view([a, b], {classes[0]: ["lora_name"]}))
+    entry = json.loads(small)["lists"][classes[0]]["lora_name"]
+    assert "cut" not in entry and json.loads(small)["values"][entry["list"]] == full[classes[0]]["lora_name"]["values"]
+
+
+def test_inputs_past_the_answers_naming_share_are_left_out_and_said(monkeypatch):
+    """What names the lists (class, input, sources) has its share of the answer too: a request of 2,000 inputs with
+    names of 1,000 characters and a pool's sources; the inputs past it keep this machine's list, and it is said."""
+    monkeypatch.setattr(cat, "MAX_ANSWER_BYTES", 1 << 20)
+    monkeypatch.setattr(cat, "ANSWER_NAMING_BYTES", 256 << 10)
+    sources = [{"source": "server", "at": 1.0, "count": 1}] * 8
+    view = {f"{'C' * 1000}{i}": {"x": {"values": ["a.pt"], "sources": sources}} for i in range(2000)}
+    answer = json.loads(cat.answer(view, "en", problems=[], ok=True, where=["http://127.0.0.1:1"]))
+    shown = len(answer["lists"])
+    assert 0 < shown < 2000 and len(answer["values"]) == 1
+    assert list(answer["lists"]) == list(view)[:shown]   # the first inputs asked
+    assert answer["problems"] == [said("lists_answer_cut", "en", n=2000 - shown, total=2000, mb=1)]
+    assert len(cat.answer(view, ok=True)) <= cat.MAX_ANSWER_BYTES
+
 # ---- names a cloud or a disk gives, and a paid result that nothing after it may lose ---------------------------
 
 ODD = "caf\udce9.safetensors"   # a file name that is not UTF-8, as Linux (and so ComfyUI) lists it

@@ -469,6 +469,29 @@ def test_the_tasks_tab_shows_a_running_tasks_estimate(env, fake):
     assert "expected" not in tasks[done["prompt_id"]]
 
 
+def test_the_tasks_tab_answer_is_bounded_whatever_the_cloud_answered(env):
+    """Issue 38: the tasks tab's answer (GET /gpugeek/tasks) is made of what the cloud sent (its error texts, result
+    addresses) as the journal kept it: each text at most TASK_TEXT_CHARS, a task's files at most TASK_FILES_SHOWN,
+    the whole at most MAX_TASKS_ANSWER_BYTES (the newest tasks kept), whatever the journal holds."""
+    routes = pack.nodes.routes
+    j = pack.nodes.cloud.journal()
+    huge = "é" * (1 << 19)   # half a MiB of the cloud's error text, per task
+    for i in range(24):
+        key = j.begin(prompt_id=f"p{i}", gateway="10")
+        j.update(key, status="failed", error=huge, result_url="https://x/" + "a" * 100_000,
+                 files=[f"/out/gpugeek/p{i}_{n:06d}.png" for n in range(5000)])
+    res = asyncio.run(routes.get_tasks(__import__("aiohttp.test_utils").test_utils.make_mocked_request(
+        "GET", "/gpugeek/tasks")))
+    assert len(res.body) <= routes.MAX_TASKS_ANSWER_BYTES
+    tasks = json.loads(res.body)["tasks"]
+    assert tasks and tasks[0]["prompt_id"] == "p23"   # the newest first
+    for t in tasks:
+        assert len(t["error"]) <= routes.TASK_TEXT_CHARS and t["error"].startswith("é" * 100)
+        assert len(t["result_url"]) <= routes.TASK_TEXT_CHARS
+        assert len(t["files"]) == routes.TASK_FILES_SHOWN and t["files"][0].endswith("_000000.png")
+    small = pack.nodes.routes._public_task({"error": "short", "files": ["a.png"]})
+    assert small["error"] == "short" and small["files"] == ["a.png"]
+
 @pytest.mark.parametrize("body", [["a", "list"], 42, "text"])
 def test_every_post_route_answers_a_body_that_is_no_json_object_with_one_sentence(env, body):
     """Bad input of any kind: a JSON list, number or string is told as such (400), never a server error."""

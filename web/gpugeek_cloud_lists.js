@@ -10,7 +10,7 @@ import { drawAfter } from "./lib/draw.js";
 import { GATEWAY, WHOLE } from "./lib/names.js";
 import { plan, onPlan } from "./lib/plan_state.js";
 import { isCloudOnly } from "./lib/models.js";
-import { comboWidgets, withCurrent, parseNames, describe, wanted, listOf } from "./lib/cloud_lists.js";
+import { comboWidgets, withCurrent, parseNames, lineOf, wanted, listOf } from "./lib/cloud_lists.js";
 
 const LINE_COLOR = "#93c5fd";
 // an answer is asked again after this long (a plan change within it reuses it)
@@ -53,6 +53,7 @@ function apply(node, data) {
   const cls = node.comfyClass || node.type;
   const applied = {};
   let line = "";
+  let cut = false;
   for (const w of comboWidgets(node)) {
     const entry = listOf(data, cls, w.name);
     if (!entry) {
@@ -67,7 +68,9 @@ function apply(node, data) {
     w.options.values = values;
     ours.set(w, values);
     applied[w.name] = values;
-    line = line || describe(entry.sources, tr, Date.now(), lang() === "zh" ? "zh-CN" : undefined);
+    // the first list's line, or the first cut one's: a list the answer held only the first names of says so
+    if (!line || (entry.cut && !cut)) line = lineOf(entry, tr, Date.now(), lang() === "zh" ? "zh-CN" : undefined);
+    cut = cut || !!entry.cut;
   }
   const id = String(node.id);
   if (Object.keys(applied).length) {

@@ -16,11 +16,14 @@ export function withCurrent(values, current) {
 }
 
 // one combo's list in an answer of POST /gpugeek/lists: each distinct list is sent once (data.values) and each
-// class's input names its place there ({list, sources}); null where the answer has none for it
+// class's input names its place there ({list, sources}, and cut: the whole list's length where the answer, bounded
+// in bytes, holds only its first names); null where the answer has none for it
 export function listOf(data, cls, input) {
   const entry = data?.lists?.[cls]?.[input];
   const values = Number.isInteger(entry?.list) ? data?.values?.[entry.list] : undefined;
-  return Array.isArray(values) ? { values, sources: Array.isArray(entry.sources) ? entry.sources : [] } : null;
+  if (!Array.isArray(values)) return null;
+  const cut = Number.isInteger(entry.cut) && entry.cut > values.length ? entry.cut : null;
+  return { values, sources: Array.isArray(entry.sources) ? entry.sources : [], cut };
 }
 
 // names as a user types them: one per line or separated by commas, trimmed, each once
@@ -44,7 +47,14 @@ export function when(at, now = Date.now(), locale = undefined) {
 
 // one line: where the list came from and when, best source first ("from the server 12:03 · 2 added by you")
 export function describe(sources, tr, now = Date.now(), locale = undefined) {
-  const parts = (sources || []).map((s) => tr(`listSrc_${s.source}`, { n: s.count, when: when(s.at, now, locale) }));
+  return lineOf({ sources }, tr, now, locale);
+}
+
+// the line of a combo's list (listOf): first, where the answer held only its first names, how many of how many
+// (the line is shortened at its end on a narrow node); then where it came from and when
+export function lineOf(entry, tr, now = Date.now(), locale = undefined) {
+  const parts = (entry?.sources || []).map((s) => tr(`listSrc_${s.source}`, { n: s.count, when: when(s.at, now, locale) }));
+  if (entry?.cut) parts.unshift(tr("listCut", { n: entry.values.length, total: entry.cut }));
   return parts.length ? tr("listFrom", { sources: parts.join(" · ") }) : "";
 }
 

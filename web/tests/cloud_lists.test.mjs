@@ -2,7 +2,7 @@
 // node's combo offers (its current value kept), names as typed, and the line that says where a list came from.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { comboWidgets, withCurrent, parseNames, describe, wanted, when, listOf } from "../lib/cloud_lists.js";
+import { comboWidgets, withCurrent, parseNames, describe, lineOf, wanted, when, listOf } from "../lib/cloud_lists.js";
 import { t } from "../lib/i18n.js";
 import { installTexts } from "./texts.mjs";
 
@@ -53,7 +53,7 @@ test("an answer sends each distinct list once: every input that offers it names 
     lists: { LoraLoader: { lora_name: { list: 0, sources } }, MyLoader: { lora_name: { list: 0, sources } },
       KSampler: { sampler_name: { list: 1, sources: [] } }, Broken: { x: { list: 7 }, y: { list: "0" } } } };
   const a = listOf(data, "LoraLoader", "lora_name");
-  assert.deepEqual(a, { values: ["a.safetensors", "b.safetensors"], sources });
+  assert.deepEqual(a, { values: ["a.safetensors", "b.safetensors"], sources, cut: null });
   assert.equal(listOf(data, "MyLoader", "lora_name").values, a.values);   // one list, not a copy per class
   assert.deepEqual(listOf(data, "KSampler", "sampler_name").values, ["euler"]);
   for (const [cls, input] of [["Broken", "x"], ["Broken", "y"], ["KSampler", "seed"], ["Nope", "x"]]) {
@@ -64,4 +64,27 @@ test("an answer sends each distinct list once: every input that offers it names 
   const values = withCurrent(a.values, "mine.safetensors");
   assert.deepEqual(values, ["mine.safetensors", "a.safetensors", "b.safetensors"]);
   assert.deepEqual(data.values[0], ["a.safetensors", "b.safetensors"]);
+});
+
+test("an answer past its byte bound holds a list's first names and says how many the whole has", () => {
+  installTexts();
+  const sources = [{ source: "server", at: 1, count: 5000 }];
+  const first = ["a.safetensors", "b.safetensors"];
+  const data = { ok: true, values: [first, ["euler"]],
+    lists: { LoraLoader: { lora_name: { list: 0, sources, cut: 5000 } },
+      KSampler: { sampler_name: { list: 1, sources: [] } }, Odd: { x: { list: 1, cut: "9" }, y: { list: 1, cut: 1 } } } };
+  const lora = listOf(data, "LoraLoader", "lora_name");
+  assert.deepEqual(lora, { values: first, sources, cut: 5000 });
+  assert.deepEqual(withCurrent(lora.values, "z.safetensors"), ["z.safetensors", ...first]);   // the first names shown
+  assert.equal(listOf(data, "KSampler", "sampler_name").cut, null);
+  assert.equal(listOf(data, "Odd", "x").cut, null);   // not a count, or not more than the names sent: not cut
+  assert.equal(listOf(data, "Odd", "y").cut, null);
+  const en = lineOf(lora, (k, v) => t("en", k, v), 0, "en-GB");
+  assert.match(en, /^☁ list: the first 2 of 5000 shown \(too long to send whole\) · the server's, /);
+  const zh = lineOf(lora, (k, v) => t("zh", k, v), 0, "zh-CN");
+  assert.ok(zh.includes("5000") && zh.includes("2") && !zh.includes("{") && zh !== en, zh);
+  const whole = listOf(data, "KSampler", "sampler_name");
+  assert.equal(lineOf(whole, (k, v) => t("en", k, v)), "");
+  assert.equal(lineOf({ ...whole, sources }, (k, v) => t("en", k, v), 0, "en-GB"),
+    describe(sources, (k, v) => t("en", k, v), 0, "en-GB"));
 });
