@@ -5,7 +5,8 @@
   opened (nothing was sent) and on 429 (the server refused it, so nothing was created). Nothing else is
   retried after a body that is not safe to repeat was sent: :class:`~offload.errors.SubmitUnknownError`.
 - **Caps** on the bytes *after* decompression (a gzip bomb is refused, not inflated), and on the inflation
-  ratio of a compressed answer.
+  ratio of a compressed answer; beside them a task's :class:`ByteBudget`, the memory all its result files may
+  take, charged as each body arrives, and the number of files a task may name (``MAX_RESULT_FILES``).
 - **Redirects** followed only to the same origin (scheme, host, port).
 - **Credentials** attached per destination: each credential belongs to one origin and never reaches
   another host, whatever URL a server or a workflow names.

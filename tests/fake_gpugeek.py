@@ -2,7 +2,9 @@
 
 It runs in its own thread and event loop, so tests (sync or async) talk to it as a client talks to the
 platform. Tasks go 1 -> 2 -> 3 on a clock the test sets (queue and run seconds), or fail with ``error_msg``,
-or are cancelled. Pre-signed PUT uploads are kept in memory and served back; result files are served.
+or are cancelled. Pre-signed PUT uploads are kept in memory and served back (with ``keep_upload_bytes`` off, only
+their size and digest: a test that measures the client's memory); a PUT that states no length is refused (411) as
+storage does; result files are served, big ones (:class:`Generated`) made as they are sent.
 
 Variants (each side of the doc's contradictions): ``camel_upload`` (signedUrl/expiredAt), ``post_only_presign``
 (the doc's sample: GET answers 405, POST reads ``fileName`` from the query string only and answers camelCase),

@@ -236,6 +236,32 @@ def test_a_task_that_names_more_files_than_a_task_may_bring_back_is_refused_its_
     assert rec["status"] == "succeeded" and sum(len(v) for v in rec["result_url"].values()) == 400
 
 
+def test_a_fan_outs_files_fetched_again_from_the_journal_share_one_budget(env, fake, monkeypatch):
+    """An output node that fetches a fan-out's files again from the journal (gateway.files_of): one budget across the
+    runs, as for the gateway that led them (each run had a budget of its own: runs times the memory)."""
+    from types import SimpleNamespace
+    gateway, config = core("run.gateway"), core("config")
+    one = photo_png(64, 64, seed=1)
+    monkeypatch.setattr(core("transport"), "MAX_TASK_BYTES", 3 * len(one))   # two runs' files pass it, one's not
+    fake.runner = lambda prompt, task: {"2": [(f"f{i}.png", photo_png(64, 64, seed=1)) for i in range(2)]}
+    client = core("targets").GPUGeekClient
+    j = pack.nodes.cloud.journal()
+
+    async def go():
+        async with client.open(fake.base_url, config.ApiKey(SECRET_KEY)) as c:
+            pids = [await c.submit(123, {"1": {"class_type": "SaveImage", "inputs": {}}}) for _ in range(2)]
+            for pid in pids:
+                while not (d := await c.task(pid)).final:
+                    await asyncio.sleep(0.02)
+                j.update(j.begin(plan_hash="p"), prompt_id=pid, status="succeeded", result_url=d.result_url)
+        job = SimpleNamespace(owner=SimpleNamespace(take=lambda *a: None), guard=lambda aw: aw)
+        return await gateway.files_of(job, cfg=config.load_config(), task_id=",".join(pids), nodes={"2"}, member="2",
+                                      journal=j)
+    with pytest.raises(E.ResultError) as ei:
+        asyncio.run(go())
+    assert ei.value.key == "err_task_bytes"
+
+
 def decoded_files(monkeypatch) -> list:
     codec = core("codec")
     decoded, real = [], codec.decode_frames
