@@ -23,7 +23,7 @@ from ..offload.owner import Interrupted, owner
 from ..offload.plan import kinds
 from ..offload.run import cancel_by_hand, fetch_results, run_plan, status_text, wait_task
 from ..offload.targets import open_target, target_of
-from ..offload.transfer import input_path, read_limited, safe_file_name, save_into
+from ..offload.transfer import input_path, local_file, safe_file_name, save_into
 from ..offload.wire import SUCCEEDED, TaskDetail
 
 
@@ -118,7 +118,7 @@ async def cmd_run(args, cfg) -> int:
         async with open_target(cfg, args.target) as target:
             return await run_plan(whole, job=job, target=target, journal=Journal(), uploads=UploadCache(), values={},
                                   workflow_id=wf, timeout_s=args.timeout,
-                                  read_file=lambda name: read_limited(input_path(input_dir, name)),
+                                  read_file=lambda name: local_file(input_path(input_dir, name)),
                                   daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where})
     # the task lives on the owner: Ctrl-C stops it there, and the process waits for the cancel to finish
     job = owner().start(work, label="gpugeek run", on_event=on_event)

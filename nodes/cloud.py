@@ -9,7 +9,7 @@ from ..offload.journal import Journal, UploadCache, stores_at
 from ..offload.owner import Interrupted, Owner
 from ..offload.owner import owner as _owner
 from ..offload.run import Place
-from ..offload.transfer import read_limited
+from ..offload.transfer import LocalFile, local_file
 from . import comfy
 
 
@@ -39,12 +39,13 @@ def place() -> Place:
     return Place(journal(), uploads(), read_input_file, comfy.output_dir())
 
 
-def read_input_file(name: str) -> bytes:
-    """A file of ComfyUI's folders that a cloud loader reads; one above the pack's limit is refused unread."""
+def read_input_file(name: str) -> LocalFile:
+    """A file of ComfyUI's folders that a cloud loader reads, named, not read (its digest is made and its bytes
+    sent from the file, a piece at a time); one above the pack's limit is refused unread."""
     path = comfy.input_file(name)
     if not path:
         raise errors.PlanError(key="err_input_gone", values={"name": repr(name)}, hint="")
-    return read_limited(path)
+    return local_file(path)
 
 
 def open_target(cfg: config.Config | None = None, override: str | None = None):

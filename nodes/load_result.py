@@ -12,7 +12,7 @@ from ..offload import batch
 from ..offload import errors
 from ..offload.run import DEFAULT_TIMEOUT_S, wait_task
 from ..offload.transfer import IMAGE_EXTS, gather_bounded, safe_file_name
-from ..offload.transport import PARALLEL_DOWNLOADS
+from ..offload.transport import PARALLEL_DOWNLOADS, ByteBudget
 from ..offload.wire import SUCCEEDED, TaskDetail, result_urls
 from . import cloud, comfy
 
@@ -51,8 +51,9 @@ class GPUGeekLoadResult:
         try:
             ids = [p.strip() for p in str(prompt_id or "").split(",") if p.strip()] or [""]
             files = []   # a fan-out's task_id output names every run: their images in run order, one batch
+            budget = ByteBudget()   # the memory one task's results may take, across every run's files
             for pid in ids:
-                files += await self._files(pid, str(urls or ""), timeout_s, unique_id, label)
+                files += await self._files(pid, str(urls or ""), timeout_s, unique_id, label, budget)
             if not files:
                 raise errors.ResultError(f"Task {prompt_id} has no image results", call="results",
                                     hint="Check the task in the GPUGeek tasks tab.")
@@ -64,11 +65,12 @@ class GPUGeekLoadResult:
         comfy.progress_text(f"Loaded {image.shape[0]} image(s)", unique_id)
         return (image, mask)
 
-    async def _files(self, pid, urls, timeout_s, unique_id, label):
+    async def _files(self, pid, urls, timeout_s, unique_id, label, budget=None):
         if not pid:
             lines = [u.strip() for u in urls.splitlines() if u.strip()]
             async with cloud.open_target() as target:
-                return list(await gather_bounded([target.fetch(u) for u in lines], limit=PARALLEL_DOWNLOADS))
+                return list(await gather_bounded([target.fetch(u, budget=budget) for u in lines],
+                                                 limit=PARALLEL_DOWNLOADS))
         rec = cloud.journal().by_prompt_id(pid)
         if rec and rec.get("status") == "succeeded":
             local = [p for p in rec.get("files") or [] if os.path.splitext(p)[1].lower() in IMAGE_EXTS
@@ -88,4 +90,5 @@ class GPUGeekLoadResult:
             # the file's own name decides (a ComfyUI server's results are /view?filename=...)
             wanted = [u for _, u in detail.all_urls()
                       if os.path.splitext(safe_file_name(u, "result"))[1] in IMAGE_EXTS]
-            return list(await gather_bounded([target.fetch(u) for u in wanted], limit=PARALLEL_DOWNLOADS))
+            return list(await gather_bounded([target.fetch(u, budget=budget) for u in wanted],
+                                             limit=PARALLEL_DOWNLOADS))

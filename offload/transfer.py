@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -27,25 +29,6 @@ SAVE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm", ".mov", 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 
 
-# All result files of one task held in memory at once: above this the task is refused (a 512 MB file is
-# already the per-file limit in client.py; a task of many such files would exhaust a home machine).
-MAX_TASK_BYTES = 2 * 1024**3
-
-
-class ByteBudget:
-    """Counts the bytes a task's downloads hold; refuses the task once they pass ``MAX_TASK_BYTES``."""
-
-    def __init__(self, limit: int | None = None):
-        self.limit = limit or MAX_TASK_BYTES
-        self.used = 0
-
-    def take(self, n: int) -> None:
-        self.used += n
-        if self.used > self.limit:
-            raise ResultError(f"The task's results pass {self.limit >> 20} MB in all", call="download",
-                              hint="Return fewer or smaller files from the cloud part, or load them by hand.")
-
-
 class TooBig(Exception):
     """A local file above the limit: not read, not sent (the caller names the node and the file)."""
 
@@ -59,24 +42,62 @@ def check_upload_size(size: int) -> None:
         raise TooBig(size, MAX_UPLOAD_BYTES)
 
 
-def read_limited(path) -> bytes:
-    """The bytes of a local file that is to go up; one above MAX_UPLOAD_BYTES is refused unread (TooBig)."""
-    check_upload_size(os.path.getsize(path))
-    with open(path, "rb") as f:
-        data = f.read(MAX_UPLOAD_BYTES + 1)   # a file that grew meanwhile is refused, not read to its end
-    check_upload_size(len(data))
-    return data
+@dataclass(frozen=True)
+class LocalFile:
+    """A local file that is to go up, named by its path and never held whole: its size checked when it is named
+    (:func:`local_file`), its digest made reading it in pieces (:func:`digest_file`), its bytes streamed from the
+    file into the upload (:func:`upload_body`). ``len`` is its size, as for the bytes it stands for."""
+    path: str
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def local_file(path) -> LocalFile:
+    """A local file that is to go up (a loader's video, audio, 3D model); one above MAX_UPLOAD_BYTES is refused
+    unread (TooBig)."""
+    size = os.path.getsize(path)
+    check_upload_size(size)
+    return LocalFile(str(path), size)
+
+
+@contextlib.contextmanager
+def upload_body(data):
+    """What a target sends for ``data``: bytes as they are; a :class:`LocalFile` as a function that opens the file
+    afresh for each attempt (aiohttp streams a file object a piece at a time, its length sent as Content-Length, as
+    a signed PUT to storage wants), every file it opened closed when the upload ends."""
+    if not isinstance(data, LocalFile):
+        yield data
+        return
+    opened = []
+
+    def body():
+        f = open(data.path, "rb")
+        opened.append(f)
+        return f
+    try:
+        yield body
+    finally:
+        for f in opened:
+            f.close()
 
 
 def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
-def digest_file(path, chunk: int = 1 << 20) -> str:
-    """:func:`digest_bytes` of a file, read in pieces (a long video is never held whole)."""
+def digest_file(path, chunk: int = 1 << 20, bounded: bool = False) -> str:
+    """:func:`digest_bytes` of a file, read in pieces (a long video is never held whole). ``bounded``: a file that
+    is to go up, refused (TooBig) as soon as it passes MAX_UPLOAD_BYTES (it grew since it was named), not read to
+    its end."""
     h = hashlib.blake2b(digest_size=20)
+    read = 0
     with open(path, "rb") as f:
         for piece in iter(lambda: f.read(chunk), b""):
+            read += len(piece)
+            if bounded:
+                check_upload_size(read)
             h.update(piece)
     return h.hexdigest()
 
@@ -84,9 +105,12 @@ def digest_file(path, chunk: int = 1 << 20) -> str:
 async def upload_once(target, cache, data, file_name: str, digest: str | None = None, stats=None,
                       folder: str | None = None) -> str:
     """Upload unless the same content already has a live URL (across runs and restarts). ``data`` may be
-    bytes or a function that makes them (an encoder): it runs, in a thread, only when an upload is due.
-    ``folder``: where in a ComfyUI server's input folder the loader looks (offload/plan/kinds.py)."""
-    if digest is None:
+    bytes, a function that makes them (an encoder: it runs, in a thread, only when an upload is due) or a
+    :class:`LocalFile` (streamed from the file). ``folder``: where in a ComfyUI server's input folder the loader
+    looks (offload/plan/kinds.py)."""
+    if digest is None and isinstance(data, LocalFile):
+        digest = await asyncio.to_thread(digest_file, data.path, bounded=True)
+    elif digest is None:
         data = data() if callable(data) else data
         digest = digest_bytes(data)
     key = f"{getattr(target, 'name', 'target')}:{digest}" + (f":{folder}" if folder is not None else "")

@@ -5,7 +5,8 @@
   opened (nothing was sent) and on 429 (the server refused it, so nothing was created). Nothing else is
   retried after a body that is not safe to repeat was sent: :class:`~offload.errors.SubmitUnknownError`.
 - **Caps** on the bytes *after* decompression (a gzip bomb is refused, not inflated), and on the inflation
-  ratio of a compressed answer.
+  ratio of a compressed answer; beside them a task's :class:`ByteBudget`, the memory all its result files may
+  take, charged as each body arrives, and the number of files a task may name (``MAX_RESULT_FILES``).
 - **Redirects** followed only to the same origin (scheme, host, port).
 - **Credentials** attached per destination: each credential belongs to one origin and never reaches
   another host, whatever URL a server or a workflow names.
@@ -49,6 +50,13 @@ INFLATE_FLOOR_BYTES = 8 * 1024 * 1024
 MAX_RETRY_AFTER_S = 10.0
 # Read size while streaming a body.
 CHUNK_BYTES = 1 << 16
+# All result files of one task held in memory at once (its ByteBudget): above this the task is refused (a 512 MB
+# file is the limit on one; a task of many such files would exhaust a home machine).
+MAX_TASK_BYTES = 2 * 1024**3
+# Result files one task may name: far above any workflow's (a clip's 81 frames, a fan-out of 8 such runs; ComfyUI's
+# Save Image writes one file an image), far below what a hostile answer within MAX_API_BYTES names (a 16 MB history:
+# 310k files, each a download, a journal line and a preview). Above it nothing is downloaded.
+MAX_RESULT_FILES = 10_000
 
 # aiohttp >= 3.10 tells a connect timeout (nothing sent) from a read timeout (the body may have arrived)
 _ConnectTimeout = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
@@ -139,9 +147,11 @@ class Transport:
 
     async def request(self, method: str, url: str, *, call: str, safe: bool, params=None, json=None, data=None,
                       headers: dict | None = None, auth: bool = True, max_bytes: int = MAX_API_BYTES,
-                      read_timeout: float | None = None, source: str = "the server") -> Response:
+                      read_timeout: float | None = None, source: str = "the server",
+                      budget: ByteBudget | None = None) -> Response:
         """One exchange under the policy; returns the last answer (any status) or raises the pack's error.
-        ``read_timeout``: seconds between bytes, API_READ_TIMEOUT_S unless given."""
+        ``read_timeout``: seconds between bytes, API_READ_TIMEOUT_S unless given. ``budget``: a task's
+        (:class:`ByteBudget`), charged as the answer's body arrives; an answer tried again is given back."""
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S,
                                         sock_read=read_timeout or API_READ_TIMEOUT_S)
         last: Exception | None = None
@@ -154,7 +164,8 @@ class Transport:
             last, resp = None, None
             try:
                 resp = await self._once(method, url, call=call, params=params, json=json, data=data,
-                                        headers=headers, auth=auth, max_bytes=max_bytes, timeout=timeout)
+                                        headers=headers, auth=auth, max_bytes=max_bytes, timeout=timeout,
+                                        budget=budget)
             except _NOT_SENT as e:  # the request never left: any call may go again
                 last = errors_mod.TransportError(f"Cannot connect to {source} at {_host(url)} ({type(e).__name__})",
                                                  call=call)
@@ -172,13 +183,16 @@ class Transport:
                 last = errors_mod.TransportError(f"The connection to {source} failed ({type(e).__name__})", call=call)
                 continue
             if resp.status == 429 or (safe and resp.status >= 500):
+                if budget is not None:
+                    budget.give(len(resp.body))   # that answer is dropped
                 continue  # refused (429: nothing was created) or a safe call: try again after a pause
             return resp
         if last is not None:
             raise last
         return resp
 
-    async def _once(self, method, url, *, call, params, json, data, headers, auth, max_bytes, timeout) -> Response:
+    async def _once(self, method, url, *, call, params, json, data, headers, auth, max_bytes, timeout,
+                    budget=None) -> Response:
         start = url
         for _hop in range(MAX_REDIRECTS + 1):
             body = data() if callable(data) else data  # a form is made afresh for each attempt
@@ -195,7 +209,7 @@ class Transport:
                             "followed and no credential left this machine for that host.")
                     url = nxt
                     continue
-                body = await _read_capped(r, max_bytes, call)
+                body = await _read_capped(r, max_bytes, call, budget)
                 return Response(r.status, dict(r.headers), body, url)
         raise errors_mod.ResultError(f"Too many redirects from {_host(start)}", call=call)
 
@@ -204,9 +218,54 @@ class _CutShort(Exception):
     pass
 
 
-async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str) -> bytes:
+class ByteBudget:
+    """The memory one task's result files may take (``MAX_TASK_BYTES`` unless given), across every download of the
+    task: its runs, the servers of its pool, its outputs. Charged as the bytes arrive (:func:`_read_capped`, beside
+    the cap on one answer: a stated length before the body is read, else each piece), so the task is refused when
+    the budget is passed, whatever is in flight; what a download that failed or is tried again took is given back."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit or MAX_TASK_BYTES
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise errors_mod.ResultError(key="err_task_bytes", values={"limit": f"{self.limit >> 20} MB"},
+                                         call="download", hint="")
+
+    def give(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
+def check_result_count(count: int, task_id: str | None = None) -> None:
+    """A task that names more result files than ``MAX_RESULT_FILES`` is refused before any is fetched (its
+    addresses stay in the journal, which the wait wrote when the task ended)."""
+    if count > MAX_RESULT_FILES:
+        raise errors_mod.ResultError(key="err_too_many_results", values={"task": task_id or "?", "count": count,
+                                     "limit": MAX_RESULT_FILES}, call="results", task_id=task_id, hint="")
+
+
+async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str, budget: ByteBudget | None = None) -> bytes:
     """The body, decompressed, refused past ``max_bytes`` (or past the inflation ratio of a compressed body)
-    without ever holding more than a chunk beyond the cap."""
+    without ever holding more than a chunk beyond the cap; charged to ``budget`` (a task's) as it arrives, and given
+    back where it is not returned."""
+    if budget is None:
+        return await _read_body(r, max_bytes, call, None)
+    held = 0
+
+    def charge(n: int) -> None:
+        nonlocal held
+        held += n
+        budget.take(n)
+    try:
+        return await _read_body(r, max_bytes, call, charge)
+    except BaseException:
+        budget.give(held)
+        raise
+
+
+async def _read_body(r: aiohttp.ClientResponse, max_bytes: int, call: str, charge) -> bytes:
     encoded = bool(r.headers.get("Content-Encoding", "").strip() not in ("", "identity"))
     declared = r.content_length
     if declared is not None and not encoded and declared > max_bytes:
@@ -216,6 +275,8 @@ async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str) -> 
     if encoded and declared is not None:
         cap = min(max_bytes, max(INFLATE_FLOOR_BYTES, declared * MAX_INFLATE_RATIO))
     if declared is not None and not encoded:   # its length is known and within the cap: one read, one copy
+        if charge is not None:
+            charge(declared)   # charged before it is read: refused before it arrives
         try:
             return await r.content.readexactly(declared)
         except asyncio.IncompleteReadError as e:
@@ -225,6 +286,8 @@ async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str) -> 
     buf = bytearray()
     try:
         async for chunk in r.content.iter_chunked(CHUNK_BYTES):
+            if charge is not None:
+                charge(len(chunk))
             buf += chunk
             if len(buf) > cap:
                 raise errors_mod.ResultError(
@@ -330,17 +393,21 @@ def env_proxy(url: str) -> tuple:
         return None, None
 
 
-async def download(transport: Transport, url: str, *, max_bytes: int | None = None) -> bytes:
+async def download(transport: Transport, url: str, *, max_bytes: int | None = None,
+                   budget: ByteBudget | None = None) -> bytes:
     """GET a result file: http(s) only, same-origin redirects only, decompressed size bounded, length
-    verified; credentials only where the transport has one bound to that origin."""
+    verified, charged to the task's ``budget`` as it arrives; credentials only where the transport has one bound
+    to that origin."""
     url = check_result_url(url)
     if transport.downloads is None:
         transport.downloads = asyncio.Semaphore(PARALLEL_DOWNLOADS)
     async with transport.downloads:
         resp = await transport.request("GET", url, call="download", safe=True,
                                        max_bytes=max_bytes or MAX_DOWNLOAD_BYTES, read_timeout=TRANSFER_READ_TIMEOUT_S,
-                                       source="the result host")
+                                       source="the result host", budget=budget)
     if resp.status >= 400:
+        if budget is not None:
+            budget.give(len(resp.body))   # an error page, not a result: dropped
         err = errors_mod.from_http(resp.status, message=f"Downloading a result failed (HTTP {resp.status})", call="download")
         if resp.status == 403:
             err.hint = "The result link has expired; results older than the link's lifetime cannot load."

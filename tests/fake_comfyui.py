@@ -8,6 +8,7 @@ connection with the same id takes the events, as in ComfyUI)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import struct
@@ -20,6 +21,8 @@ from aiohttp import WSMsgType, web
 from fake_gpugeek import animated_webp, close_server_loop, photo_png
 from PIL import Image
 
+# ComfyUI's bound on one request (its --max-upload-size, 100 MB by default): an upload above it is refused (413)
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 MODELS = ["v1-5-pruned-emaonly.safetensors"]
 KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleBy", "SaveImage", "PreviewImage",
          "EmptyImage", "VAEEncode", "VAEDecode", "KSampler", "CheckpointLoaderSimple", "CLIPTextEncode",
@@ -42,7 +45,9 @@ class FakeComfyUI:
         self.pending: list = []          # [number, prompt_id, prompt, client_id]
         self.running: list | None = None
         self.history: dict = {}
-        self.inputs: dict = {}           # "sub/name" -> bytes
+        self.inputs: dict = {}           # "sub/name" -> bytes (unless keep_input_bytes is False)
+        self.input_digests: dict = {}    # "sub/name" -> (size, sha256) of every upload
+        self.keep_input_bytes = True     # False: a test that measures the client's memory in this process
         self.outputs: dict = {}          # filename -> bytes
         self.sockets: dict = {}          # client_id -> [ws]
         self.calls: list = []
@@ -246,7 +251,16 @@ class FakeComfyUI:
         f = form["image"]
         sub = form.get("subfolder", "")
         key = f"{sub}/{f.filename}" if sub else f.filename
-        self.inputs[key] = f.file.read()
+        digest, size = hashlib.sha256(), 0
+        kept = []
+        for chunk in iter(lambda: f.file.read(1 << 16), b""):   # aiohttp put the part in a temporary file
+            digest.update(chunk)
+            size += len(chunk)
+            if self.keep_input_bytes:
+                kept.append(chunk)
+        self.input_digests[key] = (size, digest.hexdigest())
+        if self.keep_input_bytes:
+            self.inputs[key] = b"".join(kept)
         return web.json_response({"name": f.filename, "subfolder": sub, "type": "input"})
 
     async def h_object_info(self, request):
@@ -286,7 +300,8 @@ class FakeComfyUI:
         def run():
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
-            app = web.Application()
+            # ComfyUI's own bound on a request (--max-upload-size, 100 MB by default)
+            app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
             app.router.add_post("/prompt", self.h_prompt)
             app.router.add_get("/queue", self.h_queue)
             app.router.add_post("/queue", self.h_queue)

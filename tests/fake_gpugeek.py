@@ -2,7 +2,9 @@
 
 It runs in its own thread and event loop, so tests (sync or async) talk to it as a client talks to the
 platform. Tasks go 1 -> 2 -> 3 on a clock the test sets (queue and run seconds), or fail with ``error_msg``,
-or are cancelled. Pre-signed PUT uploads are kept in memory and served back; result files are served.
+or are cancelled. Pre-signed PUT uploads are kept in memory and served back (with ``keep_upload_bytes`` off, only
+their size and digest: a test that measures the client's memory); a PUT that states no length is refused (411) as
+storage does; result files are served, big ones (:class:`Generated`) made as they are sent.
 
 Variants (each side of the doc's contradictions): ``camel_upload`` (signedUrl/expiredAt), ``post_only_presign``
 (the doc's sample: GET answers 405, POST reads ``fileName`` from the query string only and answers camelCase),
@@ -211,6 +213,24 @@ class Link:
         await asyncio.sleep(self.free_at - now)
 
 
+class Generated:
+    """A big result file made as it is sent, never held whole (by the fake or by the test): ``size`` bytes of one
+    block of 64 KiB drawn from ``seed``, repeated; ``chunked``: sent without a Content-Length, as a server that
+    streams what it makes. Put it where a task's files hold bytes."""
+    CHUNK = 64 * 1024
+
+    def __init__(self, size: int, seed: int = 0, chunked: bool = False):
+        self.size, self.chunked = size, chunked
+        self.block = random.Random(seed).randbytes(self.CHUNK)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def chunks(self):
+        for start in range(0, self.size, self.CHUNK):
+            yield self.block[: min(self.CHUNK, self.size - start)]
+
+
 def close_server_loop(loop: asyncio.AbstractEventLoop, runner: web.AppRunner) -> None:
     """A stand-in server's end, once its loop stopped: the server, then every task still there (a hanging answer,
     an open websocket) ended on the open loop, then the loop closed. Left to the garbage collector, each closed
@@ -277,6 +297,10 @@ class FakeGPUGeek:
         self.faults: dict[str, list[str]] = {}
         self.tasks: dict[str, Task] = {}
         self.uploads: dict[str, bytes] = {}
+        # every upload's (size, sha256), whatever its size; its bytes kept in ``uploads`` unless this is False (a
+        # test that measures the client's memory in this process: the fake then holds no upload whole)
+        self.upload_digests: dict[str, tuple] = {}
+        self.keep_upload_bytes = True
         self.calls: list[tuple[str, str]] = []   # (call, path)
         self.call_at: list[float] = []            # when each of them came (monotonic clock)
         self.bodies: list[tuple[str, object]] = []
@@ -587,17 +611,21 @@ class FakeGPUGeek:
             return resp
         if "Signature" not in request.query:
             return web.Response(status=403, text="missing signature")
-        if self.up is not None:
-            parts = []
-            async for chunk in request.content.iter_chunked(Link.CHUNK):
+        if request.content_length is None:   # as OSS and S3: a signed PUT states its length (no chunked body)
+            return web.Response(status=411, text="MissingContentLength")
+        parts, digest, size = [], hashlib.sha256(), 0
+        async for chunk in request.content.iter_chunked(Link.CHUNK):
+            if self.up is not None:
                 await self.up.take(len(chunk))
+            digest.update(chunk)
+            size += len(chunk)
+            if self.keep_upload_bytes:
                 parts.append(chunk)
-            body = b"".join(parts)
-        else:
-            body = await request.read()
         key = request.match_info["key"]
-        self.uploads[key] = body
-        self.bytes_uploaded += len(body)
+        self.upload_digests[key] = (size, digest.hexdigest())
+        if self.keep_upload_bytes:
+            self.uploads[key] = b"".join(parts)
+        self.bytes_uploaded += size
         return await self._after(request, kind, web.Response(status=200))
 
     async def h_get_object(self, request):
@@ -620,6 +648,22 @@ class FakeGPUGeek:
             chunk = data[i:i + Link.CHUNK]
             await self.down.take(len(chunk))
             await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    async def send_generated(self, request, data: Generated):
+        """A big result file, made chunk by chunk as it is sent (the socket's pace: nothing is held)."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if data.chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = data.size
+        await resp.prepare(request)
+        for chunk in data.chunks():
+            if self.down is not None:
+                await self.down.take(len(chunk))
+            await resp.write(chunk)
+            self.bytes_down += len(chunk)
         await resp.write_eof()
         return resp
 
@@ -718,6 +762,8 @@ class FakeGPUGeek:
         name = unquote(request.raw_path.split("?")[0].rsplit("/", 1)[-1])
         for files in (t.files.values() if t else []):
             for n, data in files:
+                if n == name and isinstance(data, Generated):
+                    return await self.send_generated(request, data)
                 if n == name:
                     if kind == "truncate":
                         resp = web.StreamResponse(headers={"Content-Length": str(len(data))})

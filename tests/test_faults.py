@@ -209,12 +209,57 @@ def test_huge_download_refused_with_bounded_memory(env, fake, monkeypatch):
 
 
 def test_a_task_whose_files_pass_the_memory_budget_is_refused(env, fake, monkeypatch):
-    monkeypatch.setattr(pack.offload.transfer, "MAX_TASK_BYTES", 20_000)
+    monkeypatch.setattr(core("transport"), "MAX_TASK_BYTES", 20_000)
     fake.runner = lambda prompt, task: {n: [(f"f{i}.png", photo_png(64, 64, seed=i)) for i in range(4)]
                                         for n, v in prompt.items() if v["class_type"] == "SaveImage"}
     with pytest.raises(E.ResultError) as ei:
         execute(env)
     assert "in all" in str(ei.value)
+
+
+def test_a_task_that_names_more_files_than_a_task_may_bring_back_is_refused_its_addresses_kept(env, fake, monkeypatch):
+    """Issue 38: the number of files a task may name was uncapped (a 16 MiB history names 310k). Under the cap every
+    file comes back; above it nothing is downloaded, the refusal says so in a sentence, and the task, which
+    succeeded and is paid, stays journaled as succeeded with every result address (Load Result can reach them)."""
+    fake.runner = saved_by_the_gateway([(f"f{i}.png", photo_png(8, 8, seed=i % 4)) for i in range(400)])
+    results, _, _ = execute(env)
+    assert results["10"][0].shape[0] == 400 and fake.count("file") == 400
+    monkeypatch.setattr(core("transport"), "MAX_RESULT_FILES", 399, raising=False)
+    with pytest.raises(E.ResultError) as ei:
+        execute(env)
+    assert fake.count("file") == 400   # nothing more was fetched
+    rec = journal()[0]
+    pid = rec["prompt_id"]
+    assert str(ei.value).startswith("GPUGeek Cloud Execute #10: " + said("err_too_many_results", "en", task=pid,
+                                                                          count=400, limit=399))
+    assert core("texts").lookup("err_too_many_results", "zh", raw=True)
+    assert rec["status"] == "succeeded" and sum(len(v) for v in rec["result_url"].values()) == 400
+
+
+def test_a_fan_outs_files_fetched_again_from_the_journal_share_one_budget(env, fake, monkeypatch):
+    """An output node that fetches a fan-out's files again from the journal (gateway.files_of): one budget across the
+    runs, as for the gateway that led them (each run had a budget of its own: runs times the memory)."""
+    from types import SimpleNamespace
+    gateway, config = core("run.gateway"), core("config")
+    one = photo_png(64, 64, seed=1)
+    monkeypatch.setattr(core("transport"), "MAX_TASK_BYTES", 3 * len(one))   # two runs' files pass it, one's not
+    fake.runner = lambda prompt, task: {"2": [(f"f{i}.png", photo_png(64, 64, seed=1)) for i in range(2)]}
+    client = core("targets").GPUGeekClient
+    j = pack.nodes.cloud.journal()
+
+    async def go():
+        async with client.open(fake.base_url, config.ApiKey(SECRET_KEY)) as c:
+            pids = [await c.submit(123, {"1": {"class_type": "SaveImage", "inputs": {}}}) for _ in range(2)]
+            for pid in pids:
+                while not (d := await c.task(pid)).final:
+                    await asyncio.sleep(0.02)
+                j.update(j.begin(plan_hash="p"), prompt_id=pid, status="succeeded", result_url=d.result_url)
+        job = SimpleNamespace(owner=SimpleNamespace(take=lambda *a: None), guard=lambda aw: aw)
+        return await gateway.files_of(job, cfg=config.load_config(), task_id=",".join(pids), nodes={"2"}, member="2",
+                                      journal=j)
+    with pytest.raises(E.ResultError) as ei:
+        asyncio.run(go())
+    assert ei.value.key == "err_task_bytes"
 
 
 def decoded_files(monkeypatch) -> list:

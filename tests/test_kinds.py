@@ -196,7 +196,7 @@ def test_a_file_above_the_limit_is_refused_with_its_size_and_the_limit_before_an
 
     def read(name):
         reads.append(name)
-        return transfer.read_limited(big)
+        return transfer.local_file(big)
     gp = whole_plan({"1": {"class_type": "LoadVideo", "inputs": {"file": "big.mp4"}},
                      "2": {"class_type": "SaveVideo", "inputs": {"video": L("1"), "filename_prefix": "v"}}},
                     ("big.mp4",))
@@ -229,6 +229,64 @@ def test_the_limit_is_the_packs_transfer_limit_and_the_node_reader_never_reads_a
     with pytest.raises(transfer.TooBig) as ei:
         pack.nodes.cloud.read_input_file("long.wav")
     assert (ei.value.size, ei.value.limit) == (11, 10) and not any("long.wav" in f for f in opened)
+
+
+@pytest.mark.parametrize("where", ["gpugeek", "comfyui"])
+def test_a_file_named_by_six_loaders_is_hashed_once_and_sent_once_from_the_file(fake, tmp_path, monkeypatch, where):
+    """Issue 38: six Load Video nodes naming one 64 MiB file held +384 MiB for one upload sent (the file read whole
+    once per loader before the first upload). The node's reader names the file; its digest is made once, reading
+    it in pieces, and it goes up once, streamed from the file: GPUGeek's signed PUT (its length stated, as storage
+    wants) and a ComfyUI server's multipart /upload/image. Memory stays well under the file's size."""
+    import builtins
+    import hashlib
+    import os
+    import tracemalloc
+    from conftest import comfy_env
+    from fake_comfyui import FakeComfyUI
+    targets, config = core("targets"), core("config")
+    comfy_env(tmp_path)
+    size = 64 << 20
+    path = Path(folder_paths.get_input_directory(), "long.mp4")
+    block, digest = os.urandom(1 << 20), hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(size >> 20):
+            f.write(block[i:] + block[:i])
+            digest.update(block[i:] + block[:i])
+    p = {str(i): {"class_type": "LoadVideo", "inputs": {"file": "long.mp4"}} for i in range(1, 7)}
+    p.update({str(10 + i): {"class_type": "SaveVideo", "inputs": {"video": L(str(i)), "filename_prefix": f"v{i}"}}
+              for i in range(1, 7)})
+    gp = whole_plan(p, ("long.mp4",))
+    assert len(gp.local_files) == 6
+    opened, real_open = [], builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (opened.append(str(f)) if str(f) == str(path) else None)
+                        or real_open(f, *a, **k))
+    srv = FakeComfyUI().start() if where == "comfyui" else None
+    fake.keep_upload_bytes = False
+    if srv is not None:
+        srv.keep_input_bytes = False
+
+    async def run():
+        cfg = config.Config(api_key=config.ApiKey("sk-gg-SECRET-7f3a9c2e1d5b4a60"), base_url=fake.base_url,
+                            target=srv.url if srv is not None else "gpugeek")
+        async with targets.open_target(cfg) as t:
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                cloud = await inputs.prepare(gp, {}, t, journal.UploadCache(tmp_path / "u.jsonl"),
+                                             read_file=pack.nodes.cloud.read_input_file)
+                return cloud, tracemalloc.get_traced_memory()[1] - base
+            finally:
+                tracemalloc.stop()
+    try:
+        cloud, peak = asyncio.run(run())
+    finally:
+        if srv is not None:
+            srv.stop()
+    assert peak < size // 2, f"{peak / (1 << 20):.0f} MiB held to send a file of {size >> 20} MiB"
+    sent = srv.input_digests if srv is not None else fake.upload_digests
+    assert list(sent.values()) == [(size, digest.hexdigest())]   # one upload, every byte of the file
+    assert len({cloud[str(i)]["inputs"]["file"] for i in range(1, 7)}) == 1
+    assert len(opened) <= 2   # read once for its digest, once as it went up
 
 
 # ---- results: on the node, as that node would show them ------------------------------------------------------

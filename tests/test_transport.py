@@ -4,7 +4,7 @@ import asyncio
 import datetime
 
 import pytest
-from conftest import SECRET_KEY, core
+from conftest import SECRET_KEY, core, said
 from other_host import OtherHost
 
 client_mod = core("targets.gpugeek_api")
@@ -271,3 +271,37 @@ def test_a_credential_never_crosses_a_proxy_in_clear(recorder, no_env_proxy):
     assert tunnel == "CONNECT" and tunnel_headers["Host"].startswith("cloud.example.invalid")
     assert method == "GET" and headers["Host"] == "cdn.example.invalid"
     assert not any(SECRET_KEY in str(seen) for seen in recorder.seen)
+
+
+# ---- a task's memory: its bytes charged as they arrive ---------------------------------------------------------
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length-stated", "chunked"])
+def test_a_tasks_bytes_are_charged_as_they_arrive_and_its_memory_stays_near_its_budget(fake, chunked):
+    """Issue 38: 8 result files of 48 MiB under a 96 MiB budget held +563 MiB before the refusal (a file was charged
+    once it had arrived whole, 8 downloads in flight). Each piece is charged as it arrives (a stated length before
+    the body is read), so the refusal comes when the budget is passed, with no more than the budget held."""
+    import tracemalloc
+    from fake_gpugeek import Generated
+    run_mod = core("run")
+    size, budget = 48 * MiB, 96 * MiB
+    fake.runner = lambda prompt, task: {"2": [(f"clip_{i}.mp4", Generated(size, seed=i, chunked=chunked))
+                                              for i in range(8)]}
+
+    async def go(c):
+        d = await finished(c, fake)
+        t = target_mod.GPUGeekTarget(c)
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            with pytest.raises(E.ResultError) as ei:
+                await run_mod.fetch_results(d, t, budget=transport.ByteBudget(budget))
+            return ei.value, tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    err, peak = run_client(fake, go)
+    assert peak < budget + budget // 2, f"{peak / MiB:.0f} MiB held for a budget of {budget / MiB:.0f} MiB"
+    assert fake.bytes_down < 8 * size   # refused while the files came, not after
+    assert err.message == said("err_task_bytes", "en", limit="96 MB")
+    assert err.message_in("zh") == said("err_task_bytes", "zh", limit="96 MB")

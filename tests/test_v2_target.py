@@ -167,6 +167,22 @@ def test_inputs_are_assets_uploaded_once_and_found_by_hash_after(env, remote, ca
     assert "was there already (found by its hash): nothing sent" in caplog.text
 
 
+def test_a_local_file_a_cloud_loader_reads_goes_up_from_the_file_under_the_packs_name(env, remote):
+    """A cloud LoadImage's file of the input folder goes up as an asset hashed and sent from the file (comfy-sdk's
+    file source), named as the pack names uploads (its digest first), never read whole by the pack."""
+    data = photo_png(16, 12, seed=5)
+    Path(folder_paths.get_input_directory(), "mine.png").write_bytes(data)
+    p = {"1": {"class_type": "LoadImage", "inputs": {"image": "mine.png"}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+         "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": "", "run_on": "cloud", "timeout_s": 30,
+                                                                "image_1": ["2", 0]}}}
+    results, _, _ = execute(p, env)
+    loader = remote.history[results["10"][6]]["prompt"][2]["1"]
+    name = loader["inputs"]["image"]
+    assert remote.calls.count("upload") == 1 and remote.inputs[name] == data
+    assert name.rsplit("/", 1)[-1].startswith("gpugeek_") and name.endswith("_mine.png")
+
+
 def test_node_errors_map_onto_the_users_nodes_in_both_languages(env, remote, proxy):
     p = graph()
     p["2"] = {"class_type": "CloudOnlyUpscaler", "inputs": {"image": ["1", 0]}}

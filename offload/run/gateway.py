@@ -16,8 +16,8 @@ from ..plan import GATEWAY_OUTPUTS, LEAD_INPUT, MASK, PASS, GatewayPlan
 from ..plan.cloud_prompt import compact_saves
 from ..targets import open_target, target_of
 from ..targets.pool import open_pool, split_targets
-from ..transfer import IMAGE_EXTS, ByteBudget, gather_bounded, safe_file_name, save_into
-from ..transport import PARALLEL_DOWNLOADS
+from ..transfer import IMAGE_EXTS, gather_bounded, safe_file_name, save_into
+from ..transport import PARALLEL_DOWNLOADS, ByteBudget
 from ..wire import RUNNING, SUCCEEDED, TaskDetail
 from .fanout import combined, run_runs
 from .task import RunOutcome, estimate_for, fetch_results
@@ -59,6 +59,7 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
     members = plan.followers + (list(plan.user_outputs) if plan.whole else [])
     estimate = estimate_for(journal, plan, workflow_id)
     reserves = Reserves(journal.result_shape(plan.hash, plan.shape), estimate, plan, runs)
+    budget = ByteBudget()   # one for the task's every file: its runs', its pool's servers', its outputs'
     try:
         async with open_pool(cfg, where, open_target) as pool:
             outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
@@ -67,10 +68,11 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
                                       # merged gateways read this task's files too, and a fan-out's runs end one
                                       # by one: each run fetches its files as soon as it ends; otherwise each
                                       # file is fetched by deliver() and decoded as soon as it arrives
-                                      fetch_nodes=None if members or runs > 1 else set(), budget=ByteBudget(),
+                                      fetch_nodes=None if members or runs > 1 else set(), budget=budget,
                                       estimate=estimate, on_status=reserves.start)
             detail, files = combined(outcomes)
-            out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves))
+            out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves,
+                                          budget=budget))
     finally:
         reserves.close()
     ran = len(outcomes)   # fewer than ``runs`` where the daily limit left some out
@@ -103,11 +105,12 @@ async def files_of(job, *, cfg, task_id: str, nodes: set, member: str, journal, 
     if files is not None:  # the leading gateway fetched every file: nothing to fetch, no session needed
         return TaskDetail(prompt_id=task_id, status=SUCCEEDED), files
     outcomes = []   # a fan-out's task id is its runs' ids: each is fetched from where its record says it ran
+    budget = ByteBudget()   # one for every run's files
     for pid in task_id.split(","):
         rec = journal.by_prompt_id(pid) or {}
         detail = TaskDetail(prompt_id=pid, status=SUCCEEDED, result_url=rec.get("result_url") or {})
         async with open_target(cfg, rec.get("target_url") or target_override or None) as target:
-            outcomes.append(RunOutcome(pid, detail, await job.guard(fetch_results(detail, target, nodes))))
+            outcomes.append(RunOutcome(pid, detail, await job.guard(fetch_results(detail, target, nodes, budget))))
     return combined(outcomes)
 
 
@@ -157,13 +160,15 @@ def _is_shape(v) -> bool:
 
 
 async def deliver(plan: GatewayPlan, passthrough: dict, detail: TaskDetail, files: dict, target, output_dir,
-                  save_user_outputs: bool = True, reserves: dict | None = None) -> Delivered:
+                  save_user_outputs: bool = True, reserves: dict | None = None,
+                  budget: ByteBudget | None = None) -> Delivered:
     """Decode each output's files into tensors (fetching what is not here yet, each file decoded as soon as
     it arrives, on every core), save the cloud's files into the output folder and list them as previews. Each
     file is written while the others download and decode, so the writes do not wait for the decoding nor
     the tensors for the writes. The bytes are released when this returns. ``reserves``: output node -> a future
-    of a batch tensor made ahead (``Reserves``)."""
-    d = _Delivery(plan, detail, files, target, output_dir, save_user_outputs, reserves)
+    of a batch tensor made ahead (``Reserves``). ``budget``: the task's, which the files already here were charged
+    to (one across its runs and servers); those fetched here are charged to it as they arrive."""
+    d = _Delivery(plan, detail, files, target, output_dir, save_user_outputs, reserves, budget)
     d.pass_through(passthrough)
     try:
         d.save_what_is_here()
@@ -181,7 +186,7 @@ class _Delivery:
     and write them, the writes under way, and each output's tensor and shape."""
 
     def __init__(self, plan: GatewayPlan, detail: TaskDetail, files: dict, target, output_dir,
-                 save_user_outputs: bool, reserves: dict | None):
+                 save_user_outputs: bool, reserves: dict | None, budget: ByteBudget | None = None):
         self.plan, self.detail, self.target = plan, detail, target
         self.files = dict(files)
         self.reserves = reserves or {}
@@ -190,7 +195,7 @@ class _Delivery:
         self.user_outputs = list(plan.user_outputs) if save_user_outputs else []
         self.kept = plan.saves + self.user_outputs   # the outputs' files, in the order they are listed
         self.folder = Path(output_dir) / RESULTS_SUBFOLDER
-        self.budget = ByteBudget()
+        self.budget = budget or ByteBudget()
         self.writes: dict = {}   # (node, index) -> the write of that file (its path)
         self.loop = asyncio.get_running_loop()
         # each file decoded as soon as it arrives while the next ones download, on every core where the decoder
@@ -230,8 +235,7 @@ class _Delivery:
         got = [None] * len(urls)
 
         async def one(i, url):
-            data = await self.target.fetch(url)
-            self.budget.take(len(data))
+            data = await self.target.fetch(url, budget=self.budget)
             got[i] = (url, data)
             self.save(node, i, url, data)
             if dec is not None:

@@ -11,8 +11,8 @@ from .. import errors
 from ..journal import UploadCache
 from ..plan import IMAGE, LITERAL, MASK, URL, kinds
 from ..redact import get_logger
-from ..transfer import (PARALLEL_TRANSFERS, TooBig, check_upload_size, digest_bytes, gather_bounded, safe_file_name,
-                        upload_once)
+from ..transfer import (PARALLEL_TRANSFERS, LocalFile, TooBig, check_upload_size, digest_bytes, digest_file,
+                        gather_bounded, safe_file_name, upload_once)
 from .progress import size_text
 
 log = get_logger("gpugeek.run")
@@ -32,7 +32,8 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
                   limit: int = PARALLEL_TRANSFERS) -> dict:
     """Upload what crosses in (images, masks, local files of every kind) once per content; return the cloud
     prompt, its loaders pointed at what went up. A local file above the pack's limit refuses the run before
-    anything goes up."""
+    anything goes up. ``read_file`` names a local file: a :class:`~offload.transfer.LocalFile` (hashed once, however
+    many loaders name it, and streamed from the file as it goes up) or its bytes."""
     prompt = fill_crossings(plan, values)
     jobs, where = [], []
     for c in plan.crossings:
@@ -54,14 +55,24 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
                 encode = (lambda f=frames[i], k=c.kind: codec.encode_mask_png(f) if k == MASK else codec.encode_png(f))
                 jobs.append((digest, encode, f"gpugeek_{digest[:16]}.png", None))
                 where.append((c, i))
+    named: dict = {}   # a file's name -> (what goes up, its digest): read once however many loaders name it
     for f in plan.local_files if read_file is not None else ():
-        data, digest = await _read_local(plan, f, read_file)
+        if f.file not in named:
+            named[f.file] = await _read_local(plan, f, read_file)
+        data, digest = named[f.file]
         name = f"gpugeek_{digest[:16]}_{safe_file_name(kinds.plain_name(f.file), 'input')}"
         jobs.append((digest, data, name, kinds.upload_folder(plan.prompt[f.node].get("class_type"), f.key)))
         where.append((f, None))
 
-    urls = await gather_bounded([upload_once(target, uploads, data, name, digest=digest, stats=stats, folder=folder)
-                                 for digest, data, name, folder in jobs], limit)
+    # one upload per content and place, however many loaders or frames share it (uploads at once would each miss
+    # the cache and each send it)
+    unique: dict = {}
+    for digest, data, name, folder in jobs:
+        unique.setdefault((digest, folder), (data, name))
+    sent = await gather_bounded([upload_once(target, uploads, data, name, digest=digest, stats=stats, folder=folder)
+                                 for (digest, folder), (data, name) in unique.items()], limit)
+    url_of = dict(zip(unique, sent))
+    urls = [url_of[(digest, folder)] for digest, _, _, folder in jobs]
     extra_loaders: dict = {}
     for (spec, i), url in zip(where, urls):
         if i is None:
@@ -77,12 +88,15 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
     return prompt
 
 
-async def _read_local(plan, f, read_file) -> tuple[bytes, str]:
-    """A local file's bytes and their digest, made on the reading thread (a long video takes a second to hash:
-    never on the event loop), within the pack's limit on one file (else the run is refused: node, file, size)."""
-    def read() -> tuple[bytes, str]:
+async def _read_local(plan, f, read_file) -> tuple:
+    """A local file (a LocalFile, or its bytes) and its digest, made on the reading thread (a long video takes a
+    second to hash: never on the event loop), within the pack's limit on one file (else the run is refused: node,
+    file, size)."""
+    def read() -> tuple:
         data = read_file(f.file)
         check_upload_size(len(data))
+        if isinstance(data, LocalFile):
+            return data, digest_file(data.path, bounded=True)
         return data, digest_bytes(data)
     try:
         return await asyncio.to_thread(read)

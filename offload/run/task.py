@@ -16,8 +16,8 @@ from ..journal import CANCELLED, CANCELLING, FAILED, QUEUED, RUNNING, SUCCEEDED,
 from ..owner import Interrupted
 from ..poll import INTERRUPT_CHECK_S, PollSchedule
 from ..redact import get_logger
-from ..transfer import ByteBudget, gather_bounded
-from ..transport import PARALLEL_DOWNLOADS
+from ..transfer import gather_bounded
+from ..transport import PARALLEL_DOWNLOADS, ByteBudget, check_result_count
 from ..wire import CANCELLED as S_CANCELLED
 from ..wire import FAILED as S_FAILED
 from ..wire import SUCCEEDED as S_SUCCEEDED
@@ -350,16 +350,14 @@ async def settle_after_cancel(target, prompt_id: str, journal: Journal, key: str
 
 
 async def fetch_results(detail: TaskDetail, target, nodes=None, budget: ByteBudget | None = None) -> dict:
-    """Download the result files of the given output nodes (all when ``nodes`` is None) in parallel,
-    within one memory budget for the whole task."""
-    wanted = [(n, u) for n, u in detail.all_urls() if nodes is None or n in nodes]
+    """Download the result files of the given output nodes (all when ``nodes`` is None) in parallel, within one
+    memory budget for the whole task (charged as the bytes arrive). A task that names more files than one task may
+    bring back is refused first, whichever of them are asked for (the journal holds their addresses)."""
+    every = detail.all_urls()
+    check_result_count(len(every), detail.prompt_id)
+    wanted = [(n, u) for n, u in every if nodes is None or n in nodes]
     budget = budget or ByteBudget()
-
-    async def one(url):
-        data = await target.fetch(url)
-        budget.take(len(data))
-        return data
-    datas = await gather_bounded([one(u) for _, u in wanted], limit=PARALLEL_DOWNLOADS)
+    datas = await gather_bounded([target.fetch(u, budget=budget) for _, u in wanted], limit=PARALLEL_DOWNLOADS)
     files: dict = {}
     for (n, u), data in zip(wanted, datas):
         files.setdefault(n, []).append((u, data))

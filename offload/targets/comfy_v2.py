@@ -36,7 +36,7 @@ from comfy_sdk.exceptions import translating
 from .. import cloud_errors, errors, texts
 from ..config import V2_PREFIX, check_base_url
 from ..redact import get_logger, register_secret
-from ..transfer import exact_bytes
+from ..transfer import LocalFile, exact_bytes
 from ..transport import (API_READ_TIMEOUT_S, CONNECT_TIMEOUT_S, MAX_API_BYTES, MAX_RETRY_AFTER_S,
                          TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download, origin)
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
@@ -170,13 +170,19 @@ class ComfyV2Target:
         return cls(key=key, values=values, status=status or None, call=call, code=getattr(e, "code", None), hint="")
 
     # ---- inputs ------------------------------------------------------------------------------------
-    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
+    async def upload(self, data, file_name: str, folder: str | None = None):
         """A v2 asset of any kind (uploaded only when the server lacks its bytes; ``folder`` is a ComfyUI server's
         matter); the prompt carries it as a token until the submit. Reused across runs until the asset's own
         retention; where the server states none (the self-hosted proxy forgets its index when it restarts) it is
-        looked up by hash again on the next run."""
-        asset = self._assets.from_bytes(data, filename=file_name,
-                                        content_type=mimetypes.guess_type(file_name)[0] or "application/octet-stream")
+        looked up by hash again on the next run. A LocalFile is hashed and sent from the file (comfy-sdk's own
+        file source), under the pack's name for it."""
+        if isinstance(data, LocalFile):
+            asset = self._assets.from_file(data.path)
+            if hasattr(asset, "_file_path"):   # comfy-sdk 0.5 names a file's asset after the file: the pack's name
+                asset._file_path = file_name
+        else:
+            asset = self._assets.from_bytes(data, filename=file_name,
+                                            content_type=mimetypes.guess_type(file_name)[0] or "application/octet-stream")
         await asyncio.to_thread(lambda: asset.hash)  # blake3 off the loop
         await self._call(asset.commit, "upload")
         log.info("%s: input %s %s", self.name, file_name, f"uploaded ({len(data)} bytes)" if asset.created_new
@@ -352,13 +358,13 @@ class ComfyV2Target:
             return   # the server no longer has it: nothing runs
 
     # ---- results -----------------------------------------------------------------------------------
-    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
+    async def fetch(self, url: str, max_bytes: int | None = None, budget=None) -> bytes:
         parts = urlsplit(url)
         found = _CONTENT.search(parts.path) if origin(url) == origin(self.base) else None
         if found and set(parse_qs(parts.query)) <= {"filename"}:
             url = url.split("?", 1)[0]   # the name is the pack's own: not sent
         try:
-            return await download(self.transport, url, max_bytes=max_bytes)
+            return await download(self.transport, url, max_bytes=max_bytes, budget=budget)
         except errors.GPUGeekError as e:
             if not found or not e.status or (e.status >= 400 and e.status not in (401, 403, 404, 410)):
                 raise
@@ -371,7 +377,7 @@ class ComfyV2Target:
         # this server's content URL answered with signed storage elsewhere: asked for without following it,
         # fetched there without the key
         link, _ = await self._call(lambda: self._low.get_asset_content_url(found.group(1)), "download")
-        return await download(self.transport, link, max_bytes=max_bytes)
+        return await download(self.transport, link, max_bytes=max_bytes, budget=budget)
 
     async def ping(self, lang: str = "en") -> tuple[bool, str]:
         try:

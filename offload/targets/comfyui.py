@@ -25,7 +25,7 @@ from .. import cloud_errors, errors, texts
 from ..config import check_base_url
 from ..plan import kinds
 from ..redact import get_logger, register_secret
-from ..transfer import cut_utf8, exact_bytes
+from ..transfer import cut_utf8, exact_bytes, upload_body
 from ..transport import RetryPolicy, Transport, download, page_snippet
 from ..wire import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskDetail
 
@@ -227,21 +227,22 @@ class ComfyUITarget:
             ev.set()
 
     # ---- the target interface ----------------------------------------------------------------------
-    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
-        """Any file into the server's input folder, in ``gpugeek/``, or where the loader's list looks (``folder``,
-        offload/plan/kinds.py): under ``3d/gpugeek/`` for Load 3D's list of every file under input/3d, at the
-        top for a list of the top files; named by the server's answer as its loaders name files."""
+    async def upload(self, data, file_name: str, folder: str | None = None):
+        """Any file (bytes, or a LocalFile streamed from the file) into the server's input folder, in ``gpugeek/``, or
+        where the loader's list looks (``folder``, offload/plan/kinds.py): under ``3d/gpugeek/`` for Load 3D's list
+        of every file under input/3d, at the top for a list of the top files; named by the server's answer as its
+        loaders name files."""
         mime = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
         sub = UPLOAD_SUBFOLDER if folder is None else f"{folder}/{UPLOAD_SUBFOLDER}" if folder else ""
-
-        def form():
-            f = aiohttp.FormData()
-            f.add_field("image", data, filename=file_name, content_type=mime)
-            f.add_field("subfolder", sub)
-            f.add_field("type", "input")
-            f.add_field("overwrite", "true")
-            return f
-        res = await self._request("POST", "/upload/image", "upload", safe=True, data=form)
+        with upload_body(data) as body:
+            def form():
+                f = aiohttp.FormData()
+                f.add_field("image", body() if callable(body) else body, filename=file_name, content_type=mime)
+                f.add_field("subfolder", sub)
+                f.add_field("type", "input")
+                f.add_field("overwrite", "true")
+                return f
+            res = await self._request("POST", "/upload/image", "upload", safe=True, data=form)
         name = (res or {}).get("name") or file_name
         sub = (res or {}).get("subfolder") or ""
         return (f"{sub}/{name}" if sub else name), time.time() + 30 * 86400
@@ -370,10 +371,13 @@ class ComfyUITarget:
     def calls(self) -> list[str]:
         return self.transport.calls
 
-    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
+    async def fetch(self, url: str, max_bytes: int | None = None, budget=None) -> bytes:
         if url.startswith(TEXT_PREFIX):   # a node's text, held in the address itself
-            return text_of(url)
-        return await download(self.transport, url, max_bytes=max_bytes)
+            data = text_of(url)
+            if budget is not None:
+                budget.take(len(data))
+            return data
+        return await download(self.transport, url, max_bytes=max_bytes, budget=budget)
 
     async def ping(self, lang: str = "en") -> tuple[bool, str]:
         try:

@@ -21,9 +21,10 @@ class GPUGeekTarget:
         # names the uploads cache scope and the journal's target: one per platform address
         self.name = "gpugeek@" + urlsplit(client.base_url).netloc
 
-    async def upload(self, data: bytes, file_name: str, folder: str | None = None):
-        """Pre-signed URL, PUT the bytes (any file: an image, a video, a 3D model); the object's address is the
-        signed URL without its query, which the cloud's loaders read (``folder`` is a ComfyUI server's matter)."""
+    async def upload(self, data, file_name: str, folder: str | None = None):
+        """Pre-signed URL, PUT the bytes or a LocalFile, streamed (any file: an image, a video, a 3D model); the
+        object's address is the signed URL without its query, which the cloud's loaders read (``folder`` is a ComfyUI
+        server's matter)."""
         signed, expires = await self.client.presigned_url(file_name)
         await self.client.put(signed, data)
         return strip_query(signed), expires
@@ -41,8 +42,8 @@ class GPUGeekTarget:
     async def cancel(self, task_id: str) -> None:
         await self.client.cancel(task_id)
 
-    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
-        return await self.client.download(url, max_bytes=max_bytes)
+    async def fetch(self, url: str, max_bytes: int | None = None, budget=None) -> bytes:
+        return await self.client.download(url, max_bytes=max_bytes, budget=budget)
 
     async def ping(self, lang: str = "en") -> tuple[bool, str]:
         """Do the key and URL work, in one sentence? A task id that cannot exist answers "not found" in

@@ -15,6 +15,7 @@ import aiohttp
 from .. import errors
 from ..config import ApiKey, check_base_url
 from ..redact import get_logger
+from ..transfer import upload_body
 from ..transport import (SESSION_CONNECTIONS, TRANSFER_READ_TIMEOUT_S, RetryPolicy, Transport, download,
                         new_session, page_snippet)
 from ..wire import TaskDetail, first, prompt_id_str, task_id_int
@@ -143,11 +144,13 @@ class GPUGeekClient:
         return TaskDetail.parse(data, fallback_id=pid)
 
     # ---- bytes -------------------------------------------------------------------------------------
-    async def put(self, signed_url: str, payload: bytes) -> None:
-        """PUT the bytes to a pre-signed URL (safe: the same bytes again). No credential goes to storage."""
-        resp = await self.transport.request("PUT", signed_url, call="upload", safe=True, data=payload, auth=False,
-                                            headers={"Content-Type": "application/octet-stream"},
-                                            read_timeout=TRANSFER_READ_TIMEOUT_S, source="the storage")
+    async def put(self, signed_url: str, payload) -> None:
+        """PUT the bytes (or a LocalFile, streamed from the file with its length stated) to a pre-signed URL
+        (safe: the same bytes again). No credential goes to storage."""
+        with upload_body(payload) as body:
+            resp = await self.transport.request("PUT", signed_url, call="upload", safe=True, data=body, auth=False,
+                                                headers={"Content-Type": "application/octet-stream"},
+                                                read_timeout=TRANSFER_READ_TIMEOUT_S, source="the storage")
         if resp.status < 300:
             return
         msg = page_snippet(resp.text) or f"HTTP {resp.status}"
@@ -156,5 +159,5 @@ class GPUGeekClient:
                               status=403, call="upload", hint="Run again: a fresh upload URL is requested.")
         raise errors.from_http(resp.status, message=f"The upload failed: {msg}", call="upload")
 
-    async def download(self, url: str, *, max_bytes: int | None = None) -> bytes:
-        return await download(self.transport, url, max_bytes=max_bytes)
+    async def download(self, url: str, *, max_bytes: int | None = None, budget=None) -> bytes:
+        return await download(self.transport, url, max_bytes=max_bytes, budget=budget)

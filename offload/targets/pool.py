@@ -56,13 +56,14 @@ class Pool:
                         type(e).__name__)
             return None
 
-    async def fetch(self, url: str, max_bytes: int | None = None) -> bytes:
-        """A result file, from the target whose address it is (the first target where none matches)."""
+    async def fetch(self, url: str, max_bytes: int | None = None, budget=None) -> bytes:
+        """A result file, from the target whose address it is (the first target where none matches), charged to
+        the task's one ``budget`` whichever server it comes from."""
         for t in self.targets:
             base = getattr(t, "url", None)
             if base and url.startswith(base + "/"):
-                return await t.fetch(url, max_bytes)
-        return await self.targets[0].fetch(url, max_bytes)
+                return await t.fetch(url, max_bytes, budget=budget)
+        return await self.targets[0].fetch(url, max_bytes, budget=budget)
 
 
 @asynccontextmanager
