@@ -11,6 +11,8 @@ A prompt with no gateway runs here, unless the whole-workflow switch is on: the 
 gets its required values here; without a key or a target the switch is refused on the output nodes."""
 from __future__ import annotations
 
+import json
+
 import logging
 
 from ..offload import catalog, config, errors, plan, run, texts
@@ -163,8 +165,45 @@ def on_prompt(json_data):
         return json_data
 
 
+# ComfyUI's queue (the editor posts /api/prompt; older editors and scripts /prompt)
+PROMPT_PATHS = ("/prompt", "/api/prompt")
+
+
+def goes_to_the_cloud(json_data) -> bool:
+    """Whether a queued prompt would send anything to the cloud (a gateway, or no gateway and the switch on)."""
+    prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
+    return isinstance(prompt, dict) and (_has_gateway(prompt) or whole_switch(json_data))
+
+
+async def cloud_prompts_json_only(request, handler):
+    """ComfyUI's own POST /prompt reads any body as JSON text, so a page on another site can queue a prompt with a
+    CORS "simple" request (text/plain, no preflight) where ComfyUI's origin check does not apply (--enable-cors-header,
+    older releases, a LAN host). A prompt that would go to the cloud (money) is taken only as application/json, which
+    the editor and every HTTP library's json= send and another site cannot without asking first: refused here with
+    one sentence, before ComfyUI queues it. Anything else passes as ComfyUI would take it."""
+    if request.method == "POST" and request.path in PROMPT_PATHS and request.content_type != "application/json":
+        try:
+            body = json.loads(await request.text())
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if goes_to_the_cloud(body):
+            from aiohttp import web
+            said = texts.text("prompt_json_only", texts.lang_of(request.headers.get("Accept-Language")))
+            log.warning("GPUGeek: refused a prompt for the cloud sent as %s", request.content_type or "no type")
+            return web.json_response({"error": {"type": "gpugeek_json_only", "message": said, "details": said,
+                                                "extra_info": {}}, "node_errors": {}}, status=415)
+    return await handler(request)
+
+
 def install(server) -> None:
     if server is None or getattr(server, "_gpugeek_hooked", False):
         return
     server.add_on_prompt_handler(on_prompt)
+    app = getattr(server, "app", None)
+    if app is not None:   # the app is not frozen yet while ComfyUI loads custom nodes
+        from aiohttp import web
+        try:
+            app.middlewares.append(web.middleware(cloud_prompts_json_only))
+        except RuntimeError:   # frozen (a pack loaded late): the queue-time cap on runs and the limit still hold
+            log.warning("GPUGeek: could not guard /prompt against cross-site posts (the server already started)")
     server._gpugeek_hooked = True

@@ -113,6 +113,8 @@ def install():
         def __init__(self):
             self.on_prompt_handlers = []
             self.routes = Routes()
+            from aiohttp import web
+            self.app = web.Application()   # ComfyUI's app: packs add middlewares while they load
             self.sent = []           # (event, data, sid)
             self.progress_texts = []  # (text, node_id)
             self.client_id = None

@@ -666,3 +666,47 @@ def test_only_a_whole_list_the_cloud_told_for_that_very_class_judges_a_value(env
     execute(p, env)
     assert fake.count("submit") == 1
     assert next(iter(fake.tasks.values())).prompt["3"]["inputs"]["sampler_name"] == "res_multistep_newer"
+
+
+def test_a_prompt_for_the_cloud_is_taken_only_as_json(env, fake, monkeypatch):
+    """Issue 38, 9: ComfyUI's /prompt reads text/plain bodies, so where its origin check does not apply another site
+    could queue a whole workflow in the cloud (runs 64) with a simple request. Such a prompt is refused before ComfyUI
+    queues it (415, a sentence in the browser's language); the editor's JSON, and a text/plain prompt that stays here,
+    go on to ComfyUI's own handler as before."""
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+    hook = pack.nodes.hook
+    assert hook.cloud_prompts_json_only in PromptServer.instance.app.middlewares   # installed as the pack loads
+    queued = []
+
+    async def comfy_prompt(request):   # ComfyUI's handler: reads the body as JSON text whatever its type
+        queued.append(json.loads(await request.text()))
+        return web.json_response({"prompt_id": "x", "number": len(queued)})
+    whole = {"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}},
+             "extra_data": {"gpugeek_whole_workflow": True, "gpugeek_runs": 64}}
+    gateway = {"prompt": t2i()}
+    here = {"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}}
+
+    async def go():
+        app = web.Application(middlewares=[web.middleware(hook.cloud_prompts_json_only)])
+        app.router.add_post("/prompt", comfy_prompt)
+        app.router.add_post("/api/prompt", comfy_prompt)
+        out = []
+        async with TestServer(app) as server, ClientSession() as s:
+            for path, body, kw in [("/api/prompt", whole, {"headers": {"Content-Type": "text/plain"}}),
+                                   ("/prompt", gateway, {"headers": {"Content-Type": "text/plain",
+                                                                    "Accept-Language": "zh-CN"}}),
+                                   ("/prompt", whole, {"headers": {"Content-Type": "application/x-www-form-urlencoded"}}),
+                                   ("/prompt", here, {"headers": {"Content-Type": "text/plain"}}),
+                                   ("/api/prompt", whole, {"headers": {"Content-Type": "application/json"}})]:
+                async with s.post(server.make_url(path), data=json.dumps(body).encode(), **kw) as r:
+                    out.append((r.status, await r.json()))
+        return out
+    out = asyncio.run(go())
+    assert [status for status, _ in out] == [415, 415, 415, 200, 200]
+    assert out[1][1]["error"]["message"] == said("prompt_json_only", "zh")
+    assert len(queued) == 2 and queued[1]["extra_data"]["gpugeek_runs"] == 64   # taken as JSON: runs capped later
+    assert hook.runs_of(queued[1]["extra_data"]) == 8
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")   # the default on: a text/plain prompt would go to the cloud
+    assert hook.goes_to_the_cloud(here) and not hook.goes_to_the_cloud({**here, "extra_data": {
+        "gpugeek_whole_workflow": False}})
