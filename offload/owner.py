@@ -106,6 +106,10 @@ class Job:
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:   # the guard itself was cancelled (another run of a fan-out failed): so is ``aw``,
+            task.cancel()        # and its end is read, never left to fail unseen once its session closes under it
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         finally:
             stop.cancel()
         if not task.done():

@@ -408,6 +408,17 @@ class FakeGPUGeek:
                 d["result_url"] = res
         return d
 
+    def hostile(self, t: Task, d: dict) -> dict:
+        """A detail as a careless platform answers it, where the task options ask: ``status_script``, statuses it
+        says first whatever the clock (queued after running, codes it does not document; never an end the task did
+        not reach); ``drop_fields``, fields left out; ``extra_fields``, fields the doc does not name."""
+        script = self.task_opts.get("status_script") or []
+        if t.polls <= len(script) and d["status"] not in (3, 4, 5):
+            d = {**d, "status": script[t.polls - 1]}
+        for name in self.task_opts.get("drop_fields") or ():
+            d.pop(name, None)
+        return {**d, **(self.task_opts.get("extra_fields") or {})}
+
     def jittered(self, queue_s: float, run_s: float) -> tuple[float, float]:
         """A task's queue and run seconds, moved by the jitter asked for (the task options win)."""
         qj = float(self.task_opts.get("queue_jitter_s", self.queue_jitter_s))
@@ -480,7 +491,8 @@ class FakeGPUGeek:
                 webps = [_webp_once(f, settings) for f in frames] if split else [animated_webp(frames, node["inputs"])]
                 files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.webp", w) for i, w in enumerate(webps)]
                 continue
-            files[nid] = [(f"ComfyUI_{nid.replace(':', '_')}_{i:05d}_.png", f) for i, f in enumerate(frames)]
+            name = self.task_opts.get("name") or "ComfyUI_{node}_{i:05d}_.png"   # a test's odd names
+            files[nid] = [(name.format(node=nid.replace(':', '_'), i=i), f) for i, f in enumerate(frames)]
         return files
 
     # saver -> (its input, the loader's input that names the file): the cloud gives back what it was given
@@ -750,6 +762,7 @@ class FakeGPUGeek:
             return self._error(404, 40400, "task not exist")
         t.polls += 1
         d = self.detail(t)
+        d = self.hostile(t, d)
         if d["status"] in (3, 4, 5) and t.noticed_at is None:
             t.noticed_at = time.monotonic()
         return await self._after(request, kind, self._env(d))

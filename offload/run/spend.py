@@ -6,7 +6,9 @@ is then in the journal). Leases are counted with what the journal says was spent
 runs of a fan-out and a pool's tasks all draw on one room. The check and the lease are one step on the owner's loop
 (offload/owner.py: one thread), so nothing comes between them.
 
-A price not known yet is never counted as 0. A part with no price of its own (never run, nor its shape, nor its form
+A price not known yet is never counted as 0. A task that may have been paid without its price being known (a submit
+whose answer was lost: ``unknown`` in the journal) counts at its part's price where the journal knows it; where it
+does not, it is that one task past the limit, so no other part of unknown price goes today. A part with no price of its own (never run, nor its shape, nor its form
 at another size) *runs alone first*: while one such task is under way, another waits for it (its price then tells
 the next one's); it goes only while the day's room is not used up. So at most one task's price can pass the limit: the
 one whose price nobody could know. Chosen over a default price, which would be wrong for every workflow but one:
@@ -71,12 +73,38 @@ class Lease:
             self.room = None
 
 
+def _lost_today(journal) -> tuple[float, int]:
+    """Today's tasks that may have been paid without a price in the journal (a submit whose answer was lost, a cancel
+    that never got through: ``unknown``): what their parts' runs cost where the journal knows it, and how many have no
+    known price at all."""
+    from datetime import datetime
+    import time as _time
+    day = datetime.fromtimestamp(_time.time()).date()
+    priced, unpriced = 0.0, 0
+    for r in journal.store.all():
+        if r.get("status") != "unknown" or r.get("price") or datetime.fromtimestamp(r.get("created", 0)).date() != day:
+            continue
+        price = price_of(journal.estimate(r.get("plan_hash"), r.get("shape_hash")) if r.get("plan_hash") else None)
+        if price is None:
+            unpriced += 1
+        else:
+            priced += price
+    return priced, unpriced
+
+
 def spent_and_held(journal) -> float:
-    """What today's tasks cost (the journal) and what the tasks under way are expected to cost (their leases)."""
-    return journal.spent_today() + _room(journal).known()
+    """What today's tasks cost (the journal; a task that may have been paid at its part's price where known) and what
+    the tasks under way are expected to cost (their leases)."""
+    return journal.spent_today() + _lost_today(journal)[0] + _room(journal).known()
 
 
-def _refusal(spent: float, price: float | None, limit: float) -> errors.SpendLimitError:
+def _unpriced_lost(journal) -> int:
+    return _lost_today(journal)[1]
+
+
+def _refusal(spent: float, price: float | None, limit: float, lost: bool = False) -> errors.SpendLimitError:
+    if lost:
+        return errors.SpendLimitError(key="err_spend_limit_lost", values={"limit": f"{limit:g}"})
     if price is None:
         return errors.SpendLimitError(key="err_spend_limit_reached", values={"spent": f"{spent:g}", "limit": f"{limit:g}"})
     return errors.SpendLimitError(key="err_spend_limit", values={"spent": f"{spent:g}", "price": f"{price:g}",
@@ -111,6 +139,8 @@ async def take(journal, limit: float | None, estimate_now: Callable[[], dict | N
                 raise _refusal(spent, price, limit)
         elif spent >= limit - EPSILON:
             raise _refusal(spent, None, limit)
+        elif _unpriced_lost(journal):   # a task that may be paid holds the one place for a price nobody knows
+            raise _refusal(spent, None, limit, lost=True)
         elif room.unknown():   # the one task whose price nobody knows is under way: wait for its price
             if not told:
                 on_wait()
