@@ -183,6 +183,16 @@ def fake(request, monkeypatch):
         srv.stop()
 
 
+@pytest.fixture(autouse=True)
+def _real_invariants():
+    """After every end-to-end test in a real ComfyUI: the invariants of each live stack (tests/real_comfyui.py)."""
+    yield
+    real = sys.modules.get("real_comfyui")
+    if real is not None and real.STACKS:
+        bad = real.check_stacks()
+        assert bad == [], "the money-and-files invariants broke in a real ComfyUI: " + "; ".join(bad)
+
+
 def check_invariants(fake) -> None:
     """The invariants after a test's prompts (the task owner's jobs ended first: a cancel may still be under way). A
     test that only called the platform's API (the client's tests) wrote no journal: nothing of the pack's ran."""

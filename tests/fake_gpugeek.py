@@ -811,6 +811,9 @@ class FakeGPUGeek:
                   "finished_ago": (now - t.finished_at) if t.finished_at else None,
                   "cancelled": t.cancelled_at is not None, "polls": t.polls, "prompt": t.prompt,
                   "error_msg": t.fail or "",
+                  # what the platform charged and the addresses it gave (tests/invariants.py)
+                  "price": self.detail(t).get("origin_price") if self.status_of(t)[0] in (3, 4) else 0,
+                  "result_url": self.detail(t).get("result_url"),
                   # how long after its end the client's status call saw the task ended (the poll's lag)
                   "noticed_lag": (t.noticed_at - t.finished_at) if t.noticed_at and t.finished_at else None}
                  for t in self.tasks.values()]

@@ -68,3 +68,71 @@ def cloud_saved(tmp: Path, suffix: str) -> Path:
     files = sorted((tmp / "cloud-out").glob(f"ComfyUI_*{suffix}"), key=lambda f: f.stat().st_mtime)
     assert files, f"no {suffix} file in the cloud's output folder"
     return files[-1]
+
+
+# The live stacks whose money-and-files invariants are checked after every end-to-end test (tests/conftest.py): the
+# GPUGeek fake (its own record of what it took and charged), each local ComfyUI's user folder (the pack's journal) and
+# output folders (no file there written twice).
+STACKS: list = []
+# How long the journal may lag behind the platform after a test (a task's end is journaled when a status call sees it).
+JOURNAL_LAG_S = 15.0
+
+
+def watch(fake_url: str, user_dirs, output_dirs, limit: float | None = None) -> dict:
+    """Check the invariants of this stack after each test until ``unwatch``."""
+    entry = {"fake": fake_url, "users": [Path(u) for u in user_dirs], "outputs": [Path(o) for o in output_dirs],
+             "limit": limit, "seen": {}}
+    STACKS.append(entry)
+    return entry
+
+
+def unwatch(entry: dict) -> None:
+    if entry in STACKS:
+        STACKS.remove(entry)
+
+
+def _journal_records(user: Path) -> list:
+    import json
+    path = user / "gpugeek" / "journal.jsonl"
+    records: dict = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and r.get("key"):
+                records.setdefault(r["key"], {}).update(r)
+    return list(records.values())
+
+
+def _violations(entry: dict) -> list:
+    import requests
+    import invariants
+    tasks = requests.get(entry["fake"] + "/_fake/stats", timeout=10).json()["tasks"]
+    records = [r for u in entry["users"] for r in _journal_records(u)]
+    bad = invariants.money([{**t, "status": t["status"]} for t in tasks], records, entry["limit"])
+    for folder in entry["outputs"]:   # a file seen before that changed since: written over
+        for f in folder.rglob("*") if folder.exists() else []:
+            if f.is_file():
+                st = f.stat()
+                mark = (st.st_size, st.st_mtime_ns)
+                if entry["seen"].setdefault(str(f), mark) != mark:
+                    bad.append(f"{f.relative_to(folder)} was written over")
+                    entry["seen"][str(f)] = mark
+    return bad
+
+
+def check_stacks() -> list:
+    """Every watched stack's violations once the journal caught up (at most JOURNAL_LAG_S)."""
+    import time
+    out = []
+    for entry in list(STACKS):
+        end = time.monotonic() + JOURNAL_LAG_S
+        while True:
+            bad = _violations(entry)
+            if not bad or time.monotonic() > end or any("written over" in b for b in bad):
+                break
+            time.sleep(0.5)
+        out += bad
+    return out
