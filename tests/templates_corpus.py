@@ -187,3 +187,50 @@ class Tally:
 
 def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0][:80] if reason else "?"
+
+
+# ---- What ComfyUI runs for a queued prompt (0.33.0, as 0.3.64): the bar a whole workflow's task is held to --------
+# execution.py validate_prompt: the outputs are the nodes whose class has OUTPUT_NODE (Save Image, Save Video,
+# Preview Image, Preview Any...), only those the editor named when it queued selected outputs
+# (``partial_execution_targets``); comfy_execution/graph.py ExecutionList.add_node: each output runs with every node
+# reachable upstream through its link inputs (a lazy input's source too, where the node asks for it: counted).
+# A node nothing reads and that is no output never runs. Node ids are opaque ("12:5" from a subgraph is one node);
+# bypassed and muted nodes (mode 4 and 2) are not in the prompt (the editor leaves them out when it queues); a link
+# to a node that is not in the prompt makes its output fail validation (ComfyUI runs nothing of it).
+
+def is_link(v) -> bool:
+    return (isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int)) and not isinstance(v[0], bool)
+            and isinstance(v[1], int) and not isinstance(v[1], bool))
+
+
+def comfy_outputs(prompt: dict, is_output_class, targets=None) -> set:
+    """The output nodes ComfyUI would execute for ``prompt``: ``is_output_class(class_type)`` says OUTPUT_NODE."""
+    chosen = None if targets is None else {str(t) for t in targets}
+    return {n for n, v in prompt.items() if isinstance(v, dict) and is_output_class(v.get("class_type"))
+            and (chosen is None or n in chosen)}
+
+
+def upstream(prompt: dict, start) -> set:
+    """``start`` and every node of ``prompt`` they read from, through links (a link to a missing node ends there)."""
+    seen, stack = set(), [str(s) for s in start]
+    while stack:
+        n = stack.pop()
+        if n in seen or n not in prompt:
+            continue
+        seen.add(n)
+        stack.extend(str(v[0]) for v in (prompt[n].get("inputs") or {}).values() if is_link(v))
+    return seen
+
+
+def fragment(prompt: dict, sent, outputs, left_out=()) -> dict:
+    """What a whole workflow's task lacks of what ComfyUI would run: {output: [missing nodes]}, empty when whole.
+    ``sent``: the ids of the cloud prompt; ``left_out``: outputs refused on their own node (a stray Save Video with
+    nothing connected, refused here as ComfyUI refuses it), which may be missing themselves but nothing they read."""
+    sent = {str(n) for n in sent}
+    out = {}
+    for o in sorted(outputs):
+        need = upstream(prompt, [o]) - ({o} if o in left_out else set())
+        missing = sorted(need - sent)
+        if missing:
+            out[o] = missing
+    return out

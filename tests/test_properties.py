@@ -4,11 +4,12 @@ import os
 import json
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import core
 from fake_gpugeek import photo_png
+import templates_corpus as corpus
 
 plan = core("plan")
 codec = core("codec")
@@ -110,3 +111,49 @@ def test_codec_never_crashes_on_malformed_bytes(data):
     except E.ResultError:
         return
     assert img.ndim == 4 and img.shape[-1] == 3 and mask.ndim == 3
+
+
+# A whole workflow (issue 38): every class judges its input ``w`` (0 to 2, as ComfyUI judges an INT's range), so a
+# node given w=9 has a wrong value; the pack's own nodes become plain ones (a graph with a gateway is not whole).
+WHOLE_CLASSES = {k: plan.ClassInfo(v.outputs, v.output_node, v.inputs, spec=lambda: {
+    "optional": {"w": ("INT", {"min": 0, "max": 2})}}) for k, v in CLASSES.items()}
+PACK_NODES = {plan.GATEWAY, plan.UPLOAD, "GPUGeekLoadResult"}
+
+
+@st.composite
+def whole_graphs(draw):
+    prompt = draw(graphs())
+    bad = set(draw(st.lists(st.sampled_from(sorted(prompt)), max_size=2)))
+    for n, v in prompt.items():
+        if v["class_type"] in PACK_NODES or v["class_type"] == "CloudOnlyNode":
+            v["class_type"] = draw(st.sampled_from(["VAEDecode", "SaveImage", "PreviewImage", "KSampler"]))
+            v["inputs"] = {k: x for k, x in v["inputs"].items() if k not in ("workflow_id", "run_on")}
+        v["inputs"]["w"] = 9 if n in bad else 0
+    outputs = sorted(n for n, v in prompt.items() if CLASSES[v["class_type"]].output_node)
+    targets = draw(st.one_of(st.none(), st.lists(st.sampled_from(outputs), min_size=1, unique=True)
+                             if outputs else st.none()))
+    return prompt, targets
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=CI)
+@given(whole_graphs())
+def test_a_whole_workflow_sends_every_node_comfyui_would_run_or_nothing(case):
+    """What a whole workflow's task holds: every node upstream of every output ComfyUI would run for the queued
+    outputs (an output refused on its own values alone may be left out, as ComfyUI leaves it out, when nothing else
+    goes with it), or nothing at all is sent (the queue refused, said on a node)."""
+    prompt, targets = case
+    res = plan.make_plan(copy.deepcopy(prompt), WHOLE_CLASSES, lambda name: False, whole=True, targets=targets)
+    outputs = corpus.comfy_outputs(prompt, lambda c: CLASSES[c].output_node, targets)
+    if plan.WHOLE not in res.local_prompt or res.refusals:    # refused: nothing runs, every refusal on a node
+        event("refused")
+        assert res.refusals and res.local_prompt
+        assert all(v["class_type"] == plan.CLOUD_OUTPUT and v["inputs"].get(plan.REFUSAL_INPUT)
+                   for n, v in res.local_prompt.items() if n != plan.WHOLE)
+        return
+    gp = res.plans[plan.WHOLE]
+    assert gp.mode == "cloud" and gp.prompt
+    left_out = {o for o in outputs if plan.REFUSAL_INPUT in res.local_prompt[o]["inputs"]}
+    event("sent, an output left out" if left_out else "sent whole")
+    assert all(prompt[o]["inputs"]["w"] == 9 for o in left_out)    # only an output refused on its own value
+    assert corpus.fragment(prompt, gp.prompt, outputs, left_out) == {}
+    assert set(gp.nodes) <= corpus.upstream(prompt, outputs)       # and nothing ComfyUI would not run

@@ -6,6 +6,9 @@ import pytest
 from conftest import core, said
 from test_plan import table
 
+import templates_corpus as corpus
+from pathlib import Path
+
 plan = core("plan")
 L = lambda n, s=0: [n, s]  # noqa: E731
 
@@ -497,9 +500,28 @@ def test_runs_make_that_many_variations_at_once_and_each_output_node_shows_them_
     assert len(results[plan.WHOLE][plan.TASK_ID_SLOT].split(",")) == 3
 
 
-def test_an_output_whose_graph_has_a_wrong_value_is_left_out_and_the_others_run():
-    """As ComfyUI runs a prompt (an output that fails validation is left out, said on its node; the rest runs):
-    a template's stray Save Video with nothing connected does not stop the graph."""
+def test_an_output_refused_on_its_own_values_is_left_out_and_the_others_run():
+    """As ComfyUI runs a prompt (an output that fails validation is left out, said on its node; the rest runs), where
+    leaving it out leaves out nothing else: a template's stray Save Video with nothing connected does not stop the
+    graph, and the task still holds every node the other outputs need."""
+    classes = table()
+    classes["SaveVideo"] = plan.ClassInfo((), True, {}, spec=lambda: {
+        "required": {"video": ("VIDEO", {}), "filename_prefix": ("STRING", {})}})
+    p = downloaded()
+    p["40"] = {"class_type": "SaveVideo", "inputs": {"filename_prefix": "video/x"}}   # nothing connected
+    res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en")
+    gp = res.plans[plan.WHOLE]
+    assert res.refusals == {} and sorted(gp.prompt) == sorted(set(p) - {"40"})
+    assert corpus.fragment(p, gp.prompt, {"9", "12:7:2", "40"}, left_out={"40"}) == {}
+    assert sorted(res.local_prompt) == sorted([plan.WHOLE, "9", "12:7:2", "40"])
+    assert "video" in res.local_prompt["40"]["inputs"][plan.REFUSAL_INPUT]
+
+
+def test_an_output_whose_graph_has_a_wrong_value_stops_the_whole_workflow_not_only_itself():
+    """Issue 38: the cloud is paid per task, so a whole workflow goes whole or not at all. An output whose graph has a
+    wrong value upstream is not left out while the others go (before: the others' part was sent and paid, a fragment
+    that cannot make what the workflow makes): nothing is sent, the wrong value is said on its node and every other
+    output says why it did not go alone."""
     classes = table()
     classes["KSampler"] = plan.ClassInfo(("LATENT",), False, {}, spec=lambda: {
         "required": {"steps": ("INT", {"min": 1, "max": 100})}})
@@ -507,16 +529,60 @@ def test_an_output_whose_graph_has_a_wrong_value_is_left_out_and_the_others_run(
     p["3"]["inputs"]["steps"] = 0
     p["30"] = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
     p["31"] = {"class_type": "PreviewImage", "inputs": {"images": L("30")}}
-    res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en")
+    for lang in ("en", "zh"):
+        res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang=lang)
+        assert plan.WHOLE not in res.local_prompt and res.refusals   # nothing submitted
+        assert sorted(res.local_prompt) == ["3", "31"]
+        assert said("refuse_cloud_range", lang, node="#3 KSampler", input="steps", value="0", low="1", high="100") \
+            in res.local_prompt["3"]["inputs"][plan.REFUSAL_INPUT]
+        assert said("refuse_whole_not_alone", lang, node="#31 PreviewImage") in \
+            res.local_prompt["31"]["inputs"][plan.REFUSAL_INPUT]
+        assert "#9 Save the cat" in res.local_prompt["31"]["inputs"][plan.REFUSAL_INPUT]
+    # queued alone (queue selected outputs), the good output goes: what was queued, whole
+    res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en", targets=["31"])
     gp = res.plans[plan.WHOLE]
-    assert res.refusals == {} and sorted(gp.prompt) == ["30", "31"] and gp.user_outputs == ["31"]
-    assert sorted(res.local_prompt) == sorted([plan.WHOLE, "31", "9", "12:7:2"])
-    assert "task_id" in res.local_prompt["31"]["inputs"]
-    for n in ("9", "12:7:2"):
-        assert "#3 KSampler: steps is 0" in res.local_prompt[n]["inputs"][plan.REFUSAL_INPUT]
+    assert res.refusals == {} and sorted(gp.prompt) == ["30", "31"]
     del p["31"], p["30"]   # every output has the wrong value: the whole graph is refused, said on the nodes concerned
     res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en")
     assert sorted(res.local_prompt) == ["3"]
+
+
+LTX = json.loads((Path(__file__).parent / "fixtures" / "ltx2_3_prompts.json").read_text())
+
+
+def ltx_classes() -> dict:
+    """The fixture's classes as ComfyUI 0.33.0 told them (Create Video's inputs too: what its value is judged by)."""
+    return {c: plan.ClassInfo(tuple(v["outputs"]), v["output_node"], {},
+                              spec=(lambda s=v["input"]: s) if v.get("input") else None)
+            for c, v in LTX["classes"].items()}
+
+
+@pytest.mark.parametrize("name", sorted(LTX["prompts"]))
+def test_a_template_goes_to_the_cloud_whole_or_not_at_all(name):
+    """Issue 38, the prompts ComfyUI 0.33.0's editor queued for three LTX-2.3 templates (9 of 55, 8 of 45 and 9 of
+    51 nodes were sent and paid). Their Create Video's bit_depth is 'auto' (a list in the ComfyUI they were made on,
+    a number on 0.33.0, whose own validation refuses it and so leaves out Save Video): leaving Save Video out sent the
+    Preview Any's prompt-enhancer alone. Now nothing is sent and the value is said on its node; with a value 0.33.0
+    takes, the task holds every node ComfyUI would run for the queued outputs."""
+    p = LTX["prompts"][name]
+    classes = ltx_classes()
+    outputs = corpus.comfy_outputs(p, lambda c: classes[c].output_node)
+    assert sorted(p[o]["class_type"] for o in outputs) == ["PreviewAny", "SaveVideo"]
+    video = next(n for n, v in p.items() if v["class_type"] == "CreateVideo")
+    res = plan.make_plan(copy.deepcopy(p), classes, lambda f: True, whole=True, lang="en")
+    assert plan.WHOLE not in res.local_prompt and res.refusals   # refused before paying
+    assert "bit_depth is auto" in res.local_prompt[video]["inputs"][plan.REFUSAL_INPUT]
+    preview = next(o for o in outputs if p[o]["class_type"] == "PreviewAny")
+    saver = next(o for o in outputs if p[o]["class_type"] == "SaveVideo")
+    assert said("refuse_whole_not_alone", "en", node=plan.node_label(p, preview), other=plan.node_label(p, saver)) == \
+        res.local_prompt[preview]["inputs"][plan.REFUSAL_INPUT]
+    fixed = copy.deepcopy(p)
+    fixed[video]["inputs"]["bit_depth"] = 8
+    res = plan.make_plan(copy.deepcopy(fixed), classes, lambda f: True, whole=True, lang="en")
+    gp = res.plans[plan.WHOLE]
+    assert res.refusals == {} and gp.mode == "cloud"
+    assert corpus.fragment(fixed, gp.prompt, outputs) == {} and set(gp.nodes) == corpus.upstream(fixed, outputs)
+    assert gp.user_outputs == sorted(outputs)
 
 
 def test_another_target_in_settings_runs_the_whole_workflow_again_there(wenv, monkeypatch):

@@ -404,7 +404,7 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list, 
                    and _is_output(v, classes, n, st.consumers))
     chosen = {str(t) for t in targets or () if isinstance(t, (str, int))} & set(every)
     sinks = sorted(chosen) or every   # queue selected outputs: only those, and what they need
-    sinks, dropped = _good_outputs(prompt, classes, sinks, cloud_choices)
+    sinks, dropped, not_alone = _good_outputs(prompt, classes, sinks, cloud_choices)
     if sinks != every:
         keep = _upstream(prompt, set(sinks))
         full = {n: v for n, v in full.items() if n in keep or n == WHOLE}
@@ -416,6 +416,9 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list, 
     if not st.sinks:
         st.refuse(WHOLE, "refuse_whole_no_output")
     st.refusals[WHOLE].extend(unavailable)
+    for n, found in sorted(not_alone.items()):   # said on that output: the whole workflow went nowhere
+        st.refusals[WHOLE].append(found)
+        st.said_on.setdefault(n, []).append(found)
     _passes(st)
     _here_only(st)
     st.plans[WHOLE].whole = True
@@ -425,10 +428,14 @@ def _whole_workflow(prompt, classes, file_exists, lang: str, unavailable: list, 
     return res
 
 
-def _good_outputs(prompt: dict, classes, sinks: list, cloud_choices) -> tuple[list, dict]:
-    """As ComfyUI runs a prompt: an output node whose own graph has a wrong value is left out and said on that node,
-    while the others run; when every output has one, none is left out (the whole graph is refused, said on the
-    nodes concerned). Returns (the outputs that run, {left-out output: [Refusal]})."""
+def _good_outputs(prompt: dict, classes, sinks: list, cloud_choices) -> tuple[list, dict, dict]:
+    """Which of the queued outputs go. A whole workflow goes whole or not at all (the cloud is paid per task: a part
+    cannot make what the workflow makes). The one exception is ComfyUI's own: an output refused on its own values
+    (a template's stray Save Video with nothing connected) is left out, said on that node, where leaving it out
+    leaves out no other node; the other outputs run. An output whose graph has a wrong value elsewhere stops the
+    whole workflow: nothing is left out (the passes refuse the graph, said on the nodes concerned) and each other
+    output says why it did not go alone. Returns (the outputs that run, {left-out output: [Refusal]},
+    {output that did not go alone: Refusal})."""
     def choices(cls, name):
         return cloud_choices(WHOLE, cls, name) if cloud_choices is not None else None
     upstream = {s: _upstream(prompt, {s}) for s in sinks}
@@ -439,8 +446,14 @@ def _good_outputs(prompt: dict, classes, sinks: list, cloud_choices) -> tuple[li
             wrong[n] = found
     good = [s for s in sinks if not upstream[s] & set(wrong)]
     if not wrong or not good:
-        return sinks, {}
-    return good, {s: [r for n in sorted(upstream[s] & set(wrong)) for r in wrong[n]] for s in sinks if s not in good}
+        return sinks, {}, {}
+    bad = [s for s in sinks if s not in good]
+    kept = set().union(*(upstream[s] for s in good))
+    if all(upstream[s] - {s} <= kept for s in bad):   # each refused on its own node, and nothing else goes with it
+        return good, {s: wrong[s] for s in bad}, {}
+    other = ", ".join(node_label(prompt, s) for s in bad)
+    return sinks, {}, {s: Refusal("refuse_whole_not_alone", {"node": node_label(prompt, s), "other": other})
+                       for s in good}
 
 
 def _upstream(prompt: dict, start: set) -> set:
