@@ -124,8 +124,9 @@ def test_numbers_are_checked_as_comfyui_checks_them(table):
     said = told({"steps": 0, "cfg": 7, "sampler_name": "euler"}, table, "KSampler")
     assert said == ["#1 Node: steps is 0, outside its range 1 to 10000: change it."]
     assert told({"steps": "12", "cfg": "7.5", "sampler_name": "euler"}, table, "KSampler") == []  # converted
-    assert any("steps is twelve, which is not a number" in s
-               for s in told({"steps": "twelve", "cfg": 7, "sampler_name": "euler"}, table, "KSampler"))
+    assert any("steps is twelve, which is not a number" in s   # a word the cloud's known list lacks
+               for s in told({"steps": "twelve", "cfg": 7, "sampler_name": "euler"}, table, "KSampler",
+                             lambda c, n: {"8"} if n == "steps" else None))
     wrapped = {"steps": 5, "cfg": 7, "sampler_name": {"__value__": "euler"}}
     assert told(wrapped, table, "KSampler") == []
 
@@ -146,11 +147,15 @@ def test_a_value_of_a_list_is_judged_by_the_clouds_list_where_the_pack_knows_it(
     assert told(local_only, table, "KSampler", lambda c, n: cloud.get((c, n))) != []
 
 
-def test_a_number_the_clouds_list_holds_passes(table):
-    """An input that became a list in a newer ComfyUI (Create Video's bit_depth: "auto")."""
+def test_a_word_for_a_number_is_the_clouds_unless_its_list_lacks_it(table):
+    """An input that became a list in a newer ComfyUI (Create Video's bit_depth: "auto", issue 38's LTX-2.3
+    templates): the cloud judges it where its list is not known; its list holding it passes, lacking it refuses. A
+    number out of range, or a value no ComfyUI makes for a number (a list), is refused here."""
     node = {"steps": "auto", "cfg": 7, "sampler_name": "euler"}
-    assert told(dict(node), table, "KSampler") != []
+    assert told(dict(node), table, "KSampler") == []
     assert told(dict(node), table, "KSampler", lambda c, n: {"auto", "8"} if n == "steps" else None) == []
+    assert told(dict(node), table, "KSampler", lambda c, n: {"8", "10"} if n == "steps" else None) != []
+    assert told(dict(node, steps=[1, 2, 3]), table, "KSampler") != []
 
 
 def test_a_list_filled_from_this_machines_folders_is_never_judged_here(table):

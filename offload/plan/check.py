@@ -13,7 +13,10 @@ refusals taught, names the user added) and is sent otherwise: the cloud's refusa
 sentence and teaches the list, and the next queue is refused here, before paying. Lists filled from this machine's
 folders (models, the input folder: ``ClassInfo.machine``), uploads and file-like lists are never judged here: a
 cloud's list of files changes as files are added there. Numbers are judged as ComfyUI judges them, unless the
-cloud's list holds the value (an input that became a list in a newer ComfyUI)."""
+cloud's list holds the value (an input that became a list in a newer ComfyUI). A word where this ComfyUI takes a number
+(Create Video's bit_depth "auto" in ComfyUI's LTX-2.3 templates, made on a ComfyUI where it is a list) came from
+another ComfyUI too (this editor's number widget cannot make it): the cloud's to judge, like a list's value, unless the
+cloud's list for that input is known and lacks it. A number out of its range is judged here."""
 from __future__ import annotations
 
 import re
@@ -59,7 +62,7 @@ def check_node(nid: str, node: dict, classes: ClassTable, label: str,
             elif known and _held(value, known):
                 problem = None
             else:
-                problem = _value_problem(name, value, entry, label)
+                problem = _value_problem(name, value, entry, label, known)
             if problem is not None:
                 found.append(problem)
     return found
@@ -126,8 +129,9 @@ def _held(value, known) -> bool:
         return False
 
 
-def _value_problem(name: str, value, entry, label: str):
-    """ComfyUI's conversions and range checks of a number: None where it would pass there."""
+def _value_problem(name: str, value, entry, label: str, known=None):
+    """ComfyUI's conversions and range checks of a number: None where it would pass there, or where a word stands for
+    a number and the cloud's list for the input is not known (``known``: a newer ComfyUI's list)."""
     if not isinstance(entry, (tuple, list)) or not entry:
         return None
     kind, opts = entry[0], (entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {})
@@ -137,6 +141,8 @@ def _value_problem(name: str, value, entry, label: str):
         try:
             number = int(value) if kind == "INT" else float(value)
         except (TypeError, ValueError, OverflowError):
+            if isinstance(value, str) and not known:   # a newer ComfyUI's choice: the cloud judges it
+                return None
             return Refusal("refuse_cloud_number", {"node": label, "input": _shown(name), "value": _short(value)})
         low, high = opts.get("min"), opts.get("max")
         try:
