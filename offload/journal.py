@@ -162,6 +162,13 @@ class Journal:
         hits = [r for r in self.store.all() if str(r.get("prompt_id", "")) == pid]
         return max(hits, key=lambda r: r.get("created", 0)) if hits else None
 
+    def result_of(self, result_key: str) -> dict | None:
+        """The newest task that succeeded with every result address for exactly this cloud prompt on this target
+        (``result_key``, offload/run/fanout.py): what a queue after a restart may take instead of paying again."""
+        hits = [r for r in self.store.all() if r.get("result_key") == result_key and r.get("status") == SUCCEEDED
+                and r.get("prompt_id") and isinstance(r.get("result_url"), dict) and r["result_url"]]
+        return max(hits, key=lambda r: r.get("created", 0)) if hits else None
+
     def tasks(self, limit: int = 200) -> list[dict]:
         self.store.refresh()
         recs = sorted(self.store.all(), key=lambda r: r.get("created", 0), reverse=True)

@@ -127,6 +127,8 @@ class Example:
         if sc["big"]:   # every saver's file twice the task's budget, made as it is sent
             self.fake.runner = lambda prompt, task: {n: [(f"big_{n}.png", Generated(2 * SMALL_BUDGET, seed=1))]
                                                      for n, v in prompt.items() if v["class_type"] == "SaveImage"}
+        import folder_paths
+        self.folders = folder_paths.base   # put back after (tests that follow write where the last one pointed)
         self.classes = comfy_env(self.tmp)
         if sc["spent_before"]:
             j = core("journal").Journal()
@@ -148,6 +150,8 @@ class Example:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        import folder_paths
+        folder_paths.base = self.folders
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -95,6 +95,9 @@ def test_same_input_image_uploads_zero_bytes_the_second_time(env, fake):
     loader = task.prompt["gpugeek_in_0"]
     assert loader["class_type"] == "LoadImage" and loader["inputs"]["image"].startswith(fake.base_url + "/oss/")
     assert task.prompt["23"]["inputs"]["pixels"] == ["gpugeek_in_0", 0]
+    execute(json.loads(json.dumps(p)), env)   # the same cloud prompt: its results again, nothing sent or paid
+    assert fake.bytes_uploaded == first and fake.count("put") == 1 and len(fake.tasks) == 1
+    p["3"]["inputs"]["seed"] = 2   # a new task, the same image: nothing goes up again
     execute(json.loads(json.dumps(p)), env)
     assert fake.bytes_uploaded == first and fake.count("put") == 1 and len(fake.tasks) == 2
 
@@ -649,6 +652,7 @@ def test_a_cloud_part_run_again_decodes_into_a_batch_made_just_before_its_task_e
     task = list(fake.tasks.values())[-1]
     assert torch.equal(second["10"][0][0], png_tensor(task.files["gpugeek_out_0"][0][1]))
     fake.task_opts.update(batch=2)   # another shape this time: decoded as without a batch made ahead
+    p["3"]["inputs"]["seed"] = 3
     third, _, _ = execute(p, env)
     assert len(made) == 2 and third["10"][0].shape == (2, 64, 64, 3)
     assert third["10"][0].data_ptr() != made[1][2].data_ptr()

@@ -27,6 +27,7 @@ def test_a_full_run_leaks_nothing(fake, monkeypatch, tmp_path):
     results, ui, local = asyncio.run(mini_comfy.execute(json.loads(json.dumps(p)), classes, PromptServer.instance))
     texts += [json.dumps(local), json.dumps(ui, default=str), repr(results)]
     fake.task_opts.update(fail="boom " + "x")
+    p["2"]["class_type"] = "ImageScale"   # another cloud part (the same one is served from the task before)
     with pytest.raises(Exception) as ei:
         asyncio.run(mini_comfy.execute(json.loads(json.dumps(p)), classes, PromptServer.instance))
     texts += [str(ei.value), repr(ei.value)]

@@ -702,3 +702,29 @@ def test_a_file_another_writer_made_meanwhile_is_never_overwritten(wenv, monkeyp
     assert (out / "race_00001_.png").read_bytes() == b"theirs"
     assert [i["filename"] for i in ui["images"]] == ["race_00002_.png", "race_00003_.png"]
     assert (pixels(out / "race_00003_.png") == pixels(photo_png(8, 8, seed=2))).all()
+
+
+def test_after_a_restart_a_new_prefix_takes_the_results_already_paid_for(wenv, fake, monkeypatch):
+    """One payment per result, whatever happened before (issue 38): ComfyUI restarted (its cache empty) or ran
+    another workflow in between, and the same graph is queued with only its prefix changed: the cloud prompt is the
+    same, so the results of the task that made them are brought back (the journal keeps them), nothing is submitted.
+    Where those results are gone from the cloud, it runs again."""
+    import mini_comfy
+    folder_paths, _, server = _node_env()
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    _queue_cached(runnable(), wenv, mini_comfy.Cache())
+    assert len(fake.tasks) == 1
+    (first,) = fake.tasks
+    p = runnable()
+    p["9"]["inputs"]["filename_prefix"] = "after_restart"
+    _, ui, _ = _queue_cached(p, wenv, mini_comfy.Cache())   # a restarted ComfyUI: nothing in its cache
+    assert len(fake.tasks) == 1, "the same cloud prompt was paid for again after a restart"
+    (img,) = ui["9"]["images"]
+    saved = Path(folder_paths.get_output_directory(), img["filename"])
+    assert img["filename"] == "after_restart_00001_.png"
+    assert (pixels(saved) == pixels(fake.tasks[first].files["9"][0][1])).all()
+    assert any(str(first) in t for t, _ in server.progress_texts)   # said: the task it came from
+    fake.tasks[first].files = {}   # the cloud no longer has them: it runs again (and is paid, once)
+    p["9"]["inputs"]["filename_prefix"] = "gone"
+    _queue_cached(p, wenv, mini_comfy.Cache())
+    assert len(fake.tasks) == 2

@@ -11,10 +11,11 @@ import time
 import uuid
 
 from .. import catalog
+from .. import errors
 from ..errors import SpendLimitError
 from ..journal import Journal, UploadCache
 from ..targets.pool import Pool
-from ..wire import TaskDetail
+from ..wire import SUCCEEDED, TaskDetail
 from .inputs import prepare
 from . import spend
 from .spend import check_spend
@@ -40,6 +41,16 @@ def with_seed_offset(prompt: dict, offset: int) -> dict:
             if isinstance(v, int) and not isinstance(v, bool):
                 inputs[name] = v + offset
     return out
+
+
+def result_key(prompt: dict, workflow_id, target) -> str:
+    """What a task makes, as a key: its exact cloud prompt (seeds, texts, the uploads' addresses), the workflow id and
+    the target (its base URL or server). Prefixes, titles and positions are not in a cloud prompt (plan/cloud_prompt)."""
+    import hashlib
+    import json
+    where = getattr(target, "url", None) or getattr(target, "base_url", None) or getattr(target, "name", "?")
+    text = json.dumps([prompt, str(workflow_id or ""), str(where)], sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def times_runs(estimate: dict | None, runs: int) -> dict | None:
@@ -86,8 +97,34 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
 
     refused: list = []   # the runs the daily limit left out
 
+    async def _paid_before(i: int) -> RunOutcome | None:
+        """Run ``i``'s results where this very cloud prompt already succeeded on this target (a queue after ComfyUI
+        restarted or dropped its cache, with only a prefix or a title changed): fetched from the task that made
+        them, never paid again. None where there is none, or its files are gone (then it runs)."""
+        if len(pool.targets) != 1:
+            return None
+        target = pool.targets[0]
+        prompt = with_seed_offset(await prompt_for(target), i)
+        rec = journal.result_of(result_key(prompt, workflow_id, target))
+        if rec is None:
+            return None
+        detail = TaskDetail(prompt_id=str(rec["prompt_id"]), status=SUCCEEDED, result_url=rec["result_url"],
+                            origin_price=rec.get("price"), run_duration_ms=rec.get("run_ms") or 0,
+                            queue_duration_ms=rec.get("queue_ms") or 0)
+        try:
+            files = await job.guard(fetch_results(detail, target, None, budget))
+        except errors.GPUGeekError as e:   # gone (expired, deleted), or unreadable: it runs again, as asked
+            log.info("%s: the results of task %s are gone (%s): it runs again", label, detail.prompt_id, e)
+            return None
+        job.task_id = job.task_id or detail.prompt_id
+        _run_events(job.emit, i, runs)("paid_before", prompt_id=detail.prompt_id)
+        return RunOutcome(detail.prompt_id, detail, files, rec["key"], 0, {"wait_s": 0.0, "download_s": 0.0})
+
     async def one(i: int) -> RunOutcome | None:
         t0 = time.monotonic()
+        kept = await _paid_before(i)
+        if kept is not None:
+            return kept
         # the day's room, taken before the submit and given back once the task's price is journaled (run/spend.py);
         # a run the limit leaves out is not sent (None), the runs that were sent are delivered
         try:
@@ -108,6 +145,7 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
                 key = journal.begin(plan_hash=plan.hash, shape_hash=plan.shape, form_hash=plan.form, work=plan.work,
                                     workflow_id=str(workflow_id or ""), gateway=label,
                                     target=getattr(target, "name", "?"),
+                                    result_key=result_key(prompt, workflow_id, target),
                                     **{**base_meta, **where, **({"run": i} if runs > 1 else {})})
                 prompt_id = await submit_once(target, prompt, workflow_id, journal, key, _run_label(label, i, runs))
             job.task_id = job.task_id or prompt_id
