@@ -15,6 +15,7 @@ from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, P
                             GatewayPlan)
 from ..offload.run.progress import (RunsBoard, bar_percent, closing_text, cloud_errors_record, event_text,
                                      preview_record, status_record)
+from ..offload.run import ahead
 from ..offload.transfer import digest_file
 from . import cloud, comfy
 
@@ -89,10 +90,7 @@ class GPUGeekCloudExecute:
         h = hashlib.sha256()
         if plan.whole:   # after a failure, run again (never the failed run's cached token); after a success, not
             h.update(f"failed:{cloud.failed_runs(plan.hash)}".encode())
-        for f in plan.local_files:
-            path = comfy.input_file(f.file)
-            if path:
-                h.update(digest_file(path).encode())
+        h.update(files_digest(plan).encode())
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=run.DEFAULT_TIMEOUT_S, gpugeek_plan=None,
@@ -112,11 +110,16 @@ class GPUGeekCloudExecute:
         # a whole workflow's progress is shown on its output nodes, the nodes the editor has
         progress = _Progress(unique_id, plan.lang, shown=plan.user_outputs if plan.whole else ())
         started = time.monotonic()
+        # what ComfyUI caches this node on: once it ran, a queued prompt with the same is not sent ahead (nodes/ahead.py)
+        sig = signature(gpugeek_plan, workflow_id=workflow_id, run_on=run_on, timeout_s=timeout_s, target=target,
+                        runs=runs, transfer=transfer) if plan.leads else None
         try:
             job = run.start(cloud.owner(), plan, inputs=kw, place=cloud.place(), workflow_id=workflow_id,
                             timeout_s=timeout_s, target=target, node=str(unique_id), label=label, on_event=progress,
-                            runs=runs, transfer=transfer)
+                            runs=runs, transfer=transfer, files_digest=files_digest(plan) if plan.leads else None)
             out = await job.wait(comfy.interrupted)
+            if sig is not None:
+                ahead.ahead().remember_ran(str(unique_id), sig)
         except BaseException as e:  # noqa: BLE001 - mapped below
             if isinstance(e, asyncio.CancelledError):
                 raise
@@ -135,6 +138,29 @@ class GPUGeekCloudExecute:
         return {"ui": {"images": [] if plan.whole else out.previews,
                        "gpugeek": [_done(out, started)] if plan.leads else []},
                 "result": tuple(out.outputs) + (out.task_id,)}
+
+
+def files_digest(plan: GatewayPlan) -> str:
+    """The digests of the local files a cloud part uploads (a change of their content runs it again)."""
+    h = hashlib.sha256()
+    for f in plan.local_files:
+        path = comfy.input_file(f.file)
+        if path:
+            h.update(digest_file(path).encode())
+    return h.hexdigest()
+
+
+# The gateway's widgets as ComfyUI hands them to execute when a prompt leaves them out (their defaults)
+WIDGET_DEFAULTS = {"workflow_id": "", "run_on": "cloud", "timeout_s": run.DEFAULT_TIMEOUT_S, "target": "", "runs": 1,
+                   "transfer": ""}
+
+
+def signature(gpugeek_plan, **widgets) -> str:
+    """The gateway's cache key as ComfyUI makes it: its plan, its widgets and what its IS_CHANGED says."""
+    values = {k: widgets.get(k, d) for k, d in WIDGET_DEFAULTS.items()}
+    values = {k: (d if v is None else v) for (k, d), v in zip(WIDGET_DEFAULTS.items(), values.values())}
+    values[PLAN_INPUT] = gpugeek_plan
+    return ahead.signature(values, GPUGeekCloudExecute.IS_CHANGED(gpugeek_plan=gpugeek_plan))
 
 
 def _passthrough(kw):

@@ -17,7 +17,7 @@ import logging
 
 from ..offload import catalog, config, errors, plan, run, texts
 from ..offload.targets.pool import split_targets
-from . import comfy
+from . import ahead, comfy
 
 log = logging.getLogger("gpugeek.hook")
 LANG_INPUT = "gpugeek_lang"
@@ -159,6 +159,10 @@ def on_prompt(json_data):
                     plan.PLAN_INPUT: plan.refused_plan(plan.WHOLE, [why], lang).to_json()}}}
             return json_data
         json_data["prompt"] = res.local_prompt
+        try:   # the parts that depend on nothing local still to run start now (nodes/ahead.py)
+            ahead.offer(json_data, res.local_prompt)
+        except Exception:   # noqa: BLE001 - not sent ahead: each runs when ComfyUI reaches it, as before
+            log.exception("GPUGeek: sending ahead failed")
         return json_data
     except Exception:
         log.exception("GPUGeek: on_prompt handler failed")
@@ -206,4 +210,5 @@ def install(server) -> None:
             app.middlewares.append(web.middleware(cloud_prompts_json_only))
         except RuntimeError:   # frozen (a pack loaded late): the queue-time cap on runs and the limit still hold
             log.warning("GPUGeek: could not guard /prompt against cross-site posts (the server already started)")
+    ahead.install(server)
     server._gpugeek_hooked = True

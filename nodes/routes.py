@@ -124,6 +124,11 @@ async def post_config(request, body: dict, lang: str):
             if body["transfer"] not in config.TRANSFERS + ("", None):
                 raise ValueError(f"transfer must be one of {', '.join(config.TRANSFERS)}")
             changes["transfer"] = body["transfer"] if body["transfer"] != "lossless" else None
+        if "send_ahead" in body:   # off (0) or how many tasks ahead at once; the default forgets the setting
+            v = body["send_ahead"]
+            n = (config.SEND_AHEAD_DEFAULT if v is True else 0 if v is False
+                 else max(0, min(config.SEND_AHEAD_MAX, int(v))))
+            changes["send_ahead"] = n if n != config.SEND_AHEAD_DEFAULT else None
         if "workflow_id" in body:
             changes["workflow_id"] = str(config.parse_workflow_id(body["workflow_id"])) if body["workflow_id"] else None
         if "daily_limit" in body:

@@ -258,7 +258,9 @@ class Config:
                 "whole_workflow": whole_workflow_default(),
                 "whole_workflow_env": bool(os.environ.get("GPUGEEK_WHOLE_WORKFLOW", "").strip()),
                 "transfer": transfer_default(),
-                "transfer_env": bool(os.environ.get("GPUGEEK_TRANSFER", "").strip())}
+                "transfer_env": bool(os.environ.get("GPUGEEK_TRANSFER", "").strip()),
+                "send_ahead": send_ahead_slots(),
+                "send_ahead_env": bool(os.environ.get("GPUGEEK_SEND_AHEAD", "").strip())}
 
 
 def load_config(env=None) -> Config:
@@ -429,3 +431,30 @@ def save_comfy_api_key(value: str | None) -> None:
         raise ConfigError("The Comfy API key contains spaces or unprintable characters: copy it again from your "
                           "Comfy account and paste it in Settings > GPUGeek", hint="") from None
     _save_secret(COMFY_KEY_FILE, key)
+
+
+# Queued prompts' cloud parts sent ahead (offload/run/ahead.py): at most this many tasks ahead at once by default. Four is
+# what the runs picker's usual batch is and what a platform plan of a few GPUs runs side by side; more would hold the
+# platform's queue (and the day's money) for prompts the user may still delete, for no gain on such a plan.
+SEND_AHEAD_DEFAULT = 4
+# The most tasks ahead a setting may ask for: ComfyUI's queue of eight variations (the runs picker's top) at once.
+SEND_AHEAD_MAX = 8
+
+
+def send_ahead_slots(env=None) -> int:
+    """How many queued prompts' cloud parts may run ahead in the cloud at once; 0: off (a platform plan that runs one task
+    at a time, where sending ahead only queues there). ``GPUGEEK_SEND_AHEAD`` (0/off/false, on/true, or a number),
+    else the setting saved from the editor, else SEND_AHEAD_DEFAULT."""
+    env = os.environ if env is None else env
+    raw = env.get("GPUGEEK_SEND_AHEAD", "").strip().lower()
+    if not raw:
+        saved = load_settings().get("send_ahead")
+        raw = "" if saved is None else str(saved).strip().lower()
+    if raw in ("off", "false", "no"):
+        return 0
+    if raw in ("", "on", "true", "yes"):
+        return SEND_AHEAD_DEFAULT
+    try:
+        return max(0, min(SEND_AHEAD_MAX, int(float(raw))))
+    except ValueError:
+        return SEND_AHEAD_DEFAULT

@@ -141,7 +141,7 @@ def _gpugeek_home(tmp_path, monkeypatch):
     # the owner's pause between cancel rounds (5 s in use) kept short, so given-up cancels end quickly
     monkeypatch.setattr(core("run.task"), "CANCEL_PAUSE_S", 0.05)
     for var in ("GPUGEEK_API_KEY", "GPUGEEK_BASE_URL", "GPUGEEK_WORKFLOW_ID", "GPUGEEK_DAILY_LIMIT", "GPUGEEK_TARGET",
-                "GPUGEEK_TRANSFER", "GPUGEEK_WHOLE_WORKFLOW"):
+                "GPUGEEK_TRANSFER", "GPUGEEK_WHOLE_WORKFLOW", "GPUGEEK_SEND_AHEAD"):
         monkeypatch.delenv(var, raising=False)
     yield
 

@@ -206,3 +206,136 @@ async def execute(prompt: dict, classes: dict, server=None, outputs_cache=None, 
         if failed:  # the first failure ends the prompt; asyncio.run cancels the rest
             raise failed[0]
     return results, ui, prompt
+
+
+def validate(prompt: dict, classes: dict) -> None:
+    """ComfyUI's VALIDATE_INPUTS pass (execute runs it too): a refusal raises ValidationError."""
+    errors = {}
+    for nid, node in prompt.items():
+        v = getattr(classes[node["class_type"]], "VALIDATE_INPUTS", None)
+        if v is None:
+            continue
+        names = inspect.signature(v).parameters
+        args = {k: node["inputs"][k] for k in names if k in node["inputs"] and not is_link(node["inputs"][k])}
+        if args and v(**args) is not True:
+            errors[nid] = {"errors": [{"type": "custom_validation_failed"}], "class_type": node["class_type"]}
+    if errors:
+        raise ValidationError(errors)
+
+
+class PromptQueue:
+    """ComfyUI's execution.PromptQueue as 0.3.64 and 0.33.0 have it: a heap of items (number, prompt id, prompt,
+    extra_data, outputs), the items running, the history; get_current_queue(_volatile), get_tasks_remaining,
+    delete_queue_item and wipe_queue as the server's routes call them."""
+
+    def __init__(self):
+        import threading
+        self.mutex = threading.RLock()
+        self.not_empty = threading.Condition(self.mutex)
+        self.queue: list = []
+        self.currently_running: dict = {}
+        self.history: dict = {}
+        self.task_counter = 0
+
+    def put(self, item):
+        import heapq
+        with self.mutex:
+            heapq.heappush(self.queue, item)
+            self.not_empty.notify()
+
+    def get(self, timeout=None):
+        import copy
+        import heapq
+        with self.not_empty:
+            while not self.queue:
+                self.not_empty.wait(timeout=timeout)
+                if timeout is not None and not self.queue:
+                    return None
+            item = heapq.heappop(self.queue)
+            i = self.task_counter
+            self.currently_running[i] = copy.deepcopy(item)
+            self.task_counter += 1
+            return item, i
+
+    def task_done(self, item_id, result: dict):
+        with self.mutex:
+            item = self.currently_running.pop(item_id)
+            self.history[item[1]] = {"prompt": item, **result}
+
+    def get_current_queue(self):
+        import copy
+        with self.mutex:
+            return list(self.currently_running.values()), copy.deepcopy(self.queue)
+
+    def get_current_queue_volatile(self):
+        with self.mutex:
+            return list(self.currently_running.values()), list(self.queue)
+
+    def get_tasks_remaining(self):
+        with self.mutex:
+            return len(self.queue) + len(self.currently_running)
+
+    def wipe_queue(self):
+        with self.mutex:
+            self.queue = []
+
+    def delete_queue_item(self, function):
+        import heapq
+        with self.mutex:
+            for x in range(len(self.queue)):
+                if function(self.queue[x]):
+                    self.queue.pop(x)
+                    heapq.heapify(self.queue)
+                    return True
+        return False
+
+
+class Queue:
+    """ComfyUI's queue of prompts: ``post`` is POST /prompt (the on_prompt handlers, validation, then the queue; the
+    answer is the prompt id), a worker thread runs the prompts one after the other in their own ``asyncio.run``, with
+    ComfyUI's cache kept across them, as main.py's prompt_worker does. ``server.prompt_queue`` is this queue."""
+
+    def __init__(self, classes: dict, server, cache: Cache | None = None):
+        import itertools
+        import threading
+        self.classes, self.server = classes, server
+        self.cache = cache if cache is not None else Cache()
+        self.prompt_queue = PromptQueue()
+        server.prompt_queue = self.prompt_queue
+        self.number = itertools.count()
+        self.results: dict = {}     # prompt id -> (results, ui) or the exception that ended it
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="mini-comfy-worker", daemon=True)
+        self._thread.start()
+
+    def post(self, prompt: dict, extra_data: dict | None = None) -> str:
+        import uuid
+        body = {"prompt": json.loads(json.dumps(prompt)), "client_id": "test", "extra_data": dict(extra_data or {})}
+        body = self.server.trigger_on_prompt(body)
+        validate(body["prompt"], self.classes)
+        pid = uuid.uuid4().hex
+        self.prompt_queue.put((next(self.number), pid, body["prompt"], body.get("extra_data") or {}, []))
+        return pid
+
+    def _work(self):
+        while not self._stop.is_set():
+            got = self.prompt_queue.get(timeout=0.05)
+            if got is None:
+                continue
+            item, i = got
+            try:
+                self.results[item[1]] = asyncio.run(execute(item[2], self.classes, None, extra_data=item[3],
+                                                            cache=self.cache))[:2]
+                status = "success"
+            except BaseException as e:   # noqa: BLE001 - the prompt's end, as ComfyUI records it
+                self.results[item[1]] = e
+                status = "error"
+            self.prompt_queue.task_done(i, {"status": status})
+
+    def done(self, pid: str) -> bool:
+        return pid in self.prompt_queue.history
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.server.prompt_queue = None

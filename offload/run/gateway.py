@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +20,13 @@ from ..targets.pool import open_pool, split_targets
 from ..transfer import IMAGE_EXTS, gather_bounded, safe_file_name, save_into
 from ..transport import PARALLEL_DOWNLOADS, ByteBudget
 from ..wire import RUNNING, SUCCEEDED, TaskDetail
-from .fanout import combined, run_runs
-from .task import RunOutcome, estimate_for, fetch_results
+from . import ahead
+from ..owner import Interrupted
+from ..redact import get_logger
+from .fanout import MAX_RUNS, combined, run_runs
+from .task import DEFAULT_TIMEOUT_S, RunOutcome, estimate_for, fetch_results
+
+log = get_logger("gpugeek.gateway")
 
 # Where the cloud's files are kept, under ComfyUI's output folder (previews point there).
 RESULTS_SUBFOLDER = "gpugeek"
@@ -51,25 +57,29 @@ class Delivered:
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
                journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1,
-               transfer: str = "lossless") -> Delivered:
+               transfer: str = "lossless", sent_ahead=None) -> Delivered:
     """Run the cloud part as one task (or ``runs`` tasks at once, on a pool of servers where ``where`` names
     several) and deliver this gateway's images, the runs' in order as one batch; merged gateways' files are
     held by the owner until each of them took its own (and, for a whole workflow, its output nodes' files
-    until each output node took its own)."""
+    until each output node took its own). ``sent_ahead``: this part's entry sent ahead at queue time (ahead.Entry),
+    whose task is taken instead of submitting one."""
     members = plan.followers + (list(plan.user_outputs) if plan.whole else [])
     estimate = estimate_for(journal, plan, workflow_id)
     reserves = Reserves(journal.result_shape(plan.hash, plan.shape), estimate, plan, runs)
     budget = ByteBudget()   # one for the task's every file: its runs', its pool's servers', its outputs'
     try:
         async with open_pool(cfg, where, open_target) as pool:
-            outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
-                                      workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
-                                      daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
-                                      # merged gateways read this task's files too, and a fan-out's runs end one
-                                      # by one: each run fetches its files as soon as it ends; otherwise each
-                                      # file is fetched by deliver() and decoded as soon as it arrives
-                                      fetch_nodes=None if members or runs > 1 else set(), budget=budget,
-                                      estimate=estimate, on_status=reserves.start)
+            # the part sent ahead when its prompt was queued (offload/run/ahead.py): its task's files, not a new task
+            outcomes = await taken_ahead(job, sent_ahead) if sent_ahead is not None else None
+            if outcomes is None:
+                    outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
+                                          workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                          daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
+                                          # merged gateways read this task's files too, and a fan-out's runs end
+                                          # one by one: each run fetches its files as soon as it ends; otherwise
+                                          # each file is fetched by deliver() and decoded as soon as it arrives
+                                          fetch_nodes=None if members or runs > 1 else set(), budget=budget,
+                                          estimate=estimate, on_status=reserves.start)
             detail, files = combined(outcomes)
             out = await job.guard(deliver(plan, passthrough, detail, files, pool, output_dir, reserves=reserves,
                                           budget=budget))
@@ -331,24 +341,38 @@ def start_output(owner, *, task_id: str, node: str, journal, label: str):
                                             journal=journal), label=label)
 
 
+def _where(cfg, plan: GatewayPlan, *, workflow_id, target: str, transfer: str):
+    """What a leading gateway's run is made of: its plan (compact saves where images come back compact), where it runs,
+    its workflow id and transfer."""
+    transfer = config.transfer_of(transfer)
+    if transfer == "compact":
+        plan = dataclasses.replace(plan, prompt=compact_saves(plan.prompt))
+    where = target_of(cfg, target)
+    wf = None if config.is_comfy_target(split_targets(where)[0]) else cfg.resolve_workflow_id(workflow_id)
+    return plan, where, wf, transfer
+
+
 def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="", timeout_s: float,
-          target: str = "", node: str = "", label: str, on_event=None, runs: int = 1, transfer: str = ""):
+          target: str = "", node: str = "", label: str, on_event=None, runs: int = 1, transfer: str = "",
+          files_digest: str | None = None):
     """The gateway's one call: start its cloud run on the task owner (lead the task, or follow the merged
     gateway that leads it) and return the job, which the node awaits with ``job.wait``. ``transfer``: the
-    gateway's choice of how images come back (lossless, compact, or empty for the settings' default)."""
+    gateway's choice of how images come back (lossless, compact, or empty for the settings' default).
+    ``files_digest``: the digests of the local files the part uploads (the node's), which with the rest names a part
+    sent ahead when its prompt was queued (offload/run/ahead.py): that task is taken instead of a new one."""
     cfg = config.load_config()
     if plan.leads:
-        transfer = config.transfer_of(transfer)
-        if transfer == "compact":
-            plan = dataclasses.replace(plan, prompt=compact_saves(plan.prompt))
-        where = target_of(cfg, target)
-        wf = None if config.is_comfy_target(split_targets(where)[0]) else cfg.resolve_workflow_id(workflow_id)
+        plan_json = plan.to_json()
+        plan, where, wf, transfer = _where(cfg, plan, workflow_id=workflow_id, target=target, transfer=transfer)
+        sent = None
+        if files_digest is not None and not plan.crossings:
+            sent = ahead.ahead().take(ahead.key_of(plan_json, where, wf, runs, transfer, files_digest))
         values = {c.input: inputs.get(c.input) for c in plan.crossings}
         return owner.start(lambda job: lead(
             job, cfg=cfg, where=where, plan=plan, values=values, passthrough=inputs, workflow_id=wf,
             timeout_s=timeout_s, journal=place.journal, uploads=place.uploads, read_file=place.read_file,
             output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}, runs=runs,
-            transfer=transfer),
+            transfer=transfer, sent_ahead=sent),
             label=label, on_event=on_event)
     task_id = inputs.get(LEAD_INPUT)
     if not task_id:
@@ -358,3 +382,90 @@ def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="
     return owner.start(lambda job: follow(
         job, cfg=cfg, plan=plan, task_id=task_id, passthrough=inputs, journal=place.journal,
         output_dir=place.output_dir, member=node, target_override=target), label=label)
+
+
+# ---- parts sent ahead (offload/run/ahead.py) -------------------------------------------------------------------------
+# Where a part sent ahead keeps its files until its gateway takes them: a folder of the pack's data (never ComfyUI's
+# output folder: they are not the user's files yet), one folder a part.
+AHEAD_FOLDER = "ahead"
+
+
+def send_ahead(owner, plan: GatewayPlan, *, inputs: dict, place: Place, files_digest: str, token: str, slots: int,
+               label: str, node: str, data_dir) -> bool:
+    """At queue time: send a leading gateway's part ahead (``inputs``: the gateway's literal inputs), unless its key
+    went ahead before. Its task runs on ``owner`` once a slot is free. Whether it was sent (or waits for a slot)."""
+    cfg = config.load_config()
+    runs = max(1, min(MAX_RUNS, int(inputs.get("runs") or 1)))
+    timeout_s = float(inputs.get("timeout_s") or DEFAULT_TIMEOUT_S)
+    plan_json = plan.to_json()
+    plan, where, wf, transfer = _where(cfg, plan, workflow_id=inputs.get("workflow_id") or "",
+                                       target=inputs.get("target") or "", transfer=inputs.get("transfer") or "")
+    key = ahead.key_of(plan_json, where, wf, runs, transfer, files_digest)
+    registry = ahead.ahead()
+    folder = Path(data_dir) / AHEAD_FOLDER / key
+    entry = ahead.Entry(key=key, token=token, begin=lambda: None, folder=folder, label=label)
+
+    def begin():
+        return owner.start(lambda job: ahead_run(
+            job, cfg=cfg, where=where, plan=plan, workflow_id=wf, timeout_s=timeout_s, journal=place.journal,
+            uploads=place.uploads, read_file=place.read_file, label=label, runs=runs, folder=folder,
+            meta={"node": node, "target_url": where, "sent_ahead": True},
+            on_status=lambda detail: registry.status(entry, detail)), label=label)
+    entry.begin = begin
+    return registry.offer(entry, slots)
+
+
+async def ahead_run(job, *, cfg, where: str, plan: GatewayPlan, workflow_id, timeout_s: float, journal, uploads,
+                    read_file, label: str, runs: int, folder: Path, meta: dict, on_status=None) -> list:
+    """A part sent ahead, on the owner: its task (or ``runs`` tasks), run as a gateway runs it (the daily limit's
+    leases, the journal, Stop), then its files written into ``folder``: the outcomes, with each file's path instead
+    of its bytes (nothing held in memory while the queue waits)."""
+    budget = ByteBudget()
+    async with open_pool(cfg, where, open_target) as pool:
+        outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values={},
+                                  workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                  daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs, fetch_nodes=None,
+                                  budget=budget, on_status=on_status)
+    return await asyncio.get_running_loop().run_in_executor(None, _keep_on_disk, outcomes, folder)
+
+
+def _keep_on_disk(outcomes: list, folder: Path) -> list:
+    kept = []
+    for o in outcomes:
+        files = {}
+        for node, got in o.files.items():
+            files[node] = [(url, str(save_into(folder, f"{o.prompt_id}_{node}_{i}", data)))
+                           for i, (url, data) in enumerate(got or [])]
+        kept.append(dataclasses.replace(o, files=files))
+    return kept
+
+
+def _read_from_disk(kept: list, folder: Path) -> list:
+    outcomes = [dataclasses.replace(o, files={node: [(url, Path(path).read_bytes()) for url, path in got]
+                                              for node, got in o.files.items()}) for o in kept]
+    shutil.rmtree(folder, ignore_errors=True)
+    return outcomes
+
+
+async def taken_ahead(job, entry) -> list | None:
+    """The outcomes of the part sent ahead for this run: waited for (a Stop of this run stops it; its progress is this
+    run's), its files read from disk. None where it was stopped or refused before it ran (a cancel by mistake, the
+    daily limit at queue time): the run then goes as usual (the limit says its own sentence)."""
+    other = entry.job
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+    other.listen(lambda kind, **info: job.emit(kind, **info))
+    other._on_done(lambda: loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None)))
+    try:
+        await job.guard(ended)
+    except BaseException:   # this run was stopped, or its prompt ended: so is the part sent ahead
+        other.stop(job.stop_reason or "the prompt ended before the task finished")
+        raise
+    job.task_id = other.task_id
+    try:
+        kept = other.result(0)
+    except (Interrupted, errors.TaskCancelledError, errors.SpendLimitError) as e:
+        log.info("%s: the part sent ahead did not run (%s): it runs now", job.label, type(e).__name__)
+        shutil.rmtree(entry.folder, ignore_errors=True)
+        return None
+    return await loop.run_in_executor(None, _read_from_disk, kept, entry.folder)

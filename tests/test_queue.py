@@ -1,0 +1,175 @@
+"""A queue of prompts runs in the cloud at once (issue 39): ComfyUI's queue (tests/mini_comfy.py ``Queue``: prompts run
+one after the other, with ComfyUI's cache across them) and the GPUGeek fake, which runs tasks side by side. Cues instead
+of clocks: a task ends when the test saw what must come before (conftest ``when``)."""
+import json
+
+import pytest
+
+import mini_comfy
+from conftest import core, load_pack, until, when
+
+pack = load_pack()
+from server import PromptServer  # noqa: E402
+
+WF = "123456789012345"
+LONG_S = 120.0   # a task the fake runs until the test ends it (``finish``)
+
+
+def prompt(seed: int, prefix: str = "") -> dict:
+    """A text-to-image workflow with a gateway (node ``prefix``10), its sampler's seed ``seed``."""
+    p = _prompt(seed)
+    text = json.dumps(p)
+    for nid in p:
+        text = text.replace(f'"{nid}"', f'"{prefix}{nid}"')
+    return json.loads(text)
+
+
+def _prompt(seed: int) -> dict:
+    L = lambda n, s=0: [n, s]  # noqa: E731
+    return {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "cloud_only.safetensors"}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": L("4", 1)}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": L("4", 1)}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "3": {"class_type": "KSampler", "inputs": {"seed": seed, "model": L("4"), "positive": L("6"),
+                                                       "negative": L("7"), "latent_image": L("5")}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": L("3"), "vae": L("4", 2)}},
+            "10": {"class_type": "GPUGeekCloudExecute",
+                   "inputs": {"workflow_id": WF, "run_on": "cloud", "timeout_s": 600, "image_1": L("8")}},
+            "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "local", "images": L("10", 0)}}}
+
+
+@pytest.fixture
+def queue(env):
+    ahead_nodes = pack.nodes.ahead
+    core("run.ahead").reset()
+    q = mini_comfy.Queue(env, PromptServer.instance)
+    yield q
+    ahead_nodes.stop_watcher()
+    for t in list(core("run.ahead").ahead().entries.values()):
+        core("run.ahead").ahead().cancel(t, "the test ended")
+    q.close()
+    core("run.ahead").reset()
+
+
+def seed_of(task) -> int:
+    return next(n["inputs"]["seed"] for n in task.prompt.values() if n["class_type"] == "KSampler")
+
+
+def seeds_of(fake) -> list:
+    return [seed_of(t) for t in fake.tasks.values()]
+
+
+def sent_ahead(queue, pid) -> bool:
+    """Whether the prompt went into ComfyUI's queue marked as having parts sent ahead."""
+    running, waiting = queue.prompt_queue.get_current_queue()
+    item = next(i for i in running + waiting if i[1] == pid)
+    return "gpugeek_ahead" in item[3]
+
+
+def finish_all(fake):
+    fake.task_opts["run_s"] = 0.05   # tasks submitted from now end at once
+    for t in list(fake.tasks.values()):
+        fake.finish(t)
+
+
+def journal():
+    j = pack.nodes.cloud.journal()
+    j.store.refresh()
+    return j
+
+
+def test_four_prompts_queued_back_to_back_run_their_tasks_side_by_side(queue, fake):
+    fake.task_opts["run_s"] = LONG_S
+    # each task is held by the fake until all four exist: one after the other, the second would never come
+    cue = when(lambda: len(fake.tasks) == 4, lambda: finish_all(fake), limit=8)
+    pids = [queue.post(prompt(seed)) for seed in (1, 2, 3, 4)]
+    assert until(lambda: all(queue.done(p) for p in pids), 60)
+    assert cue["met"], f"the tasks did not run side by side: {len(fake.tasks)} existed at once"
+    assert sorted(seeds_of(fake)) == [1, 2, 3, 4] and len(fake.tasks) == 4   # each paid once
+    for seed, pid in zip((1, 2, 3, 4), pids):
+        results, _ui = queue.results[pid]
+        task = next(t for t in fake.tasks.values() if seed_of(t) == seed)
+        assert results["10"][6] == task.prompt_id   # each prompt took its own task
+    recs = [r for r in journal().store.all() if r.get("prompt_id")]
+    assert sum(1 for r in recs if r.get("sent_ahead")) == 3   # the first ran at once: ComfyUI was idle
+    assert all(r["status"] == "succeeded" for r in recs)
+    assert not list(core("run.ahead").ahead().entries)
+    assert not list((core("config").data_dir() / "ahead").glob("*/*"))   # the files held on disk were taken
+
+
+def test_a_part_comfyui_serves_from_its_cache_is_not_sent_ahead(queue, fake):
+    pid = queue.post(prompt(1))   # ComfyUI idle: it runs at once, and ComfyUI's cache holds its gateway
+    assert until(lambda: queue.done(pid))
+    assert len(fake.tasks) == 1
+    fake.task_opts["run_s"] = LONG_S
+    other = queue.post(prompt(9, prefix="b"))   # another workflow keeps ComfyUI busy; its task is held
+    assert until(lambda: len(fake.tasks) == 2)
+    again = queue.post(prompt(1))   # what ran last on its gateway: ComfyUI's cache will serve it
+    twice = [queue.post(prompt(8)), queue.post(prompt(8))]   # back to back: the second is the cache's too
+    assert [sent_ahead(queue, p) for p in (again, *twice)] == [False, True, False]
+    assert until(lambda: len(fake.tasks) == 3)
+    finish_all(fake)
+    assert until(lambda: all(queue.done(p) for p in [other, again, *twice]), 60)
+    assert sorted(seeds_of(fake)) == [1, 8, 9], "a part ComfyUI served from its cache was paid for"
+    assert queue.cache.ran[2] == [] and queue.cache.ran[4] == []   # served from the cache, as expected
+    assert all(not isinstance(queue.results[p], BaseException) for p in [other, again, *twice])
+
+
+def test_a_deleted_prompt_cancels_its_task_sent_ahead_and_the_journal_says_cancelled(queue, fake):
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)   # the first prompt runs; its task is held
+    second = queue.post(prompt(2))
+    third = queue.post(prompt(3))
+    assert until(lambda: len(fake.tasks) == 3)   # sent ahead
+    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    assert queue.prompt_queue.delete_queue_item(lambda item: item[1] == second)
+    assert until(lambda: fake.status_of(by_seed[2])[0] == 5, 5), "the deleted prompt's task still runs"
+    assert fake.status_of(by_seed[3])[0] in (1, 2)   # the prompt still queued keeps its task
+    queue.prompt_queue.wipe_queue()   # the queue cleared: the third goes too
+    assert until(lambda: fake.status_of(by_seed[3])[0] == 5, 5)
+    finish_all(fake)
+    assert until(lambda: queue.done(first))
+    assert until(lambda: not pack.nodes.cloud.owner().active())
+    j = journal()
+    for seed in (2, 3):
+        assert j.by_prompt_id(by_seed[seed].prompt_id)["status"] == "cancelled"
+    assert j.by_prompt_id(by_seed[1].prompt_id)["status"] == "succeeded"
+    assert fake.running_tasks() == []
+    assert second not in queue.prompt_queue.history and third not in queue.prompt_queue.history
+
+
+def test_the_daily_limit_counts_the_tasks_sent_ahead(queue, fake, monkeypatch):
+    pid = queue.post(prompt(0))   # a price for the part (0.25 a task)
+    assert until(lambda: queue.done(pid))
+    monkeypatch.setenv("GPUGEEK_DAILY_LIMIT", "0.75")   # 0.25 spent: room for two more tasks
+    fake.task_opts["run_s"] = LONG_S
+    pids = [queue.post(prompt(1))]
+    assert until(lambda: len(fake.tasks) == 2)
+    pids += [queue.post(prompt(seed)) for seed in (2, 3, 4)]
+    # the second task goes ahead while the first prompt runs; the limit leaves the others out
+    cue = when(lambda: len(fake.tasks) == 3, lambda: finish_all(fake), limit=8)
+    assert until(lambda: all(queue.done(p) for p in pids), 60)
+    assert cue["met"], "no task was sent ahead"
+    assert len(fake.tasks) == 3 and sorted(seeds_of(fake)) == [0, 1, 2]
+    assert all(not isinstance(queue.results[p], BaseException) for p in pids[:2])
+    E = core("errors")
+    for p in pids[2:]:
+        assert isinstance(queue.results[p], E.SpendLimitError)
+
+
+def test_off_with_the_environment_variable(queue, fake, monkeypatch):
+    monkeypatch.setenv("GPUGEEK_SEND_AHEAD", "0")
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    second = queue.post(prompt(2))
+    assert core("run.ahead").ahead().entries == {}
+    assert "gpugeek_ahead" not in json.dumps(queue.prompt_queue.get_current_queue()[1], default=str)
+    assert len(fake.tasks) == 1
+    finish_all(fake)
+    assert until(lambda: queue.done(first) and queue.done(second))
+    assert sorted(seeds_of(fake)) == [1, 2]
+    assert core("config").send_ahead_slots({"GPUGEEK_SEND_AHEAD": "off"}) == 0
+    assert core("config").send_ahead_slots({"GPUGEEK_SEND_AHEAD": "2"}) == 2
+    assert core("config").send_ahead_slots({}) == core("config").SEND_AHEAD_DEFAULT
