@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextvars
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -215,13 +216,15 @@ async def cancel_if_refused(request, handler):
 def shutdown() -> None:
     """ComfyUI is shutting down: every part sent ahead that no gateway took is cancelled (the owner is given
     SHUTDOWN_CANCEL_S to say so to the platform; what it could not is journaled as the owner left it)."""
-    if core.ahead().cancel_all("ComfyUI shut down"):
-        end = time.monotonic() + SHUTDOWN_CANCEL_S
-        while cloud.owner().active() and time.monotonic() < end:
-            time.sleep(0.05)
+    jobs = [e.job for e in core.ahead().cancel_all("ComfyUI shut down") if e.job is not None]
+    end = time.monotonic() + SHUTDOWN_CANCEL_S
+    while any(not j.done for j in jobs) and time.monotonic() < end:
+        time.sleep(0.05)
 
 
 def install(server) -> None:
+    # files a part sent ahead kept in an earlier process: nothing here can take them (the journal holds their addresses)
+    shutil.rmtree(config.data_dir() / run_gateway.AHEAD_FOLDER, ignore_errors=True)
     atexit.register(shutdown)
     app = getattr(server, "app", None)
     if app is not None:

@@ -173,3 +173,89 @@ def test_off_with_the_environment_variable(queue, fake, monkeypatch):
     assert core("config").send_ahead_slots({"GPUGEEK_SEND_AHEAD": "off"}) == 0
     assert core("config").send_ahead_slots({"GPUGEEK_SEND_AHEAD": "2"}) == 2
     assert core("config").send_ahead_slots({}) == core("config").SEND_AHEAD_DEFAULT
+
+
+def test_at_most_the_setting_s_tasks_ahead_the_rest_wait_their_turn(queue, fake, monkeypatch):
+    monkeypatch.setenv("GPUGEEK_SEND_AHEAD", "2")
+    fake.task_opts["run_s"] = LONG_S
+    pids = [queue.post(prompt(1))]
+    assert until(lambda: len(fake.tasks) == 1)   # ComfyUI runs the first; its task is held
+    pids += [queue.post(prompt(seed)) for seed in (2, 3, 4, 5)]
+    registry = core("run.ahead").ahead()
+    assert until(lambda: len(fake.tasks) == 3)
+    states = sorted(e.state for e in registry.entries.values())
+    assert states == ["running", "running", "waiting", "waiting"] and len(fake.tasks) == 3
+    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    fake.finish(by_seed[2])   # a slot frees: the next waiting part goes
+    assert until(lambda: len(fake.tasks) == 4)
+    assert sorted(seeds_of(fake)) == [1, 2, 3, 4]
+    finish_all(fake)
+    assert until(lambda: all(queue.done(p) for p in pids), 60)
+    assert sorted(seeds_of(fake)) == [1, 2, 3, 4, 5]   # the last went at run time (or ahead once a slot freed)
+    assert all(not isinstance(queue.results[p], BaseException) for p in pids)
+
+
+def test_stop_while_the_gateway_waits_for_its_task_sent_ahead_cancels_it(queue, fake):
+    import comfy.model_management as mm
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    second = queue.post(prompt(2))
+    assert until(lambda: len(fake.tasks) == 2)
+    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    fake.finish(by_seed[1])
+    assert until(lambda: queue.done(first))
+    registry = core("run.ahead").ahead()
+    assert until(lambda: not registry.entries)   # the second prompt's gateway took its task, which still runs
+    assert fake.status_of(by_seed[2])[0] in (1, 2)
+    mm.interrupt_flag = True   # Stop
+    try:
+        assert until(lambda: queue.done(second))
+        assert until(lambda: fake.status_of(by_seed[2])[0] == 5, 5), "Stop left the task sent ahead running"
+    finally:
+        mm.interrupt_flag = False
+    assert isinstance(queue.results[second], mm.InterruptProcessingException)
+    assert until(lambda: not pack.nodes.cloud.owner().active())
+    assert journal().by_prompt_id(by_seed[2].prompt_id)["status"] == "cancelled"
+    assert len(fake.tasks) == 2
+
+
+def test_a_finished_task_sent_ahead_is_never_lost(queue, fake):
+    """Its prompt deleted after its task ended (or ComfyUI restarted): the journal has it whole, and the same prompt
+    queued again, in a new ComfyUI, takes its results without paying again."""
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    second = queue.post(prompt(2))
+    assert until(lambda: len(fake.tasks) == 2)
+    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    fake.finish(by_seed[2])
+    registry = core("run.ahead").ahead()
+    assert until(lambda: all(e.state == "ready" for e in registry.entries.values()))
+    assert queue.prompt_queue.delete_queue_item(lambda item: item[1] == second)
+    assert until(lambda: not registry.entries)
+    rec = journal().by_prompt_id(by_seed[2].prompt_id)
+    assert rec["status"] == "succeeded" and rec["result_url"]
+    finish_all(fake)
+    assert until(lambda: queue.done(first))
+    core("run.ahead").reset()   # a new ComfyUI process, its cache empty
+    queue.cache = mini_comfy.Cache()
+    again = queue.post(prompt(2))
+    assert until(lambda: queue.done(again))
+    results, _ui = queue.results[again]
+    assert results["10"][6] == by_seed[2].prompt_id and len(fake.tasks) == 2
+
+
+def test_comfyui_shutting_down_cancels_the_tasks_sent_ahead(queue, fake):
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    queue.post(prompt(2))
+    assert until(lambda: len(fake.tasks) == 2)
+    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    pack.nodes.ahead.shutdown()   # what atexit runs
+    assert fake.status_of(by_seed[2])[0] == 5
+    assert journal().by_prompt_id(by_seed[2].prompt_id)["status"] == "cancelled"
+    queue.prompt_queue.wipe_queue()
+    finish_all(fake)
+    assert until(lambda: queue.done(first))
