@@ -259,3 +259,25 @@ def test_comfyui_shutting_down_cancels_the_tasks_sent_ahead(queue, fake):
     queue.prompt_queue.wipe_queue()
     finish_all(fake)
     assert until(lambda: queue.done(first))
+
+
+def test_the_setting_turns_it_off_and_the_environment_wins(monkeypatch):
+    import asyncio
+    routes, config = pack.nodes.routes, core("config")
+
+    class Req:
+        def __init__(self, body):
+            self.body = body
+
+        async def json(self):
+            return self.body
+    res = asyncio.run(routes.post_config(Req({"send_ahead": "0"})))
+    assert res.status == 200 and json.loads(res.body)["send_ahead"] == 0
+    assert config.send_ahead_slots() == 0
+    asyncio.run(routes.post_config(Req({"send_ahead": "6"})))
+    assert config.send_ahead_slots() == 6
+    monkeypatch.setenv("GPUGEEK_SEND_AHEAD", "off")
+    assert config.send_ahead_slots() == 0 and config.load_config().public()["send_ahead_env"] is True
+    asyncio.run(routes.post_config(Req({"send_ahead": str(config.SEND_AHEAD_DEFAULT)})))
+    monkeypatch.delenv("GPUGEEK_SEND_AHEAD")
+    assert config.send_ahead_slots() == config.SEND_AHEAD_DEFAULT and "send_ahead" not in config.load_settings()

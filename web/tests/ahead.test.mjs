@@ -1,0 +1,43 @@
+// The queue's prompts whose cloud part was sent ahead: the lines the box shows (web/gpugeek_ahead.js).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { aheadUpdate, aheadLines, aheadLine } from "../lib/aheadBoard.js";
+import { installTexts, editorTexts } from "./texts.mjs";
+
+installTexts();
+const fill = (s, vars) => s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k]));
+
+test("a prompt's part ahead: waiting for a slot, queued in the cloud, running with its time, ready", () => {
+  const now = 1000;
+  assert.equal(aheadLine({ number: 3, state: "waiting" }, "en", now), fill(editorTexts("en").aheadWaiting, { n: 3 }));
+  assert.equal(aheadLine({ number: 3, state: "running", position: 2, started: 990 }, "en", now),
+    fill(editorTexts("en").aheadQueued, { n: 3, pos: 2 }));
+  assert.equal(aheadLine({ number: 3, state: "running", started: 987.5 }, "en", now),
+    fill(editorTexts("en").aheadRunning, { n: 3, t: "12.5 s" }));
+  assert.equal(aheadLine({ number: 3, state: "ready" }, "zh", now), fill(editorTexts("zh").aheadReady, { n: 3 }));
+  assert.equal(aheadLine({ state: "running", started: 1000 }, "zh", now),
+    fill(editorTexts("zh").aheadRunning, { n: "…", t: "0.0 s" }));   // not yet seen in ComfyUI's queue
+});
+
+test("the board follows the server's records, in the queue's order; a part taken or cancelled leaves it", () => {
+  const board = new Map();
+  aheadUpdate(board, { token: "b", number: 5, state: "waiting" });
+  aheadUpdate(board, { token: "a", number: 4, state: "running", started: 0 });
+  aheadUpdate(board, { token: "a", position: 1 });
+  const lines = aheadLines(board, "en", 10);
+  assert.equal(lines.length, 2);
+  assert.equal(lines[0], fill(editorTexts("en").aheadQueued, { n: 4, pos: 1 }));
+  aheadUpdate(board, { token: "a", state: "taken" });
+  aheadUpdate(board, { token: "b", state: "cancelled" });
+  assert.deepEqual(aheadLines(board, "en", 10), []);
+  aheadUpdate(board, null);   // nothing to read: nothing changes
+  assert.equal(board.size, 0);
+});
+
+test("every line has its words in both languages", () => {
+  for (const lang of ["en", "zh"]) {
+    for (const key of ["aheadTitle", "aheadWaiting", "aheadQueued", "aheadRunning", "aheadReady", "aheadFailed"]) {
+      assert.ok(editorTexts(lang)[key], `${lang}: ${key}`);
+    }
+  }
+});
