@@ -281,3 +281,21 @@ def test_the_setting_turns_it_off_and_the_environment_wins(monkeypatch):
     asyncio.run(routes.post_config(Req({"send_ahead": str(config.SEND_AHEAD_DEFAULT)})))
     monkeypatch.delenv("GPUGEEK_SEND_AHEAD")
     assert config.send_ahead_slots() == config.SEND_AHEAD_DEFAULT and "send_ahead" not in config.load_settings()
+
+
+def test_a_whole_workflow_queued_goes_ahead_and_its_output_nodes_show_its_files(queue, fake, monkeypatch):
+    monkeypatch.setenv("GPUGEEK_WORKFLOW_ID", WF)
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    downloaded = {k: v for k, v in prompt(5).items() if k not in ("10", "12")}
+    downloaded["9"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "cat", "images": ["8", 0]}}
+    cue = when(lambda: len(fake.tasks) == 2, lambda: finish_all(fake), limit=8)
+    second = queue.post(downloaded, {"gpugeek_whole_workflow": True})
+    assert until(lambda: queue.done(first) and queue.done(second), 60)
+    assert cue["met"], "the whole workflow was not sent ahead"
+    assert not isinstance(queue.results[second], BaseException), queue.results[second]
+    task = next(t for t in fake.tasks.values() if seed_of(t) == 5)
+    assert "9" in task.prompt and journal().by_prompt_id(task.prompt_id)["sent_ahead"] is True
+    shown = [e for nid, e, _ in mini_comfy.SHOWN if nid == "9"]
+    assert shown and shown[0]["filename"].startswith("cat")
