@@ -222,9 +222,25 @@ def shutdown() -> None:
         time.sleep(0.05)
 
 
+# Files of parts sent ahead older than this were left by an earlier process (killed before its prompts ran): nothing can
+# take them any more (the journal holds their addresses). A day, so that another ComfyUI sharing this user folder keeps
+# the files of its own queue.
+OLD_FILES_S = 24 * 3600
+
+
+def forget_old_files() -> None:
+    folder = config.data_dir() / run_gateway.AHEAD_FOLDER
+    now = time.time()
+    for sub in folder.glob("*") if folder.is_dir() else []:
+        try:
+            if now - sub.stat().st_mtime > OLD_FILES_S:
+                shutil.rmtree(sub, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def install(server) -> None:
-    # files a part sent ahead kept in an earlier process: nothing here can take them (the journal holds their addresses)
-    shutil.rmtree(config.data_dir() / run_gateway.AHEAD_FOLDER, ignore_errors=True)
+    forget_old_files()
     atexit.register(shutdown)
     app = getattr(server, "app", None)
     if app is not None:

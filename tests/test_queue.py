@@ -299,3 +299,22 @@ def test_a_whole_workflow_queued_goes_ahead_and_its_output_nodes_show_its_files(
     assert "9" in task.prompt and journal().by_prompt_id(task.prompt_id)["sent_ahead"] is True
     shown = [e for nid, e, _ in mini_comfy.SHOWN if nid == "9"]
     assert shown and shown[0]["filename"].startswith("cat")
+
+
+def test_files_of_a_part_ahead_removed_are_fetched_again_never_paid_again(queue, fake):
+    import shutil
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    second = queue.post(prompt(2))
+    assert until(lambda: len(fake.tasks) == 2)
+    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    fake.finish(by_seed[2])
+    registry = core("run.ahead").ahead()
+    assert until(lambda: all(e.state == "ready" for e in registry.entries.values()))
+    shutil.rmtree(core("config").data_dir() / "ahead")   # by hand, or another ComfyUI's clean-up
+    finish_all(fake)
+    assert until(lambda: queue.done(first) and queue.done(second))
+    results, _ui = queue.results[second]
+    assert results["10"][6] == by_seed[2].prompt_id and len(fake.tasks) == 2
+    assert results["10"][0].shape == (1, 64, 64, 3)

@@ -402,7 +402,7 @@ def send_ahead(owner, plan: GatewayPlan, *, inputs: dict, place: Place, files_di
                                        target=inputs.get("target") or "", transfer=inputs.get("transfer") or "")
     key = ahead.key_of(plan_json, where, wf, runs, transfer, files_digest)
     registry = ahead.ahead()
-    folder = Path(data_dir) / AHEAD_FOLDER / key
+    folder = Path(data_dir) / AHEAD_FOLDER / f"{key}-{os.getpid()}"   # one process's own (a user folder may be shared)
     entry = ahead.Entry(key=key, token=token, begin=lambda: None, folder=folder, label=label)
 
     def begin():
@@ -468,4 +468,9 @@ async def taken_ahead(job, entry) -> list | None:
         log.info("%s: the part sent ahead did not run (%s): it runs now", job.label, type(e).__name__)
         shutil.rmtree(entry.folder, ignore_errors=True)
         return None
-    return await loop.run_in_executor(None, _read_from_disk, kept, entry.folder)
+    try:
+        return await loop.run_in_executor(None, _read_from_disk, kept, entry.folder)
+    except OSError as e:   # its files are gone (removed by hand): the run takes the task's results from the journal
+        log.warning("%s: the files of the part sent ahead are gone (%s): they are fetched again", job.label,
+                    type(e).__name__)
+        return None
