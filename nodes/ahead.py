@@ -50,9 +50,8 @@ def _is_link(v) -> bool:
 def offer(json_data: dict, local_prompt: dict) -> int:
     """Send ahead the parts of a queued prompt that can go; how many went (or wait for a slot)."""
     slots = config.send_ahead_slots()
-    if slots <= 0:
+    if slots <= 0 or not busy():   # idle: the prompt runs now (and its gateway's run is remembered then)
         return 0
-    waits = busy()
     from .gateway import GPUGeekCloudExecute, files_digest, signature
     registry = core.ahead()
     registry.tell = tell
@@ -72,7 +71,7 @@ def offer(json_data: dict, local_prompt: dict) -> int:
         if not plan.leads or plan.crossings or GPUGeekCloudExecute.VALIDATE_INPUTS(raw) is not True:
             continue
         sig = signature(raw, **{k: inputs[k] for k in WIDGETS if k in inputs})
-        if registry.cached(nid, sig) or not waits:   # ComfyUI will serve it from its cache, or runs it now
+        if registry.cached(nid, sig):   # ComfyUI will serve it from its cache: nothing to pay for
             continue
         label = cloud.node_label("GPUGeek Cloud Execute", nid)
         try:

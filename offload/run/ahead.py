@@ -197,8 +197,9 @@ class Ahead:
     def cancel(self, entry: Entry, reason: str) -> None:
         """Its prompt will not run: its task cancelled (the owner journals how it ended), its files removed."""
         with self._lock:
-            if self.entries.get(entry.key) is entry:
-                del self.entries[entry.key]
+            if self.entries.get(entry.key) is not entry:   # its gateway took it meanwhile (or it was cancelled)
+                return
+            del self.entries[entry.key]
         entry.state = CANCELLED
         if entry.job is not None:
             entry.job.stop(reason)
