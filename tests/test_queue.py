@@ -137,6 +137,16 @@ def test_a_deleted_prompt_cancels_its_task_sent_ahead_and_the_journal_says_cance
     assert j.by_prompt_id(by_seed[1].prompt_id)["status"] == "succeeded"
     assert fake.running_tasks() == []
     assert second not in queue.prompt_queue.history and third not in queue.prompt_queue.history
+    # queued again while ComfyUI is busy, a part whose task was cancelled goes ahead again
+    fake.task_opts["run_s"] = LONG_S
+    busy = queue.post(prompt(4))
+    assert until(lambda: len(fake.tasks) == 4)
+    again = queue.post(prompt(2))
+    assert until(lambda: len(fake.tasks) == 5) and sent_ahead(queue, again)
+    finish_all(fake)
+    assert until(lambda: queue.done(busy) and queue.done(again))
+    results, _ui = queue.results[again]
+    assert results["10"][6] == max(fake.tasks, key=lambda pid: fake.tasks[pid].created)
 
 
 def test_the_daily_limit_counts_the_tasks_sent_ahead(queue, fake, monkeypatch):

@@ -200,6 +200,7 @@ class Ahead:
             if self.entries.get(entry.key) is not entry:   # its gateway took it meanwhile (or it was cancelled)
                 return
             del self.entries[entry.key]
+            self._sent.pop(entry.key, None)   # queued again, it may go ahead again (a task it finished is journaled)
         entry.state = CANCELLED
         if entry.job is not None:
             entry.job.stop(reason)
