@@ -72,7 +72,7 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
             # the part sent ahead when its prompt was queued (offload/run/ahead.py): its task's files, not a new task
             outcomes = await taken_ahead(job, sent_ahead) if sent_ahead is not None else None
             if outcomes is None:
-                    outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
+                outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                           workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
                                           daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
                                           # merged gateways read this task's files too, and a fan-out's runs end
