@@ -1,11 +1,11 @@
 """Queued prompts' cloud parts sent ahead, on ComfyUI's side (the core: offload/run/ahead.py).
 
 At queue time (the on_prompt handler, after planning: :func:`offer`), when ComfyUI's queue is busy (the prompt will
-wait: :func:`busy`), each leading gateway whose part depends on
-nothing local still to run (its plan has no crossings in: it reads files and widgets only; a whole workflow) is sent
-ahead, unless ComfyUI will serve it from its cache. The handler does not know the prompt's id (ComfyUI gives it after),
-so the prompt is marked in its ``extra_data`` (``gpugeek_ahead``: a token; extra_data is not part of what ComfyUI
-caches on) and ComfyUI's queue is read for that mark.
+wait: :func:`busy`), each leading gateway whose part depends on nothing local still to run (its plan has no crossings
+in: it reads files and widgets only; a whole workflow) is sent ahead, unless ComfyUI will serve it from its cache. The
+handler does not know the prompt's id (ComfyUI gives it after), so the prompt is marked in its ``extra_data``
+(``gpugeek_ahead``: a token; extra_data is not part of what ComfyUI caches on), and ``PromptQueue.put`` is wrapped to
+learn its id and number the moment it is queued (:func:`watch_puts`).
 
 A watcher thread reads ComfyUI's queue (``PromptServer.instance.prompt_queue.get_current_queue_volatile``, in
 ComfyUI 0.3.64 and 0.33.0 alike) every WATCH_EVERY_S: a part whose prompt is neither queued nor running any more

@@ -328,3 +328,31 @@ def test_files_of_a_part_ahead_removed_are_fetched_again_never_paid_again(queue,
     results, _ui = queue.results[second]
     assert results["10"][6] == by_seed[2].prompt_id and len(fake.tasks) == 2
     assert results["10"][0].shape == (1, 64, 64, 3)
+
+
+def test_a_prompt_comfyui_refuses_after_the_handler_ran_cancels_its_part(queue, fake):
+    """ComfyUI validates a prompt after its on_prompt handlers: one it refuses (400) never runs, so its part sent ahead
+    is cancelled when POST /prompt answers."""
+    import asyncio
+    from types import SimpleNamespace
+    from aiohttp import web
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+
+    async def post_prompt(request):   # ComfyUI's handler: the on_prompt handlers, then a validation that refuses
+        body = PromptServer.instance.trigger_on_prompt({"prompt": prompt(2), "client_id": "t", "extra_data": {}})
+        assert "gpugeek_ahead" in body["extra_data"]
+        return web.json_response({"error": "invalid prompt", "node_errors": {}}, status=400)
+    res = asyncio.run(pack.nodes.ahead.cancel_if_refused(SimpleNamespace(method="POST", path="/api/prompt"),
+                                                         post_prompt))
+    assert res.status == 400
+    assert core("run.ahead").ahead().entries == {}
+    assert until(lambda: len(pack.nodes.cloud.owner().active()) == 1)   # only the running prompt's task is left
+    assert [seed_of(t) for t in fake.running_tasks()] == [1]
+    finish_all(fake)
+    assert until(lambda: queue.done(first))
+    assert until(lambda: not pack.nodes.cloud.owner().active())
+    for t in fake.tasks.values():
+        if seed_of(t) == 2:
+            assert fake.status_of(t)[0] == 5 and journal().by_prompt_id(t.prompt_id)["status"] == "cancelled"
