@@ -433,9 +433,12 @@ def save_comfy_api_key(value: str | None) -> None:
     _save_secret(COMFY_KEY_FILE, key)
 
 
-# Queued prompts' cloud parts sent ahead (offload/run/ahead.py): at most this many tasks ahead at once by default. Four is
-# what the runs picker's usual batch is and what a platform plan of a few GPUs runs side by side; more would hold the
-# platform's queue (and the day's money) for prompts the user may still delete, for no gain on such a plan.
+# Queued prompts' cloud parts sent ahead (offload/run/ahead.py): at most this many tasks ahead at once by default (the
+# prompt ComfyUI runs is not counted). Four: the usual batch of variations (4 queued prompts then take about the time of
+# one: bench/queued.py), and about what a platform plan of a few GPUs runs side by side. More would put tasks in the
+# platform's queue for no gain on such a plan, and pay for the minutes a task ran before its prompt was deleted: each
+# task ahead is money spent on a guess that the user keeps the prompt. 8 prompts take two rounds at 4 (about 2x one);
+# a larger plan sets up to SEND_AHEAD_MAX.
 SEND_AHEAD_DEFAULT = 4
 # The most tasks ahead a setting may ask for: ComfyUI's queue of eight variations (the runs picker's top) at once.
 SEND_AHEAD_MAX = 8
