@@ -356,3 +356,19 @@ def test_a_prompt_comfyui_refuses_after_the_handler_ran_cancels_its_part(queue, 
     for t in fake.tasks.values():
         if seed_of(t) == 2:
             assert fake.status_of(t)[0] == 5 and journal().by_prompt_id(t.prompt_id)["status"] == "cancelled"
+
+
+def test_a_part_whose_prompt_never_reaches_comfyui_s_queue_is_cancelled(queue, fake, monkeypatch):
+    """A prompt planned but never queued (a script calling the handlers, a refusal not seen by the middleware): once
+    NOT_QUEUED_GRACE_S passed without ComfyUI's queue showing it, its part is cancelled."""
+    monkeypatch.setattr(core("run.ahead"), "NOT_QUEUED_GRACE_S", 0.0)
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    body = PromptServer.instance.trigger_on_prompt({"prompt": prompt(2), "client_id": "t", "extra_data": {}})
+    assert "gpugeek_ahead" in body["extra_data"]   # sent ahead, never put in the queue
+    assert until(lambda: core("run.ahead").ahead().entries == {})
+    assert until(lambda: len(pack.nodes.cloud.owner().active()) == 1)
+    assert [seed_of(t) for t in fake.running_tasks()] == [1]
+    finish_all(fake)
+    assert until(lambda: queue.done(first))
