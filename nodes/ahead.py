@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 
-from ..offload import config
+from ..offload import config, errors
 from ..offload.plan import GATEWAY, PLAN_INPUT, GatewayPlan
 from ..offload.run import ahead as core
 from ..offload.run import gateway as run_gateway
@@ -79,6 +79,8 @@ def offer(json_data: dict, local_prompt: dict) -> int:
                                       files_digest=files_digest(plan), token=token, slots=slots, label=label,
                                       node=str(nid), data_dir=config.data_dir()):
                 sent += 1
+        except errors.GPUGeekError as e:   # no workflow id, no target: the gateway says so when ComfyUI reaches it
+            log.info("GPUGeek: %s not sent ahead: %s", label, e)
         except Exception:   # noqa: BLE001 - not sent ahead: the gateway runs it when ComfyUI reaches it, as before
             log.warning("GPUGeek: %s could not be sent ahead", label, exc_info=True)
     if sent:
