@@ -118,10 +118,6 @@ class Ahead:
             self._ran[str(node)] = sig
             return same
 
-    def sent_before(self, key: str) -> bool:
-        with self._lock:
-            return key in self._sent
-
     # ---- sending ---------------------------------------------------------------------------------------------------
     def offer(self, entry: Entry, slots: int) -> bool:
         """Send ``entry`` ahead (or keep it waiting for a slot); False where its key went ahead before."""
