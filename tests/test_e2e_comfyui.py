@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from real_comfyui import stop, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
+from real_comfyui import stop, unwatch, watch, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
 KEY = "sk-e2e-DISTINCTIVE-9c41f0b2d7"
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
 WF = "123456789012345"
@@ -76,7 +76,8 @@ def stack(tmp_path_factory, stack_env):
         yield {"local": f"http://127.0.0.1:{local_port}", "fake": f"http://127.0.0.1:{fake_port}",
                "cloud": f"http://127.0.0.1:{cloud_port}", "tmp": tmp, "logs": logs}
     finally:
-        unwatch(watched) if "watched" in locals() else None
+        if "watched" in locals():
+            unwatch(watched)
         stop(procs)
 
 
