@@ -72,7 +72,8 @@ def stack(tmp_path_factory, stack_env):
     try:
         wait_http(f"http://127.0.0.1:{cloud_port}/object_info/SaveImage")
         wait_http(f"http://127.0.0.1:{local_port}/object_info/GPUGeekCloudExecute", timeout=180)
-        watched = watch(f"http://127.0.0.1:{fake_port}", [home], [tmp / "out"])
+        # the editor tests' second ComfyUI (the newest editor, ``editor_url``) uses the same fake: both journals
+        watched = watch(f"http://127.0.0.1:{fake_port}", [home, tmp / "user-new"], [tmp / "out", tmp / "out-new"])
         yield {"local": f"http://127.0.0.1:{local_port}", "fake": f"http://127.0.0.1:{fake_port}",
                "cloud": f"http://127.0.0.1:{cloud_port}", "tmp": tmp, "logs": logs}
     finally:
