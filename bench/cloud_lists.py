@@ -48,6 +48,7 @@ def object_info(classes: int = 2000, models: int = 2000, loaders: int = 20) -> d
 
 
 def runs(fn, n: int = 15):
+    """(median, slowest) ms of ``n`` runs of ``fn`` after one to warm up."""
     fn()
     ts = []
     for _ in range(n):
@@ -177,9 +178,9 @@ def _answer_before(view: dict) -> int:
     return len(table.json()) + len(json.dumps(classes))
 
 
-def pool(runs: int = 10) -> None:
-    runs = max(1, runs)
-    header(f"cloud lists on a pool: two servers, 5,000-name lists that differ by one name ({runs} runs each)")
+def pool(times: int = 10) -> None:
+    times = max(1, times)
+    header(f"cloud lists on a pool: two servers, 5,000-name lists that differ by one name ({times} runs each)")
     a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
     loras = [f"loras/style_{i:05d}_detailed_version.safetensors" for i in range(5000)]
     classes = [f"LoraLoader{i}" for i in range(10)]
@@ -191,8 +192,8 @@ def pool(runs: int = 10) -> None:
         def check(whole_list):
             return lambda: [whole_list([a, b], cls, "lora_name") for cls in classes]
         assert check(c.whole_list)() == check(lambda *x: _whole_list_before(c, *x))()
-        now_med, now_slow = runs_of(check(c.whole_list), runs)
-        old_med, old_slow = runs_of(check(lambda *x: _whole_list_before(c, *x)), runs)
+        now_med, now_slow = runs(check(c.whole_list), times)
+        old_med, old_slow = runs(check(lambda *x: _whole_list_before(c, *x)), times)
         row("whole_list, ten loaders (queue time)", f"{now_med:.1f}/{now_slow:.1f} ms",
             f"{old_med:.0f}/{old_slow:.0f} ms", now_med / old_med,
             f"a set per name (before; median/slowest): {old_med / now_med:.0f}x faster")
@@ -205,21 +206,11 @@ def pool(runs: int = 10) -> None:
                 {cls: {"input": {"required": {"lora_name": [names, {}]}}} for cls in classes}), replace=True)
             c.learn(key, "user", {cls: {"lora_name": [f"mine_{cls}.safetensors"]} for cls in classes}, replace=False)
         view = c.view([a, b], {cls: ["lora_name"] for cls in classes})
-        a_med, a_slow = runs_of(lambda: cat.answer(view, ok=True), runs)
+        a_med, a_slow = runs(lambda: cat.answer(view, ok=True), times)
         now, before = len(cat.answer(view, ok=True)), _answer_before(view)
         row("lists answer, 100 loaders, 4 MiB lists", f"{now / 2**20:.1f} MiB", f"{before >> 20} MiB", now / before,
             f"<= {cat.MAX_ANSWER_BYTES >> 20} MiB; built in {a_med:.0f}/{a_slow:.0f} ms", ok=now <= cat.MAX_ANSWER_BYTES)
 
-
-def runs_of(fn, n: int):
-    """(median, slowest) ms of ``n`` runs of ``fn`` after one to warm up."""
-    fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1000)
-    return statistics.median(ts), max(ts)
 
 
 if __name__ == "__main__":

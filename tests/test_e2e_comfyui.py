@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from real_comfyui import stop, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
+from real_comfyui import stop, unwatch, watch, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
 KEY = "sk-e2e-DISTINCTIVE-9c41f0b2d7"
 pytestmark = pytest.mark.skipif(not COMFY, reason="COMFYUI_DIR is not set")
 WF = "123456789012345"
@@ -72,11 +72,13 @@ def stack(tmp_path_factory, stack_env):
     try:
         wait_http(f"http://127.0.0.1:{cloud_port}/object_info/SaveImage")
         wait_http(f"http://127.0.0.1:{local_port}/object_info/GPUGeekCloudExecute", timeout=180)
-        watched = watch(f"http://127.0.0.1:{fake_port}", [home], [tmp / "out"])
+        # the editor tests' second ComfyUI (the newest editor, ``editor_url``) uses the same fake: both journals
+        watched = watch(f"http://127.0.0.1:{fake_port}", [home, tmp / "user-new"], [tmp / "out", tmp / "out-new"])
         yield {"local": f"http://127.0.0.1:{local_port}", "fake": f"http://127.0.0.1:{fake_port}",
                "cloud": f"http://127.0.0.1:{cloud_port}", "tmp": tmp, "logs": logs}
     finally:
-        unwatch(watched) if "watched" in locals() else None
+        if "watched" in locals():
+            unwatch(watched)
         stop(procs)
 
 

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 import templates_corpus as corpus
-from real_comfyui import stop, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
+from real_comfyui import stop, unwatch, watch, COMFY, PY, ROOT, comfyui_command, start_comfyui  # noqa: F401
 from test_e2e_comfyui import KEY, WF, free_port, launch, wait_http
 
 TEMPLATES = corpus.templates_dir()
@@ -82,9 +82,13 @@ def corpus_stack(tmp_path_factory):
             files.update(corpus.input_files(*templates[n]))
         for name in editors:
             corpus.make_inputs(tmp / f"comfyui-local-{name}" / "input", files, PY)
+        watched = watch(f"http://127.0.0.1:{ports['fake']}", [tmp / f"user-{n}" for n in editors],
+                        [tmp / f"out-{n}" for n in editors])
         yield {"tmp": tmp, "urls": urls, "templates": templates, "eligible": names, "output_classes": outputs,
                "fake": f"http://127.0.0.1:{ports['fake']}"}
     finally:
+        if "watched" in locals():
+            unwatch(watched)
         stop(procs)
 
 
