@@ -63,7 +63,8 @@ class GPUGeekCloudExecute:
                              "lossless (PNG, every pixel exact), compact (high-quality WebP, several times fewer "
                              "bytes: faster on a slow connection; masks stay exact), or settings (the default "
                              "in Settings > GPUGeek, else lossless)."})},
-            "hidden": {PLAN_INPUT: "GPUGEEK_PLAN", "unique_id": "UNIQUE_ID"},
+            # the editor's workflow (its templates name their models' addresses: offload/run/models.py)
+            "hidden": {PLAN_INPUT: "GPUGEEK_PLAN", "unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     @classmethod
@@ -96,7 +97,7 @@ class GPUGeekCloudExecute:
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=run.DEFAULT_TIMEOUT_S, gpugeek_plan=None,
-                      unique_id=None, target="", runs=1, transfer="", **kw):
+                      unique_id=None, target="", runs=1, transfer="", extra_pnginfo=None, **kw):
         label = cloud.node_label(NAME, unique_id)
         if gpugeek_plan is None:
             if run_on == LOCAL:
@@ -115,7 +116,8 @@ class GPUGeekCloudExecute:
         try:
             job = run.start(cloud.owner(), plan, inputs=kw, place=cloud.place(), workflow_id=workflow_id,
                             timeout_s=timeout_s, target=target, node=str(unique_id), label=label, on_event=progress,
-                            runs=runs, transfer=transfer)
+                            runs=runs, transfer=transfer,
+                            workflow=extra_pnginfo.get("workflow") if isinstance(extra_pnginfo, dict) else None)
             out = await job.wait(comfy.interrupted)
         except BaseException as e:  # noqa: BLE001 - mapped below
             if isinstance(e, asyncio.CancelledError):

@@ -359,4 +359,9 @@ def install(server) -> None:
     r.get("/gpugeek/texts")(get_texts)
     post("/gpugeek/lists", post_lists)
     post("/gpugeek/lists/add", post_lists_add)
+    # models received from clients (offload/receive.py): 404 while receiving is off; each route checks its own body
+    from ..offload import receive
+    from .models import receiver
+    for (method, path), handler in receive.handlers(receiver).items():
+        getattr(r, method.lower())(path)(handler)
     server._gpugeek_routes = True

@@ -27,7 +27,10 @@ MODELS = ["v1-5-pruned-emaonly.safetensors"]
 KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleBy", "SaveImage", "PreviewImage",
          "EmptyImage", "VAEEncode", "VAEDecode", "KSampler", "CheckpointLoaderSimple", "CLIPTextEncode",
          "EmptyLatentImage", "MaskToImage", "ImageBatch", "VAEEncodeForInpaint", "SaveAnimatedWEBP",
-         "RebatchImages"}
+         "RebatchImages", "LoraLoader"}
+# What the fake's model folders list (folder kind -> its first folder), when models are received: as ComfyUI's
+# get_filename_list, every file under the folder (subfolders too), by its relative name with "/"
+MODEL_KINDS = ("loras", "checkpoints")
 
 
 class FakeComfyUI:
@@ -62,6 +65,32 @@ class FakeComfyUI:
         self.object_info: object = None   # what /object_info answers (None: definitions of KNOWN, as ComfyUI)
         self._n = 0
         self._interrupt = False
+        self.receiver = None              # the pack's own receiver (offload/receive.py) once models are received
+        self.models_dir = None
+        self.model_bytes_in = 0           # the bytes of models the server read, every upload's
+        self.break_upload_after = None    # the next model upload's connection drops after this many bytes
+
+    def receive_models(self, folder, token=None, **kw):
+        """Receiving on, as a ComfyUI with the pack and GPUGEEK_RECEIVE_MODELS=1: the pack's own receiver and
+        routes, over model folders under ``folder``; LoraLoader's list is then what the loras folder holds."""
+        from conftest import core
+        import os
+        receive = core("receive")
+        self.models_dir = str(folder)
+        for kind in MODEL_KINDS:
+            os.makedirs(os.path.join(folder, kind), exist_ok=True)
+        self.receiver = receive.Receiver(lambda kind: [os.path.join(folder, kind)] if kind in MODEL_KINDS else [],
+                                         token=token, index_path=os.path.join(folder, "index.json"), **kw)
+        return self.receiver
+
+    def model_list(self, kind):
+        import os
+        if self.models_dir is None:
+            return []
+        base = os.path.join(self.models_dir, kind)
+        return sorted(os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
+                      for d, _, fs in os.walk(base, followlinks=True) for f in fs
+                      if f.endswith((".safetensors", ".sft", ".gguf", ".ckpt", ".pt")))
 
     def _auth(self, request):
         if self.token and request.headers.get("Authorization") not in (f"Bearer {self.token}",):
@@ -113,6 +142,13 @@ class FakeComfyUI:
                         "dependent_outputs": [], "class_type": node["class_type"]}
                   for nid, node in prompt.items() if node.get("class_type") == "CheckpointLoaderSimple"
                   and node.get("inputs", {}).get("ckpt_name") not in MODELS}
+        for nid, node in prompt.items():   # a LoRA the server's folder lacks, as ComfyUI refuses it
+            if node.get("class_type") == "LoraLoader" and node.get("inputs", {}).get("lora_name") not in self.model_list("loras"):
+                errors[nid] = {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                           "details": f"lora_name: '{node['inputs']['lora_name']}' not in list",
+                                           "extra_info": {"input_name": "lora_name",
+                                                          "received_value": node["inputs"]["lora_name"]}}],
+                               "dependent_outputs": [], "class_type": "LoraLoader"}
         if errors:
             return web.json_response({"error": {"type": "prompt_outputs_failed_validation", "message":
                                                 "Prompt outputs failed validation", "details": ""},
@@ -294,6 +330,27 @@ class FakeComfyUI:
             self.sockets[cid].remove(ws)
         return ws
 
+    def _counted(self, path, handler):
+        async def counted(request):
+            self.calls.append("model_" + path.rsplit("/", 1)[-1])
+            return await handler(request)
+        return counted
+
+    def _pieces(self, request):
+        """An upload's bytes as the receiver reads them, counted; the connection dropped mid-way where a test asks
+        (``break_upload_after``)."""
+        async def pieces():
+            seen = 0
+            async for piece in request.content.iter_chunked(1 << 20):
+                self.model_bytes_in += len(piece)
+                seen += len(piece)
+                yield piece
+                if self.break_upload_after is not None and seen >= self.break_upload_after:
+                    self.break_upload_after = None
+                    request.transport.close()
+                    return
+        return pieces()
+
     def start(self):
         ready = threading.Event()
 
@@ -313,6 +370,10 @@ class FakeComfyUI:
             app.router.add_get("/system_stats", self.h_stats)
             app.router.add_get("/object_info", self.h_object_info)
             app.router.add_get("/ws", self.h_ws)
+            from conftest import core
+            for (method, path), handler in core("receive").handlers(lambda: self.receiver,
+                                                                             pieces=self._pieces).items():
+                app.router.add_route(method, path, self._counted(path, handler))
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
             self.loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)

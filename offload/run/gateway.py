@@ -20,6 +20,7 @@ from ..transfer import IMAGE_EXTS, gather_bounded, safe_file_name, save_into
 from ..transport import PARALLEL_DOWNLOADS, ByteBudget
 from ..wire import RUNNING, SUCCEEDED, TaskDetail
 from .fanout import combined, run_runs
+from .models import template_models
 from .task import RunOutcome, estimate_for, fetch_results
 
 # Where the cloud's files are kept, under ComfyUI's output folder (previews point there).
@@ -51,7 +52,7 @@ class Delivered:
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
                journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1,
-               transfer: str = "lossless") -> Delivered:
+               transfer: str = "lossless", models=None) -> Delivered:
     """Run the cloud part as one task (or ``runs`` tasks at once, on a pool of servers where ``where`` names
     several) and deliver this gateway's images, the runs' in order as one batch; merged gateways' files are
     held by the owner until each of them took its own (and, for a whole workflow, its output nodes' files
@@ -64,6 +65,7 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
         async with open_pool(cfg, where, open_target) as pool:
             outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                       workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                      models=models,
                                       daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
                                       # merged gateways read this task's files too, and a fan-out's runs end one
                                       # by one: each run fetches its files as soon as it ends; otherwise each
@@ -316,11 +318,13 @@ def _save_one(folder, node, i: int, url: str, data: bytes, detail: TaskDetail):
 @dataclass
 class Place:
     """Where a gateway's run keeps things on this machine: the journal, the upload cache, the input files
-    it may upload (``read_file``) and the output folder its results are saved into."""
+    it may upload (``read_file``) and the output folder its results are saved into; ``models``: templates (name ->
+    url, directory, hash) -> what this machine knows of models (offload/run/models.py ModelSource), None for none."""
     journal: object
     uploads: object
     read_file: object
     output_dir: str
+    models: object = None
 
 
 def start_output(owner, *, task_id: str, node: str, journal, label: str):
@@ -332,10 +336,12 @@ def start_output(owner, *, task_id: str, node: str, journal, label: str):
 
 
 def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="", timeout_s: float,
-          target: str = "", node: str = "", label: str, on_event=None, runs: int = 1, transfer: str = ""):
+          target: str = "", node: str = "", label: str, on_event=None, runs: int = 1, transfer: str = "",
+          workflow=None):
     """The gateway's one call: start its cloud run on the task owner (lead the task, or follow the merged
     gateway that leads it) and return the job, which the node awaits with ``job.wait``. ``transfer``: the
-    gateway's choice of how images come back (lossless, compact, or empty for the settings' default)."""
+    gateway's choice of how images come back (lossless, compact, or empty for the settings' default). ``workflow``: the
+    editor's workflow JSON (ComfyUI's extra_pnginfo), whose templates name their models' addresses."""
     cfg = config.load_config()
     if plan.leads:
         transfer = config.transfer_of(transfer)
@@ -348,7 +354,7 @@ def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="
             job, cfg=cfg, where=where, plan=plan, values=values, passthrough=inputs, workflow_id=wf,
             timeout_s=timeout_s, journal=place.journal, uploads=place.uploads, read_file=place.read_file,
             output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}, runs=runs,
-            transfer=transfer),
+            transfer=transfer, models=place.models(template_models(workflow)) if place.models else None),
             label=label, on_event=on_event)
     task_id = inputs.get(LEAD_INPUT)
     if not task_id:

@@ -55,6 +55,11 @@ def event_text(kind: str, lang: str, detail: TaskDetail | None = None, expected=
         return texts.text("progress_price_wait", lang)
     if kind == "limit_left_out":
         return texts.text("progress_limit_left_out", lang, left=info.get("left"), runs=info.get("asked"))
+    if kind == "model_uploading":
+        return texts.text("model_uploading", lang, name=info.get("name"), url=info.get("url"),
+                          done=size_text(info.get("done") or 0), total=size_text(info.get("total") or 0))
+    if kind == "model_fetching":
+        return texts.text("model_fetching", lang, name=info.get("name"), url=info.get("url"))
     if kind == "status_error":
         return texts.text("progress_status_error", lang, error=info.get("error"))
     if kind == "status" and detail is not None:

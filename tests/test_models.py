@@ -1,0 +1,367 @@
+"""Your models go where your workflow runs (issue 40): a local model a ComfyUI server lacks goes up once by content
+(offload/run/models.py, to the pack's own receiver on the server: offload/receive.py, taught to the fake ComfyUI),
+a template's model is fetched by the server itself, hostile names and formats are refused, and on GPUGeek a model the
+cloud's list lacks is named on its node before anything is paid."""
+import asyncio
+import hashlib
+import json
+import os
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+import mini_comfy
+from conftest import SECRET_KEY, comfy_env, core, load_pack, said
+from fake_comfyui import FakeComfyUI
+from fake_gpugeek import close_server_loop
+
+pack = load_pack()
+import folder_paths  # noqa: E402
+import comfy.model_management as mm  # noqa: E402
+from server import PromptServer  # noqa: E402
+
+E = core("errors")
+receive = core("receive")
+cat = core("catalog")
+models = core("run.models")
+WF = "123456789012345"
+
+
+def safetensors(n_floats: int = 2, seed: int = 0) -> bytes:
+    """A small valid safetensors file: 8-byte header length, the JSON header, the tensor's bytes."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n_floats], "data_offsets": [0, 4 * n_floats]}}).encode()
+    header += b" " * (-len(header) % 8)
+    body = bytes((seed + i) % 251 for i in range(4 * n_floats))
+    return struct.pack("<Q", len(header)) + header + body
+
+
+@pytest.fixture
+def local_models(tmp_path, monkeypatch):
+    """This machine's model folders (ComfyUI's folder_paths): loras under tmp/models/loras."""
+    base = tmp_path / "local_models"
+    (base / "loras").mkdir(parents=True)
+    kinds = {"loras": ([str(base / "loras")], {".safetensors", ".ckpt"})}
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", kinds, raising=False)
+    monkeypatch.setattr(folder_paths, "get_filename_list", lambda kind: sorted(
+        os.path.relpath(os.path.join(d, f), kinds[kind][0][0]).replace(os.sep, "/")
+        for d, _, fs in os.walk(kinds[kind][0][0]) for f in fs) if kind in kinds else [])
+    monkeypatch.setattr(folder_paths, "get_full_path", lambda kind, name: os.path.join(kinds[kind][0][0], name)
+                        if kind in kinds and os.path.isfile(os.path.join(kinds[kind][0][0], name)) else None,
+                        raising=False)
+    return base
+
+
+@pytest.fixture
+def remote(tmp_path):
+    srv = FakeComfyUI().start()
+    srv.receive_models(tmp_path / "server_models")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def env(remote, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_TARGET", remote.url)
+    classes = comfy_env(tmp_path)
+    mm.interrupt_flag = False
+    PromptServer.instance.sent.clear()
+    return classes
+
+
+def lora_graph(lora="mine.safetensors", seed=1, runs=1):
+    L = lambda n, s=0: [n, s]  # noqa: E731
+    return {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+            "5": {"class_type": "LoraLoader", "inputs": {"model": L("4"), "clip": L("4", 1), "lora_name": lora,
+                                                         "strength_model": 1.0, "strength_clip": 1.0}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": L("5", 1)}},
+            "7": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "3": {"class_type": "KSampler", "inputs": {"seed": seed, "model": L("5"), "positive": L("6"),
+                                                       "negative": L("6"), "latent_image": L("7")}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": L("3"), "vae": L("4", 2)}},
+            "10": {"class_type": "GPUGeekCloudExecute", "inputs": {"workflow_id": WF, "run_on": "cloud",
+                                                                   "timeout_s": 60, "image_1": L("8"),
+                                                                   "runs": runs}}}
+
+
+def execute(prompt, classes, extra_data=None):
+    return asyncio.run(mini_comfy.execute(prompt, classes, PromptServer.instance, extra_data=extra_data))
+
+
+def sent_prompts(srv):
+    return [h["prompt"][2] for h in srv.history.values()]
+
+
+def test_a_local_lora_goes_up_once_and_its_second_use_sends_nothing(env, remote, local_models):
+    data = safetensors(64)
+    (local_models / "loras" / "mine.safetensors").write_bytes(data)
+    execute(lora_graph(seed=1), env)
+    assert remote.calls.count("model_upload") == 1
+    held = Path(remote.models_dir, "loras", "gpugeek", "mine.safetensors")
+    assert held.read_bytes() == data
+    assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
+    # as the user's progress: the model named on the node while it went up
+    assert any("mine.safetensors" in t for t, _ in PromptServer.instance.progress_texts)
+    execute(lora_graph(seed=2), env)   # a second use: asked by content, nothing sent
+    assert remote.calls.count("model_upload") == 1
+    assert len(remote.history) == 2 and sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
+
+
+def test_a_model_the_server_holds_under_its_own_name_is_not_sent(env, remote, local_models):
+    data = safetensors(16, seed=3)
+    (local_models / "loras" / "same.safetensors").write_bytes(data)
+    Path(remote.models_dir, "loras", "same.safetensors").write_bytes(data)
+    execute(lora_graph("same.safetensors"), env)
+    assert "model_upload" not in remote.calls
+    assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "same.safetensors"
+
+
+def test_a_pool_of_two_servers_each_gets_it_once(env, remote, local_models, tmp_path, monkeypatch):
+    other = FakeComfyUI(step_s=0.05).start()
+    try:
+        other.receive_models(tmp_path / "other_models")
+        remote.step_s = 0.05
+        monkeypatch.setenv("GPUGEEK_TARGET", f"{remote.url},{other.url}")
+        (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(32))
+        execute(lora_graph(runs=2), env)
+        execute(lora_graph(seed=7, runs=2), env)
+        for srv in (remote, other):
+            assert srv.history, "each server of the pool ran a task"
+            assert srv.calls.count("model_upload") == 1
+            assert all(p["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors" for p in sent_prompts(srv))
+    finally:
+        other.stop()
+
+
+def test_a_broken_upload_resumes_from_the_servers_offset(env, remote, local_models):
+    data = safetensors(3 * receive.CHUNK // 4 + 1000)   # three pieces and a bit
+    (local_models / "loras" / "big.safetensors").write_bytes(data)
+    remote.break_upload_after = receive.CHUNK   # the first upload's connection drops after one piece
+    execute(lora_graph("big.safetensors"), env)
+    assert Path(remote.models_dir, "loras", "gpugeek", "big.safetensors").read_bytes() == data
+    # resumed where it broke, never from the start again
+    assert remote.model_bytes_in <= len(data) + receive.CHUNK
+    assert remote.calls.count("model_upload") >= 2
+
+
+def test_a_pickle_is_refused_with_a_sentence_and_nothing_runs(env, remote, local_models):
+    (local_models / "loras" / "evil.ckpt").write_bytes(b"\x80\x04" + b"x" * 100)
+    with pytest.raises(Exception) as got:
+        execute(lora_graph("evil.ckpt"), env)
+    assert said("receive_pickle", "en", name="evil.ckpt") in str(got.value)
+    assert "prompt" not in remote.calls and "model_upload" not in remote.calls
+    assert not list(Path(remote.models_dir, "loras").rglob("evil.ckpt"))
+
+
+def test_the_receiver_refuses_names_that_leave_its_folder(tmp_path):
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")] if kind == "loras" else [])
+    (tmp_path / "loras").mkdir()
+    sha = "0" * 64
+    for bad in ("../x.safetensors", "/etc/x.safetensors", "a/../../x.safetensors", "C:/x.safetensors",
+                "a\\..\\x.safetensors", "x\x00.safetensors"):
+        with pytest.raises(receive.Refused) as got:
+            rec.have("loras", bad, 10, sha)
+        assert got.value.key == "receive_bad_name", bad
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "loras" / "gpugeek").mkdir()
+    os.symlink(outside, tmp_path / "loras" / "gpugeek" / "link")
+    with pytest.raises(receive.Refused) as got:
+        rec.have("loras", "link/x.safetensors", 10, sha)
+    assert got.value.key == "receive_bad_name"
+    with pytest.raises(receive.Refused) as got:
+        rec.have("embeddings", "x.safetensors", 10, sha)
+    assert got.value.key == "receive_bad_kind"
+    with pytest.raises(receive.Refused) as got:
+        rec.have("loras", "x.exe", 10, sha)
+    assert got.value.key == "receive_format"
+
+
+def test_the_routes_are_off_by_default_and_ask_for_the_token(remote, tmp_path):
+    import requests
+    body = {"kind": "loras", "name": "../x.safetensors", "size": 10, "sha256": "0" * 64}
+    rec = remote.receiver
+    remote.receiver = None   # receiving off: as a server without the pack
+    assert requests.post(remote.url + receive.HAS, json=body, timeout=10).status_code == 404
+    remote.receiver = rec
+    r = requests.post(remote.url + receive.HAS, json=body, timeout=10)
+    assert r.status_code == 400 and r.json()["key"] == "receive_bad_name"
+    rec.token = "s3cret"
+    assert requests.post(remote.url + receive.HAS, json=body, timeout=10).status_code == 401
+    r = requests.post(remote.url + receive.HAS, json=body, timeout=10, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 400
+    # a body that is not declared JSON (a cross-site form) acts on nothing
+    r = requests.post(remote.url + receive.HAS, data=json.dumps(body), timeout=10,
+                      headers={"Authorization": "Bearer s3cret", "Content-Type": "text/plain"})
+    assert r.status_code == 415
+
+
+def test_the_size_limit_and_the_disk_are_said(tmp_path, monkeypatch):
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")], max_bytes=1000)
+    with pytest.raises(receive.Refused) as got:
+        rec.have("loras", "x.safetensors", 1001, "0" * 64)
+    assert got.value.key == "receive_too_big" and got.value.status == 413
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")], reserve=1 << 60)
+
+    async def one():
+        yield b"x"
+    with pytest.raises(receive.Refused) as got:
+        asyncio.run(rec.receive("loras", "x.safetensors", 10, "0" * 64, 0, one()))
+    assert got.value.key == "receive_disk"
+    monkeypatch.setenv("GPUGEEK_MAX_MODEL_BYTES", "5")
+    assert receive.Receiver(lambda kind: []).max_bytes == 5
+
+
+def test_content_other_than_announced_is_not_kept(tmp_path):
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")])
+
+    async def body():
+        yield b"abcdefgh"
+    with pytest.raises(receive.Refused) as got:
+        asyncio.run(rec.receive("loras", "x.safetensors", 8, hashlib.sha256(b"other!!!").hexdigest(), 0, body()))
+    assert got.value.key == "receive_hash"
+    assert not list((tmp_path / "loras").rglob("x.safetensors"))
+
+
+class FileServer:
+    """A plain HTTP server on loopback holding one file (a template's model address)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.gets = data, 0
+
+    async def h(self, request):
+        self.gets += 1
+        return web.Response(body=self.data)
+
+    def start(self):
+        ready = threading.Event()
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            app = web.Application()
+            app.router.add_get("/{name}", self.h)
+            runner = web.AppRunner(app, access_log=None)
+            self.loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+            ready.set()
+            self.loop.run_forever()
+            close_server_loop(self.loop, runner)
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def template_workflow(url, sha=None, name="tmpl.safetensors"):
+    entry = {"name": name, "url": url, "directory": "loras"}
+    if sha:
+        entry.update(hash=sha, hash_type="SHA256")
+    return {"workflow": {"nodes": [{"id": 5, "type": "LoraLoader", "properties": {"models": [entry]}}]}}
+
+
+def test_a_templates_model_is_fetched_by_the_server(env, remote, local_models, monkeypatch):
+    data = safetensors(40, seed=9)
+    files = FileServer(data).start()
+    try:
+        monkeypatch.setattr(receive, "ALLOW_HTTP_LOOPBACK_FOR_TESTS", True)
+        wf = template_workflow(files.url + "/tmpl.safetensors", hashlib.sha256(data).hexdigest())
+        execute(lora_graph("tmpl.safetensors"), env, extra_data={"extra_pnginfo": wf})
+        assert files.gets == 1 and "model_upload" not in remote.calls
+        assert Path(remote.models_dir, "loras", "gpugeek", "tmpl.safetensors").read_bytes() == data
+        assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/tmpl.safetensors"
+        execute(lora_graph("tmpl.safetensors", seed=5), env, extra_data={"extra_pnginfo": wf})
+        assert files.gets == 1   # held by its hash: not downloaded again
+    finally:
+        files.stop()
+
+
+def test_a_templates_model_over_plain_http_or_with_another_hash_is_refused(env, remote, local_models, monkeypatch):
+    data = safetensors(8)
+    files = FileServer(data).start()
+    try:
+        wf = template_workflow(files.url + "/tmpl.safetensors")
+        with pytest.raises(Exception) as got:   # no test hook: https only
+            execute(lora_graph("tmpl.safetensors"), env, extra_data={"extra_pnginfo": wf})
+        assert said("receive_https_only", "en", url=files.url + "/tmpl.safetensors") in str(got.value)
+        assert files.gets == 0 and "prompt" not in remote.calls
+        monkeypatch.setattr(receive, "ALLOW_HTTP_LOOPBACK_FOR_TESTS", True)
+        wf = template_workflow(files.url + "/tmpl.safetensors", "1" * 64)
+        with pytest.raises(Exception) as got:
+            execute(lora_graph("tmpl.safetensors"), env, extra_data={"extra_pnginfo": wf})
+        assert said("receive_hash", "en", name="tmpl.safetensors") in str(got.value)
+        assert not list(Path(remote.models_dir, "loras").rglob("tmpl.safetensors"))
+    finally:
+        files.stop()
+
+
+def test_a_server_without_receiving_runs_as_before(env, remote, local_models):
+    remote.receiver = None
+    (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(8))
+    with pytest.raises(E.GPUGeekError):   # the server's own check: its list lacks it, as today
+        execute(lora_graph(), env)
+    assert "model_upload" not in remote.calls and remote.calls.count("model_has") == 1
+
+
+def test_template_models_are_read_from_nodes_subgraphs_and_the_workflow():
+    wf = {"models": [{"name": "a.safetensors", "url": "https://x/a", "directory": "vae"}],
+          "nodes": [{"properties": {"models": [{"name": "b.gguf", "url": "https://x/b", "directory": "unet",
+                                                "hash": "ab", "hash_type": "SHA256"}]}}],
+          "definitions": {"subgraphs": [{"nodes": [{"properties": {"models": [
+              {"name": "c.safetensors", "url": "https://x/c", "directory": "loras"}]}}]}]}}
+    got = models.template_models(wf)
+    assert got["a.safetensors"]["directory"] == "vae" and got["b.gguf"]["hash"] == "ab"
+    assert got["c.safetensors"]["url"] == "https://x/c"
+    assert models.template_models(None) == {} and models.template_models({"nodes": "x"}) == {}
+
+
+# ---- GPUGeek: no uploads of models; a model its list lacks is named before paying --------------------------------
+
+@pytest.fixture
+def gg_env(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUGEEK_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GPUGEEK_BASE_URL", fake.base_url)
+    monkeypatch.setenv("GPUGEEK_TARGET", "gpugeek")
+    monkeypatch.setattr(cat, "_server_state", {})
+    classes = comfy_env(tmp_path)
+    mm.interrupt_flag = False
+    PromptServer.instance.sent.clear()
+    return classes
+
+
+def test_gpugeek_names_a_model_its_list_lacks_before_paying(gg_env, fake, local_models):
+    (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(8))
+    key = cat.gpugeek_key(fake.base_url, WF)
+    cat.catalog().learn(key, "server", {"LoraLoader": {"lora_name": ["detail.safetensors", "style.safetensors"]}},
+                        replace=True)
+    with pytest.raises(E.GPUGeekError) as got:
+        execute(lora_graph(), gg_env)
+    text = str(got.value)
+    assert "mine.safetensors" in text and str(local_models / "loras" / "mine.safetensors") in text
+    assert said("model_missing", "en", node="#5 LoraLoader", name="mine.safetensors") in text
+    assert not fake.tasks, "nothing was submitted, nothing paid"
+    told = [d for e, d, _ in PromptServer.instance.sent if e == "gpugeek.cloud_errors"]
+    assert told and told[-1]["errors"][0]["id"] == "5"
+    # where the template names its address, that is where it comes from
+    wf = template_workflow("https://example.com/m/mine.safetensors", name="mine.safetensors")
+    (local_models / "loras" / "mine.safetensors").unlink()
+    with pytest.raises(E.GPUGeekError) as got:
+        execute(lora_graph(seed=3), gg_env, extra_data={"extra_pnginfo": wf})
+    assert "https://example.com/m/mine.safetensors" in str(got.value) and not fake.tasks
+
+
+def test_gpugeek_sends_a_model_its_list_holds_or_does_not_know(gg_env, fake, local_models):
+    (local_models / "loras" / "detail.safetensors").write_bytes(safetensors(8))
+    key = cat.gpugeek_key(fake.base_url, WF)
+    cat.catalog().learn(key, "server", {"LoraLoader": {"lora_name": ["detail.safetensors"]}}, replace=True)
+    execute(lora_graph("detail.safetensors"), gg_env)
+    assert len(fake.tasks) == 1
