@@ -73,7 +73,7 @@ class Refused(Exception):
         self.key, self.status, self.values = key, status, values
 
     def answer(self) -> dict:
-        return {"error": str(self), "key": self.key, "values": self.values,
+        return {"ok": False, "error": str(self), "message": str(self), "key": self.key, "values": self.values,
                 "zh": texts.text(self.key, "zh", **self.values)}
 
 
@@ -378,8 +378,13 @@ def handlers(get_receiver: Callable[[], "Receiver | None"], session_factory=None
     pieces = pieces or (lambda request: request.content.iter_chunked(CHUNK))
     from aiohttp import web
 
-    def guard(fn):
+    def guard(fn, content_type: str):
         async def handler(request):
+            # before anything else: a cross-site "simple" request (text/plain, a form, no body) acts on nothing
+            said = request.headers.get("Content-Type", "").split(";")[0].strip().lower()   # none: not this type
+            if said != content_type or (content_type != "application/json" and not request.body_exists):
+                key = "receive_json_only" if content_type == "application/json" else "receive_bytes_only"
+                return web.json_response(Refused(key, 415).answer(), status=415)
             rec = get_receiver()
             if rec is None:
                 raise web.HTTPNotFound()
@@ -392,8 +397,6 @@ def handlers(get_receiver: Callable[[], "Receiver | None"], session_factory=None
         return handler
 
     async def body(request) -> dict:
-        if request.content_type != "application/json":   # no cross-site "simple" request acts here
-            raise Refused("receive_json_only", 415)
         try:
             got = await request.json()
         except ValueError:
@@ -422,4 +425,6 @@ def handlers(get_receiver: Callable[[], "Receiver | None"], session_factory=None
         async with aiohttp.ClientSession() as s:
             return await rec.fetch(b.get("kind"), b.get("name"), b.get("url"), b.get("sha256"), s)
 
-    return {("POST", HAS): guard(has), ("PUT", UPLOAD): guard(upload), ("POST", FETCH): guard(fetch)}
+    json_type, bytes_type = "application/json", "application/octet-stream"
+    return {("POST", HAS): guard(has, json_type), ("PUT", UPLOAD): guard(upload, bytes_type),
+            ("POST", FETCH): guard(fetch, json_type)}
