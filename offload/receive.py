@@ -24,6 +24,8 @@ Who may write what where (README, "Receiving models"):
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import hashlib
 import hmac
 import base64
@@ -50,6 +52,8 @@ MAX_MODEL_BYTES = 64 << 30
 DISK_RESERVE_BYTES = 2 << 30
 # Read and written a piece at a time: a model is never held whole.
 CHUNK = 1 << 20
+# Pieces of an upload read from the socket ahead of the thread that writes and hashes them (memory: this many CHUNKs).
+WRITE_AHEAD = 8
 # Test hook (tests only, never set by the pack): a template's model may come over plain http from a loopback host.
 ALLOW_HTTP_LOOPBACK_FOR_TESTS = False
 # A template's model address may redirect (Hugging Face sends to its CDN) at most this many times, https each time.
@@ -265,24 +269,41 @@ class Receiver:
             if offset != have:
                 raise Refused("receive_offset", 409, offset=have)
             self.check_disk(folder, name, size - have)
+            h = hashlib.sha256()   # made as the bytes arrive (what an earlier connection left, read once first)
+            if have:
+                await asyncio.to_thread(_hash_into, h, part)
             f = await asyncio.to_thread(open, part, "ab")
+            # written and hashed on a thread of its own while the next pieces are read from the socket (a few
+            # pieces ahead at most: WRITE_AHEAD)
+            writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-receive")
+            loop, pending = asyncio.get_running_loop(), collections.deque()
             try:
                 async for piece in chunks:
                     if have + len(piece) > size:
-                        f.close()
-                        part.unlink(missing_ok=True)
                         raise Refused("receive_bad_size", name=name)
-                    await asyncio.to_thread(f.write, piece)
+                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, piece))
                     have += len(piece)
+                    if len(pending) >= WRITE_AHEAD:
+                        await pending.popleft()
+                while pending:
+                    await pending.popleft()
+            except Refused:
+                await asyncio.gather(*pending, return_exceptions=True)
+                f.close()
+                part.unlink(missing_ok=True)
+                raise
             finally:
+                await asyncio.gather(*pending, return_exceptions=True)   # every write ended before the file closes
+                writer.shutdown(wait=False)
                 if not f.closed:
                     await asyncio.to_thread(f.close)
+            have = part.stat().st_size
             if have < size:
                 return {"offset": have}
-            return await self._finish(part, folder, kind, name, sha)
+            return await self._finish(part, folder, kind, name, sha, h.hexdigest())
 
-    async def _finish(self, part: Path, folder: Path, kind: str, name: str, sha: str) -> dict:
-        got = await asyncio.to_thread(sha256_file, part)
+    async def _finish(self, part: Path, folder: Path, kind: str, name: str, sha: str, got: str) -> dict:
+        """The whole file, whose hash is ``got``: kept under its name where it is what was announced."""
         if got != sha:
             part.unlink(missing_ok=True)
             raise Refused("receive_hash", 422, name=name)
@@ -342,7 +363,18 @@ class Receiver:
             if sha and got != sha:
                 part.unlink(missing_ok=True)
                 raise Refused("receive_hash", 422, name=name)
-            return await self._finish(part, folder, kind, name, got)
+            return await self._finish(part, folder, kind, name, got, got)
+
+
+def _hash_into(h, path) -> None:
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(CHUNK), b""):
+            h.update(piece)
+
+
+def _write_and_hash(f, h, piece: bytes) -> None:
+    f.write(piece)
+    h.update(piece)
 
 
 def _sha(value) -> str:

@@ -69,6 +69,8 @@ class FakeComfyUI:
         self.models_dir = None
         self.model_bytes_in = 0           # the bytes of models the server read, every upload's
         self.break_upload_after = None    # the next model upload's connection drops after this many bytes
+        self.up_mbit = None               # a link for models' bytes (bench/models.py --link): read at this rate,
+        self.latency_ms = 0.0             # each model call answered this much later
 
     def receive_models(self, folder, token=None, **kw):
         """Receiving on, as a ComfyUI with the pack and GPUGEEK_RECEIVE_MODELS=1: the pack's own receiver and
@@ -333,6 +335,8 @@ class FakeComfyUI:
     def _counted(self, path, handler):
         async def counted(request):
             self.calls.append("model_" + path.rsplit("/", 1)[-1])
+            if self.latency_ms:
+                await asyncio.sleep(self.latency_ms / 1000)
             return await handler(request)
         return counted
 
@@ -340,10 +344,12 @@ class FakeComfyUI:
         """An upload's bytes as the receiver reads them, counted; the connection dropped mid-way where a test asks
         (``break_upload_after``)."""
         async def pieces():
-            seen = 0
+            seen, start = 0, time.monotonic()
             async for piece in request.content.iter_chunked(1 << 20):
                 self.model_bytes_in += len(piece)
                 seen += len(piece)
+                if self.up_mbit:   # no faster than the link
+                    await asyncio.sleep(max(0.0, start + seen * 8 / (self.up_mbit * 1e6) - time.monotonic()))
                 yield piece
                 if self.break_upload_after is not None and seen >= self.break_upload_after:
                     self.break_upload_after = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import mimetypes
 import struct
@@ -428,20 +429,26 @@ class ComfyUITarget:
         """Bytes ``offset``.. of the file at ``path``, streamed a piece at a time (``progress(bytes sent)``)."""
         def body():
             async def pieces():
-                done = offset
-                f = await asyncio.to_thread(open, path, "rb")
+                # the next piece read on a thread of its own while this one is sent
+                done, loop = offset, asyncio.get_running_loop()
+                reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-model")
+                f = await loop.run_in_executor(reader, open, path, "rb")
                 try:
                     f.seek(offset)
+                    ahead = loop.run_in_executor(reader, f.read, receive.CHUNK)
                     while True:
-                        piece = await asyncio.to_thread(f.read, receive.CHUNK)
+                        piece = await ahead
                         if not piece:
                             break
+                        ahead = loop.run_in_executor(reader, f.read, receive.CHUNK)
                         yield piece
                         done += len(piece)
                         if progress is not None:
                             progress(done)
                 finally:
+                    await asyncio.gather(ahead, return_exceptions=True)
                     f.close()
+                    reader.shutdown(wait=False)
             return pieces()
         got = await self._model_call("PUT", receive.UPLOAD, "model upload", data=body, read_timeout=MODEL_READ_TIMEOUT_S,
                                      params={"kind": kind, "name": name, "size": str(size), "sha256": sha256,
