@@ -31,6 +31,7 @@ KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleB
 # What the fake's model folders list (folder kind -> its first folder), when models are received: as ComfyUI's
 # get_filename_list, every file under the folder (subfolders too), by its relative name with "/"
 MODEL_KINDS = ("loras", "checkpoints")
+MODEL_ROUTES = (("POST", "/gpugeek/models/has"), ("PUT", "/gpugeek/models/upload"), ("POST", "/gpugeek/models/fetch"))
 
 
 class FakeComfyUI:
@@ -83,6 +84,7 @@ class FakeComfyUI:
             os.makedirs(os.path.join(folder, kind), exist_ok=True)
         self.receiver = receive.Receiver(lambda kind: [os.path.join(folder, kind)] if kind in MODEL_KINDS else [],
                                          token=token, index_path=os.path.join(folder, "index.json"), **kw)
+        self.model_handlers = receive.handlers(lambda: self.receiver, pieces=self._pieces)
         return self.receiver
 
     def model_list(self, kind):
@@ -332,12 +334,16 @@ class FakeComfyUI:
             self.sockets[cid].remove(ws)
         return ws
 
-    def _counted(self, path, handler):
+    def _counted(self, path):
+        """The pack's own handler of a model route (once models are received: the pack is loaded only then), its
+        calls counted; 404 before, as a ComfyUI without the pack."""
         async def counted(request):
             self.calls.append("model_" + path.rsplit("/", 1)[-1])
+            if self.receiver is None:
+                raise web.HTTPNotFound()
             if self.latency_ms:
                 await asyncio.sleep(self.latency_ms / 1000)
-            return await handler(request)
+            return await self.model_handlers[(request.method, path)](request)
         return counted
 
     def _pieces(self, request):
@@ -376,10 +382,8 @@ class FakeComfyUI:
             app.router.add_get("/system_stats", self.h_stats)
             app.router.add_get("/object_info", self.h_object_info)
             app.router.add_get("/ws", self.h_ws)
-            from conftest import core
-            for (method, path), handler in core("receive").handlers(lambda: self.receiver,
-                                                                             pieces=self._pieces).items():
-                app.router.add_route(method, path, self._counted(path, handler))
+            for method, path in MODEL_ROUTES:
+                app.router.add_route(method, path, self._counted(path))
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
             self.loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
