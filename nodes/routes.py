@@ -120,6 +120,8 @@ async def post_config(request, body: dict, lang: str):
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "whole_workflow" in body:
             changes["whole_workflow"] = bool(body["whole_workflow"]) or None
+        if "receive_models" in body:   # this ComfyUI takes models from other machines (offload/receive.py)
+            changes["receive_models"] = bool(body["receive_models"]) or None
         if "transfer" in body:
             if body["transfer"] not in config.TRANSFERS + ("", None):
                 raise ValueError(f"transfer must be one of {', '.join(config.TRANSFERS)}")

@@ -258,7 +258,9 @@ class Config:
                 "whole_workflow": whole_workflow_default(),
                 "whole_workflow_env": bool(os.environ.get("GPUGEEK_WHOLE_WORKFLOW", "").strip()),
                 "transfer": transfer_default(),
-                "transfer_env": bool(os.environ.get("GPUGEEK_TRANSFER", "").strip())}
+                "transfer_env": bool(os.environ.get("GPUGEEK_TRANSFER", "").strip()),
+                "receive_models": bool(load_settings().get("receive_models")),
+                "receive_models_env": bool(os.environ.get("GPUGEEK_RECEIVE_MODELS", "").strip())}
 
 
 def load_config(env=None) -> Config:

@@ -365,3 +365,46 @@ def test_gpugeek_sends_a_model_its_list_holds_or_does_not_know(gg_env, fake, loc
     cat.catalog().learn(key, "server", {"LoraLoader": {"lora_name": ["detail.safetensors"]}}, replace=True)
     execute(lora_graph("detail.safetensors"), gg_env)
     assert len(fake.tasks) == 1
+
+
+def test_receiving_is_switched_on_by_the_setting_or_the_environment_on_a_comfyui_with_the_pack(env, tmp_path,
+                                                                                              monkeypatch):
+    """The pack's own routes as ComfyUI serves them (nodes/routes.py): 404 until the owner switches receiving on,
+    from the settings (POST /gpugeek/config) or GPUGEEK_RECEIVE_MODELS, which wins."""
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+    monkeypatch.delenv("GPUGEEK_RECEIVE_MODELS", raising=False)
+    (tmp_path / "srv_loras").mkdir()
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", {"loras": ([str(tmp_path / "srv_loras")], set())},
+                        raising=False)
+    monkeypatch.setattr(folder_paths, "get_folder_paths", lambda kind: [str(tmp_path / "srv_loras")], raising=False)
+    table = [(m, p, fn) for m, p, fn in PromptServer.instance.routes.routes if p.startswith("/gpugeek/")]
+    data = safetensors(8)
+    sha = hashlib.sha256(data).hexdigest()
+
+    async def go(steps):
+        app = web.Application()
+        for method, path, fn in table:
+            app.router.add_route(method, path, fn)
+        out = []
+        async with TestServer(app) as server, ClientSession() as s:
+            for method, path, kw in steps:
+                async with s.request(method, server.make_url(path), **kw) as r:
+                    out.append((r.status, await r.text()))
+        return out
+    has = ("POST", receive.HAS, {"json": {"kind": "loras", "name": "a.safetensors", "size": len(data), "sha256": sha}})
+    up = ("PUT", receive.UPLOAD, {"params": {"kind": "loras", "name": "a.safetensors", "size": str(len(data)),
+                                             "sha256": sha, "offset": "0"}, "data": data,
+                                  "headers": {"Content-Type": "application/octet-stream"}})
+    assert [s for s, _ in asyncio.run(go([has, up]))] == [404, 404]
+    on = ("POST", "/gpugeek/config", {"json": {"receive_models": True}})
+    got = asyncio.run(go([on, has, up, has]))
+    assert [s for s, _ in got] == [200, 200, 200, 200]
+    assert json.loads(got[0][1])["receive_models"] is True
+    assert json.loads(got[1][1]) == {"offset": 0} and json.loads(got[3][1]) == {"name": "gpugeek/a.safetensors"}
+    assert (tmp_path / "srv_loras" / "gpugeek" / "a.safetensors").read_bytes() == data
+    monkeypatch.setenv("GPUGEEK_RECEIVE_MODELS", "0")   # the server's environment wins over the setting
+    assert [s for s, _ in asyncio.run(go([has]))] == [404]
+    monkeypatch.setenv("GPUGEEK_RECEIVE_MODELS", "1")
+    monkeypatch.setenv("GPUGEEK_RECEIVE_TOKEN", "tok")
+    assert [s for s, _ in asyncio.run(go([has]))] == [401]
