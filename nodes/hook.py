@@ -69,6 +69,41 @@ class CloudChoices:
         return self._sets[at]
 
 
+def refuse_missing_models(res: plan.PlanResult, extra: dict, lang: str) -> None:
+    """On GPUGeek (no model uploads), at queue time: a cloud part naming a model of this machine or of its template
+    that the cloud's known list lacks is refused on its gateways, the sentence naming the node, where the model comes
+    from and what to do (offload/run/models.py ``missing_models``); the nodes are marked as a wrong value's are."""
+    from ..offload.run.models import missing_models, template_models
+    from .models import model_source
+    cfg = None
+    workflow = (extra.get("extra_pnginfo") or {}).get("workflow") if isinstance(extra.get("extra_pnginfo"), dict) else None
+    source = None
+    for g, p in list(res.plans.items()):
+        if not p.leads or not p.prompt:
+            continue
+        inputs = (res.local_prompt.get(g) or {}).get("inputs") or {}
+        cfg = cfg or config.load_config()
+        where = _plain(inputs.get("target")) or cfg.target
+        if config.is_comfy_target(split_targets(where)[0]):   # a server receives them, or says what it lacks
+            continue
+        keys = catalog.keys_for(cfg, _plain(inputs.get("target")), _plain(inputs.get("workflow_id")))
+        source = source or model_source(template_models(workflow))
+        try:
+            wf = cfg.resolve_workflow_id(_plain(inputs.get("workflow_id")))
+        except errors.GPUGeekError:
+            wf = ""
+        lines = missing_models(p.prompt, source, keys, texts.Said("where_workflow", {"workflow": wf}))
+        if not lines:
+            continue
+        said = " ".join([texts.text("err_models_missing", lang)] + [line.text(lang) for line in lines])
+        for m in p.members or [g]:
+            refused = plan.refused_plan(m, [said], lang, res.plans[m].nodes)
+            res.plans[m] = refused
+            res.refusals[m] = [said]
+            res.local_prompt[m]["inputs"][plan.PLAN_INPUT] = refused.to_json()
+        res.flagged = sorted(set(res.flagged) | {str(line.values["id"]) for line in lines})
+
+
 def _plain(v):
     return v if isinstance(v, str) else None
 
@@ -158,6 +193,10 @@ def on_prompt(json_data):
                     "workflow_id": "", "run_on": "cloud", "timeout_s": run.DEFAULT_TIMEOUT_S,
                     plan.PLAN_INPUT: plan.refused_plan(plan.WHOLE, [why], lang).to_json()}}}
             return json_data
+        try:
+            refuse_missing_models(res, extra, lang)
+        except Exception:  # the run's own check (offload/run/models.py) still stops it before paying
+            log.exception("GPUGeek: the models check failed")
         json_data["prompt"] = res.local_prompt
         return json_data
     except Exception:

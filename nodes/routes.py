@@ -256,6 +256,8 @@ async def post_plan(request):
         lang = texts.lang_of(body.get("lang") or hook.take_lang(prompt))
         whole = hook.whole_switch(body)  # the editor's switch rides as the prompt's would
         res = await asyncio.to_thread(hook.plan_prompt, prompt, lang, whole)
+        extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
+        await asyncio.to_thread(hook.refuse_missing_models, res, extra, lang)   # models GPUGeek lacks, marked too
     except Exception as e:  # noqa: BLE001 - the editor shows it
         return web.json_response({"ok": False, "message": f"{type(e).__name__}: {e}"})
     j = cloud.journal()

@@ -343,20 +343,37 @@ def test_gpugeek_names_a_model_its_list_lacks_before_paying(gg_env, fake, local_
     key = cat.gpugeek_key(fake.base_url, WF)
     cat.catalog().learn(key, "server", {"LoraLoader": {"lora_name": ["detail.safetensors", "style.safetensors"]}},
                         replace=True)
-    with pytest.raises(E.GPUGeekError) as got:
+    with pytest.raises(mini_comfy.ValidationError) as got:   # at queue time, on the gateway
         execute(lora_graph(), gg_env)
     text = str(got.value)
     assert "mine.safetensors" in text and str(local_models / "loras" / "mine.safetensors") in text
     assert said("model_missing", "en", node="#5 LoraLoader", name="mine.safetensors") in text
     assert not fake.tasks, "nothing was submitted, nothing paid"
-    told = [d for e, d, _ in PromptServer.instance.sent if e == "gpugeek.cloud_errors"]
-    assert told and told[-1]["errors"][0]["id"] == "5"
     # where the template names its address, that is where it comes from
     wf = template_workflow("https://example.com/m/mine.safetensors", name="mine.safetensors")
     (local_models / "loras" / "mine.safetensors").unlink()
-    with pytest.raises(E.GPUGeekError) as got:
+    with pytest.raises(mini_comfy.ValidationError) as got:
         execute(lora_graph(seed=3), gg_env, extra_data={"extra_pnginfo": wf})
     assert "https://example.com/m/mine.safetensors" in str(got.value) and not fake.tasks
+    # the editor marks the node (POST /gpugeek/plan reads the same check)
+    res = pack.nodes.hook.plan_prompt(lora_graph(seed=4), "en")
+    pack.nodes.hook.refuse_missing_models(res, {"extra_pnginfo": wf}, "en")
+    assert "5" in res.flagged and res.plans["10"].mode == "refused" and "mine.safetensors" in res.refusals["10"][0]
+
+
+def test_a_list_learned_after_the_queue_still_stops_the_run_before_anything_is_sent(fake, local_models):
+    """The run's own check (offload/run/models.py): the cloud's list may be learned between the queue and the run."""
+    from types import SimpleNamespace
+    (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(8))
+    cat.catalog().learn(cat.gpugeek_key(fake.base_url, WF), "server", {"LoraLoader": {"lora_name": ["a.safetensors"]}},
+                        replace=True)
+    gpugeek = SimpleNamespace(client=SimpleNamespace(base_url=fake.base_url))
+    source = models.ModelSource(find=pack.nodes.models.find_model)
+    prompt = {"5": {"class_type": "LoraLoader", "inputs": {"lora_name": "mine.safetensors"}}}
+    with pytest.raises(E.PlanError) as got:
+        asyncio.run(models.make_available(prompt, gpugeek, source, workflow_id=WF))
+    assert got.value.lines[0].values["id"] == "5"
+    assert str(local_models / "loras" / "mine.safetensors") in got.value.message_in("zh")
 
 
 def test_gpugeek_sends_a_model_its_list_holds_or_does_not_know(gg_env, fake, local_models):

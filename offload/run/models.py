@@ -172,16 +172,23 @@ async def _upload(prompt, nid, target, kind, name, size, sha, path, offset, emit
 
 
 def check_cloud_lists(prompt: dict, used: list, target, source: ModelSource, workflow_id) -> None:
-    """GPUGeek and v2: a model the cloud's known list lacks refuses the run before anything is sent, said on its
-    node with where it comes from and what to do. Where the list is not known, or the model is neither this machine's
-    nor a template's (a name from another machine: the cloud's list may have grown since it was read), the cloud
-    judges, as before."""
-    key = catalog.key_of_target(target, workflow_id)
-    where = texts.Said("where_workflow", {"workflow": workflow_id}) if workflow_id and not getattr(target, "url", None) \
-        else texts.Said("where_server", {"url": getattr(target, "url", "")})
+    """GPUGeek and v2, at run time: a model the cloud's known list lacks refuses the run before anything is sent (the
+    sentences of :func:`missing_models`, on their nodes)."""
+    url = getattr(target, "url", None)
+    where = texts.Said("where_server", {"url": url}) if url else texts.Said("where_workflow", {"workflow": workflow_id})
+    lines = missing_models(prompt, source, [catalog.key_of_target(target, workflow_id)], where, used)
+    if lines:
+        raise errors.PlanError(key="err_models_missing", lines=lines, hint="")
+
+
+def missing_models(prompt: dict, source: ModelSource, keys: list, where: texts.Said, used: list | None = None) -> list:
+    """One sentence per cloud node naming a model the cloud's known list lacks (``keys``: its places, each server of
+    a pool), with where it comes from (this machine's file, a template's address) and what to do. Where the list is
+    not known, or the model is neither this machine's nor a template's (a name from another machine: the cloud's list
+    may have grown since it was read), the cloud judges, as before."""
     lines = []
-    for nid, inp, value in used:
-        known = catalog.catalog().whole_list([key], prompt[nid].get("class_type"), inp)
+    for nid, inp, value in named_models(prompt) if used is None else used:
+        known = catalog.catalog().whole_list(keys, prompt[nid].get("class_type"), inp)
         if not known or value in known:
             continue
         local, tmpl = source.find(value), _template_of(source, value)
@@ -191,5 +198,4 @@ def check_cloud_lists(prompt: dict, used: list, target, source: ModelSource, wor
                texts.Said("model_source_url", {"url": tmpl["url"]}))
         lines.append(texts.Said("model_missing", {"id": nid, "node": _label(prompt, nid), "name": value,
                                                   "input": inp, "where": where, "source": src}))
-    if lines:
-        raise errors.PlanError(key="err_models_missing", lines=lines, hint="")
+    return lines
