@@ -70,7 +70,7 @@ class CloudChoices:
 
 
 def refuse_missing_models(res: plan.PlanResult, extra: dict, lang: str) -> None:
-    """On GPUGeek (no model uploads), at queue time: a cloud part naming a model of this machine or of its template
+    """On GPUGeek and v2 (no model uploads), at queue time: a cloud part naming a model of this machine or of its template
     that the cloud's known list lacks is refused on its gateways, the sentence naming the node, where the model comes
     from and what to do (offload/run/models.py ``missing_models``); the nodes are marked as a wrong value's are."""
     from ..offload.run.models import missing_models, template_models
@@ -83,16 +83,20 @@ def refuse_missing_models(res: plan.PlanResult, extra: dict, lang: str) -> None:
             continue
         inputs = (res.local_prompt.get(g) or {}).get("inputs") or {}
         cfg = cfg or config.load_config()
-        where = _plain(inputs.get("target")) or cfg.target
-        if config.is_comfy_target(split_targets(where)[0]):   # a server receives them, or says what it lacks
+        where = split_targets(_plain(inputs.get("target")) or cfg.target)[0]
+        if config.is_comfy_target(where) and not config.is_v2_target(where):   # a server receives them, or says
             continue
         keys = catalog.keys_for(cfg, _plain(inputs.get("target")), _plain(inputs.get("workflow_id")))
         source = source or model_source(template_models(workflow))
-        try:
-            wf = cfg.resolve_workflow_id(_plain(inputs.get("workflow_id")))
-        except errors.GPUGeekError:
-            wf = ""
-        lines = missing_models(p.prompt, source, keys, texts.Said("where_workflow", {"workflow": wf}))
+        if config.is_v2_target(where):
+            place = texts.Said("where_server", {"url": where})
+        else:
+            try:
+                wf = cfg.resolve_workflow_id(_plain(inputs.get("workflow_id")))
+            except errors.GPUGeekError:
+                wf = ""
+            place = texts.Said("where_workflow", {"workflow": wf})
+        lines = missing_models(p.prompt, source, keys, place)
         if not lines:
             continue
         said = " ".join([texts.text("err_models_missing", lang)] + [line.text(lang) for line in lines])

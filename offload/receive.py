@@ -318,10 +318,14 @@ class Receiver:
         """A template's model, from its address (https only; the size limit; its hash checked where given)."""
         folder, name = self.check(kind, name, 0)
         sha = _sha(sha) if sha else None
-        if sha:   # received before (its size is not known yet: the index alone says)
-            got = self._index().get(sha)
+        index = self._index()
+        for got in (index.get(sha) if sha else None, index.get("url:" + str(url))):   # received before
             if got and got.get("kind") == kind and (folder / got["name"]).is_file():
                 return {"name": f"{RECEIVE_SUBFOLDER}/{got['name']}"}
+        for root in self.roots(kind):   # the template's name, where the owner put it by hand (its hash, if given)
+            path = Path(root) / name
+            if path.is_file() and (sha is None or await asyncio.to_thread(self.hashes.get, path) == sha):
+                return {"name": name}
         check_fetch_url(url)
         import aiohttp
         key = sha or hashlib.sha256(url.encode()).hexdigest()
@@ -339,7 +343,7 @@ class Receiver:
                         check_fetch_url(where)
                         continue
                     if r.status != 200:
-                        raise Refused("receive_fetch_failed", 502, url=url[:200], status=r.status)
+                        raise Refused("receive_fetch_failed", 424, url=url[:200], status=r.status)
                     length = r.content_length
                     if length is not None and length > self.max_bytes:
                         raise Refused("receive_too_big", 413, name=name, size=size_words(length),
@@ -358,12 +362,14 @@ class Receiver:
                             await asyncio.to_thread(f.write, piece)
                     break
             else:
-                raise Refused("receive_fetch_failed", 502, url=url[:200], status="redirects")
+                raise Refused("receive_fetch_failed", 424, url=url[:200], status="redirects")
             got = h.hexdigest()
             if sha and got != sha:
                 part.unlink(missing_ok=True)
                 raise Refused("receive_hash", 422, name=name)
-            return await self._finish(part, folder, kind, name, got, got)
+            done = await self._finish(part, folder, kind, name, got, got)
+            self._remember("url:" + str(url), kind, done["name"][len(RECEIVE_SUBFOLDER) + 1:])
+            return done
 
 
 def _hash_into(h, path) -> None:

@@ -425,3 +425,31 @@ def test_receiving_is_switched_on_by_the_setting_or_the_environment_on_a_comfyui
     monkeypatch.setenv("GPUGEEK_RECEIVE_MODELS", "1")
     monkeypatch.setenv("GPUGEEK_RECEIVE_TOKEN", "tok")
     assert [s for s, _ in asyncio.run(go([has]))] == [401]
+
+
+def test_a_templates_model_without_a_hash_is_fetched_once(env, remote, local_models, monkeypatch):
+    data = safetensors(12, seed=4)
+    files = FileServer(data).start()
+    try:
+        monkeypatch.setattr(receive, "ALLOW_HTTP_LOOPBACK_FOR_TESTS", True)
+        wf = template_workflow(files.url + "/tmpl.safetensors")
+        for seed in (1, 2):
+            execute(lora_graph("tmpl.safetensors", seed=seed), env, extra_data={"extra_pnginfo": wf})
+        assert files.gets == 1 and len(remote.history) == 2
+        assert Path(remote.models_dir, "loras", "gpugeek", "tmpl.safetensors").read_bytes() == data
+    finally:
+        files.stop()
+
+
+def test_a_v2_target_names_a_model_its_list_lacks_at_queue_time(local_models, monkeypatch, tmp_path):
+    v2 = "v2:http://127.0.0.1:9"
+    monkeypatch.setenv("GPUGEEK_TARGET", v2)
+    monkeypatch.setenv("COMFY_API_KEY", SECRET_KEY)
+    comfy_env(tmp_path)
+    (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(8))
+    cat.catalog().learn(v2, "server", {"LoraLoader": {"lora_name": ["a.safetensors"]}}, replace=True)
+    res = pack.nodes.hook.plan_prompt(lora_graph(), "zh")
+    pack.nodes.hook.refuse_missing_models(res, {}, "zh")
+    assert res.plans["10"].mode == "refused" and "5" in res.flagged
+    assert str(local_models / "loras" / "mine.safetensors") in res.refusals["10"][0]
+    assert said("model_missing", "zh", node="#5 LoraLoader", name="mine.safetensors") in res.refusals["10"][0]
