@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -105,34 +106,41 @@ def sha256_file(path, chunk: int = CHUNK) -> str:
 
 class ShaCache:
     """SHA-256 of files by path, size and modification time (a 6 GB checkpoint is hashed once, not every run), kept
-    in a JSON file where ``path`` is given."""
+    in a JSON file where ``path`` is given: one entry a file (a changed file's old entry is dropped). One file is
+    hashed at a time: a pool's servers asking for the same model at once wait for the one hash."""
 
     def __init__(self, path=None):
         self.path = Path(path) if path else None
         self._map: dict = {}
+        self._lock = threading.Lock()
         if self.path and self.path.exists():
             try:
                 self._map = json.loads(self.path.read_text("utf-8"))
             except (OSError, ValueError):
                 self._map = {}
 
-    def _key(self, file) -> str:
-        st = os.stat(file)
-        return f"{os.path.realpath(file)}|{st.st_size}|{st.st_mtime_ns}"
-
     def get(self, file) -> str:
-        key = self._key(file)
-        if key not in self._map:
-            self._map[key] = sha256_file(file)
-            if self.path:
-                try:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = self.path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(self._map), "utf-8")
-                    os.replace(tmp, self.path)
-                except OSError:
-                    pass
-        return self._map[key]
+        st = os.stat(file)
+        real = os.path.realpath(file)
+        key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+        with self._lock:
+            if key not in self._map:
+                digest = sha256_file(file)
+                self._map = {k: v for k, v in self._map.items() if not k.startswith(real + "|")}
+                self._map[key] = digest
+                self._save()
+            return self._map[key]
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._map), "utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
 
 
 class Receiver:

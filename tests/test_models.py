@@ -453,3 +453,18 @@ def test_a_v2_target_names_a_model_its_list_lacks_at_queue_time(local_models, mo
     assert res.plans["10"].mode == "refused" and "5" in res.flagged
     assert str(local_models / "loras" / "mine.safetensors") in res.refusals["10"][0]
     assert said("model_missing", "zh", node="#5 LoraLoader", name="mine.safetensors") in res.refusals["10"][0]
+
+
+def test_a_files_hash_is_made_once_and_kept_one_entry_a_file(tmp_path, monkeypatch):
+    f = tmp_path / "m.safetensors"
+    f.write_bytes(safetensors(8))
+    made = []
+    real = receive.sha256_file
+    monkeypatch.setattr(receive, "sha256_file", lambda p, *a: made.append(p) or real(p, *a))
+    cache = receive.ShaCache(tmp_path / "sha.json")
+    first = cache.get(f)
+    assert receive.ShaCache(tmp_path / "sha.json").get(f) == first and len(made) == 1   # a new process too
+    f.write_bytes(safetensors(8, seed=5))
+    os.utime(f, ns=(1, 1))
+    assert cache.get(f) != first and len(made) == 2
+    assert len(json.loads((tmp_path / "sha.json").read_text())) == 1

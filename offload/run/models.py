@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,6 +24,8 @@ from ..redact import get_logger
 
 log = get_logger("gpugeek.models")
 MODEL_EXTS = SAFE_EXTS + PICKLE_EXTS
+# The node is told how a model's upload goes at most this often (a 20 GB model is 20,000 pieces).
+PROGRESS_EVERY_S = 0.5
 # A model's upload broken this many times in a row (each resumed at the server's offset) ends the run with a sentence.
 UPLOAD_TRIES = 5
 
@@ -149,9 +152,12 @@ async def _one(prompt, nid, value, target, source: ModelSource, emit):
 
 async def _upload(prompt, nid, target, kind, name, size, sha, path, offset, emit) -> str:
     url = getattr(target, "url", "?")
+    told = [0.0]
 
     def progress(done: int) -> None:
-        if emit is not None:
+        now = time.monotonic()
+        if emit is not None and (now - told[0] >= PROGRESS_EVERY_S or done >= size):
+            told[0] = now
             emit("model_uploading", name=name, url=url, done=done, total=size)
     for _ in range(UPLOAD_TRIES):
         progress(offset)
