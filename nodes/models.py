@@ -63,8 +63,12 @@ def receiver():
         fp = comfy.folder_paths()
 
         def roots(kind):
-            return list(fp.get_folder_paths(kind)) if kind in getattr(fp, "folder_names_and_paths", {}) \
-                and kind not in _NOT_MODELS else []
+            if kind in _NOT_MODELS:
+                return []
+            try:   # ComfyUI maps a legacy kind ("unet" -> "diffusion_models") itself
+                return list(fp.get_folder_paths(kind))
+            except Exception:  # a kind this ComfyUI does not keep
+                return []
         _receivers.clear()
         _receivers[key] = receive.Receiver(roots, allow_pickle=key[0], token=key[1] or None, max_bytes=key[2],
                                            index_path=config.data_dir() / "received_models.json")

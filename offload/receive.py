@@ -53,6 +53,9 @@ MAX_MODEL_BYTES = 64 << 30
 DISK_RESERVE_BYTES = 2 << 30
 # Read and written a piece at a time: a model is never held whole.
 CHUNK = 1 << 20
+# A partial upload nobody resumed for this long is deleted (the next upload to that folder looks): a week covers a
+# client that broke off on Friday and comes back on Monday.
+PARTIAL_KEEP_S = 7 * 86400
 # Pieces of an upload read from the socket ahead of the thread that writes and hashes them (memory: this many CHUNKs).
 WRITE_AHEAD = 8
 # Test hook (tests only, never set by the pack): a template's model may come over plain http from a loopback host.
@@ -218,6 +221,16 @@ class Receiver:
         d.mkdir(exist_ok=True)
         return d / f"{sha}.part"
 
+    def _forget_stale(self, folder: Path) -> None:
+        """Partial uploads nobody resumed for PARTIAL_KEEP_S: deleted (they hold disk space)."""
+        import time
+        for old in (folder / PARTIAL_DIR).glob("*.part"):
+            try:
+                if time.time() - old.stat().st_mtime > PARTIAL_KEEP_S:
+                    old.unlink()
+            except OSError:
+                pass
+
     # ---- the index: what was received, by content ----------------------------------------------------------
     def _index(self) -> dict:
         if self.index_path and self.index_path.exists():
@@ -273,6 +286,8 @@ class Receiver:
         folder, name = self.check(kind, name, size)
         async with self._lock(sha):
             part = self._partial(folder, sha)
+            if offset == 0:
+                await asyncio.to_thread(self._forget_stale, folder)
             have = part.stat().st_size if part.exists() else 0
             if offset != have:
                 raise Refused("receive_offset", 409, offset=have)

@@ -468,3 +468,19 @@ def test_a_files_hash_is_made_once_and_kept_one_entry_a_file(tmp_path, monkeypat
     os.utime(f, ns=(1, 1))
     assert cache.get(f) != first and len(made) == 2
     assert len(json.loads((tmp_path / "sha.json").read_text())) == 1
+
+
+def test_a_partial_upload_nobody_resumed_for_a_week_is_deleted(tmp_path):
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")])
+    stale = rec._partial(rec.folder("loras"), "a" * 64)
+    stale.write_bytes(b"x" * 10)
+    os.utime(stale, (1, 1))
+    fresh = rec._partial(rec.folder("loras"), "b" * 64)
+    fresh.write_bytes(b"y" * 10)
+    data = safetensors(4)
+
+    async def body():
+        yield data
+    got = asyncio.run(rec.receive("loras", "n.safetensors", len(data), hashlib.sha256(data).hexdigest(), 0, body()))
+    assert got == {"name": "gpugeek/n.safetensors"} and not stale.exists() and fresh.exists()
