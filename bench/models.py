@@ -71,7 +71,7 @@ async def ours(url: str, path: str, name: str, hashes_file: str) -> None:
     targets = core("targets.comfyui")
     models = core("run.models")
     receive = core("receive")
-    source = models.ModelSource(find=lambda v: ("loras", path) if v == name else None,
+    source = models.ModelSource(find=lambda v, *_: ("loras", path) if v == name else None,
                                 hashes=receive.ShaCache(hashes_file))
     prompt = {"1": {"class_type": "LoraLoader", "inputs": {"lora_name": name}}}
     async with aiohttp.ClientSession() as s:

@@ -18,8 +18,12 @@ def _kinds() -> list:
     return [k for k in getattr(fp, "folder_names_and_paths", {}) if k not in _NOT_MODELS]
 
 
-def find_model(value: str):
-    """(kind, path) of a model file of this machine's folders that ``value`` names, None where none does."""
+def find_model(value: str, class_type: str | None = None, input: str | None = None):
+    """(kind, path) of a model file of this machine's folders that ``value`` names, None where none does. Where the
+    node's class is installed here, only an input whose list offers ``value`` names a model (never a text that
+    happens to end in .safetensors); a class only the cloud has is taken at its value's word."""
+    if class_type and not _offered(class_type, input, value):
+        return None
     fp = comfy.folder_paths()
     for kind in _kinds():
         try:
@@ -30,6 +34,20 @@ def find_model(value: str):
         except Exception:  # a folder ComfyUI cannot list: not this one
             continue
     return None
+
+
+def _offered(class_type: str, input: str | None, value: str) -> bool:
+    from ..offload.specs import combo_values
+    info = comfy.CLASSES.get(class_type)
+    if info is None:
+        return True
+    try:
+        spec = info.spec() or {}
+        entry = (spec.get("required") or {}).get(input) or (spec.get("optional") or {}).get(input)
+    except Exception:  # a class that cannot list its inputs: its value's word
+        return True
+    choices = combo_values(entry) if entry is not None else None
+    return choices is not None and value in [str(c) for c in choices]
 
 
 @functools.lru_cache(maxsize=1)

@@ -484,3 +484,16 @@ def test_a_partial_upload_nobody_resumed_for_a_week_is_deleted(tmp_path):
         yield data
     got = asyncio.run(rec.receive("loras", "n.safetensors", len(data), hashlib.sha256(data).hexdigest(), 0, body()))
     assert got == {"name": "gpugeek/n.safetensors"} and not stale.exists() and fresh.exists()
+
+
+def test_a_text_that_ends_like_a_model_is_never_sent_nor_rewritten(env, remote, local_models):
+    """Only an input whose list offers the value names a model where the class is installed here (a prompt's text
+    naming a file of the model folders stays a text)."""
+    (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(8))
+    (local_models / "loras" / "cat.safetensors").write_bytes(safetensors(8, seed=2))
+    p = lora_graph()
+    p["6"]["inputs"]["text"] = "cat.safetensors"
+    execute(p, env)
+    sent = sent_prompts(remote)[-1]
+    assert sent["6"]["inputs"]["text"] == "cat.safetensors" and remote.calls.count("model_upload") == 1
+    assert not Path(remote.models_dir, "loras", "gpugeek", "cat.safetensors").exists()

@@ -32,11 +32,12 @@ UPLOAD_TRIES = 5
 
 @dataclass
 class ModelSource:
-    """What this machine knows of models: ``find(value)`` -> (kind, path) of a file of ComfyUI's model folders
-    (extra_model_paths.yaml included; the node layer asks folder_paths), None for a name it lacks; ``templates``:
+    """What this machine knows of models: ``find(value, class_type, input)`` -> (kind, path) of a file of ComfyUI's
+    model folders (extra_model_paths.yaml included; the node layer asks folder_paths) that this node's input names
+    (a list of this machine's models, never a text), None otherwise; ``templates``:
     name -> {"url", "directory", "hash"} from the workflow's ``properties.models``; ``hashes``: SHA-256 by path,
     size and mtime."""
-    find: Callable[[str], tuple | None] = lambda value: None
+    find: Callable[..., tuple | None] = lambda value, class_type=None, input=None: None
     templates: dict = field(default_factory=dict)
     hashes: ShaCache = field(default_factory=ShaCache)
 
@@ -101,7 +102,7 @@ async def make_available(prompt: dict, target, source: ModelSource | None, emit=
     names: dict = {}   # value -> the server's name for it (each model once, however many nodes name it)
     for nid, inp, value in used:
         if value not in names:
-            got = await _one(prompt, nid, value, target, source, emit)
+            got = await _one(prompt, nid, inp, value, target, source, emit)
             if got is _NO_RECEIVING:
                 return prompt   # a server without receiving: as before
             names[value] = got
@@ -113,10 +114,10 @@ async def make_available(prompt: dict, target, source: ModelSource | None, emit=
 _NO_RECEIVING = object()
 
 
-async def _one(prompt, nid, value, target, source: ModelSource, emit):
+async def _one(prompt, nid, inp, value, target, source: ModelSource, emit):
     """The server's name for ``value`` (received, fetched or held), None where neither side has it (the server's own
     check then says), _NO_RECEIVING where the server does not receive models."""
-    local = source.find(value)
+    local = source.find(value, prompt[nid].get("class_type"), inp)
     tmpl = _template_of(source, value)
     if local is None and tmpl is None:
         return None
@@ -197,7 +198,7 @@ def missing_models(prompt: dict, source: ModelSource, keys: list, where: texts.S
         known = catalog.catalog().whole_list(keys, prompt[nid].get("class_type"), inp)
         if not known or value in known:
             continue
-        local, tmpl = source.find(value), _template_of(source, value)
+        local, tmpl = source.find(value, prompt[nid].get("class_type"), inp), _template_of(source, value)
         if local is None and tmpl is None:
             continue
         src = (texts.Said("model_source_local", {"path": local[1]}) if local else
