@@ -70,13 +70,15 @@ class CloudChoices:
 
 
 def refuse_missing_models(res: plan.PlanResult, extra: dict, lang: str) -> None:
-    """On GPUGeek and v2 (no model uploads), at queue time: a cloud part naming a model of this machine or of its template
-    that the cloud's known list lacks is refused on its gateways, the sentence naming the node, where the model comes
-    from and what to do (offload/run/models.py ``missing_models``); the nodes are marked as a wrong value's are."""
+    """On GPUGeek and v2 (no model uploads), at queue time: a cloud part naming a model of this machine or of its
+    template that the cloud's known list lacks is refused on its gateways, the sentence naming the node, where the
+    model comes from and what to do (offload/run/models.py ``missing_models``); the nodes are marked as a wrong
+    value's are."""
     from ..offload.run.models import missing_models, template_models
     from .models import model_source
     cfg = None
-    workflow = (extra.get("extra_pnginfo") or {}).get("workflow") if isinstance(extra.get("extra_pnginfo"), dict) else None
+    info = extra.get("extra_pnginfo")
+    workflow = info.get("workflow") if isinstance(info, dict) else None
     source = None
     for g, p in list(res.plans.items()):
         if not p.leads or not p.prompt:

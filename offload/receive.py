@@ -94,7 +94,9 @@ def clean_name(name) -> str:
     if not isinstance(name, str) or not name.strip() or "\x00" in name or len(name) > 400:
         raise Refused("receive_bad_name", name=str(name)[:80])
     norm = name.replace("\\", "/").strip()
-    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm) or any(p in ("..", "") for p in norm.split("/")):
+    # no way up, no absolute path or drive, no hidden part (the partial uploads' folder is one)
+    parts = norm.split("/")
+    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm) or any(p == "" or p.startswith(".") for p in parts):
         raise Refused("receive_bad_name", name=name[:80])
     return norm
 
@@ -359,6 +361,7 @@ class Receiver:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
             where = url
             for _ in range(MAX_FETCH_REDIRECTS + 1):
+                await check_fetch_host(where)
                 async with session.get(where, allow_redirects=False, timeout=timeout) as r:
                     if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
                         from urllib.parse import urljoin
@@ -411,6 +414,24 @@ def _sha(value) -> str:
     if not _SHA256.match(v):
         raise Refused("receive_bad_hash")
     return v
+
+
+async def check_fetch_host(url) -> None:
+    """A template's address must name a public host: the server is not made to fetch from its own network (a
+    private, loopback, link-local or reserved address; loopback under the tests' hook only)."""
+    import socket
+    host = urlsplit(str(url)).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except OSError:
+        raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status="DNS") from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if ip.is_loopback and ALLOW_HTTP_LOOPBACK_FOR_TESTS:
+            continue
+        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified):
+            raise Refused("receive_private_host", url=str(url)[:200])
 
 
 def check_fetch_url(url) -> None:

@@ -147,7 +147,8 @@ class FakeComfyUI:
                   for nid, node in prompt.items() if node.get("class_type") == "CheckpointLoaderSimple"
                   and node.get("inputs", {}).get("ckpt_name") not in MODELS}
         for nid, node in prompt.items():   # a LoRA the server's folder lacks, as ComfyUI refuses it
-            if node.get("class_type") == "LoraLoader" and node.get("inputs", {}).get("lora_name") not in self.model_list("loras"):
+            lora = node.get("inputs", {}).get("lora_name")
+            if node.get("class_type") == "LoraLoader" and lora not in self.model_list("loras"):
                 errors[nid] = {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
                                            "details": f"lora_name: '{node['inputs']['lora_name']}' not in list",
                                            "extra_info": {"input_name": "lora_name",

@@ -106,7 +106,8 @@ def test_a_local_lora_goes_up_once_and_its_second_use_sends_nothing(env, remote,
     assert any("mine.safetensors" in t for t, _ in PromptServer.instance.progress_texts)
     execute(lora_graph(seed=2), env)   # a second use: asked by content, nothing sent
     assert remote.calls.count("model_upload") == 1
-    assert len(remote.history) == 2 and sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
+    assert len(remote.history) == 2
+    assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
 
 
 def test_a_model_the_server_holds_under_its_own_name_is_not_sent(env, remote, local_models):
@@ -497,3 +498,27 @@ def test_a_text_that_ends_like_a_model_is_never_sent_nor_rewritten(env, remote, 
     sent = sent_prompts(remote)[-1]
     assert sent["6"]["inputs"]["text"] == "cat.safetensors" and remote.calls.count("model_upload") == 1
     assert not Path(remote.models_dir, "loras", "gpugeek", "cat.safetensors").exists()
+
+
+def test_an_installed_loaders_list_names_the_model(env, remote, local_models):
+    (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(8))
+    env["LoraLoader"] = mini_comfy.stub_class("LoraLoader", {"model": ("MODEL",), "clip": ("CLIP",)}, ("MODEL", "CLIP"),
+                                              widgets={"lora_name": (folder_paths.get_filename_list("loras"),)})
+    import nodes
+    nodes.NODE_CLASS_MAPPINGS["LoraLoader"] = env["LoraLoader"]
+    execute(lora_graph(), env)
+    assert remote.calls.count("model_upload") == 1
+    assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
+
+
+def test_a_templates_address_on_the_servers_own_network_is_refused(tmp_path):
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")])
+    for url in ("https://127.0.0.1/m.safetensors", "https://10.1.2.3/m.safetensors", "https://169.254.169.254/x",
+                "https://[::1]/m.safetensors"):
+        with pytest.raises(receive.Refused) as got:
+            asyncio.run(rec.fetch("loras", "m.safetensors", url, None, None))
+        assert got.value.key == "receive_private_host", url
+    with pytest.raises(receive.Refused) as got:
+        rec.have("loras", ".partial/x.safetensors", 10, "0" * 64)
+    assert got.value.key == "receive_bad_name"

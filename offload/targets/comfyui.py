@@ -450,7 +450,8 @@ class ComfyUITarget:
                     f.close()
                     reader.shutdown(wait=False)
             return pieces()
-        got = await self._model_call("PUT", receive.UPLOAD, "model upload", data=body, read_timeout=MODEL_READ_TIMEOUT_S,
+        got = await self._model_call("PUT", receive.UPLOAD, "model upload", data=body,
+                                     read_timeout=MODEL_READ_TIMEOUT_S,
                                      params={"kind": kind, "name": name, "size": str(size), "sha256": sha256,
                                              "offset": str(offset)},
                                      headers={"Content-Type": "application/octet-stream"})
