@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 
 from ..offload import config, errors, run, texts
@@ -15,8 +16,10 @@ from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, P
                             GatewayPlan)
 from ..offload.run.progress import (RunsBoard, bar_percent, closing_text, cloud_errors_record, event_text,
                                      preview_record, status_record)
+from ..offload.run.models import named_models
 from ..offload.transfer import digest_file
 from . import cloud, comfy
+from .models import find_model
 
 NAME = "GPUGeek Cloud Execute"
 
@@ -94,6 +97,13 @@ class GPUGeekCloudExecute:
             path = comfy.input_file(f.file)
             if path:
                 h.update(digest_file(path).encode())
+        # a local model the cloud part sends (offload/run/models.py): a retrained LoRA of the same name runs again
+        # (its size and time, not its hash: a checkpoint is gigabytes, and this runs on every queue)
+        for nid, inp, value in named_models(plan.prompt or {}) if plan.leads else ():
+            found = find_model(value, (plan.prompt[nid] or {}).get("class_type"), inp)
+            if found:
+                st = os.stat(found[1])
+                h.update(f"{value}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=run.DEFAULT_TIMEOUT_S, gpugeek_plan=None,

@@ -522,3 +522,17 @@ def test_a_templates_address_on_the_servers_own_network_is_refused(tmp_path):
     with pytest.raises(receive.Refused) as got:
         rec.have("loras", ".partial/x.safetensors", 10, "0" * 64)
     assert got.value.key == "receive_bad_name"
+
+
+def test_a_retrained_lora_of_the_same_name_runs_again(env, remote, local_models):
+    """ComfyUI's cache keeps the gateway's images while nothing it reads changed: a local model it sends is read."""
+    f = local_models / "loras" / "mine.safetensors"
+    f.write_bytes(safetensors(8))
+    cache = mini_comfy.Cache()
+    asyncio.run(mini_comfy.execute(lora_graph(), env, PromptServer.instance, cache=cache))
+    asyncio.run(mini_comfy.execute(lora_graph(), env, PromptServer.instance, cache=cache))
+    assert len(remote.history) == 1 and "10" not in cache.ran[1]   # the same: served from the cache
+    f.write_bytes(safetensors(8, seed=7))
+    os.utime(f, ns=(os.stat(f).st_atime_ns, os.stat(f).st_mtime_ns + 10**9))
+    asyncio.run(mini_comfy.execute(lora_graph(), env, PromptServer.instance, cache=cache))
+    assert len(remote.history) == 2 and remote.calls.count("model_upload") == 2
