@@ -58,6 +58,8 @@ CHUNK = 1 << 20
 PARTIAL_KEEP_S = 7 * 86400
 # Pieces of an upload read from the socket ahead of the thread that writes and hashes them (memory: this many CHUNKs).
 WRITE_AHEAD = 8
+# How long the fetch route waits for a new download before answering how far it is (a small model is answered whole).
+FETCH_FIRST_WAIT_S = 2.0
 # Test hook (tests only, never set by the pack): a template's model may come over plain http from a loopback host.
 ALLOW_HTTP_LOOPBACK_FOR_TESTS = False
 # A template's model address may redirect (Hugging Face sends to its CDN) at most this many times, https each time.
@@ -160,6 +162,7 @@ class Receiver:
         self.index_path = Path(index_path) if index_path else None
         self.hashes = ShaCache(self.index_path.with_name("received_sha.json") if self.index_path else None)
         self._locks: dict = {}
+        self._fetches: dict = {}   # (kind, url) -> a download under way: its task, bytes done and total
 
     # ---- who may ask --------------------------------------------------------------------------------------
     def allowed(self, authorization: str | None) -> bool:
@@ -339,10 +342,38 @@ class Receiver:
         self._remember(sha, kind, final)
         return {"name": f"{RECEIVE_SUBFOLDER}/{final}"}
 
-    async def fetch(self, kind, name, url, sha: str | None, session) -> dict:
-        """A template's model, from its address (https only; the size limit; its hash checked where given)."""
-        folder, name = self.check(kind, name, 0)
-        sha = _sha(sha) if sha else None
+    async def fetch_status(self, kind, name, url, sha: str | None, open_session) -> dict:
+        """The fetch route's answer: ``{"name": ...}`` once the template's model is here, else how far its download
+        is (``{"done": bytes, "total": bytes or None}``), started in the background where it was not (the client
+        asks again every second or so, and shows it on the node). A failed download is answered once, then
+        forgotten (the next ask starts again)."""
+        key = (str(kind), str(url))
+        job = self._fetches.get(key)
+        if job is None:
+            folder, clean = self.check(kind, name, 0)
+            held = await self._fetched_before(folder, kind, clean, url, _sha(sha) if sha else None)
+            if held is not None:
+                return held
+            check_fetch_url(url)
+            job = {"done": 0, "total": None}
+
+            async def run():
+                import aiohttp
+                try:
+                    async with open_session() as session:
+                        return await self.fetch(kind, name, url, sha, session, job)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status=type(e).__name__) from None
+            job["task"] = asyncio.ensure_future(run())
+            self._fetches[key] = job
+            await asyncio.wait({job["task"]}, timeout=FETCH_FIRST_WAIT_S)   # a small one is answered at once
+        task = job["task"]
+        if task.done():
+            self._fetches.pop(key, None)
+            return task.result()
+        return {"done": job["done"], "total": job["total"]}
+
+    async def _fetched_before(self, folder: Path, kind: str, name: str, url, sha: str | None) -> dict | None:
         index = self._index()
         for got in (index.get(sha) if sha else None, index.get("url:" + str(url))):   # received before
             if got and got.get("kind") == kind and (folder / got["name"]).is_file():
@@ -351,6 +382,17 @@ class Receiver:
             path = Path(root) / name
             if path.is_file() and (sha is None or await asyncio.to_thread(self.hashes.get, path) == sha):
                 return {"name": name}
+        return None
+
+    async def fetch(self, kind, name, url, sha: str | None, session, job: dict | None = None) -> dict:
+        """A template's model, from its address (https only, a public host; the size limit; its hash checked where
+        given); ``job`` is told the bytes done and the total where the answer says it."""
+        folder, name = self.check(kind, name, 0)
+        sha = _sha(sha) if sha else None
+        held = await self._fetched_before(folder, kind, name, url, sha)
+        if held is not None:
+            return held
+        job = job if job is not None else {}
         check_fetch_url(url)
         import aiohttp
         key = sha or hashlib.sha256(url.encode()).hexdigest()
@@ -370,7 +412,7 @@ class Receiver:
                         continue
                     if r.status != 200:
                         raise Refused("receive_fetch_failed", 424, url=url[:200], status=r.status)
-                    length = r.content_length
+                    length = job["total"] = r.content_length
                     if length is not None and length > self.max_bytes:
                         raise Refused("receive_too_big", 413, name=name, size=size_words(length),
                                       limit=size_words(self.max_bytes))
@@ -386,6 +428,7 @@ class Receiver:
                                               limit=size_words(self.max_bytes))
                             h.update(piece)
                             await asyncio.to_thread(f.write, piece)
+                            job["done"] = n
                     break
             else:
                 raise Refused("receive_fetch_failed", 424, url=url[:200], status="redirects")
@@ -453,7 +496,7 @@ def check_fetch_url(url) -> None:
 HAS, UPLOAD, FETCH = "/gpugeek/models/has", "/gpugeek/models/upload", "/gpugeek/models/fetch"
 
 
-def handlers(get_receiver: Callable[[], "Receiver | None"], session_factory=None, pieces=None) -> dict:
+def handlers(get_receiver: Callable[[], "Receiver | None"], pieces=None) -> dict:
     """(method, path) -> handler. ``get_receiver``: the receiver, or None while receiving is off (every route then
     answers 404, as a server without it). ``pieces(request)``: an upload's body as an async iterator of bytes
     (a piece at a time from the socket unless a test's fake counts or breaks them)."""
@@ -502,10 +545,8 @@ def handlers(get_receiver: Callable[[], "Receiver | None"], session_factory=None
     async def fetch(rec, request):
         import aiohttp
         b = await body(request)
-        if session_factory is not None:
-            return await rec.fetch(b.get("kind"), b.get("name"), b.get("url"), b.get("sha256"), session_factory())
-        async with aiohttp.ClientSession() as s:
-            return await rec.fetch(b.get("kind"), b.get("name"), b.get("url"), b.get("sha256"), s)
+        return await rec.fetch_status(b.get("kind"), b.get("name"), b.get("url"), b.get("sha256"),
+                                      aiohttp.ClientSession)
 
     json_type, bytes_type = "application/json", "application/octet-stream"
     return {("POST", HAS): guard(has, json_type), ("PUT", UPLOAD): guard(upload, bytes_type),

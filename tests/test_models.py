@@ -231,12 +231,20 @@ def test_content_other_than_announced_is_not_kept(tmp_path):
 class FileServer:
     """A plain HTTP server on loopback holding one file (a template's model address)."""
 
-    def __init__(self, data: bytes):
-        self.data, self.gets = data, 0
+    def __init__(self, data: bytes, slow_s: float = 0.0):
+        self.data, self.gets, self.slow_s = data, 0, slow_s
 
     async def h(self, request):
         self.gets += 1
-        return web.Response(body=self.data)
+        if not self.slow_s:
+            return web.Response(body=self.data)
+        r = web.StreamResponse(headers={"Content-Length": str(len(self.data))})   # a piece at a time, slowly
+        await r.prepare(request)
+        for i in range(0, len(self.data), 1024):
+            await r.write(self.data[i:i + 1024])
+            await asyncio.sleep(self.slow_s)
+        await r.write_eof()
+        return r
 
     def start(self):
         ready = threading.Event()
@@ -536,3 +544,22 @@ def test_a_retrained_lora_of_the_same_name_runs_again(env, remote, local_models)
     os.utime(f, ns=(os.stat(f).st_atime_ns, os.stat(f).st_mtime_ns + 10**9))
     asyncio.run(mini_comfy.execute(lora_graph(), env, PromptServer.instance, cache=cache))
     assert len(remote.history) == 2 and remote.calls.count("model_upload") == 2
+
+
+def test_a_templates_download_shows_how_far_it_is_on_the_node(env, remote, local_models, monkeypatch):
+    data = safetensors(2048, seed=6)   # 8 KB, sent 1 KB every 50 ms
+    files = FileServer(data, slow_s=0.05).start()
+    targets = core("targets.comfyui")
+    try:
+        monkeypatch.setattr(receive, "ALLOW_HTTP_LOOPBACK_FOR_TESTS", True)
+        monkeypatch.setattr(receive, "FETCH_FIRST_WAIT_S", 0.01)
+        monkeypatch.setattr(targets, "MODEL_FETCH_POLL_S", 0.05)
+        monkeypatch.setattr(models, "PROGRESS_EVERY_S", 0.0)
+        wf = template_workflow(files.url + "/tmpl.safetensors", hashlib.sha256(data).hexdigest())
+        execute(lora_graph("tmpl.safetensors"), env, extra_data={"extra_pnginfo": wf})
+        assert remote.calls.count("model_fetch") >= 3 and files.gets == 1
+        said_on = [t for t, _ in PromptServer.instance.progress_texts if "tmpl.safetensors" in t]
+        assert any(t.endswith(" / 8 KB") for t in said_on), said_on
+        assert Path(remote.models_dir, "loras", "gpugeek", "tmpl.safetensors").read_bytes() == data
+    finally:
+        files.stop()

@@ -137,9 +137,15 @@ async def _one(prompt, nid, inp, value, target, source: ModelSource, emit):
                 return held["name"]
             if tmpl is None:
                 return await _upload(prompt, nid, target, kind, name, size, sha, path, held.get("offset", 0), emit)
-        if emit is not None:
-            emit("model_fetching", name=name, url=url)
-        got = await target.model_fetch(kind, name, tmpl["url"], tmpl.get("hash"))
+        told = [0.0]
+
+        def fetching(done: int = 0, total=None) -> None:
+            now = time.monotonic()
+            if emit is not None and now - told[0] >= PROGRESS_EVERY_S:
+                told[0] = now
+                emit("model_fetching", name=name, url=url, done=done, total=total)
+        fetching()
+        got = await target.model_fetch(kind, name, tmpl["url"], tmpl.get("hash"), fetching)
         if got is None:
             return _NO_RECEIVING
         return got["name"]

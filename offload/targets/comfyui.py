@@ -49,8 +49,8 @@ TEXT_PREFIX = "data:text/plain;charset=utf-8;base64,"
 _ELLIPSIS = "\u2026".encode("utf-8")
 # A model's upload: the server hashes the whole file before it answers (a 24 GB model: about a minute on a slow disk).
 MODEL_READ_TIMEOUT_S = 600.0
-# A template's model is downloaded by the server before it answers: as long as a big model takes on its link.
-MODEL_FETCH_TIMEOUT_S = 6 * 3600.0
+# While the server downloads a template's model, it is asked how far it is this often (the node shows it).
+MODEL_FETCH_POLL_S = 1.0
 
 
 def text_url(text: str) -> str:
@@ -457,10 +457,17 @@ class ComfyUITarget:
                                      headers={"Content-Type": "application/octet-stream"})
         return got or {}
 
-    async def model_fetch(self, kind: str, name: str, url: str, sha256: str | None) -> dict | None:
-        """The server downloads a template's model from its address itself."""
-        return await self._model_call("POST", receive.FETCH, "model fetch", read_timeout=MODEL_FETCH_TIMEOUT_S,
-                                      json={"kind": kind, "name": name, "url": url, "sha256": sha256})
+    async def model_fetch(self, kind: str, name: str, url: str, sha256: str | None, progress=None) -> dict | None:
+        """The server downloads a template's model from its address itself: asked until it is there
+        (``progress(done, total)`` on each answer), ``{"name": ...}``; None where the server does not receive."""
+        while True:
+            got = await self._model_call("POST", receive.FETCH, "model fetch",
+                                         json={"kind": kind, "name": name, "url": url, "sha256": sha256})
+            if got is None or got.get("name"):
+                return got
+            if progress is not None:
+                progress(int(got.get("done") or 0), got.get("total"))
+            await asyncio.sleep(MODEL_FETCH_POLL_S)
 
     async def close(self) -> None:
         if self._ws_task is not None:
