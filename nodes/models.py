@@ -25,15 +25,19 @@ def find_model(value: str, class_type: str | None = None, input: str | None = No
     if class_type and not _offered(class_type, input, value):
         return None
     fp = comfy.folder_paths()
+    found = []
     for kind in _kinds():
         try:
             if value in fp.get_filename_list(kind):
                 path = fp.get_full_path(kind, value)
                 if path and os.path.isfile(path):
-                    return kind, path
+                    found.append((kind, path))
         except Exception:  # a folder ComfyUI cannot list: not this one
             continue
-    return None
+    # a name in two kinds' folders: the kind the input names (lora_name -> loras, vae_name -> vae), else the first
+    said = str(input or "").lower()
+    found.sort(key=lambda kp: kp[0].rstrip("s").lower() not in said)
+    return found[0] if found else None
 
 
 def _offered(class_type: str, input: str | None, value: str) -> bool:

@@ -97,8 +97,9 @@ def sent_prompts(srv):
 def test_a_local_lora_goes_up_once_and_its_second_use_sends_nothing(env, remote, local_models):
     data = safetensors(64)
     (local_models / "loras" / "mine.safetensors").write_bytes(data)
-    execute(lora_graph(seed=1), env)
+    _, ui, _ = execute(lora_graph(seed=1), env)
     assert remote.calls.count("model_upload") == 1
+    assert ui["10"]["gpugeek"][0]["uploaded_bytes"] == len(data)   # the gateway's record counts what went up
     held = Path(remote.models_dir, "loras", "gpugeek", "mine.safetensors")
     assert held.read_bytes() == data
     assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
@@ -563,3 +564,17 @@ def test_a_templates_download_shows_how_far_it_is_on_the_node(env, remote, local
         assert Path(remote.models_dir, "loras", "gpugeek", "tmpl.safetensors").read_bytes() == data
     finally:
         files.stop()
+
+
+def test_a_name_in_two_kinds_folders_goes_to_the_kind_its_input_names(local_models, tmp_path, monkeypatch):
+    (local_models / "vae").mkdir()
+    for kind in ("loras", "vae"):
+        (local_models / kind / "same.safetensors").write_bytes(safetensors(4))
+    kinds = {k: ([str(local_models / k)], {".safetensors"}) for k in ("loras", "vae")}
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", kinds, raising=False)
+    monkeypatch.setattr(folder_paths, "get_filename_list", lambda kind: ["same.safetensors"] if kind in kinds else [])
+    monkeypatch.setattr(folder_paths, "get_full_path", lambda kind, name: os.path.join(kinds[kind][0][0], name),
+                        raising=False)
+    find = pack.nodes.models.find_model
+    assert find("same.safetensors", None, "vae_name")[0] == "vae"
+    assert find("same.safetensors", None, "lora_name")[0] == "loras"

@@ -38,7 +38,7 @@ async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=No
     of models (offload/run/models.py), made available where the part runs first: a model the cloud lacks refuses the
     run before any input goes up."""
     prompt = fill_crossings(plan, values)
-    await make_available(prompt, target, models, emit, workflow_id)
+    await make_available(prompt, target, models, emit, workflow_id, stats)
     jobs, where = [], []
     for c in plan.crossings:
         v = values.get(c.input)

@@ -89,7 +89,8 @@ def _label(prompt: dict, nid: str) -> str:
     return f"#{nid} {title}"
 
 
-async def make_available(prompt: dict, target, source: ModelSource | None, emit=None, workflow_id=None) -> dict:
+async def make_available(prompt: dict, target, source: ModelSource | None, emit=None, workflow_id=None,
+                         stats: dict | None = None) -> dict:
     """The cloud prompt with its models where it runs (see the module's words); ``prompt`` is changed in place."""
     if source is None:
         return prompt
@@ -102,7 +103,7 @@ async def make_available(prompt: dict, target, source: ModelSource | None, emit=
     names: dict = {}   # value -> the server's name for it (each model once, however many nodes name it)
     for nid, inp, value in used:
         if value not in names:
-            got = await _one(prompt, nid, inp, value, target, source, emit)
+            got = await _one(prompt, nid, inp, value, target, source, emit, stats)
             if got is _NO_RECEIVING:
                 return prompt   # a server without receiving: as before
             names[value] = got
@@ -114,7 +115,7 @@ async def make_available(prompt: dict, target, source: ModelSource | None, emit=
 _NO_RECEIVING = object()
 
 
-async def _one(prompt, nid, inp, value, target, source: ModelSource, emit):
+async def _one(prompt, nid, inp, value, target, source: ModelSource, emit, stats=None):
     """The server's name for ``value`` (received, fetched or held), None where neither side has it (the server's own
     check then says), _NO_RECEIVING where the server does not receive models."""
     local = source.find(value, prompt[nid].get("class_type"), inp)
@@ -136,7 +137,10 @@ async def _one(prompt, nid, inp, value, target, source: ModelSource, emit):
             if held.get("name"):
                 return held["name"]
             if tmpl is None:
-                return await _upload(prompt, nid, target, kind, name, size, sha, path, held.get("offset", 0), emit)
+                got = await _upload(prompt, nid, target, kind, name, size, sha, path, held.get("offset", 0), emit)
+                if stats is not None:   # the gateway's closing record counts what went up
+                    stats["uploaded_bytes"] = stats.get("uploaded_bytes", 0) + size - int(held.get("offset", 0))
+                return got
         told = [0.0]
 
         def fetching(done: int = 0, total=None) -> None:
