@@ -578,3 +578,14 @@ def test_a_name_in_two_kinds_folders_goes_to_the_kind_its_input_names(local_mode
     find = pack.nodes.models.find_model
     assert find("same.safetensors", None, "vae_name")[0] == "vae"
     assert find("same.safetensors", None, "lora_name")[0] == "loras"
+
+
+def test_the_servers_token_goes_with_the_model(env, remote, local_models, monkeypatch):
+    remote.receiver.token = "tok-123"
+    (local_models / "loras" / "mine.safetensors").write_bytes(safetensors(8))
+    with pytest.raises(E.GPUGeekError) as got:   # no token here: refused, said as the server's refusal
+        execute(lora_graph(), env)
+    assert "HTTP 401" in str(got.value) and "prompt" not in remote.calls
+    monkeypatch.setenv("GPUGEEK_TARGET_TOKEN", "tok-123")
+    execute(lora_graph(seed=2), env)
+    assert remote.calls.count("model_upload") == 1

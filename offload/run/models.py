@@ -137,9 +137,9 @@ async def _one(prompt, nid, inp, value, target, source: ModelSource, emit, stats
             if held.get("name"):
                 return held["name"]
             if tmpl is None:
-                got = await _upload(prompt, nid, target, kind, name, size, sha, path, held.get("offset", 0), emit)
+                got = await _upload(prompt, nid, target, kind, name, size, sha, path, _offset(held, size), emit)
                 if stats is not None:   # the gateway's closing record counts what went up
-                    stats["uploaded_bytes"] = stats.get("uploaded_bytes", 0) + size - int(held.get("offset", 0))
+                    stats["uploaded_bytes"] = stats.get("uploaded_bytes", 0) + size - _offset(held, size)
                 return got
         told = [0.0]
 
@@ -179,13 +179,21 @@ async def _upload(prompt, nid, target, kind, name, size, sha, path, offset, emit
             held = await target.model_has(kind, name, size, sha) or {}
             if held.get("name"):
                 return held["name"]
-            offset = int(held.get("offset") or 0)
+            offset = _offset(held, size)
             continue
         if got.get("name"):
             return got["name"]
-        offset = int(got.get("offset") or 0)   # the server's answer where it is ahead of or behind us
+        offset = _offset(got, size)   # the server's answer where it is ahead of or behind us
     raise errors.PlanError(key="model_upload_broken", values={"node": _label(prompt, nid), "url": url, "name": name,
                                                               "tries": UPLOAD_TRIES}, hint="")
+
+
+def _offset(answer: dict, size: int) -> int:
+    """Where the server says the upload goes on, within the file whatever it said."""
+    try:
+        return max(0, min(size, int(answer.get("offset") or 0)))
+    except (TypeError, ValueError):
+        return 0
 
 
 def check_cloud_lists(prompt: dict, used: list, target, source: ModelSource, workflow_id) -> None:
