@@ -162,6 +162,7 @@ class Receiver:
         self.index_path = Path(index_path) if index_path else None
         self.hashes = ShaCache(self.index_path.with_name("received_sha.json") if self.index_path else None)
         self._locks: dict = {}
+        self._index_lock = threading.Lock()
         self._fetches: dict = {}   # (kind, url) -> a download under way: its task, bytes done and total
 
     # ---- who may ask --------------------------------------------------------------------------------------
@@ -248,12 +249,13 @@ class Receiver:
     def _remember(self, sha: str, kind: str, name: str) -> None:
         if not self.index_path:
             return
-        index = self._index()
-        index[sha] = {"kind": kind, "name": name}
-        self.index_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index), "utf-8")
-        os.replace(tmp, self.index_path)
+        with self._index_lock:
+            index = self._index()
+            index[sha] = {"kind": kind, "name": name}
+            self.index_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.index_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(index), "utf-8")
+            os.replace(tmp, self.index_path)
 
     def have(self, kind, name, size, sha: str) -> dict:
         """What the server holds of this content: ``{"name": <as a loader names it>}`` (received before under any
@@ -270,8 +272,17 @@ class Receiver:
             path = Path(root) / name
             if path.is_file() and os.path.getsize(path) == size and self.hashes.get(path) == sha:
                 return {"name": name}
+        path = folder / name   # received before, its index lost
+        if path.is_file() and os.path.getsize(path) == size and self.hashes.get(path) == sha:
+            self._remember(sha, kind, name)
+            return {"name": f"{RECEIVE_SUBFOLDER}/{name}"}
         part = self._partial(folder, sha)
-        return {"offset": part.stat().st_size if part.exists() else 0}
+        have = part.stat().st_size if part.exists() else 0
+        if have and have >= size:   # every byte came, the answer did not: finished now
+            h = hashlib.sha256()
+            _hash_into(h, part)
+            return self._finish_now(part, folder, kind, name, sha, h.hexdigest())
+        return {"offset": have}
 
     def _final_name(self, folder: Path, name: str, sha: str) -> str:
         path = self.target_path(folder, name)
@@ -331,6 +342,9 @@ class Receiver:
             return await self._finish(part, folder, kind, name, sha, h.hexdigest())
 
     async def _finish(self, part: Path, folder: Path, kind: str, name: str, sha: str, got: str) -> dict:
+        return await asyncio.to_thread(self._finish_now, part, folder, kind, name, sha, got)
+
+    def _finish_now(self, part: Path, folder: Path, kind: str, name: str, sha: str, got: str) -> dict:
         """The whole file, whose hash is ``got``: kept under its name where it is what was announced."""
         if got != sha:
             part.unlink(missing_ok=True)

@@ -589,3 +589,15 @@ def test_the_servers_token_goes_with_the_model(env, remote, local_models, monkey
     monkeypatch.setenv("GPUGEEK_TARGET_TOKEN", "tok-123")
     execute(lora_graph(seed=2), env)
     assert remote.calls.count("model_upload") == 1
+
+
+def test_an_upload_whose_answer_was_lost_is_finished_when_asked_again(tmp_path):
+    """Every byte arrived but the connection broke before the answer: asked again, the server finishes it."""
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")], index_path=tmp_path / "index.json")
+    data = safetensors(16)
+    sha = hashlib.sha256(data).hexdigest()
+    rec._partial(rec.folder("loras"), sha).write_bytes(data)
+    assert rec.have("loras", "m.safetensors", len(data), sha) == {"name": "gpugeek/m.safetensors"}
+    (tmp_path / "index.json").unlink()   # the index lost: the file is still found by its name and content
+    assert rec.have("loras", "m.safetensors", len(data), sha) == {"name": "gpugeek/m.safetensors"}
