@@ -315,15 +315,22 @@ class Receiver:
             # written and hashed on a thread of its own while the next pieces are read from the socket (a few
             # pieces ahead at most: WRITE_AHEAD)
             writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-receive")
-            loop, pending = asyncio.get_running_loop(), collections.deque()
+            loop, pending, buf = asyncio.get_running_loop(), collections.deque(), bytearray()
             try:
+                # the socket gives pieces of tens of KB: handed to the writer a CHUNK at a time
                 async for piece in chunks:
-                    if have + len(piece) > size:
+                    if have + len(buf) + len(piece) > size:
                         raise Refused("receive_bad_size", name=name)
-                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, piece))
-                    have += len(piece)
-                    if len(pending) >= WRITE_AHEAD:
-                        await pending.popleft()
+                    buf += piece
+                    if len(buf) >= CHUNK:
+                        pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
+                        have += len(buf)
+                        buf.clear()
+                        if len(pending) >= WRITE_AHEAD:
+                            await pending.popleft()
+                if buf:
+                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
+                    have += len(buf)
                 while pending:
                     await pending.popleft()
             except Refused:
