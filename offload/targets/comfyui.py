@@ -47,7 +47,8 @@ WS_CONNECT_TIMEOUT_S = 5.0
 MAX_TEXT_BYTES = 64 * 1024
 TEXT_PREFIX = "data:text/plain;charset=utf-8;base64,"
 _ELLIPSIS = "\u2026".encode("utf-8")
-# A model's upload: the server hashes the whole file before it answers (a 24 GB model: about a minute on a slow disk).
+# A model's upload, and the question whether the server has it: the server may hash a whole file of the same name
+# before it answers (once: a 24 GB model, about a minute on a slow disk).
 MODEL_READ_TIMEOUT_S = 600.0
 # While the server downloads a template's model, it is asked how far it is this often (the node shows it).
 MODEL_FETCH_POLL_S = 1.0
@@ -421,8 +422,8 @@ class ComfyUITarget:
 
     async def model_has(self, kind: str, name: str, size: int, sha256: str) -> dict | None:
         """``{"name": ...}`` where the server holds this content, else ``{"offset": n}``; None: it does not receive."""
-        return await self._model_call("POST", receive.HAS, "model", json={"kind": kind, "name": name, "size": size,
-                                                                          "sha256": sha256})
+        return await self._model_call("POST", receive.HAS, "model", read_timeout=MODEL_READ_TIMEOUT_S,
+                                      json={"kind": kind, "name": name, "size": size, "sha256": sha256})
 
     async def model_upload(self, kind: str, name: str, size: int, sha256: str, path: str, offset: int,
                            progress=None) -> dict:
