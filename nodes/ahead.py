@@ -77,7 +77,7 @@ def offer(json_data: dict, local_prompt: dict) -> int:
         try:
             if run_gateway.send_ahead(cloud.owner(), plan, inputs=inputs, place=cloud.place(),
                                       files_digest=files_digest(plan), token=token, slots=slots, label=label,
-                                      node=str(nid), data_dir=config.data_dir()):
+                                      node=str(nid), data_dir=config.data_dir(), workflow=_workflow(json_data)):
                 sent += 1
         except errors.GPUGeekError as e:   # no workflow id, no target: the gateway says so when ComfyUI reaches it
             log.info("GPUGeek: %s not sent ahead: %s", label, e)
@@ -93,6 +93,13 @@ def offer(json_data: dict, local_prompt: dict) -> int:
             mine.append(token)
         ensure_watcher()
     return sent
+
+
+def _workflow(json_data: dict):
+    """The editor's workflow the prompt carries (its templates name their models' addresses: offload/run/models.py)."""
+    extra = json_data.get("extra_data") if isinstance(json_data, dict) else None
+    info = extra.get("extra_pnginfo") if isinstance(extra, dict) else None
+    return info.get("workflow") if isinstance(info, dict) else None
 
 
 def watch_puts(prompt_queue) -> None:

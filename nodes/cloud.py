@@ -36,7 +36,8 @@ def owner() -> Owner:
 
 def place() -> Place:
     """Where a gateway's run keeps its records and files in this ComfyUI."""
-    return Place(journal(), uploads(), read_input_file, comfy.output_dir())
+    from .models import model_source
+    return Place(journal(), uploads(), read_input_file, comfy.output_dir(), models=model_source)
 
 
 def read_input_file(name: str) -> LocalFile:

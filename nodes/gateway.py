@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 
 from ..offload import config, errors, run, texts
@@ -16,8 +17,10 @@ from ..offload.plan import (GATEWAY_OUTPUTS, IMAGE_INPUTS, LOCAL, MASK_INPUTS, P
 from ..offload.run.progress import (RunsBoard, bar_percent, closing_text, cloud_errors_record, event_text,
                                      preview_record, status_record)
 from ..offload.run import ahead
+from ..offload.run.models import named_models
 from ..offload.transfer import digest_file
 from . import cloud, comfy
+from .models import find_model
 
 NAME = "GPUGeek Cloud Execute"
 
@@ -64,7 +67,8 @@ class GPUGeekCloudExecute:
                              "lossless (PNG, every pixel exact), compact (high-quality WebP, several times fewer "
                              "bytes: faster on a slow connection; masks stay exact), or settings (the default "
                              "in Settings > GPUGeek, else lossless)."})},
-            "hidden": {PLAN_INPUT: "GPUGEEK_PLAN", "unique_id": "UNIQUE_ID"},
+            # the editor's workflow (its templates name their models' addresses: offload/run/models.py)
+            "hidden": {PLAN_INPUT: "GPUGEEK_PLAN", "unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     @classmethod
@@ -91,10 +95,17 @@ class GPUGeekCloudExecute:
         if plan.whole:   # after a failure, run again (never the failed run's cached token); after a success, not
             h.update(f"failed:{cloud.failed_runs(plan.hash)}".encode())
         h.update(files_digest(plan).encode())
+        # a local model the cloud part sends (offload/run/models.py): a retrained LoRA of the same name runs again
+        # (its size and time, not its hash: a checkpoint is gigabytes, and this runs on every queue)
+        for nid, inp, value in named_models(plan.prompt or {}) if plan.leads else ():
+            found = find_model(value, (plan.prompt[nid] or {}).get("class_type"), inp)
+            if found:
+                st = os.stat(found[1])
+                h.update(f"{value}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()
 
     async def execute(self, workflow_id="", run_on="cloud", timeout_s=run.DEFAULT_TIMEOUT_S, gpugeek_plan=None,
-                      unique_id=None, target="", runs=1, transfer="", **kw):
+                      unique_id=None, target="", runs=1, transfer="", extra_pnginfo=None, **kw):
         label = cloud.node_label(NAME, unique_id)
         if gpugeek_plan is None:
             if run_on == LOCAL:
@@ -116,7 +127,8 @@ class GPUGeekCloudExecute:
         try:
             job = run.start(cloud.owner(), plan, inputs=kw, place=cloud.place(), workflow_id=workflow_id,
                             timeout_s=timeout_s, target=target, node=str(unique_id), label=label, on_event=progress,
-                            runs=runs, transfer=transfer, files_digest=files_digest(plan) if plan.leads else None)
+                            runs=runs, transfer=transfer, files_digest=files_digest(plan) if plan.leads else None,
+                            workflow=extra_pnginfo.get("workflow") if isinstance(extra_pnginfo, dict) else None)
             out = await job.wait(comfy.interrupted)
             if sig is not None:
                 ahead.ahead().remember_ran(str(unique_id), sig)

@@ -69,6 +69,47 @@ class CloudChoices:
         return self._sets[at]
 
 
+def refuse_missing_models(res: plan.PlanResult, extra: dict, lang: str) -> None:
+    """On GPUGeek and v2 (no model uploads), at queue time: a cloud part naming a model of this machine or of its
+    template that the cloud's known list lacks is refused on its gateways, the sentence naming the node, where the
+    model comes from and what to do (offload/run/models.py ``missing_models``); the nodes are marked as a wrong
+    value's are."""
+    from ..offload.run.models import missing_models, template_models
+    from .models import model_source
+    cfg = None
+    info = extra.get("extra_pnginfo")
+    workflow = info.get("workflow") if isinstance(info, dict) else None
+    source = None
+    for g, p in list(res.plans.items()):
+        if not p.leads or not p.prompt:
+            continue
+        inputs = (res.local_prompt.get(g) or {}).get("inputs") or {}
+        cfg = cfg or config.load_config()
+        where = split_targets(_plain(inputs.get("target")) or cfg.target)[0]
+        if config.is_comfy_target(where) and not config.is_v2_target(where):   # a server receives them, or says
+            continue
+        keys = catalog.keys_for(cfg, _plain(inputs.get("target")), _plain(inputs.get("workflow_id")))
+        source = source or model_source(template_models(workflow))
+        if config.is_v2_target(where):
+            place = texts.Said("where_server", {"url": where})
+        else:
+            try:
+                wf = cfg.resolve_workflow_id(_plain(inputs.get("workflow_id")))
+            except errors.GPUGeekError:
+                wf = ""
+            place = texts.Said("where_workflow", {"workflow": wf})
+        lines = missing_models(p.prompt, source, keys, place)
+        if not lines:
+            continue
+        said = " ".join([texts.text("err_models_missing", lang)] + [line.text(lang) for line in lines])
+        for m in p.members or [g]:
+            refused = plan.refused_plan(m, [said], lang, res.plans[m].nodes)
+            res.plans[m] = refused
+            res.refusals[m] = [said]
+            res.local_prompt[m]["inputs"][plan.PLAN_INPUT] = refused.to_json()
+        res.flagged = sorted(set(res.flagged) | {str(line.values["id"]) for line in lines})
+
+
 def _plain(v):
     return v if isinstance(v, str) else None
 
@@ -158,6 +199,10 @@ def on_prompt(json_data):
                     "workflow_id": "", "run_on": "cloud", "timeout_s": run.DEFAULT_TIMEOUT_S,
                     plan.PLAN_INPUT: plan.refused_plan(plan.WHOLE, [why], lang).to_json()}}}
             return json_data
+        try:
+            refuse_missing_models(res, extra, lang)
+        except Exception:  # the run's own check (offload/run/models.py) still stops it before paying
+            log.exception("GPUGeek: the models check failed")
         json_data["prompt"] = res.local_prompt
         try:   # the parts that depend on nothing local still to run start now (nodes/ahead.py)
             ahead.offer(json_data, res.local_prompt)

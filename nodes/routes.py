@@ -120,6 +120,8 @@ async def post_config(request, body: dict, lang: str):
             changes["allow_lan_http"] = bool(body["allow_lan_http"]) or None
         if "whole_workflow" in body:
             changes["whole_workflow"] = bool(body["whole_workflow"]) or None
+        if "receive_models" in body:   # this ComfyUI takes models from other machines (offload/receive.py)
+            changes["receive_models"] = bool(body["receive_models"]) or None
         if "transfer" in body:
             if body["transfer"] not in config.TRANSFERS + ("", None):
                 raise ValueError(f"transfer must be one of {', '.join(config.TRANSFERS)}")
@@ -259,6 +261,8 @@ async def post_plan(request):
         lang = texts.lang_of(body.get("lang") or hook.take_lang(prompt))
         whole = hook.whole_switch(body)  # the editor's switch rides as the prompt's would
         res = await asyncio.to_thread(hook.plan_prompt, prompt, lang, whole)
+        extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
+        await asyncio.to_thread(hook.refuse_missing_models, res, extra, lang)   # models GPUGeek lacks, marked too
     except Exception as e:  # noqa: BLE001 - the editor shows it
         return web.json_response({"ok": False, "message": f"{type(e).__name__}: {e}"})
     j = cloud.journal()
@@ -364,4 +368,9 @@ def install(server) -> None:
     r.get("/gpugeek/texts")(get_texts)
     post("/gpugeek/lists", post_lists)
     post("/gpugeek/lists/add", post_lists_add)
+    # models received from clients (offload/receive.py): 404 while receiving is off; each route checks its own body
+    from ..offload import receive
+    from .models import receiver
+    for (method, path), handler in receive.handlers(receiver).items():
+        getattr(r, method.lower())(path)(handler)
     server._gpugeek_routes = True

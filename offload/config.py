@@ -260,7 +260,9 @@ class Config:
                 "transfer": transfer_default(),
                 "transfer_env": bool(os.environ.get("GPUGEEK_TRANSFER", "").strip()),
                 "send_ahead": send_ahead_slots(),
-                "send_ahead_env": bool(os.environ.get("GPUGEEK_SEND_AHEAD", "").strip())}
+                "send_ahead_env": bool(os.environ.get("GPUGEEK_SEND_AHEAD", "").strip()),
+                "receive_models": bool(load_settings().get("receive_models")),
+                "receive_models_env": bool(os.environ.get("GPUGEEK_RECEIVE_MODELS", "").strip())}
 
 
 def load_config(env=None) -> Config:

@@ -107,6 +107,9 @@ def install():
         def post(self, path):
             return self._add("POST", path)
 
+        def put(self, path):
+            return self._add("PUT", path)
+
     class PromptServer:
         instance = None
 

@@ -27,7 +27,11 @@ MODELS = ["v1-5-pruned-emaonly.safetensors"]
 KNOWN = {"LoadImage", "LoadImageMask", "ImageInvert", "ImageScale", "ImageScaleBy", "SaveImage", "PreviewImage",
          "EmptyImage", "VAEEncode", "VAEDecode", "KSampler", "CheckpointLoaderSimple", "CLIPTextEncode",
          "EmptyLatentImage", "MaskToImage", "ImageBatch", "VAEEncodeForInpaint", "SaveAnimatedWEBP",
-         "RebatchImages"}
+         "RebatchImages", "LoraLoader"}
+# What the fake's model folders list (folder kind -> its first folder), when models are received: as ComfyUI's
+# get_filename_list, every file under the folder (subfolders too), by its relative name with "/"
+MODEL_KINDS = ("loras", "checkpoints")
+MODEL_ROUTES = (("POST", "/gpugeek/models/has"), ("PUT", "/gpugeek/models/upload"), ("POST", "/gpugeek/models/fetch"))
 
 
 class FakeComfyUI:
@@ -62,6 +66,35 @@ class FakeComfyUI:
         self.object_info: object = None   # what /object_info answers (None: definitions of KNOWN, as ComfyUI)
         self._n = 0
         self._interrupt = False
+        self.receiver = None              # the pack's own receiver (offload/receive.py) once models are received
+        self.models_dir = None
+        self.model_bytes_in = 0           # the bytes of models the server read, every upload's
+        self.break_upload_after = None    # the next model upload's connection drops after this many bytes
+        self.up_mbit = None               # a link for models' bytes (bench/models.py --link): read at this rate,
+        self.latency_ms = 0.0             # each model call answered this much later
+
+    def receive_models(self, folder, token=None, **kw):
+        """Receiving on, as a ComfyUI with the pack and GPUGEEK_RECEIVE_MODELS=1: the pack's own receiver and
+        routes, over model folders under ``folder``; LoraLoader's list is then what the loras folder holds."""
+        from conftest import core
+        import os
+        receive = core("receive")
+        self.models_dir = str(folder)
+        for kind in MODEL_KINDS:
+            os.makedirs(os.path.join(folder, kind), exist_ok=True)
+        self.receiver = receive.Receiver(lambda kind: [os.path.join(folder, kind)] if kind in MODEL_KINDS else [],
+                                         token=token, index_path=os.path.join(folder, "index.json"), **kw)
+        self.model_handlers = receive.handlers(lambda: self.receiver, pieces=self._pieces)
+        return self.receiver
+
+    def model_list(self, kind):
+        import os
+        if self.models_dir is None:
+            return []
+        base = os.path.join(self.models_dir, kind)
+        return sorted(os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
+                      for d, _, fs in os.walk(base, followlinks=True) for f in fs
+                      if f.endswith((".safetensors", ".sft", ".gguf", ".ckpt", ".pt")))
 
     def _auth(self, request):
         if self.token and request.headers.get("Authorization") not in (f"Bearer {self.token}",):
@@ -113,6 +146,14 @@ class FakeComfyUI:
                         "dependent_outputs": [], "class_type": node["class_type"]}
                   for nid, node in prompt.items() if node.get("class_type") == "CheckpointLoaderSimple"
                   and node.get("inputs", {}).get("ckpt_name") not in MODELS}
+        for nid, node in prompt.items():   # a LoRA the server's folder lacks, as ComfyUI refuses it
+            lora = node.get("inputs", {}).get("lora_name")
+            if node.get("class_type") == "LoraLoader" and lora not in self.model_list("loras"):
+                errors[nid] = {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                           "details": f"lora_name: '{node['inputs']['lora_name']}' not in list",
+                                           "extra_info": {"input_name": "lora_name",
+                                                          "received_value": node["inputs"]["lora_name"]}}],
+                               "dependent_outputs": [], "class_type": "LoraLoader"}
         if errors:
             return web.json_response({"error": {"type": "prompt_outputs_failed_validation", "message":
                                                 "Prompt outputs failed validation", "details": ""},
@@ -294,6 +335,35 @@ class FakeComfyUI:
             self.sockets[cid].remove(ws)
         return ws
 
+    def _counted(self, path):
+        """The pack's own handler of a model route (once models are received: the pack is loaded only then), its
+        calls counted; 404 before, as a ComfyUI without the pack."""
+        async def counted(request):
+            self.calls.append("model_" + path.rsplit("/", 1)[-1])
+            if self.receiver is None:
+                raise web.HTTPNotFound()
+            if self.latency_ms:
+                await asyncio.sleep(self.latency_ms / 1000)
+            return await self.model_handlers[(request.method, path)](request)
+        return counted
+
+    def _pieces(self, request):
+        """An upload's bytes as the receiver reads them, counted; the connection dropped mid-way where a test asks
+        (``break_upload_after``)."""
+        async def pieces():
+            seen, start = 0, time.monotonic()
+            async for piece in request.content.iter_chunked(1 << 20):
+                self.model_bytes_in += len(piece)
+                seen += len(piece)
+                if self.up_mbit:   # no faster than the link
+                    await asyncio.sleep(max(0.0, start + seen * 8 / (self.up_mbit * 1e6) - time.monotonic()))
+                yield piece
+                if self.break_upload_after is not None and seen >= self.break_upload_after:
+                    self.break_upload_after = None
+                    request.transport.close()
+                    return
+        return pieces()
+
     def start(self):
         ready = threading.Event()
 
@@ -313,6 +383,8 @@ class FakeComfyUI:
             app.router.add_get("/system_stats", self.h_stats)
             app.router.add_get("/object_info", self.h_object_info)
             app.router.add_get("/ws", self.h_ws)
+            for method, path in MODEL_ROUTES:
+                app.router.add_route(method, path, self._counted(path))
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
             self.loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -75,11 +75,11 @@ async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache,
 async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCache, values: dict, workflow_id,
                    timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None, daily_limit: float | None = None,
                    label: str = "GPUGeek Cloud Execute", meta: dict | None = None, fetch_nodes=None,
-                   runs: int = 1, budget=None, estimate=None, on_status=None) -> list[RunOutcome]:
+                   runs: int = 1, budget=None, estimate=None, on_status=None, models=None) -> list[RunOutcome]:
     """``fetch_nodes``: the output nodes whose files each run downloads as soon as its task ends (None: all),
     within ``budget`` (one memory budget for every run's files). ``estimate``: the part's (``estimate_for``), when
     the caller has it. ``on_status`` is given each status a run's task is seen in; what it raises is not the
-    run's concern."""
+    run's concern. ``models``: this machine's models (offload/run/models.py), made available on each target."""
     runs = max(1, min(MAX_RUNS, int(runs or 1)))
     estimate = estimate if estimate is not None else estimate_for(journal, plan, workflow_id)
     check_spend(journal, daily_limit, times_runs(estimate, runs))
@@ -89,7 +89,9 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
 
     async def prompt_for(target) -> dict:
         if id(target) not in prepared:
-            prepared[id(target)] = asyncio.ensure_future(prepare(plan, values, target, uploads, read_file, stats))
+            prepared[id(target)] = asyncio.ensure_future(prepare(plan, values, target, uploads, read_file, stats,
+                                                                 models=models, emit=job.emit,
+                                                                 workflow_id=workflow_id))
         return await job.guard(asyncio.shield(prepared[id(target)]))
 
     group = {"group": uuid.uuid4().hex[:12], "runs": runs} if runs > 1 else {}

@@ -24,6 +24,7 @@ from . import ahead
 from ..owner import Interrupted
 from ..redact import get_logger
 from .fanout import MAX_RUNS, combined, run_runs
+from .models import template_models
 from .task import DEFAULT_TIMEOUT_S, RunOutcome, estimate_for, fetch_results
 
 log = get_logger("gpugeek.gateway")
@@ -57,7 +58,7 @@ class Delivered:
 
 async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthrough: dict, workflow_id, timeout_s: float,
                journal, uploads, read_file, output_dir, label: str, meta: dict, runs: int = 1,
-               transfer: str = "lossless", sent_ahead=None) -> Delivered:
+               transfer: str = "lossless", sent_ahead=None, models=None) -> Delivered:
     """Run the cloud part as one task (or ``runs`` tasks at once, on a pool of servers where ``where`` names
     several) and deliver this gateway's images, the runs' in order as one batch; merged gateways' files are
     held by the owner until each of them took its own (and, for a whole workflow, its output nodes' files
@@ -74,6 +75,7 @@ async def lead(job, *, cfg, where: str, plan: GatewayPlan, values: dict, passthr
             if outcomes is None:
                 outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values=values,
                                           workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                          models=models,
                                           daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs,
                                           # merged gateways read this task's files too, and a fan-out's runs end
                                           # one by one: each run fetches its files as soon as it ends; otherwise
@@ -326,11 +328,13 @@ def _save_one(folder, node, i: int, url: str, data: bytes, detail: TaskDetail):
 @dataclass
 class Place:
     """Where a gateway's run keeps things on this machine: the journal, the upload cache, the input files
-    it may upload (``read_file``) and the output folder its results are saved into."""
+    it may upload (``read_file``) and the output folder its results are saved into; ``models``: templates (name ->
+    url, directory, hash) -> what this machine knows of models (offload/run/models.py ModelSource), None for none."""
     journal: object
     uploads: object
     read_file: object
     output_dir: str
+    models: object = None
 
 
 def start_output(owner, *, task_id: str, node: str, journal, label: str):
@@ -354,12 +358,13 @@ def _where(cfg, plan: GatewayPlan, *, workflow_id, target: str, transfer: str):
 
 def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="", timeout_s: float,
           target: str = "", node: str = "", label: str, on_event=None, runs: int = 1, transfer: str = "",
-          files_digest: str | None = None):
+          files_digest: str | None = None, workflow=None):
     """The gateway's one call: start its cloud run on the task owner (lead the task, or follow the merged
     gateway that leads it) and return the job, which the node awaits with ``job.wait``. ``transfer``: the
     gateway's choice of how images come back (lossless, compact, or empty for the settings' default).
     ``files_digest``: the digests of the local files the part uploads (the node's), which with the rest names a part
-    sent ahead when its prompt was queued (offload/run/ahead.py): that task is taken instead of a new one."""
+    sent ahead when its prompt was queued (offload/run/ahead.py): that task is taken instead of a new one.
+    ``workflow``: the editor's workflow JSON (ComfyUI's extra_pnginfo), whose templates name their models' addresses."""
     cfg = config.load_config()
     if plan.leads:
         plan_json = plan.to_json()
@@ -372,7 +377,8 @@ def start(owner, plan: GatewayPlan, *, inputs: dict, place: Place, workflow_id="
             job, cfg=cfg, where=where, plan=plan, values=values, passthrough=inputs, workflow_id=wf,
             timeout_s=timeout_s, journal=place.journal, uploads=place.uploads, read_file=place.read_file,
             output_dir=place.output_dir, label=label, meta={"node": node, "target_url": where}, runs=runs,
-            transfer=transfer, sent_ahead=sent),
+            transfer=transfer, sent_ahead=sent,
+            models=place.models(template_models(workflow)) if place.models else None),
             label=label, on_event=on_event)
     task_id = inputs.get(LEAD_INPUT)
     if not task_id:
@@ -391,7 +397,7 @@ AHEAD_FOLDER = "ahead"
 
 
 def send_ahead(owner, plan: GatewayPlan, *, inputs: dict, place: Place, files_digest: str, token: str, slots: int,
-               label: str, node: str, data_dir) -> bool:
+               label: str, node: str, data_dir, workflow=None) -> bool:
     """At queue time: send a leading gateway's part ahead (``inputs``: the gateway's literal inputs), unless its key
     went ahead before. Its task runs on ``owner`` once a slot is free. Whether it was sent (or waits for a slot)."""
     cfg = config.load_config()
@@ -409,6 +415,7 @@ def send_ahead(owner, plan: GatewayPlan, *, inputs: dict, place: Place, files_di
         return owner.start(lambda job: ahead_run(
             job, cfg=cfg, where=where, plan=plan, workflow_id=wf, timeout_s=timeout_s, journal=place.journal,
             uploads=place.uploads, read_file=place.read_file, label=label, runs=runs, folder=folder,
+            models=place.models(template_models(workflow)) if place.models else None,
             meta={"node": node, "target_url": where, "sent_ahead": True},
             on_status=lambda detail: registry.status(entry, detail)), label=label)
     entry.begin = begin
@@ -416,14 +423,14 @@ def send_ahead(owner, plan: GatewayPlan, *, inputs: dict, place: Place, files_di
 
 
 async def ahead_run(job, *, cfg, where: str, plan: GatewayPlan, workflow_id, timeout_s: float, journal, uploads,
-                    read_file, label: str, runs: int, folder: Path, meta: dict, on_status=None) -> list:
+                    read_file, label: str, runs: int, folder: Path, meta: dict, on_status=None, models=None) -> list:
     """A part sent ahead, on the owner: its task (or ``runs`` tasks), run as a gateway runs it (the daily limit's
     leases, the journal, Stop), then its files written into ``folder``: the outcomes, with each file's path instead
     of its bytes (nothing held in memory while the queue waits)."""
     budget = ByteBudget()
     async with open_pool(cfg, where, open_target) as pool:
         outcomes = await run_runs(plan, job=job, pool=pool, journal=journal, uploads=uploads, values={},
-                                  workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
+                                  workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file, models=models,
                                   daily_limit=cfg.daily_limit, label=label, meta=meta, runs=runs, fetch_nodes=None,
                                   budget=budget, on_status=on_status)
     return await asyncio.get_running_loop().run_in_executor(None, _keep_on_disk, outcomes, folder)

@@ -13,6 +13,7 @@ from ..plan import IMAGE, LITERAL, MASK, URL, kinds
 from ..redact import get_logger
 from ..transfer import (PARALLEL_TRANSFERS, LocalFile, TooBig, check_upload_size, digest_bytes, digest_file,
                         gather_bounded, safe_file_name, upload_once)
+from .models import make_available
 from .progress import size_text
 
 log = get_logger("gpugeek.run")
@@ -29,12 +30,15 @@ def fill_crossings(plan, values: dict) -> dict:
 
 
 async def prepare(plan, values: dict, target, uploads: UploadCache, read_file=None, stats=None,
-                  limit: int = PARALLEL_TRANSFERS) -> dict:
+                  limit: int = PARALLEL_TRANSFERS, models=None, emit=None, workflow_id=None) -> dict:
     """Upload what crosses in (images, masks, local files of every kind) once per content; return the cloud
     prompt, its loaders pointed at what went up. A local file above the pack's limit refuses the run before
     anything goes up. ``read_file`` names a local file: a :class:`~offload.transfer.LocalFile` (hashed once, however
-    many loaders name it, and streamed from the file as it goes up) or its bytes."""
+    many loaders name it, and streamed from the file as it goes up) or its bytes. ``models``: what this machine knows
+    of models (offload/run/models.py), made available where the part runs first: a model the cloud lacks refuses the
+    run before any input goes up."""
     prompt = fill_crossings(plan, values)
+    await make_available(prompt, target, models, emit, workflow_id, stats)
     jobs, where = [], []
     for c in plan.crossings:
         v = values.get(c.input)

@@ -55,6 +55,14 @@ def event_text(kind: str, lang: str, detail: TaskDetail | None = None, expected=
         return texts.text("progress_price_wait", lang)
     if kind == "limit_left_out":
         return texts.text("progress_limit_left_out", lang, left=info.get("left"), runs=info.get("asked"))
+    if kind == "model_uploading":
+        return texts.text("model_uploading", lang, name=info.get("name"), url=info.get("url"),
+                          done=size_text(info.get("done") or 0), total=size_text(info.get("total") or 0))
+    if kind == "model_fetching":
+        done, total = info.get("done") or 0, info.get("total")
+        far = (f"{size_text(done)} / {size_text(total)}" if total else size_text(done)) if done else ""
+        line = texts.text("model_fetching", lang, name=info.get("name"), url=info.get("url"))
+        return f"{line}: {far}" if far else line
     if kind == "status_error":
         return texts.text("progress_status_error", lang, error=info.get("error"))
     if kind == "status" and detail is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import mimetypes
 import struct
@@ -21,7 +22,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
-from .. import cloud_errors, errors, texts
+from .. import cloud_errors, errors, receive, texts
 from ..config import check_base_url
 from ..plan import kinds
 from ..redact import get_logger, register_secret
@@ -46,6 +47,11 @@ WS_CONNECT_TIMEOUT_S = 5.0
 MAX_TEXT_BYTES = 64 * 1024
 TEXT_PREFIX = "data:text/plain;charset=utf-8;base64,"
 _ELLIPSIS = "\u2026".encode("utf-8")
+# A model's upload, and the question whether the server has it: the server may hash a whole file of the same name
+# before it answers (once: a 24 GB model, about a minute on a slow disk).
+MODEL_READ_TIMEOUT_S = 600.0
+# While the server downloads a template's model, it is asked how far it is this often (the node shows it).
+MODEL_FETCH_POLL_S = 1.0
 
 
 def text_url(text: str) -> str:
@@ -394,6 +400,75 @@ class ComfyUITarget:
         of MB, parsed in pieces on a worker thread (offload/catalog.py), never here on the event loop."""
         return await self._request("GET", "/object_info", "node definitions", safe=True, max_bytes=max_bytes,
                                    raw=True)
+
+    # ---- models (offload/receive.py on the server; offload/run/models.py here) -------------------------------------
+    async def _model_call(self, method: str, path: str, call: str, **kw):
+        """A call to the server's receiving routes: its answer, None where it does not receive models (404), the
+        server's sentence as ``refused`` (a texts.Said) on an error it explains."""
+        try:
+            return await self._request(method, path, call, safe=True, **kw)
+        except errors.NotFoundError:
+            return None
+        except errors.GPUGeekError as e:
+            try:
+                said = json.loads(getattr(e, "body", "") or "")
+            except ValueError:
+                said = None
+            if isinstance(said, dict) and said.get("key") == "receive_offset":
+                return {"offset": int((said.get("values") or {}).get("offset") or 0)}
+            if isinstance(said, dict) and isinstance(said.get("key"), str) and said["key"].startswith("receive_"):
+                e.refused = texts.Said(said["key"], said.get("values") or {})
+            raise
+
+    async def model_has(self, kind: str, name: str, size: int, sha256: str) -> dict | None:
+        """``{"name": ...}`` where the server holds this content, else ``{"offset": n}``; None: it does not receive."""
+        return await self._model_call("POST", receive.HAS, "model", read_timeout=MODEL_READ_TIMEOUT_S,
+                                      json={"kind": kind, "name": name, "size": size, "sha256": sha256})
+
+    async def model_upload(self, kind: str, name: str, size: int, sha256: str, path: str, offset: int,
+                           progress=None) -> dict:
+        """Bytes ``offset``.. of the file at ``path``, streamed a piece at a time (``progress(bytes sent)``)."""
+        def body():
+            async def pieces():
+                # the next piece read on a thread of its own while this one is sent
+                done, loop = offset, asyncio.get_running_loop()
+                reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-model")
+                f = await loop.run_in_executor(reader, open, path, "rb")
+                try:
+                    f.seek(offset)
+                    ahead = loop.run_in_executor(reader, f.read, receive.CHUNK)
+                    while True:
+                        piece = await ahead
+                        if not piece:
+                            break
+                        ahead = loop.run_in_executor(reader, f.read, receive.CHUNK)
+                        yield piece
+                        done += len(piece)
+                        if progress is not None:
+                            progress(done)
+                finally:
+                    await asyncio.gather(ahead, return_exceptions=True)
+                    f.close()
+                    reader.shutdown(wait=False)
+            return pieces()
+        got = await self._model_call("PUT", receive.UPLOAD, "model upload", data=body,
+                                     read_timeout=MODEL_READ_TIMEOUT_S,
+                                     params={"kind": kind, "name": name, "size": str(size), "sha256": sha256,
+                                             "offset": str(offset)},
+                                     headers={"Content-Type": "application/octet-stream"})
+        return got or {}
+
+    async def model_fetch(self, kind: str, name: str, url: str, sha256: str | None, progress=None) -> dict | None:
+        """The server downloads a template's model from its address itself: asked until it is there
+        (``progress(done, total)`` on each answer), ``{"name": ...}``; None where the server does not receive."""
+        while True:
+            got = await self._model_call("POST", receive.FETCH, "model fetch",
+                                         json={"kind": kind, "name": name, "url": url, "sha256": sha256})
+            if got is None or got.get("name"):
+                return got
+            if progress is not None:
+                progress(int(got.get("done") or 0), got.get("total"))
+            await asyncio.sleep(MODEL_FETCH_POLL_S)
 
     async def close(self) -> None:
         if self._ws_task is not None:

@@ -1,0 +1,164 @@
+"""A local model up to a ComfyUI server that receives models (issue 40), on loopback, against its bytes' time.
+
+The server is the fake ComfyUI running the pack's own receiver (offload/receive.py) in its own thread; the client is
+the pack's (offload/run/models.py ``make_available`` through offload/targets/comfyui.py): asked by SHA-256, sent
+streamed, checked on the server, renamed into place. Each run sends a new model (other bytes: nothing to reuse), its
+hash made fresh on this side too (a first use). The baseline: a plain client PUTting the same file, streamed, to a
+plain route that writes it to disk (no hashes, no checks): the bytes' time on this machine. Goal: <= 1.1x. Median
+and slowest of ``runs``.
+Run: python bench/models.py [--runs N] [--mb MB]   (default 1024 MB: a 1 GiB model)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import core, header, row  # noqa: E402
+
+
+def sink_server(folder: str):
+    """A plain route writing what it is sent to a file: the least a server does with a model's bytes."""
+    from aiohttp import web
+    out = {}
+    ready = threading.Event()
+
+    async def put(request):
+        with open(os.path.join(folder, "sink.bin"), "wb") as f:
+            async for piece in request.content.iter_chunked(1 << 20):
+                await asyncio.to_thread(f.write, piece)
+        return web.json_response({"ok": True})
+
+    def run():
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_put("/sink", put)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        out["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        ready.set()
+        loop.run_forever()
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait(10)
+    return out["url"]
+
+
+async def plain_put(url: str, path: str) -> None:
+    import aiohttp
+
+    async def pieces():
+        with open(path, "rb") as f:
+            while True:
+                piece = await asyncio.to_thread(f.read, 1 << 20)
+                if not piece:
+                    return
+                yield piece
+    async with aiohttp.ClientSession() as s:
+        async with s.put(url + "/sink", data=pieces()) as r:
+            assert r.status == 200
+
+
+async def ours(url: str, path: str, name: str, hashes_file: str) -> None:
+    import aiohttp
+    targets = core("targets.comfyui")
+    models = core("run.models")
+    receive = core("receive")
+    source = models.ModelSource(find=lambda v, *_: ("loras", path) if v == name else None,
+                                hashes=receive.ShaCache(hashes_file))
+    prompt = {"1": {"class_type": "LoraLoader", "inputs": {"lora_name": name}}}
+    async with aiohttp.ClientSession() as s:
+        target = targets.ComfyUITarget(s, url, allow_lan_http=True)
+        await models.make_available(prompt, target, source)
+        await target.close()
+    assert prompt["1"]["inputs"]["lora_name"] == f"gpugeek/{name}", prompt
+
+
+def new_model(work: str, i: int, size: int) -> str:
+    path = os.path.join(work, f"model{i}.safetensors")
+    with open(path, "wb") as f:   # other bytes each run: nothing to reuse
+        f.write(os.urandom(1 << 20) * (size >> 20))
+        f.write(i.to_bytes(8, "little"))
+    return path
+
+
+def drop_received(work: str) -> None:
+    """The server's copies of the runs before, gone (as the sink overwrites its one file): gigabytes of dirty pages
+    left behind would slow the next run's writes, which the baseline's would not be."""
+    folder = os.path.join(work, "server", "loras", "gpugeek")
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.endswith(".safetensors"):
+            os.unlink(os.path.join(folder, name))
+    os.sync()
+
+
+def report(title: str, mine: list, base: list, bar: float = 1.1) -> None:
+    ratios = sorted(m / b for m, b in zip(mine, base))
+    row(f"{title}: median", f"{statistics.median(mine):.2f} s", f"{statistics.median(base):.2f} s",
+        statistics.median(ratios), f"<= {bar}x", statistics.median(ratios) <= bar)
+    row(f"{title}: slowest", f"{max(mine):.2f} s", f"{max(base):.2f} s", ratios[-1], "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mb", type=int, default=1024)
+    ap.add_argument("--link", action="store_true", help="also behind a 30 ms link of 20 Mbit/s up (use a small --mb)")
+    a = ap.parse_args()
+    from fake_comfyui import FakeComfyUI
+    work = tempfile.mkdtemp(prefix="gpugeek-bench-models-")
+    srv = FakeComfyUI().start()
+    srv.receive_models(os.path.join(work, "server"))
+    sink = sink_server(work)
+    size = a.mb << 20
+    sha = os.path.join(work, "sha.json")
+    first, known, base, linked, link_base = [], [], [], [], []
+    receive = core("receive")
+    try:
+        for i in range(a.runs):
+            path = new_model(work, i, size)
+            os.sync()
+            t = time.perf_counter()
+            asyncio.run(plain_put(sink, path))
+            base.append(time.perf_counter() - t)
+            os.sync()
+            t = time.perf_counter()
+            asyncio.run(ours(srv.url, path, f"model{i}.safetensors", sha))
+            first.append(time.perf_counter() - t)
+            os.unlink(path)
+            drop_received(work)
+            path = new_model(work, 1000 + i, size)
+            receive.ShaCache(sha).get(path)   # hashed before (an earlier run, another server of a pool)
+            os.sync()
+            t = time.perf_counter()
+            asyncio.run(ours(srv.url, path, f"model{1000 + i}.safetensors", sha))
+            known.append(time.perf_counter() - t)
+            os.unlink(path)
+            drop_received(work)
+        if a.link:
+            srv.up_mbit, srv.latency_ms = 20.0, 30.0
+            for i in range(a.runs):
+                path = new_model(work, 2000 + i, size)
+                t = time.perf_counter()
+                asyncio.run(ours(srv.url, path, f"model{2000 + i}.safetensors", sha))
+                linked.append(time.perf_counter() - t)
+                link_base.append(os.path.getsize(path) * 8 / 20e6)
+                os.unlink(path)
+    finally:
+        srv.stop()
+    header(f"a {a.mb} MB model up (new bytes each run: asked by hash, sent, checked), {a.runs} runs")
+    report("loopback, hashed here first", first, base)
+    report("loopback, its hash known", known, base)
+    if a.link:
+        report("30 ms, 20 Mbit/s up, hashed here first", linked, link_base)
+
+
+if __name__ == "__main__":
+    main()

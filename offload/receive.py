@@ -1,0 +1,574 @@
+"""The server side of "your models go where your workflow runs" (issue 40): a ComfyUI that runs this pack can take
+the models a client's cloud part names and lacks here, when its owner switched receiving on. A small room of its
+own: no ComfyUI import (the node layer hands it the model folders, nodes/routes.py registers its routes).
+
+Who may write what where (README, "Receiving models"):
+
+* Off by default. On only with ``GPUGEEK_RECEIVE_MODELS=1`` in the server's environment or the setting
+  ``receive_models`` saved on the server; off, every route answers 404, as a ComfyUI without the pack does.
+* With ``GPUGEEK_RECEIVE_TOKEN`` set on the server, a request must carry it (``Authorization: Bearer <token>``, or
+  basic auth of ``user:password``): the token a client sets for this target (GPUGEEK_TARGET_TOKEN) is sent so.
+  Without it, whoever can queue prompts on this ComfyUI can send models to it, as they can upload inputs.
+* Only formats that cannot run code: ``.safetensors``, ``.sft``, ``.gguf``. Pickle formats (``.ckpt``, ``.pt``,
+  ``.pth``, ``.bin``, ``.pkl``) are refused with a sentence unless the server allows them (``GPUGEEK_RECEIVE_PICKLE=1``
+  or the setting ``receive_pickle``).
+* Written only into ``<model folder of that kind>/gpugeek/`` (the first folder ComfyUI lists for the kind): a name
+  with ``..``, an absolute path, a drive, NUL, or one that leads out through a link is refused.
+* At most MAX_MODEL_BYTES a file (``GPUGEEK_MAX_MODEL_BYTES``), and never when the disk would keep less than
+  DISK_RESERVE_BYTES free: both said in a sentence.
+* A file is written to ``gpugeek/.partial/<sha256>.part`` as it arrives (a broken upload resumes at its offset),
+  its SHA-256 checked against the one announced, then renamed into place: a file in the folder is always whole.
+* A template's model (a URL) is fetched by the server itself: https only, the same limits, its hash checked where
+  the template gives one.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import hashlib
+import hmac
+import base64
+import ipaddress
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from . import texts
+
+SAFE_EXTS = (".safetensors", ".sft", ".gguf")
+PICKLE_EXTS = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+# Where received models go, inside the model folder of their kind (one place the owner can see and clean).
+RECEIVE_SUBFOLDER = "gpugeek"
+PARTIAL_DIR = ".partial"
+# The largest model taken (a 4-bit video model is ~15 GB, a full-precision Flux ~24 GB, the largest checkpoints people
+# share ~35 GB): above it the owner raises GPUGEEK_MAX_MODEL_BYTES on purpose.
+MAX_MODEL_BYTES = 64 << 30
+# What a received model must leave free on the server's disk (ComfyUI's outputs, temp files, the OS).
+DISK_RESERVE_BYTES = 2 << 30
+# Read and written a piece at a time: a model is never held whole.
+CHUNK = 1 << 20
+# A partial upload nobody resumed for this long is deleted (the next upload to that folder looks): a week covers a
+# client that broke off on Friday and comes back on Monday.
+PARTIAL_KEEP_S = 7 * 86400
+# Pieces of an upload read from the socket ahead of the thread that writes and hashes them (memory: this many CHUNKs).
+WRITE_AHEAD = 8
+# How long the fetch route waits for a new download before answering how far it is (a small model is answered whole).
+FETCH_FIRST_WAIT_S = 2.0
+# Test hook (tests only, never set by the pack): a template's model may come over plain http from a loopback host.
+ALLOW_HTTP_LOOPBACK_FOR_TESTS = False
+# A template's model address may redirect (Hugging Face sends to its CDN) at most this many times, https each time.
+MAX_FETCH_REDIRECTS = 5
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def max_model_bytes(env=None) -> int:
+    env = os.environ if env is None else env
+    try:
+        return int(env.get("GPUGEEK_MAX_MODEL_BYTES", "") or MAX_MODEL_BYTES)
+    except ValueError:
+        return MAX_MODEL_BYTES
+
+
+class Refused(Exception):
+    """A request refused, with its sentence (``key`` in locales/<lang>/server.json) and HTTP status."""
+
+    def __init__(self, key: str, status: int = 400, **values):
+        super().__init__(texts.text(key, "en", **values))
+        self.key, self.status, self.values = key, status, values
+
+    def answer(self) -> dict:
+        return {"ok": False, "error": str(self), "message": str(self), "key": self.key, "values": self.values,
+                "zh": texts.text(self.key, "zh", **self.values)}
+
+
+def size_words(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MB"
+
+
+def clean_name(name) -> str:
+    """A model's name as the client gave it, confined: relative, ``/`` separated, no ``..``, no NUL, no drive."""
+    if not isinstance(name, str) or not name.strip() or "\x00" in name or len(name) > 400:
+        raise Refused("receive_bad_name", name=str(name)[:80])
+    norm = name.replace("\\", "/").strip()
+    # no way up, no absolute path or drive, no hidden part (the partial uploads' folder is one)
+    parts = norm.split("/")
+    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm) or any(p == "" or p.startswith(".") for p in parts):
+        raise Refused("receive_bad_name", name=name[:80])
+    return norm
+
+
+def sha256_file(path, chunk: int = CHUNK) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(chunk), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
+class ShaCache:
+    """SHA-256 of files by path, size and modification time (a 6 GB checkpoint is hashed once, not every run), kept
+    in a JSON file where ``path`` is given: one entry a file (a changed file's old entry is dropped). One file is
+    hashed at a time: a pool's servers asking for the same model at once wait for the one hash."""
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path else None
+        self._map: dict = {}
+        self._lock = threading.Lock()
+        if self.path and self.path.exists():
+            try:
+                self._map = json.loads(self.path.read_text("utf-8"))
+            except (OSError, ValueError):
+                self._map = {}
+
+    def get(self, file) -> str:
+        st = os.stat(file)
+        real = os.path.realpath(file)
+        key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+        with self._lock:
+            if key not in self._map:
+                digest = sha256_file(file)
+                self._map = {k: v for k, v in self._map.items() if not k.startswith(real + "|")}
+                self._map[key] = digest
+                self._save()
+            return self._map[key]
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._map), "utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+class Receiver:
+    """Models received into ``roots(kind)[0]/gpugeek``. ``roots``: the folders ComfyUI keeps models of a kind in
+    (``folder_paths.get_folder_paths``; empty for a kind it does not know)."""
+
+    def __init__(self, roots: Callable[[str], list], *, allow_pickle: bool = False, token: str | None = None,
+                 max_bytes: int | None = None, index_path=None, reserve: int = DISK_RESERVE_BYTES):
+        self.roots, self.allow_pickle, self.token = roots, allow_pickle, token or None
+        self.max_bytes = max_model_bytes() if max_bytes is None else max_bytes
+        self.reserve = reserve
+        self.index_path = Path(index_path) if index_path else None
+        self.hashes = ShaCache(self.index_path.with_name("received_sha.json") if self.index_path else None)
+        self._locks: dict = {}
+        self._index_lock = threading.Lock()
+        self._fetches: dict = {}   # (kind, url) -> a download under way: its task, bytes done and total
+
+    # ---- who may ask --------------------------------------------------------------------------------------
+    def allowed(self, authorization: str | None) -> bool:
+        if not self.token:
+            return True
+        got = (authorization or "").strip()
+        if got.lower().startswith("bearer "):
+            return hmac.compare_digest(got[7:].strip().encode(), self.token.encode())
+        if got.lower().startswith("basic "):
+            try:
+                said = base64.b64decode(got[6:].strip(), validate=True)
+            except ValueError:
+                return False
+            return hmac.compare_digest(said, self.token.encode())
+        return False
+
+    # ---- where ----------------------------------------------------------------------------------------
+    def folder(self, kind) -> Path:
+        """``<the kind's first model folder>/gpugeek``, made where missing, refused where it leads elsewhere."""
+        roots = self.roots(kind) if isinstance(kind, str) and kind else []
+        if not roots:
+            raise Refused("receive_bad_kind", kind=str(kind)[:60])
+        root = Path(roots[0]).resolve()
+        base = root / RECEIVE_SUBFOLDER
+        base.mkdir(parents=True, exist_ok=True)
+        real = base.resolve()
+        if os.path.commonpath([root, real]) != str(root):   # gpugeek/ itself a link out of the folder
+            raise Refused("receive_bad_name", name=RECEIVE_SUBFOLDER)
+        return real
+
+    def check(self, kind, name, size) -> tuple[Path, str]:
+        """(the folder, the clean name) for a model about to arrive, or Refused: its format, name, size, the disk."""
+        name = clean_name(name)
+        ext = os.path.splitext(name)[1].lower()
+        if ext in PICKLE_EXTS and not self.allow_pickle:
+            raise Refused("receive_pickle", name=name)
+        if ext not in SAFE_EXTS and ext not in PICKLE_EXTS:
+            raise Refused("receive_format", name=name, formats=", ".join(SAFE_EXTS))
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise Refused("receive_bad_size", name=name)
+        if size > self.max_bytes:
+            raise Refused("receive_too_big", 413, name=name, size=size_words(size), limit=size_words(self.max_bytes))
+        folder = self.folder(kind)
+        self.target_path(folder, name)
+        return folder, name
+
+    def target_path(self, folder: Path, name: str) -> Path:
+        path = (folder / name).resolve()
+        if os.path.commonpath([folder, path]) != str(folder):   # a link inside gpugeek/ leading out
+            raise Refused("receive_bad_name", name=name)
+        return path
+
+    def check_disk(self, folder: Path, name: str, need: int) -> None:
+        free = shutil.disk_usage(folder).free
+        if free - need < self.reserve:
+            raise Refused("receive_disk", 413, name=name, size=size_words(need), free=size_words(free),
+                          reserve=size_words(self.reserve))
+
+    def _partial(self, folder: Path, sha: str) -> Path:
+        d = folder / PARTIAL_DIR
+        d.mkdir(exist_ok=True)
+        return d / f"{sha}.part"
+
+    def _forget_stale(self, folder: Path) -> None:
+        """Partial uploads nobody resumed for PARTIAL_KEEP_S: deleted (they hold disk space)."""
+        import time
+        for old in (folder / PARTIAL_DIR).glob("*.part"):
+            try:
+                if time.time() - old.stat().st_mtime > PARTIAL_KEEP_S:
+                    old.unlink()
+            except OSError:
+                pass
+
+    # ---- the index: what was received, by content ----------------------------------------------------------
+    def _index(self) -> dict:
+        if self.index_path and self.index_path.exists():
+            try:
+                return json.loads(self.index_path.read_text("utf-8"))
+            except (OSError, ValueError):
+                return {}
+        return {}
+
+    def _remember(self, sha: str, kind: str, name: str) -> None:
+        if not self.index_path:
+            return
+        with self._index_lock:
+            index = self._index()
+            index[sha] = {"kind": kind, "name": name}
+            self.index_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.index_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(index), "utf-8")
+            os.replace(tmp, self.index_path)
+
+    def have(self, kind, name, size, sha: str) -> dict:
+        """What the server holds of this content: ``{"name": <as a loader names it>}`` (received before under any
+        name, or the same name in the kind's folders with this content), else ``{"offset": <bytes of a partial
+        upload>}``."""
+        sha = _sha(sha)
+        folder, name = self.check(kind, name, size)
+        got = self._index().get(sha)
+        if got and got.get("kind") == kind:
+            path = folder / got["name"]
+            if path.is_file() and os.path.getsize(path) == size:
+                return {"name": f"{RECEIVE_SUBFOLDER}/{got['name']}"}
+        for root in self.roots(kind):   # the same name, where the owner put it by hand
+            path = Path(root) / name
+            if path.is_file() and os.path.getsize(path) == size and self.hashes.get(path) == sha:
+                return {"name": name}
+        path = folder / name   # received before, its index lost
+        if path.is_file() and os.path.getsize(path) == size and self.hashes.get(path) == sha:
+            self._remember(sha, kind, name)
+            return {"name": f"{RECEIVE_SUBFOLDER}/{name}"}
+        part = self._partial(folder, sha)
+        have = part.stat().st_size if part.exists() else 0
+        if have and have >= size:   # every byte came, the answer did not: finished now
+            h = hashlib.sha256()
+            _hash_into(h, part)
+            return self._finish_now(part, folder, kind, name, sha, h.hexdigest())
+        return {"offset": have}
+
+    def _final_name(self, folder: Path, name: str, sha: str) -> str:
+        path = self.target_path(folder, name)
+        if not path.exists() or self.hashes.get(path) == sha:
+            return name
+        stem, ext = os.path.splitext(name)
+        return f"{stem}-{sha[:12]}{ext}"
+
+    def _lock(self, sha: str) -> asyncio.Lock:
+        return self._locks.setdefault(sha, asyncio.Lock())
+
+    async def receive(self, kind, name, size, sha: str, offset: int, chunks) -> dict:
+        """Bytes ``offset``.. of a model, from ``chunks`` (an async iterator of bytes). ``{"name": ...}`` once whole
+        and its hash checked, ``{"offset": n}`` when the body ended early; Refused (409 with the offset) when
+        ``offset`` is not where the partial file ends."""
+        sha = _sha(sha)
+        folder, name = self.check(kind, name, size)
+        async with self._lock(sha):
+            part = self._partial(folder, sha)
+            if offset == 0:
+                await asyncio.to_thread(self._forget_stale, folder)
+            have = part.stat().st_size if part.exists() else 0
+            if offset != have:
+                raise Refused("receive_offset", 409, offset=have)
+            self.check_disk(folder, name, size - have)
+            h = hashlib.sha256()   # made as the bytes arrive (what an earlier connection left, read once first)
+            if have:
+                await asyncio.to_thread(_hash_into, h, part)
+            f = await asyncio.to_thread(open, part, "ab")
+            # written and hashed on a thread of its own while the next pieces are read from the socket (a few
+            # pieces ahead at most: WRITE_AHEAD)
+            writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-receive")
+            loop, pending, buf = asyncio.get_running_loop(), collections.deque(), bytearray()
+            try:
+                # the socket gives pieces of tens of KB: handed to the writer a CHUNK at a time
+                async for piece in chunks:
+                    if have + len(buf) + len(piece) > size:
+                        raise Refused("receive_bad_size", name=name)
+                    buf += piece
+                    if len(buf) >= CHUNK:
+                        pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
+                        have += len(buf)
+                        buf.clear()
+                        if len(pending) >= WRITE_AHEAD:
+                            await pending.popleft()
+                if buf:
+                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
+                    have += len(buf)
+                while pending:
+                    await pending.popleft()
+            except Refused:
+                await asyncio.gather(*pending, return_exceptions=True)
+                f.close()
+                part.unlink(missing_ok=True)
+                raise
+            finally:
+                await asyncio.gather(*pending, return_exceptions=True)   # every write ended before the file closes
+                writer.shutdown(wait=False)
+                if not f.closed:
+                    await asyncio.to_thread(f.close)
+            have = part.stat().st_size
+            if have < size:
+                return {"offset": have}
+            return await self._finish(part, folder, kind, name, sha, h.hexdigest())
+
+    async def _finish(self, part: Path, folder: Path, kind: str, name: str, sha: str, got: str) -> dict:
+        return await asyncio.to_thread(self._finish_now, part, folder, kind, name, sha, got)
+
+    def _finish_now(self, part: Path, folder: Path, kind: str, name: str, sha: str, got: str) -> dict:
+        """The whole file, whose hash is ``got``: kept under its name where it is what was announced."""
+        if got != sha:
+            part.unlink(missing_ok=True)
+            raise Refused("receive_hash", 422, name=name)
+        final = self._final_name(folder, name, sha)
+        path = self.target_path(folder, final)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, path)
+        self._remember(sha, kind, final)
+        return {"name": f"{RECEIVE_SUBFOLDER}/{final}"}
+
+    async def fetch_status(self, kind, name, url, sha: str | None, open_session) -> dict:
+        """The fetch route's answer: ``{"name": ...}`` once the template's model is here, else how far its download
+        is (``{"done": bytes, "total": bytes or None}``), started in the background where it was not (the client
+        asks again every second or so, and shows it on the node). A failed download is answered once, then
+        forgotten (the next ask starts again)."""
+        key = (str(kind), str(url))
+        job = self._fetches.get(key)
+        if job is None:
+            folder, clean = self.check(kind, name, 0)
+            held = await self._fetched_before(folder, kind, clean, url, _sha(sha) if sha else None)
+            if held is not None:
+                return held
+            check_fetch_url(url)
+            job = {"done": 0, "total": None}
+
+            async def run():
+                import aiohttp
+                try:
+                    async with open_session() as session:
+                        return await self.fetch(kind, name, url, sha, session, job)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status=type(e).__name__) from None
+            job["task"] = asyncio.ensure_future(run())
+            self._fetches[key] = job
+            await asyncio.wait({job["task"]}, timeout=FETCH_FIRST_WAIT_S)   # a small one is answered at once
+        task = job["task"]
+        if task.done():
+            self._fetches.pop(key, None)
+            return task.result()
+        return {"done": job["done"], "total": job["total"]}
+
+    async def _fetched_before(self, folder: Path, kind: str, name: str, url, sha: str | None) -> dict | None:
+        index = self._index()
+        for got in (index.get(sha) if sha else None, index.get("url:" + str(url))):   # received before
+            if got and got.get("kind") == kind and (folder / got["name"]).is_file():
+                return {"name": f"{RECEIVE_SUBFOLDER}/{got['name']}"}
+        for root in self.roots(kind):   # the template's name, where the owner put it by hand (its hash, if given)
+            path = Path(root) / name
+            if path.is_file() and (sha is None or await asyncio.to_thread(self.hashes.get, path) == sha):
+                return {"name": name}
+        return None
+
+    async def fetch(self, kind, name, url, sha: str | None, session, job: dict | None = None) -> dict:
+        """A template's model, from its address (https only, a public host; the size limit; its hash checked where
+        given); ``job`` is told the bytes done and the total where the answer says it."""
+        folder, name = self.check(kind, name, 0)
+        sha = _sha(sha) if sha else None
+        held = await self._fetched_before(folder, kind, name, url, sha)
+        if held is not None:
+            return held
+        job = job if job is not None else {}
+        check_fetch_url(url)
+        import aiohttp
+        key = sha or hashlib.sha256(url.encode()).hexdigest()
+        async with self._lock(key):
+            part = self._partial(folder, "fetch-" + key)
+            part.unlink(missing_ok=True)
+            h = hashlib.sha256()
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+            where = url
+            for _ in range(MAX_FETCH_REDIRECTS + 1):
+                await check_fetch_host(where)
+                async with session.get(where, allow_redirects=False, timeout=timeout) as r:
+                    if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+                        from urllib.parse import urljoin
+                        where = urljoin(where, r.headers["Location"])
+                        check_fetch_url(where)
+                        continue
+                    if r.status != 200:
+                        raise Refused("receive_fetch_failed", 424, url=url[:200], status=r.status)
+                    length = job["total"] = r.content_length
+                    if length is not None and length > self.max_bytes:
+                        raise Refused("receive_too_big", 413, name=name, size=size_words(length),
+                                      limit=size_words(self.max_bytes))
+                    self.check_disk(folder, name, length or 0)
+                    n = 0
+                    with open(part, "wb") as f:
+                        async for piece in r.content.iter_chunked(CHUNK):
+                            n += len(piece)
+                            if n > self.max_bytes:
+                                f.close()
+                                part.unlink(missing_ok=True)
+                                raise Refused("receive_too_big", 413, name=name, size=size_words(n),
+                                              limit=size_words(self.max_bytes))
+                            h.update(piece)
+                            await asyncio.to_thread(f.write, piece)
+                            job["done"] = n
+                    break
+            else:
+                raise Refused("receive_fetch_failed", 424, url=url[:200], status="redirects")
+            got = h.hexdigest()
+            if sha and got != sha:
+                part.unlink(missing_ok=True)
+                raise Refused("receive_hash", 422, name=name)
+            done = await self._finish(part, folder, kind, name, got, got)
+            self._remember("url:" + str(url), kind, done["name"][len(RECEIVE_SUBFOLDER) + 1:])
+            return done
+
+
+def _hash_into(h, path) -> None:
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(CHUNK), b""):
+            h.update(piece)
+
+
+def _write_and_hash(f, h, piece: bytes) -> None:
+    f.write(piece)
+    h.update(piece)
+
+
+def _sha(value) -> str:
+    v = str(value or "").strip().lower()
+    if not _SHA256.match(v):
+        raise Refused("receive_bad_hash")
+    return v
+
+
+async def check_fetch_host(url) -> None:
+    """A template's address must name a public host: the server is not made to fetch from its own network (a
+    private, loopback, link-local or reserved address; loopback under the tests' hook only)."""
+    import socket
+    host = urlsplit(str(url)).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except OSError:
+        raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status="DNS") from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if ip.is_loopback and ALLOW_HTTP_LOOPBACK_FOR_TESTS:
+            continue
+        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified):
+            raise Refused("receive_private_host", url=str(url)[:200])
+
+
+def check_fetch_url(url) -> None:
+    """https only (plain http from a loopback host only under the tests' hook)."""
+    parts = urlsplit(str(url or ""))
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and ALLOW_HTTP_LOOPBACK_FOR_TESTS and parts.hostname:
+        try:
+            if ipaddress.ip_address(parts.hostname).is_loopback:
+                return
+        except ValueError:
+            if parts.hostname == "localhost":
+                return
+    raise Refused("receive_https_only", url=str(url)[:200])
+
+
+# ---- the routes (aiohttp handlers; nodes/routes.py registers them on ComfyUI's server, tests on their fakes) ------
+HAS, UPLOAD, FETCH = "/gpugeek/models/has", "/gpugeek/models/upload", "/gpugeek/models/fetch"
+
+
+def handlers(get_receiver: Callable[[], "Receiver | None"], pieces=None) -> dict:
+    """(method, path) -> handler. ``get_receiver``: the receiver, or None while receiving is off (every route then
+    answers 404, as a server without it). ``pieces(request)``: an upload's body as an async iterator of bytes
+    (a piece at a time from the socket unless a test's fake counts or breaks them)."""
+    pieces = pieces or (lambda request: request.content.iter_chunked(CHUNK))
+    from aiohttp import web
+
+    def guard(fn, content_type: str):
+        async def handler(request):
+            # before anything else: a cross-site "simple" request (text/plain, a form, no body) acts on nothing
+            said = request.headers.get("Content-Type", "").split(";")[0].strip().lower()   # none: not this type
+            if said != content_type or (content_type != "application/json" and not request.body_exists):
+                key = "receive_json_only" if content_type == "application/json" else "receive_bytes_only"
+                return web.json_response(Refused(key, 415).answer(), status=415)
+            rec = get_receiver()
+            if rec is None:
+                raise web.HTTPNotFound()
+            if not rec.allowed(request.headers.get("Authorization")):
+                return web.json_response({"error": "unauthorized"}, status=401)
+            try:
+                return web.json_response(await fn(rec, request))
+            except Refused as e:
+                return web.json_response(e.answer(), status=e.status)
+        return handler
+
+    async def body(request) -> dict:
+        try:
+            got = await request.json()
+        except ValueError:
+            got = None
+        if not isinstance(got, dict):
+            raise Refused("receive_json_only", 415)
+        return got
+
+    async def has(rec, request):
+        b = await body(request)
+        return await asyncio.to_thread(rec.have, b.get("kind"), b.get("name"), b.get("size"), b.get("sha256"))
+
+    async def upload(rec, request):
+        q = request.query
+        try:
+            size, offset = int(q.get("size", "")), int(q.get("offset", "0"))
+        except ValueError:
+            raise Refused("receive_bad_size", name=q.get("name", "")[:80]) from None
+        return await rec.receive(q.get("kind"), q.get("name"), size, q.get("sha256"), offset, pieces(request))
+
+    async def fetch(rec, request):
+        import aiohttp
+        b = await body(request)
+        return await rec.fetch_status(b.get("kind"), b.get("name"), b.get("url"), b.get("sha256"),
+                                      aiohttp.ClientSession)
+
+    json_type, bytes_type = "application/json", "application/octet-stream"
+    return {("POST", HAS): guard(has, json_type), ("PUT", UPLOAD): guard(upload, bytes_type),
+            ("POST", FETCH): guard(fetch, json_type)}
