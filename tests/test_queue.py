@@ -205,14 +205,20 @@ def test_at_most_the_setting_s_tasks_ahead_the_rest_wait_their_turn(queue, fake,
     assert all(not isinstance(queue.results[p], BaseException) for p in pids)
 
 
-def test_stop_while_the_gateway_waits_for_its_task_sent_ahead_cancels_it(queue, fake):
-    import comfy.model_management as mm
+
+def two_queued(queue, fake):
+    """Two prompts queued one after the other, each a long task: the first runs, the second goes ahead. Returns their
+    ids and the tasks by seed."""
     fake.task_opts["run_s"] = LONG_S
     first = queue.post(prompt(1))
     assert until(lambda: len(fake.tasks) == 1)
     second = queue.post(prompt(2))
     assert until(lambda: len(fake.tasks) == 2)
-    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    return first, second, {seed_of(t): t for t in fake.tasks.values()}
+
+def test_stop_while_the_gateway_waits_for_its_task_sent_ahead_cancels_it(queue, fake):
+    import comfy.model_management as mm
+    first, second, by_seed = two_queued(queue, fake)
     fake.finish(by_seed[1])
     assert until(lambda: queue.done(first))
     registry = core("run.ahead").ahead()
@@ -233,12 +239,7 @@ def test_stop_while_the_gateway_waits_for_its_task_sent_ahead_cancels_it(queue, 
 def test_a_finished_task_sent_ahead_is_never_lost(queue, fake):
     """Its prompt deleted after its task ended (or ComfyUI restarted): the journal has it whole, and the same prompt
     queued again, in a new ComfyUI, takes its results without paying again."""
-    fake.task_opts["run_s"] = LONG_S
-    first = queue.post(prompt(1))
-    assert until(lambda: len(fake.tasks) == 1)
-    second = queue.post(prompt(2))
-    assert until(lambda: len(fake.tasks) == 2)
-    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    first, second, by_seed = two_queued(queue, fake)
     fake.finish(by_seed[2])
     registry = core("run.ahead").ahead()
     assert until(lambda: all(e.state == "ready" for e in registry.entries.values()))
@@ -313,12 +314,7 @@ def test_a_whole_workflow_queued_goes_ahead_and_its_output_nodes_show_its_files(
 
 def test_files_of_a_part_ahead_removed_are_fetched_again_never_paid_again(queue, fake):
     import shutil
-    fake.task_opts["run_s"] = LONG_S
-    first = queue.post(prompt(1))
-    assert until(lambda: len(fake.tasks) == 1)
-    second = queue.post(prompt(2))
-    assert until(lambda: len(fake.tasks) == 2)
-    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    first, second, by_seed = two_queued(queue, fake)
     fake.finish(by_seed[2])
     registry = core("run.ahead").ahead()
     assert until(lambda: all(e.state == "ready" for e in registry.entries.values()))
