@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
+import json
 import time
 import uuid
 
@@ -46,8 +48,6 @@ def with_seed_offset(prompt: dict, offset: int) -> dict:
 def result_key(prompt: dict, workflow_id, target) -> str:
     """What a task makes, as a key: its exact cloud prompt (seeds, texts, the uploads' addresses), the workflow id and
     the target (its base URL or server). Prefixes, titles and positions are not in a cloud prompt (plan/cloud_prompt)."""
-    import hashlib
-    import json
     where = getattr(target, "url", None) or getattr(target, "base_url", None) or getattr(target, "name", "?")
     text = json.dumps([prompt, str(workflow_id or ""), str(where)], sort_keys=True, ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

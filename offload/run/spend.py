@@ -17,7 +17,9 @@ GPUGeek prices by GPU and time, from cents to yuan.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from .. import errors
@@ -77,9 +79,7 @@ def _lost_today(journal) -> tuple[float, int]:
     """Today's tasks that may have been paid without a price in the journal (a submit whose answer was lost, a cancel
     that never got through: ``unknown``): what their parts' runs cost where the journal knows it, and how many have no
     known price at all."""
-    from datetime import datetime
-    import time as _time
-    day = datetime.fromtimestamp(_time.time()).date()
+    day = datetime.fromtimestamp(time.time()).date()
     priced, unpriced = 0.0, 0
     for r in journal.store.all():
         if r.get("status") != "unknown" or r.get("price") or datetime.fromtimestamp(r.get("created", 0)).date() != day:
@@ -92,14 +92,12 @@ def _lost_today(journal) -> tuple[float, int]:
     return priced, unpriced
 
 
-def spent_and_held(journal) -> float:
+def spent_and_held(journal) -> tuple[float, int]:
     """What today's tasks cost (the journal; a task that may have been paid at its part's price where known) and what
-    the tasks under way are expected to cost (their leases)."""
-    return journal.spent_today() + _lost_today(journal)[0] + _room(journal).known()
-
-
-def _unpriced_lost(journal) -> int:
-    return _lost_today(journal)[1]
+    the tasks under way are expected to cost (their leases); and how many of today's tasks may have been paid at a
+    price nobody knows."""
+    lost_priced, lost_unpriced = _lost_today(journal)
+    return journal.spent_today() + lost_priced + _room(journal).known(), lost_unpriced
 
 
 def _refusal(spent: float, price: float | None, limit: float, lost: bool = False) -> errors.SpendLimitError:
@@ -116,7 +114,7 @@ def check_spend(journal, limit: float | None, estimate: dict | None) -> None:
     fan-out) over the room left, or no room left at all."""
     if not limit:
         return
-    spent = spent_and_held(journal)
+    spent, _ = spent_and_held(journal)
     price = (estimate or {}).get("price") if price_of(estimate) is not None else None
     if spent >= limit - EPSILON or (price is not None and spent + price > limit + EPSILON):
         raise _refusal(spent, price, limit)
@@ -133,13 +131,13 @@ async def take(journal, limit: float | None, estimate_now: Callable[[], dict | N
     told = False
     while True:
         price = price_of(estimate_now())
-        spent = spent_and_held(journal)
+        spent, lost_unpriced = spent_and_held(journal)
         if price is not None:
             if spent + price > limit + EPSILON:
                 raise _refusal(spent, price, limit)
         elif spent >= limit - EPSILON:
             raise _refusal(spent, None, limit)
-        elif _unpriced_lost(journal):   # a task that may be paid holds the one place for a price nobody knows
+        elif lost_unpriced:   # a task that may be paid holds the one place for a price nobody knows
             raise _refusal(spent, None, limit, lost=True)
         elif room.unknown():   # the one task whose price nobody knows is under way: wait for its price
             if not told:
