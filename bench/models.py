@@ -99,6 +99,14 @@ def drop_received(work: str) -> None:
     os.sync()
 
 
+def timed(coro) -> float:
+    """Seconds to run ``coro`` to its end, the page cache written out first (each run starts from the disk alike)."""
+    os.sync()
+    t = time.perf_counter()
+    asyncio.run(coro)
+    return time.perf_counter() - t
+
+
 def report(title: str, mine: list, base: list, bar: float = 1.1) -> None:
     ratios = sorted(m / b for m, b in zip(mine, base))
     row(f"{title}: median", f"{statistics.median(mine):.2f} s", f"{statistics.median(base):.2f} s",
@@ -124,31 +132,20 @@ def main() -> None:
     try:
         for i in range(a.runs):
             path = new_model(work, i, size)
-            os.sync()
-            t = time.perf_counter()
-            asyncio.run(plain_put(sink, path))
-            base.append(time.perf_counter() - t)
-            os.sync()
-            t = time.perf_counter()
-            asyncio.run(ours(srv.url, path, f"model{i}.safetensors", sha))
-            first.append(time.perf_counter() - t)
+            base.append(timed(plain_put(sink, path)))
+            first.append(timed(ours(srv.url, path, f"model{i}.safetensors", sha)))
             os.unlink(path)
             drop_received(work)
             path = new_model(work, 1000 + i, size)
             receive.ShaCache(sha).get(path)   # hashed before (an earlier run, another server of a pool)
-            os.sync()
-            t = time.perf_counter()
-            asyncio.run(ours(srv.url, path, f"model{1000 + i}.safetensors", sha))
-            known.append(time.perf_counter() - t)
+            known.append(timed(ours(srv.url, path, f"model{1000 + i}.safetensors", sha)))
             os.unlink(path)
             drop_received(work)
         if a.link:
             srv.up_mbit, srv.latency_ms = 20.0, 30.0
             for i in range(a.runs):
                 path = new_model(work, 2000 + i, size)
-                t = time.perf_counter()
-                asyncio.run(ours(srv.url, path, f"model{2000 + i}.safetensors", sha))
-                linked.append(time.perf_counter() - t)
+                linked.append(timed(ours(srv.url, path, f"model{2000 + i}.safetensors", sha)))
                 link_base.append(os.path.getsize(path) * 8 / 20e6)
                 os.unlink(path)
     finally:

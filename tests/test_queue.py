@@ -7,6 +7,7 @@ import pytest
 
 import mini_comfy
 from conftest import core, load_pack, until, when
+from test_nodes import t2i
 
 pack = load_pack()
 from server import PromptServer  # noqa: E402
@@ -25,17 +26,10 @@ def prompt(seed: int, prefix: str = "") -> dict:
 
 
 def _prompt(seed: int) -> dict:
-    L = lambda n, s=0: [n, s]  # noqa: E731
-    return {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "cloud_only.safetensors"}},
-            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": L("4", 1)}},
-            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": L("4", 1)}},
-            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-            "3": {"class_type": "KSampler", "inputs": {"seed": seed, "model": L("4"), "positive": L("6"),
-                                                       "negative": L("7"), "latent_image": L("5")}},
-            "8": {"class_type": "VAEDecode", "inputs": {"samples": L("3"), "vae": L("4", 2)}},
-            "10": {"class_type": "GPUGeekCloudExecute",
-                   "inputs": {"workflow_id": WF, "run_on": "cloud", "timeout_s": 600, "image_1": L("8")}},
-            "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "local", "images": L("10", 0)}}}
+    """The node tests' text to image (tests/test_nodes.py ``t2i``) with a longer timeout and its own seed."""
+    p = t2i(timeout_s=600)
+    p["3"]["inputs"]["seed"] = seed
+    return p
 
 
 @pytest.fixture
