@@ -2,6 +2,8 @@
 cancel and load tasks (from the journal that the nodes write too).
 
   python cli.py run workflow_api.json --workflow-id 123456789012345 --out results/
+  python cli.py run workflow_api.json --target http://server:8188 --models-dir ~/ComfyUI/models
+                                        # a model the server lacks goes up once (a server that receives models)
   python cli.py status [TASK_ID]        # default: the journal's latest task
   python cli.py cancel [TASK_ID]
   python cli.py results [TASK_ID] --out results/
@@ -21,7 +23,9 @@ from ..offload import config, errors, plan, texts
 from ..offload.journal import Journal, UploadCache
 from ..offload.owner import Interrupted, owner
 from ..offload.plan import kinds
+from ..offload.receive import ShaCache
 from ..offload.run import cancel_by_hand, fetch_results, run_plan, status_text, wait_task
+from ..offload.run.models import folder_source
 from ..offload.targets import open_target, target_of
 from ..offload.transfer import input_path, local_file, safe_file_name, save_into
 from ..offload.wire import SUCCEEDED, TaskDetail
@@ -93,6 +97,8 @@ async def cmd_run(args, cfg) -> int:
     whole = whole_prompt_plan(prompt, input_dir)
     where = target_of(cfg, args.target)
     wf = None if config.is_comfy_target(where) else cfg.resolve_workflow_id(args.workflow_id)
+    models = (folder_source(args.models_dir, ShaCache(config.data_dir() / "model_sha.json"))
+              if args.models_dir else None)
     line = Line()
     t0 = time.monotonic()
     stop = {"flag": False}
@@ -105,6 +111,10 @@ async def cmd_run(args, cfg) -> int:
     def on_event(kind, detail: TaskDetail | None = None, expected=None, **info):
         if kind == "uploading":
             line.show("Uploading inputs…")
+        elif kind in ("model_uploading", "model_fetching"):
+            total, done = info.get("total"), info.get("done") or 0
+            line.show(f"{'Sending' if kind == 'model_uploading' else 'The server fetches'} {info.get('name')}"
+                      + (f" {_bar(done / total)} {done / 1e6:.0f}/{total / 1e6:.0f} MB" if total else ""))
         elif kind == "submitted":
             line.show(f"Submitted task {info['prompt_id']}")
         elif kind == "status" and detail is not None:
@@ -119,7 +129,8 @@ async def cmd_run(args, cfg) -> int:
             return await run_plan(whole, job=job, target=target, journal=Journal(), uploads=UploadCache(), values={},
                                   workflow_id=wf, timeout_s=args.timeout,
                                   read_file=lambda name: local_file(input_path(input_dir, name)),
-                                  daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where})
+                                  daily_limit=cfg.daily_limit, label="gpugeek run", meta={"target_url": where},
+                                  models=models)
     # the task lives on the owner: Ctrl-C stops it there, and the process waits for the cancel to finish
     job = owner().start(work, label="gpugeek run", on_event=on_event)
     try:
@@ -216,6 +227,10 @@ def main(argv=None) -> int:
     r.add_argument("--timeout", type=float, default=1800)
     r.add_argument("--target", default="", help="the URL of a ComfyUI server to run on instead of GPUGeek "
                                                 "(default: GPUGEEK_TARGET)")
+    r.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                   help="a ComfyUI-style models folder (DIR/loras/..., DIR/checkpoints/...): a model the workflow names "
+                        "that the server lacks goes up once (to a server that receives models); on GPUGeek, one its "
+                        "list lacks is named before paying. Repeatable")
     for name in ("status", "cancel", "results"):
         s = sub.add_parser(name, help=f"{name} of a task (default: the journal's latest)")
         s.add_argument("task_id", nargs="?")

@@ -61,3 +61,42 @@ def test_run_on_a_comfyui_server_needs_no_account(workflow, tmp_path, capsys):
         assert srv.calls.count("upload") == 1
     finally:
         srv.stop()
+
+
+def test_run_with_models_dir_sends_a_model_the_server_lacks_once(workflow, tmp_path, capsys):
+    """Issue 40 from the command line: ``--models-dir`` names a ComfyUI-style models folder; the LoRA the workflow
+    names goes up once to a server that receives models, and the prompt names the server's copy."""
+    from test_models import safetensors
+    models = tmp_path / "models"
+    (models / "loras" / "sub").mkdir(parents=True)
+    (models / "loras" / "sub" / "mine.safetensors").write_bytes(safetensors(64, seed=3))
+    (models / "checkpoints").mkdir()
+    wf = dict(WF, **{"5": {"class_type": "LoraLoader", "inputs": {"lora_name": "sub/mine.safetensors",
+                                                                  "strength_model": 1.0, "strength_clip": 1.0}}})
+    workflow.write_text(json.dumps(wf))
+    srv = FakeComfyUI().start()
+    try:
+        srv.receive_models(tmp_path / "server")
+        for out in ("out1", "out2"):
+            assert cli.main(["run", str(workflow), "--target", srv.url, "--out", str(tmp_path / out),
+                             "--models-dir", str(tmp_path / "nowhere"), "--models-dir", str(models)]) == 0
+        assert srv.calls.count("model_upload") == 1   # the second run asked by hash and sent nothing
+        held = srv.model_list("loras")
+        assert len(held) == 1 and held[0].startswith("gpugeek/")
+        assert (tmp_path / "server" / "loras" / held[0]).read_bytes() == (models / "loras" / "sub" / "mine.safetensors").read_bytes()
+        # both runs succeeded: the fake validates lora_name against its loras list, as ComfyUI does, so the prompts
+        # named the server's copy
+    finally:
+        srv.stop()
+
+
+def test_models_dir_never_reaches_outside_a_kinds_folder(tmp_path):
+    models_mod = core("run.models")
+    (tmp_path / "m" / "loras").mkdir(parents=True)
+    (tmp_path / "m" / "secret.safetensors").write_bytes(b"x")
+    (tmp_path / "m" / "loras" / "a.safetensors").write_bytes(b"x")
+    (tmp_path / "m" / "loras" / "notes.txt").write_bytes(b"x")
+    src = models_mod.folder_source([tmp_path / "m"])
+    assert src.find("a.safetensors", "LoraLoader", "lora_name") == ("loras", str(tmp_path / "m" / "loras" / "a.safetensors"))
+    assert src.find("../secret.safetensors") is None and src.find("notes.txt") is None
+    assert src.find("/etc/passwd") is None

@@ -64,11 +64,11 @@ def times_runs(estimate: dict | None, runs: int) -> dict | None:
 async def run_plan(plan, *, job, target, journal: Journal, uploads: UploadCache, values: dict,
                    workflow_id: int | None, timeout_s: float = DEFAULT_TIMEOUT_S, read_file=None,
                    daily_limit: float | None = None, label: str = "GPUGeek Cloud Execute",
-                   meta: dict | None = None, fetch_nodes=None) -> RunOutcome:
+                   meta: dict | None = None, fetch_nodes=None, models=None) -> RunOutcome:
     """One task on one target (the command line, a gateway with ``runs`` = 1)."""
     outcomes = await run_runs(plan, job=job, pool=Pool([target]), journal=journal, uploads=uploads, values=values,
                               workflow_id=workflow_id, timeout_s=timeout_s, read_file=read_file,
-                              daily_limit=daily_limit, label=label, meta=meta, fetch_nodes=fetch_nodes)
+                              daily_limit=daily_limit, label=label, meta=meta, fetch_nodes=fetch_nodes, models=models)
     return outcomes[0]
 
 

@@ -42,6 +42,30 @@ class ModelSource:
     hashes: ShaCache = field(default_factory=ShaCache)
 
 
+def folder_source(roots, hashes: ShaCache | None = None) -> ModelSource:
+    """The command line's models: ComfyUI-style model folders (``<root>/<kind>/<name>``, as a ComfyUI's ``models``
+    folder), given by the user. A value names a file of a kind's folder (subfolders kept, never outside it), in the
+    kind its input names first (``lora_name`` -> ``loras``)."""
+    roots = [os.path.abspath(r) for r in roots]
+
+    def find(value, class_type=None, input=None):
+        found = []
+        for root in roots:
+            try:
+                kinds = sorted(e.name for e in os.scandir(root) if e.is_dir())
+            except OSError:   # a folder that is not there: nothing in it
+                continue
+            for kind in kinds:
+                folder = os.path.join(root, kind)
+                path = os.path.abspath(os.path.join(folder, value.replace("\\", "/")))
+                if path.startswith(folder + os.sep) and path.lower().endswith(MODEL_EXTS) and os.path.isfile(path):
+                    found.append((kind, path))
+        said = str(input or "").lower()
+        found.sort(key=lambda kp: kp[0].rstrip("s").lower() not in said)
+        return found[0] if found else None
+    return ModelSource(find=find, hashes=hashes if hashes is not None else ShaCache())
+
+
 def template_models(workflow) -> dict:
     """name -> {"url", "directory", "hash"} for every model a workflow (the editor's JSON: ``extra_pnginfo.workflow``)
     names with an address: ComfyUI's templates keep them in each node's ``properties.models`` (and subgraphs' nodes),
