@@ -41,3 +41,21 @@ test("every line has its words in both languages", () => {
     }
   }
 });
+
+test("the gateway's estimate says what the queue already sent ahead and the limit left after it", async () => {
+  const { gatewayBox, aheadMoneyLine } = await import("../lib/status.js");
+  const expected = { price: 0.25, run_ms: 4000, runs: 3, basis: "exact" };
+  assert.equal(aheadMoneyLine({ tasks: 0, price: 0, unpriced: 0, left: null }, "en"), null);   // nothing ahead
+  assert.equal(aheadMoneyLine(null, "en"), null);
+  const ahead = { tasks: 3, price: 0.75, unpriced: 0, left: 1.25 };
+  for (const lang of ["en", "zh"]) {
+    const T = editorTexts(lang);
+    const line = fill(T.aheadMoneyLeft, { text: fill(T.aheadMoney, { n: 3, price: "0.75" }), left: "1.25" });
+    assert.equal(aheadMoneyLine(ahead, lang), line);
+    assert.deepEqual(gatewayBox({ expected, ahead }, lang).lines.at(-1), line);
+  }
+  // no daily limit: nothing left to say; a part of unknown price is counted as such, never as 0
+  assert.equal(aheadMoneyLine({ tasks: 2, price: 0.25, unpriced: 1, left: null }, "en"),
+    fill(editorTexts("en").aheadMoneyUnknown, { n: 2, price: "0.25", unknown: 1 }));
+  assert.deepEqual(gatewayBox({ expected }, "en").lines.length, 1);   // no queue: the estimate alone
+});
