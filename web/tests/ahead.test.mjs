@@ -73,7 +73,7 @@ test("the queue's entries carry a badge: running ahead with its time, queued in 
     assert.equal(badgeText({ ...running, state: "failed" }, lang, now), T.aheadBadgeFailed);
   }
   assert.equal(badgeText(running, "en", now), "☁ running ahead · 12 s");
-  assert.equal(badgeText(running, "zh", now), "☁ 云端已提前运行 · 12 秒");
+  assert.match(badgeText(running, "zh", now), /^☁ .*12/);   // the words are locales/zh/editor.json's
   const board = new Map();
   aheadUpdate(board, running);
   aheadUpdate(board, { token: "b", prompt_id: "p-b", number: 5, state: "waiting" });
