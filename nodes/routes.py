@@ -15,6 +15,7 @@ from ..offload import errors
 from ..offload import texts
 from ..offload.journal import ACTIVE
 from ..offload.run import cancel_by_hand, estimate_for
+from ..offload.run.ahead import ahead, queue_money
 from ..offload.run.fanout import times_runs
 from . import cloud, hook
 
@@ -274,8 +275,10 @@ async def post_plan(request):
             runs = inputs.get("runs") if isinstance(inputs.get("runs"), int) else 1
             # the price of every run of a fan-out: what the daily limit will count
             expected[g] = times_runs(estimate_for(j, p, inputs.get("workflow_id") or wf), runs)
+    # the queue's prompts sent ahead: their price, and the limit's room left after them (offload/run/ahead.py)
+    queued = queue_money(ahead(), j, config.load_config().daily_limit)
     return web.json_response({"ok": True, "roles": res.roles, "owner": res.owner, "refusals": res.refusals,
-                              "flagged": res.flagged, "groups": res.groups, "expected": expected})
+                              "flagged": res.flagged, "groups": res.groups, "expected": expected, "ahead": queued})
 
 
 async def _lists_answer(cfg, keys: list, nodes, lang: str, refresh: bool = False) -> web.Response:

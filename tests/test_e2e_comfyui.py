@@ -917,3 +917,69 @@ def test_compact_transfer_brings_every_image_back_as_webp_and_the_mask_exact(sta
     assert len(cloud_images) == len(local_images) == 3          # no image of the batch lost
     assert max(np.abs(a - b).max() for a, b in zip(cloud_images, local_images)) <= 4
     assert all((a == b).all() for a, b in zip(pixels(h, "506"), pixels(here, "506")))   # the mask exact
+
+
+# ---- a queue of prompts: the parts sent ahead, on the queue's own entries (issue 39) ---------------------------------
+
+# Editors whose queue list says which prompt each row is (JobAssetsList: data-job-id, the prompt's id): 1.48 and newer.
+# Editor 1.27's queue sidebar (TaskItem) puts no id on its entries: the box beside the queue says it there.
+ROWS_WITH_IDS = (1, 48)
+# The queue list opened as a user opens it: the "N active" button, then "View all jobs" where the editor shows a
+# summary first (1.48). Returns what it clicked.
+OPEN_JOBS_JS = """() => {
+  if (document.querySelector('[data-job-id]')) return 'open';
+  const bs = [...document.querySelectorAll('button')];
+  const all = bs.find((b) => /View all jobs/.test(b.textContent || '') && b.getClientRects().length);
+  if (all) { all.click(); return 'all'; }
+  const active = bs.find((b) => /\\d+\\s*active/.test(b.textContent || ''));
+  if (active) { active.click(); return 'active'; }
+  return null;
+}"""
+BADGES_JS = """() => Object.fromEntries([...document.querySelectorAll('[data-job-id] > .gpugeek-ahead-badge')]
+  .map((b) => [b.parentElement.dataset.jobId, b.textContent]))"""
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not Path("/usr/bin/chromium").exists(), reason="no chromium")
+def test_the_queue_s_prompts_show_their_cloud_part_running_ahead(editor_url, stack, tmp_path):
+    """Three prompts queued at once: the first runs, the cloud parts of the other two go ahead; each of those two
+    prompts' own entry in the editor's queue list carries a badge (its part queued or running in the cloud), the
+    running prompt's none; an editor whose entries carry no prompt id says it in the box beside the queue. Once the
+    prompts ran, nothing is left on screen."""
+    pw = pytest.importorskip("playwright.sync_api")
+    local = {"local": editor_url}
+    with pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = open_editor(b, editor_url)
+        version = tuple(int(x) for x in (page.evaluate("window.__COMFYUI_FRONTEND_VERSION__") or "0.0").split(".")[:2])
+        requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 30}, timeout=10)   # each task waits in the cloud
+        try:
+            pids = [post(local, cheap(color=0x314150 + i, gw="77")).json()["prompt_id"] for i in range(3)]
+            ahead = pids[1:]   # the first runs at once (ComfyUI was idle); the others wait in its queue
+            if version >= ROWS_WITH_IDS:
+                for _ in range(10):
+                    if page.evaluate(OPEN_JOBS_JS) == "open":
+                        break
+                    time.sleep(1)
+                page.wait_for_function(f"() => {{ const b = ({BADGES_JS})(); return {json.dumps(ahead)}.every((id) => b[id]); }}",
+                                       timeout=30000)
+                badges = page.evaluate(BADGES_JS)
+                boxed = page.evaluate("() => document.querySelector('.gpugeek-ahead')?.innerText || ''")
+            else:
+                page.evaluate("app.extensionManager.sidebarTab.toggleSidebarTab('queue')")
+                page.wait_for_function("() => (document.querySelector('.gpugeek-ahead')?.innerText || '')"
+                                       ".split('\\n').length >= 3", timeout=30000)
+                badges, boxed = {}, page.evaluate("() => document.querySelector('.gpugeek-ahead').innerText")
+            page.screenshot(path=str(tmp_path / f"queue-{'.'.join(map(str, version))}.png"))
+        finally:
+            requests.post(stack["fake"] + "/_fake/opts", json={"hold_s": 0}, timeout=10)
+        for pid in pids:
+            assert history(local, pid)["status"]["status_str"] == "success"
+        page.wait_for_function("() => !document.querySelector('.gpugeek-ahead-badge, .gpugeek-ahead')", timeout=30000)
+        b.close()
+    if version >= ROWS_WITH_IDS:
+        assert set(badges) == set(ahead), badges   # on the prompts sent ahead, not on the one running
+        assert all(text.startswith("\u2601 ") and "ahead" in text for text in badges.values()), badges
+        assert boxed == ""   # every part is on its own entry: no box
+    else:
+        assert boxed.count("Prompt #") == 2, boxed

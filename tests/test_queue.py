@@ -162,6 +162,32 @@ def test_the_daily_limit_counts_the_tasks_sent_ahead(queue, fake, monkeypatch):
         assert isinstance(queue.results[p], E.SpendLimitError)
 
 
+def test_the_expected_price_counts_the_tasks_sent_ahead(queue, fake, monkeypatch):
+    """The editor's estimate (POST /gpugeek/plan) says what the queue's prompts already sent ahead are expected to cost,
+    and what is left of the daily limit after today's spending, the tasks under way and those sent ahead."""
+    from test_nodes import _route
+    pid = queue.post(prompt(0))   # a price for the part (0.25 a task)
+    assert until(lambda: queue.done(pid))
+    plan = lambda: _route(pack.nodes.routes.post_plan, "POST", "/gpugeek/plan", {"prompt": prompt(7)})  # noqa: E731
+    assert plan()["ahead"] == {"tasks": 0, "price": 0, "unpriced": 0, "left": None}   # nothing ahead, no limit
+    monkeypatch.setenv("GPUGEEK_SEND_AHEAD", "1")   # one slot: the third prompt's part waits for it
+    monkeypatch.setenv("GPUGEEK_DAILY_LIMIT", "2")
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 2)   # ComfyUI runs the first prompt; its task is held
+    second, third = queue.post(prompt(2)), queue.post(prompt(3))
+    assert until(lambda: len(fake.tasks) == 3)
+    registry = core("run.ahead").ahead()
+    assert until(lambda: len(registry.entries) == 2)
+    answer = plan()
+    # 0.25 spent; the first prompt's task and the second's (ahead) run; the third's waits for a slot, not yet leased
+    assert answer["ahead"] == {"tasks": 2, "price": 0.5, "unpriced": 0, "left": 2 - 0.25 - 0.25 - 0.25 - 0.25}
+    assert answer["expected"]["10"]["price"] == 0.25   # the part's own price is still its own
+    finish_all(fake)
+    assert until(lambda: all(queue.done(p) for p in (first, second, third)), 60)
+    assert plan()["ahead"]["tasks"] == 0
+
+
 def test_off_with_the_environment_variable(queue, fake, monkeypatch):
     monkeypatch.setenv("GPUGEEK_SEND_AHEAD", "0")
     fake.task_opts["run_s"] = LONG_S

@@ -145,11 +145,22 @@ async function replan() {
 const follow = follower({ version: () => versionOf(app.graph), run: replan, pollMs: 100, debounceMs: 60 });
 setPlanner(() => follow.now());
 
-// estimates change when a run ends: plan again even if the graph did not change
+// estimates change when a run ends: plan again even if the graph did not change; so does what the queue sent ahead
+// (its price and the limit left after it: the server's gpugeek.ahead messages, nodes/ahead.py), when a part starts,
+// ends or leaves (not at each change of its place in the cloud's queue)
+const AHEAD_CHANGES = new Set(["waiting", "running", "ready", "taken", "cancelled", "failed"]);
+const aheadStates = new Map();
 function replanAfterRuns() {
   for (const ev of ["execution_success", "execution_error", "execution_interrupted"]) {
     api.addEventListener(ev, () => { state.last = null; follow.check(true); });
   }
+  api.addEventListener("gpugeek.ahead", ({ detail }) => {
+    if (!detail?.token || !AHEAD_CHANGES.has(detail.state) || aheadStates.get(detail.token) === detail.state) return;
+    if (detail.state === "taken" || detail.state === "cancelled") aheadStates.delete(detail.token);
+    else aheadStates.set(detail.token, detail.state);
+    state.last = null;
+    follow.check(true);
+  });
 }
 
 app.registerExtension({

@@ -84,7 +84,7 @@ function drawBox(node, ctx) {
   const s = byNode.get(id);
   node.__gpugeekStatus = s;
   const content = gatewayBox({ live: s, progressShown: progressShown(node), refusals: plan.refusals[id],
-    expected: plan.expected[id] }, lang());
+    expected: plan.expected[id], ahead: plan.ahead }, lang());
   node.__gpugeekBoxShown = content?.kind || null;   // test-only: what the box shows
   node.__gpugeekBoxLines = content?.lines || null;  // test-only
   if (!content) return;

@@ -7,13 +7,13 @@
 import { app, api, call, tr, lang, textsReady, EXT } from "./gpugeek_common.js";
 import { WHOLE } from "./lib/names.js";
 import { whole, switchOf, setSwitch, withSwitch, runsOf, setRuns } from "./lib/whole.js";
-import { statusLines, expectedLine } from "./lib/status.js";
+import { statusLines, expectedLine, aheadMoneyLine } from "./lib/status.js";
 import { seconds } from "./lib/i18n.js";
 import { planNow, onPlan } from "./lib/plan_state.js";
 
 const WRAPPED = Symbol.for("gpugeek.whole");
 const ID = "gpugeek-whole-switch";
-const state = { status: "", planned: false, expected: null, refused: "" };
+const state = { status: "", planned: false, expected: null, refused: "", ahead: null };
 
 const root = () => app.rootGraph ?? app.graph;
 
@@ -115,7 +115,8 @@ function render() {
   el.setAttribute("aria-checked", String(on));
   el.dataset.on = String(on);
   // before a run, the expected price and time of the whole graph (earlier runs of it in the journal)
-  const expected = on && state.planned ? expectedLine(state.expected, lang()) : "";
+  const queued = aheadMoneyLine(state.ahead, lang());   // what the queue sent ahead adds to today's spending
+  const expected = on && state.planned ? expectedLine(state.expected, lang()) + (queued ? `; ${queued}` : "") : "";
   el.title = (on ? tr("wholeOnTip") : tr("wholeOffTip")) + (state.refused ? `\n${state.refused}` : expected ? `\n${expected}` : "");
   // what would refuse the run (no key, a node that only makes sense here), before anything is queued: red
   const refused = on && state.refused && !state.status;
@@ -168,6 +169,7 @@ app.registerExtension({
     onPlan((plan) => {  // the marking's plan of the graph: is it a whole workflow, and what will it cost
       state.planned = Object.values(plan.owner || {}).includes(WHOLE);
       state.expected = state.planned ? plan.expected?.[WHOLE] ?? null : null;
+      state.ahead = plan.ahead;
       state.refused = state.planned ? (plan.refusals?.[WHOLE] || [])[0] || "" : "";
       render();
     });

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..redact import get_logger
+from .spend import spent_and_held
 
 log = get_logger("gpugeek.ahead")
 
@@ -39,6 +40,9 @@ NOT_QUEUED_GRACE_S = 10.0
 # Keys sent ahead and gateway signatures that ran, remembered in this process (a queue longer than this is rare; a key
 # forgotten only means a later identical prompt may be sent ahead, whose run then takes the journal's results).
 REMEMBERED = 256
+
+# Prices are added at this precision: the platform's have at most a few decimals; a sum's float noise is not money.
+PRICE_DIGITS = 6
 
 # States told to the editor (web/gpugeek_ahead.js)
 WAITING, RUNNING, READY, TAKEN, CANCELLED, FAILED = "waiting", "running", "ready", "taken", "cancelled", "failed"
@@ -56,6 +60,11 @@ def signature(gateway_inputs: dict, changed) -> str:
     from its cache when this is the one that ran last on that node."""
     literal = {k: v for k, v in (gateway_inputs or {}).items() if not _is_link(v)}
     return hashlib.sha256(json.dumps([literal, str(changed)], sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _sum(prices) -> float:
+    """Prices added as people read them (float noise off: 0.25 + 0.05 is 0.3)."""
+    return round(sum(prices), PRICE_DIGITS)
 
 
 def _is_link(v) -> bool:
@@ -78,11 +87,12 @@ class Entry:
     state: str = WAITING
     started_at: float | None = None   # wall clock, for the editor's elapsed time
     position: int | None = None       # the platform's queue position while it queues there
+    price: float | None = None        # what it is expected to cost (all its runs; the editor's estimate), None unknown
 
     def record(self) -> dict:
         """What the editor is told of it (no key, no address)."""
         return {"token": self.token, "prompt_id": self.prompt_id, "number": self.number, "state": self.state,
-                "started": self.started_at, "position": self.position, "label": self.label}
+                "started": self.started_at, "position": self.position, "label": self.label, "price": self.price}
 
 
 class Ahead:
@@ -228,6 +238,16 @@ class Ahead:
                     gone.append(entry)
         return gone
 
+    def committed(self) -> dict:
+        """What the queue's prompts have sent ahead and not yet handed to their gateways (waiting for a slot, running,
+        finished): how many, their expected price where known, how many of unknown price; and the price of those still
+        waiting for a slot (no lease on the day's room yet: run/spend.py)."""
+        with self._lock:
+            live = [e for e in self.entries.values() if e.state in (WAITING, RUNNING, READY)]
+        known = [e.price for e in live if e.price is not None]
+        return {"tasks": len(live), "price": _sum(known), "unpriced": len(live) - len(known),
+                "waiting_price": _sum(e.price for e in live if e.job is None and e.price is not None)}
+
     def of_token(self, token: str) -> list:
         with self._lock:
             return [e for e in self.entries.values() if e.token == token]
@@ -238,6 +258,19 @@ class Ahead:
         for e in entries:
             self.cancel(e, reason)
         return entries
+
+
+def queue_money(registry: Ahead, journal, limit: float | None) -> dict:
+    """What the editor's estimate adds for the queue (routes' POST /gpugeek/plan): the parts sent ahead (how many, their
+    expected price, how many of unknown price) and what is left of the daily limit (None: no limit) after today's
+    spending, the tasks under way (their leases: the first prompt's, and those sent ahead) and the parts still waiting
+    for a slot. It is what the limit will count when they are submitted."""
+    money = registry.committed()
+    left = None
+    if limit:
+        spent, _lost = spent_and_held(journal)
+        left = round(max(0.0, float(limit) - spent - money["waiting_price"]), PRICE_DIGITS)
+    return {"tasks": money["tasks"], "price": money["price"], "unpriced": money["unpriced"], "left": left}
 
 
 _ahead: Ahead | None = None

@@ -23,7 +23,7 @@ from ..wire import RUNNING, SUCCEEDED, TaskDetail
 from . import ahead
 from ..owner import Interrupted
 from ..redact import get_logger
-from .fanout import MAX_RUNS, combined, run_runs
+from .fanout import MAX_RUNS, combined, run_runs, times_runs
 from .models import template_models
 from .task import DEFAULT_TIMEOUT_S, RunOutcome, estimate_for, fetch_results
 
@@ -409,7 +409,9 @@ def send_ahead(owner, plan: GatewayPlan, *, inputs: dict, place: Place, files_di
     key = ahead.key_of(plan_json, where, wf, runs, transfer, files_digest)
     registry = ahead.ahead()
     folder = Path(data_dir) / AHEAD_FOLDER / f"{key}-{os.getpid()}"   # one process's own (a user folder may be shared)
-    entry = ahead.Entry(key=key, token=token, begin=lambda: None, folder=folder, label=label)
+    expected = times_runs(estimate_for(place.journal, plan, wf), runs)
+    entry = ahead.Entry(key=key, token=token, begin=lambda: None, folder=folder, label=label,
+                        price=(expected or {}).get("price"))
 
     def begin():
         return owner.start(lambda job: ahead_run(

@@ -1,7 +1,7 @@
 // The server's plan as the editor applied it last, shared by the features that read it (marking, missing
 // models, cloud errors): roles by node id (local | cloud | both), owner gateway, refusals, flagged, groups,
-// expected. Listeners run after each change with the roles before it. Pure: no DOM, no ComfyUI.
-export const plan = { roles: {}, owner: {}, refusals: {}, flagged: new Set(), groups: {}, expected: {} };
+// expected, and what the queue sent ahead (ahead). Listeners run after each change with the roles before it. Pure: no DOM, no ComfyUI.
+export const plan = { roles: {}, owner: {}, refusals: {}, flagged: new Set(), groups: {}, expected: {}, ahead: null };
 const listeners = new Set();
 let planner = null;
 
@@ -13,7 +13,8 @@ export function onPlan(fn) {
 export function setPlan(answer) {
   const before = plan.roles;
   Object.assign(plan, { roles: answer.roles || {}, owner: answer.owner || {}, refusals: answer.refusals || {},
-    flagged: new Set((answer.flagged || []).map(String)), groups: answer.groups || {}, expected: answer.expected || {} });
+    flagged: new Set((answer.flagged || []).map(String)), groups: answer.groups || {}, expected: answer.expected || {},
+    ahead: answer.ahead || null });
   for (const fn of listeners) {
     try { fn(plan, before); } catch (e) { console.warn("[GPUGeek] plan listener", e); }
   }

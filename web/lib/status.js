@@ -44,12 +44,24 @@ export function expectedLine(expected, lang) {
     n: expected.runs ?? "?", runs: expected.runs_at_once });
 }
 
+// What the queue's prompts already sent ahead are expected to cost (the plan's "ahead": offload/run/ahead.py
+// queue_money) and what the daily limit leaves after them; null when nothing went ahead. A part of unknown price is
+// said as such, never counted as 0.
+export function aheadMoneyLine(ahead, lang) {
+  if (!ahead || !(Number(ahead.tasks) > 0)) return null;
+  const text = Number(ahead.unpriced) > 0
+    ? t(lang, "aheadMoneyUnknown", { n: ahead.tasks, price: money(ahead.price), unknown: ahead.unpriced })
+    : t(lang, "aheadMoney", { n: ahead.tasks, price: money(ahead.price) });
+  return ahead.left === null || ahead.left === undefined ? text : t(lang, "aheadMoneyLeft", { text, left: money(ahead.left) });
+}
+
 // What the box under a gateway shows, one status at a time: while a task is known (live), its status only
 // where the frontend does not already show the server's progress text on the node (the frontend 1.58 drops
-// that text when the run ends, 1.27 keeps it); before a run the refusals, or else the estimate. A fan-out's
+// that text when the run ends, 1.27 keeps it); before a run the refusals, or else the estimate (and what the queue
+// sent ahead). A fan-out's
 // runs come as cells (one per run), drawn under the progress text too: the text counts them, the cells
 // tell each run's state.
-export function gatewayBox({ live, progressShown, refusals, expected }, lang) {
+export function gatewayBox({ live, progressShown, refusals, expected, ahead }, lang) {
   if (live) {
     const cells = runCells(live);
     const more = cells.length ? { cells } : {};
@@ -57,5 +69,6 @@ export function gatewayBox({ live, progressShown, refusals, expected }, lang) {
     return { kind: "status", lines: statusLines(live, lang).map(String), ...more };
   }
   if (refusals?.length) return { kind: "refused", lines: refusals.map(String) };
-  return { kind: "expected", lines: [expectedLine(expected, lang)] };
+  const queued = aheadMoneyLine(ahead, lang);   // the queue's parts sent ahead: what they add to today's spending
+  return { kind: "expected", lines: queued ? [expectedLine(expected, lang), queued] : [expectedLine(expected, lang)] };
 }

@@ -41,3 +41,49 @@ test("every line has its words in both languages", () => {
     }
   }
 });
+
+test("the gateway's estimate says what the queue already sent ahead and the limit left after it", async () => {
+  const { gatewayBox, aheadMoneyLine } = await import("../lib/status.js");
+  const expected = { price: 0.25, run_ms: 4000, runs: 3, basis: "exact" };
+  assert.equal(aheadMoneyLine({ tasks: 0, price: 0, unpriced: 0, left: null }, "en"), null);   // nothing ahead
+  assert.equal(aheadMoneyLine(null, "en"), null);
+  const ahead = { tasks: 3, price: 0.75, unpriced: 0, left: 1.25 };
+  for (const lang of ["en", "zh"]) {
+    const T = editorTexts(lang);
+    const line = fill(T.aheadMoneyLeft, { text: fill(T.aheadMoney, { n: 3, price: "0.75" }), left: "1.25" });
+    assert.equal(aheadMoneyLine(ahead, lang), line);
+    assert.deepEqual(gatewayBox({ expected, ahead }, lang).lines.at(-1), line);
+  }
+  // no daily limit: nothing left to say; a part of unknown price is counted as such, never as 0
+  assert.equal(aheadMoneyLine({ tasks: 2, price: 0.25, unpriced: 1, left: null }, "en"),
+    fill(editorTexts("en").aheadMoneyUnknown, { n: 2, price: "0.25", unknown: 1 }));
+  assert.deepEqual(gatewayBox({ expected }, "en").lines.length, 1);   // no queue: the estimate alone
+});
+
+test("the queue's entries carry a badge: running ahead with its time, queued in the cloud, waiting, done (en, zh)", async () => {
+  const { badgeText, badgesFor, boxRecords } = await import("../lib/aheadBoard.js");
+  const now = 1000;
+  const running = { token: "a", prompt_id: "p-a", number: 4, state: "running", started: 988 };
+  for (const lang of ["en", "zh"]) {
+    const T = editorTexts(lang);
+    assert.equal(badgeText(running, lang, now), fill(T.aheadBadgeRunning, { s: 12 }));
+    assert.equal(badgeText({ ...running, position: 2 }, lang, now), fill(T.aheadBadgeQueued, { pos: 2 }));
+    assert.equal(badgeText({ ...running, state: "waiting" }, lang, now), T.aheadBadgeWaiting);
+    assert.equal(badgeText({ ...running, state: "ready" }, lang, now), T.aheadBadgeReady);
+    assert.equal(badgeText({ ...running, state: "failed" }, lang, now), T.aheadBadgeFailed);
+  }
+  assert.equal(badgeText(running, "en", now), "☁ running ahead · 12 s");
+  assert.match(badgeText(running, "zh", now), /^☁ .*12/);   // the words are locales/zh/editor.json's
+  const board = new Map();
+  aheadUpdate(board, running);
+  aheadUpdate(board, { token: "b", prompt_id: "p-b", number: 5, state: "waiting" });
+  aheadUpdate(board, { token: "c", number: 6, state: "running", started: 999 });   // its prompt id not known yet
+  // the queue's rows (their job ids, the prompt ids): a badge on the rows of prompts with a part ahead, none elsewhere
+  const rows = ["p-x", "p-a", "p-b"];
+  assert.deepEqual(badgesFor(rows, board, "en", now),
+    [{ id: "p-a", text: "☁ running ahead · 12 s" }, { id: "p-b", text: editorTexts("en").aheadBadgeWaiting }]);
+  // the box keeps what no row shows: a prompt not on screen (the list closed, an editor without job ids)
+  assert.deepEqual(boxRecords(board, new Set(["p-a", "p-b"])).map((r) => r.token), ["c"]);
+  assert.deepEqual(boxRecords(board, new Set()).map((r) => r.token), ["a", "b", "c"]);
+  assert.deepEqual(badgesFor([], board, "en", now), []);
+});
