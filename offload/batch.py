@@ -162,6 +162,9 @@ class BatchDecoder:
         import torch
         shape = (self._slots[-1], *hw, 3)   # its memory was counted from the headers (``_check``)
         made, self._reserve = self._reserve, None
+        if hasattr(made, "result") and getattr(made, "shape", shape) != shape:
+            made.cancel()   # made for another shape (a clip's, before a small fan-out): not waited for
+            made = None
         if hasattr(made, "result"):   # still being made: it is nearly done, and made faster than faulted in here
             try:
                 made = made.result()

@@ -304,3 +304,23 @@ def test_a_batch_still_being_made_is_waited_for_and_one_that_failed_is_made_here
             assert (fut.done() and not fut.cancelled() and fut.exception() is None
                     and img.data_ptr() == fut.result().data_ptr()) is used
             assert torch.equal(img, plain)
+
+
+def test_a_batch_being_made_ahead_in_another_shape_is_not_waited_for():
+    """Issue 39 (the fan-out after a long clip): a part of the same shape as a clip reserves the clip's batch; when
+    the files come in another shape, the decoder does not wait for that reserve to be made (up to 1 GB faulted in)
+    before making its own: it drops it at once."""
+    import threading
+    from concurrent.futures import Future
+    files = [photo_png(48, 32, seed=s) for s in (1, 2)]
+    plain, _ = batch.decode_batch(files)
+    never = Future()   # a reserve still being made, of the clip's shape
+    never.shape = (81, 480, 832, 3)
+    dec = batch.BatchDecoder(2, reserve=never)
+    t = threading.Thread(target=lambda: [dec.add(i, d) for i, d in enumerate(files)], daemon=True)
+    t.start()
+    t.join(30)   # not a time bar: without the fix this thread waits for ever
+    assert not t.is_alive()
+    assert never.cancelled()
+    img, _ = dec.result()
+    assert torch.equal(img, plain)

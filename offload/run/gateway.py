@@ -156,6 +156,7 @@ class Reserves(dict):
         try:
             for node, (n, h, w) in self._wanted.items():
                 self[node] = _RESERVER.submit(batch.reserve, n * self._runs, h, w)
+                self[node].shape = (n * self._runs, h, w, 3)   # the decoder waits for it only if its files fit
         except RuntimeError:  # the interpreter is shutting down: nothing is made ahead
             pass
         self._wanted = {}
