@@ -469,11 +469,11 @@ class PinnedResolver:
         self._pinned: dict = {}
 
     def pin(self, host: str, addresses: list) -> None:
-        self._pinned[host.lower()] = list(addresses)
+        self._pinned[_host_key(host)] = list(addresses)
 
     async def resolve(self, host: str, port: int = 0, family=0) -> list:
         import socket
-        got = self._pinned.get(str(host).lower())
+        got = self._pinned.get(_host_key(host))
         if not got:
             raise OSError(f"{host} was not checked")   # a bug, never a lookup of its own
         out = []
@@ -488,6 +488,15 @@ class PinnedResolver:
 
     async def close(self) -> None:
         pass
+
+
+def _host_key(host) -> str:
+    """A host name as the connector names it (an international name in its ASCII form), to look its pins up."""
+    host = str(host or "").rstrip(".").lower()
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 class _checked_get:
