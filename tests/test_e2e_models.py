@@ -326,10 +326,11 @@ def test_a_templates_model_is_fetched_by_the_server_and_a_wrong_hash_is_refused(
 
 # ---- a broken upload resumed ----------------------------------------------------------------------------------
 # The large model: tens of MB, so that the cut falls mid-upload, many pieces (receive.CHUNK) in.
-BIG_FLOATS = 10 << 20   # 40 MiB of float32
-# What may be sent twice when the link breaks: what was in flight (the sockets' buffers on loopback, a few MB, and the
-# server's piece not yet written, receive.CHUNK). Starting again from 0 would send half the file again (20 MiB).
-RESENT_ALLOWANCE = 8 << 20
+BIG_FLOATS = 16 << 20   # 64 MiB of float32
+# What may be sent twice when the link breaks: what was in flight and lost with it (the loopback sockets' buffers,
+# which Linux grows to a few MB each way, and the server's piece not yet written, receive.CHUNK). Starting again from
+# 0 would send the half before the cut again (32 MiB): well above this.
+RESENT_ALLOWANCE = 16 << 20
 
 
 class CuttingProxy:
