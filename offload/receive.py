@@ -64,6 +64,10 @@ FETCH_FIRST_WAIT_S = 2.0
 ALLOW_HTTP_LOOPBACK_FOR_TESTS = False
 # A template's model address may redirect (Hugging Face sends to its CDN) at most this many times, https each time.
 MAX_FETCH_REDIRECTS = 5
+# A template's host must take the connection within this (a live CDN does in well under a second; 30 s covers a slow
+# link), and send something at least this often while the model comes (a CDN pausing a minute is broken).
+FETCH_CONNECT_S = 30
+FETCH_READ_S = 120
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -78,9 +82,10 @@ def max_model_bytes(env=None) -> int:
 class Refused(Exception):
     """A request refused, with its sentence (``key`` in locales/<lang>/server.json) and HTTP status."""
 
-    def __init__(self, key: str, status: int = 400, **values):
+    def __init__(self, key: str, http_status: int = 400, /, **values):
+        # the HTTP status is positional only: a sentence's own {status} (receive_fetch_failed) is one of ``values``
         super().__init__(texts.text(key, "en", **values))
-        self.key, self.status, self.values = key, status, values
+        self.key, self.status, self.values = key, http_status, values
 
     def answer(self) -> dict:
         return {"ok": False, "error": str(self), "message": str(self), "key": self.key, "values": self.values,
@@ -378,14 +383,7 @@ class Receiver:
             check_fetch_url(url)
             job = {"done": 0, "total": None}
 
-            async def run():
-                import aiohttp
-                try:
-                    async with open_session() as session:
-                        return await self.fetch(kind, name, url, sha, session, job)
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                    raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status=type(e).__name__) from None
-            job["task"] = asyncio.ensure_future(run())
+            job["task"] = asyncio.ensure_future(self.fetch(kind, name, url, sha, open_session, job))
             self._fetches[key] = job
             await asyncio.wait({job["task"]}, timeout=FETCH_FIRST_WAIT_S)   # a small one is answered at once
         task = job["task"]
@@ -405,9 +403,18 @@ class Receiver:
                 return {"name": name}
         return None
 
-    async def fetch(self, kind, name, url, sha: str | None, session, job: dict | None = None) -> dict:
+    async def fetch(self, kind, name, url, sha: str | None, open_session=None, job: dict | None = None) -> dict:
         """A template's model, from its address (https only, a public host; the size limit; its hash checked where
-        given); ``job`` is told the bytes done and the total where the answer says it."""
+        given); ``job`` is told the bytes done and the total where the answer says it. ``open_session``: makes the
+        aiohttp session (aiohttp.ClientSession unless a test counts), given the connector that connects only to the
+        addresses checked (see :class:`PinnedResolver`)."""
+        import aiohttp
+        try:
+            return await self._fetch(kind, name, url, sha, open_session or aiohttp.ClientSession, job)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status=type(e).__name__) from None
+
+    async def _fetch(self, kind, name, url, sha: str | None, open_session, job: dict | None) -> dict:
         folder, name = self.check(kind, name, 0)
         sha = _sha(sha) if sha else None
         held = await self._fetched_before(folder, kind, name, url, sha)
@@ -421,18 +428,12 @@ class Receiver:
             part = self._partial(folder, "fetch-" + key)
             part.unlink(missing_ok=True)
             h = hashlib.sha256()
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
-            where = url
-            for _ in range(MAX_FETCH_REDIRECTS + 1):
-                await check_fetch_host(where)
-                async with session.get(where, allow_redirects=False, timeout=timeout) as r:
-                    if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
-                        from urllib.parse import urljoin
-                        where = urljoin(where, r.headers["Location"])
-                        check_fetch_url(where)
-                        continue
-                    if r.status != 200:
-                        raise Refused("receive_fetch_failed", 424, url=url[:200], status=r.status)
+            # every hop's address checked (https, a public host) and its host's checked addresses the only ones the
+            # connector may use: a name that answers otherwise when asked again (DNS rebinding) is never asked again
+            pinned = PinnedResolver()
+            async with open_session(connector=aiohttp.TCPConnector(resolver=pinned, use_dns_cache=False),
+                                    trust_env=False) as session:
+                async with _checked_get(session, pinned, url) as r:
                     length = job["total"] = r.content_length
                     if length is not None and length > self.max_bytes:
                         raise Refused("receive_too_big", 413, name=name, size=size_words(length),
@@ -450,9 +451,6 @@ class Receiver:
                             h.update(piece)
                             await asyncio.to_thread(f.write, piece)
                             job["done"] = n
-                    break
-            else:
-                raise Refused("receive_fetch_failed", 424, url=url[:200], status="redirects")
             got = h.hexdigest()
             if sha and got != sha:
                 part.unlink(missing_ok=True)
@@ -460,6 +458,79 @@ class Receiver:
             done = await self._finish(part, folder, kind, name, got, got)
             self._remember("url:" + str(url), kind, done["name"][len(RECEIVE_SUBFOLDER) + 1:])
             return done
+
+
+class PinnedResolver:
+    """The template fetch's resolver (aiohttp's AbstractResolver interface): it answers a host with the addresses
+    :func:`check_fetch_host` checked for it (pinned before each hop) and nothing else, so the connection goes where
+    the check looked. The URL's host name stays the TLS server name (SNI and certificate checks as usual)."""
+
+    def __init__(self):
+        self._pinned: dict = {}
+
+    def pin(self, host: str, addresses: list) -> None:
+        self._pinned[_host_key(host)] = list(addresses)
+
+    async def resolve(self, host: str, port: int = 0, family=0) -> list:
+        import socket
+        got = self._pinned.get(_host_key(host))
+        if not got:
+            raise OSError(f"{host} was not checked")   # a bug, never a lookup of its own
+        out = []
+        for ip in got:
+            fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            if family in (0, socket.AF_UNSPEC, fam):
+                out.append({"hostname": host, "host": ip, "port": port, "family": fam, "proto": 0,
+                            "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV})
+        if not out:
+            raise OSError(f"{host} has no checked address of this family")
+        return out
+
+    async def close(self) -> None:
+        pass
+
+
+def _host_key(host) -> str:
+    """A host name as the connector names it (an international name in its ASCII form), to look its pins up."""
+    host = str(host or "").rstrip(".").lower()
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
+class _checked_get:
+    """``async with _checked_get(session, pinned, url) as r``: the answer of the template's address after at most
+    MAX_FETCH_REDIRECTS redirects, each hop's address checked like the first (https, a public host whose checked
+    addresses are pinned before the hop connects); a status other than 200 refused."""
+
+    def __init__(self, session, pinned: PinnedResolver, url: str):
+        self.session, self.pinned, self.url, self.r = session, pinned, url, None
+
+    async def __aenter__(self):
+        import aiohttp
+        from urllib.parse import urljoin
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=FETCH_CONNECT_S, sock_read=FETCH_READ_S)
+        where = self.url
+        for _ in range(MAX_FETCH_REDIRECTS + 1):
+            check_fetch_url(where)
+            self.pinned.pin(urlsplit(where).hostname or "", await check_fetch_host(where))
+            r = await self.session.get(where, allow_redirects=False, timeout=timeout)
+            if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+                where = urljoin(where, r.headers["Location"])
+                r.release()
+                continue
+            if r.status != 200:
+                r.release()
+                raise Refused("receive_fetch_failed", 424, url=self.url[:200], status=r.status)
+            self.r = r
+            return r
+        raise Refused("receive_fetch_failed", 424, url=self.url[:200], status="redirects")
+
+    async def __aexit__(self, *exc):
+        if self.r is not None:
+            self.r.release()
+        return False
 
 
 def _hash_into(h, path) -> None:
@@ -480,22 +551,37 @@ def _sha(value) -> str:
     return v
 
 
-async def check_fetch_host(url) -> None:
-    """A template's address must name a public host: the server is not made to fetch from its own network (a
-    private, loopback, link-local or reserved address; loopback under the tests' hook only)."""
+def public_address(ip) -> bool:
+    """An address on the public internet: not private, loopback, link-local, shared (100.64/10, where clouds keep
+    their metadata services: Alibaba's 100.100.100.200), reserved, multicast or unspecified; an IPv4 address written
+    as IPv6 (``::ffff:10.0.0.5``) judged as itself."""
+    ip = ipaddress.ip_address(ip)
+    if getattr(ip, "ipv4_mapped", None) is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+async def check_fetch_host(url) -> list:
+    """A template's address must name a public host: the server is not made to fetch from its own network (loopback
+    under the tests' hook only). Returns the addresses checked: the only ones the download may connect to
+    (:class:`PinnedResolver`)."""
     import socket
-    host = urlsplit(str(url)).hostname or ""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
     except OSError:
         raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status="DNS") from None
+    addresses = []
     for info in infos:
         ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if ip.is_loopback and ALLOW_HTTP_LOOPBACK_FOR_TESTS:
-            continue
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified):
+        if not (ip.is_loopback and ALLOW_HTTP_LOOPBACK_FOR_TESTS) and not public_address(ip):
             raise Refused("receive_private_host", url=str(url)[:200])
+        if str(ip) not in addresses:
+            addresses.append(str(ip))
+    if not addresses:
+        raise Refused("receive_fetch_failed", 424, url=str(url)[:200], status="DNS")
+    return addresses
 
 
 def check_fetch_url(url) -> None:

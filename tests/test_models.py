@@ -601,3 +601,134 @@ def test_an_upload_whose_answer_was_lost_is_finished_when_asked_again(tmp_path):
     assert rec.have("loras", "m.safetensors", len(data), sha) == {"name": "gpugeek/m.safetensors"}
     (tmp_path / "index.json").unlink()   # the index lost: the file is still found by its name and content
     assert rec.have("loras", "m.safetensors", len(data), sha) == {"name": "gpugeek/m.safetensors"}
+
+
+# ---- the template fetch connects only where it checked (issue 40's hardening) ------------------------------------
+class Resolving:
+    """socket.getaddrinfo for the names a test makes up (``answers``: name -> the addresses of each successive
+    lookup, the last one repeated), the real one for the rest; ``asked`` counts the lookups of each name."""
+
+    def __init__(self, monkeypatch, answers: dict):
+        import socket
+        self.answers, self.asked, real = answers, {}, socket.getaddrinfo
+
+        def fake(host, port, *a, **kw):
+            if host not in self.answers:
+                return real(host, port, *a, **kw)
+            n = self.asked[host] = self.asked.get(host, 0) + 1
+            ips = self.answers[host][min(n, len(self.answers[host])) - 1]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, int(port or 0))) for ip in ips]
+        monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+async def _listener(host: str, port: int = 0):
+    """A TCP listener counting the connections it takes (and closing them)."""
+    seen = []
+
+    async def take(reader, writer):
+        seen.append(writer.get_extra_info("peername"))
+        writer.close()
+    srv = await asyncio.start_server(take, host, port)
+    return srv, srv.sockets[0].getsockname()[1], seen
+
+
+def test_a_templates_host_that_answers_a_private_address_the_second_time_is_never_reached(tmp_path, monkeypatch):
+    """DNS rebinding: the host is checked public, then answers 127.0.0.1 when asked again. The download connects to
+    the address that was checked, never asks again, and the server's own network takes no connection. (Here the
+    public internet stands at 127.0.0.2: the test's rule of what is public says so.)"""
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")])
+    monkeypatch.setattr(receive, "public_address", lambda ip: str(ip) == "127.0.0.2")
+    dns = Resolving(monkeypatch, {"models.example": [["127.0.0.2"], ["127.0.0.1"]]})
+
+    async def go():
+        own, port, own_seen = await _listener("127.0.0.1")
+        public, _, public_seen = await _listener("127.0.0.2", port)
+        try:
+            with pytest.raises(receive.Refused) as got:
+                await rec.fetch("loras", "m.safetensors", f"https://models.example:{port}/m.safetensors", None)
+            return got.value, own_seen, public_seen
+        finally:
+            own.close()
+            public.close()
+    refused, own_seen, public_seen = asyncio.run(go())
+    assert refused.key == "receive_fetch_failed"   # the public host spoke no TLS
+    assert own_seen == [] and len(public_seen) >= 1
+    assert dns.asked["models.example"] == 1
+
+
+def _redirecting(monkeypatch, location: str):
+    """A loopback file address (the tests' hook on) that sends the download to ``location``."""
+    monkeypatch.setattr(receive, "ALLOW_HTTP_LOOPBACK_FOR_TESTS", True)
+    hits = []
+
+    async def h(request):
+        hits.append(request.path)
+        if request.path == "/m.safetensors":
+            raise web.HTTPFound(location.replace("PORT", str(request.url.port)))
+        return web.Response(body=safetensors(4))
+    app = web.Application()
+    app.router.add_get("/{name}", h)
+    return app, hits
+
+
+@pytest.mark.parametrize("location,key", [
+    ("http://files.example/m2.safetensors", "receive_https_only"),          # down to plain http
+    ("https://10.0.0.5/m2.safetensors", "receive_private_host"),            # the server's own network
+    ("https://100.100.100.200/latest/meta-data", "receive_private_host"),   # a cloud's metadata service (shared space)
+    ("https://internal.example/m2.safetensors", "receive_private_host"),    # a name that answers a private address
+    ("https://[::ffff:10.0.0.5]/m2.safetensors", "receive_private_host"),   # the same, written as IPv6
+    ("ftp://127.0.0.1:PORT/m2.safetensors", "receive_https_only"),
+])
+def test_every_redirect_of_a_templates_download_is_checked_like_its_first_address(tmp_path, monkeypatch, location,
+                                                                                  key):
+    from aiohttp.test_utils import TestServer
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")])
+    Resolving(monkeypatch, {"internal.example": [["10.1.2.3"]], "files.example": [["93.184.216.34"]]})
+    app, hits = _redirecting(monkeypatch, location)
+
+    async def go():
+        async with TestServer(app, host="127.0.0.1") as srv:
+            with pytest.raises(receive.Refused) as got:
+                await rec.fetch("loras", "m.safetensors", f"http://127.0.0.1:{srv.port}/m.safetensors", None)
+            return got.value
+    assert asyncio.run(go()).key == key
+    assert hits == ["/m.safetensors"]
+    assert not list((tmp_path / "loras").rglob("m*.safetensors"))
+
+
+def test_a_redirect_to_a_checked_address_is_followed(tmp_path, monkeypatch):
+    from aiohttp.test_utils import TestServer
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")])
+    app, hits = _redirecting(monkeypatch, "http://localhost:PORT/m2.safetensors")
+
+    async def go():
+        async with TestServer(app, host="127.0.0.1") as srv:
+            return await rec.fetch("loras", "m.safetensors", f"http://127.0.0.1:{srv.port}/m.safetensors", None)
+    assert asyncio.run(go()) == {"name": "gpugeek/m.safetensors"}
+    assert hits == ["/m.safetensors", "/m2.safetensors"]
+    assert (tmp_path / "loras" / "gpugeek" / "m.safetensors").read_bytes() == safetensors(4)
+
+
+def test_a_templates_address_that_answers_an_error_is_said_with_its_status(tmp_path, monkeypatch):
+    from aiohttp.test_utils import TestServer
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")])
+    monkeypatch.setattr(receive, "ALLOW_HTTP_LOOPBACK_FOR_TESTS", True)
+    app = web.Application()
+
+    async def gone(request):
+        return web.Response(status=404)
+    app.router.add_get("/{name}", gone)
+
+    async def go():
+        async with TestServer(app, host="127.0.0.1") as srv:
+            url = f"http://127.0.0.1:{srv.port}/gone.safetensors"
+            with pytest.raises(receive.Refused) as got:
+                await rec.fetch("loras", "gone.safetensors", url, None)
+            return url, got.value
+    url, refused = asyncio.run(go())
+    assert (refused.key, refused.status) == ("receive_fetch_failed", 424)
+    assert str(refused) == said("receive_fetch_failed", "en", url=url, status=404)
