@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import signal
 import subprocess
 import time
 
@@ -37,6 +38,8 @@ SHORT_HOLD_S = 0.5
 SETTLE_S = 10.0
 # How long a queue of prompts may take to end here (CPU-only ComfyUI on a shared machine).
 QUEUE_END_S = 180.0
+# How long ComfyUI may take to end after Ctrl+C or SIGTERM (the pack gives its cancels 5 s: nodes/ahead.py).
+SHUTDOWN_S = 30.0
 _seeds = itertools.count(int(time.time()) % 100000 * 100)   # fresh seeds: a cloud prompt never seen in this stack
 
 
@@ -66,10 +69,15 @@ def qstack(tmp_path_factory):
         st["local"] = f"http://127.0.0.1:{port}"
         wait_http(st["local"] + "/object_info/GPUGeekCloudExecute", timeout=180)
 
-    def restart():
-        """ComfyUI killed (no shutdown of its own: the pack cancels nothing), then started again."""
-        procs["local"].kill()
-        procs["local"].wait(20)
+    def restart(how=signal.SIGKILL):
+        """ComfyUI ended by a signal (SIGKILL: killed, no shutdown of its own; SIGINT: Ctrl+C; SIGTERM: a service manager,
+        a container stopped), then started again."""
+        procs["local"].send_signal(how)
+        try:
+            procs["local"].wait(SHUTDOWN_S)
+        except subprocess.TimeoutExpired:
+            procs["local"].kill()
+            procs["local"].wait(20)
         start_local()
     st["restart"] = restart
     start("cloud", comfyui_command(tmp, "cloud", cloud_port, "--output-directory", str(tmp / "cloud-out"),
@@ -195,8 +203,8 @@ def cloud_made(task: dict) -> np.ndarray:
     return pixels(requests.get(urls[0], timeout=30).content)
 
 
-def queue_of_four(st, *holds) -> tuple[list, list]:
-    """Four prompts posted back to back (the first starts at once, the others wait in ComfyUI's queue), each task held
+def queue_of(st, *holds) -> tuple[list, list]:
+    """Prompts posted back to back (the first starts at once, the others wait in ComfyUI's queue), each task held
     ``holds[i]`` (the fake's hold is read when a task is submitted: each waits for its task before the next hold is
     set, sent ahead or not). Their seeds and prompt ids."""
     seeds = [next(_seeds) for _ in holds]
@@ -220,9 +228,10 @@ def test_four_prompts_queued_back_to_back_run_in_the_cloud_at_once(qstack, ahead
     pids = [post(qstack, seeded(s)) for s in seeds]
     hs = [history(qstack, p) for p in pids]
     assert [h["status"]["status_str"] for h in hs] == ["success"] * 4, [h["status"] for h in hs]
-    got = [task_of(qstack, s) for s in seeds]
-    assert all(t is not None and t["status"] == 3 for t in got)
     # a task's created_ago / finished_ago are seconds before one look at the fake's clock: larger is earlier
+    look = {seed_of(t): t for t in tasks(qstack)}
+    got = [look.get(s) for s in seeds]
+    assert all(t is not None and t["status"] == 3 for t in got)
     if ahead:
         first_end = max(t["finished_ago"] for t in got)
         assert all(t["created_ago"] > first_end for t in got), "a task was submitted only after another had ended"
@@ -243,11 +252,16 @@ def test_four_prompts_queued_back_to_back_run_in_the_cloud_at_once(qstack, ahead
 
 def test_a_prompt_deleted_from_the_queue_cancels_its_task_sent_ahead(qstack):
     """The third of four prompts deleted from ComfyUI's queue while its part runs ahead: its task is cancelled on the
-    platform and journaled so; the other three deliver, nothing is left running."""
-    seeds, pids = queue_of_four(qstack, LONG_HOLD_S, LONG_HOLD_S, LONG_HOLD_S, LONG_HOLD_S)
+    platform and journaled so; the other three deliver, nothing is left running. A fifth deleted as soon as it is
+    queued leaves nothing running either."""
+    seeds, pids = queue_of(qstack, LONG_HOLD_S, LONG_HOLD_S, LONG_HOLD_S, LONG_HOLD_S)
     gone = task_of(qstack, seeds[2])
     assert gone["status"] in (1, 2) and not ran(qstack, pids[2])   # running ahead, its prompt still waiting
     requests.post(qstack["local"] + "/queue", json={"delete": [pids[2]]}, timeout=10).raise_for_status()
+    # a fifth deleted the moment it is queued, its part's submit perhaps still on the way: cancelled once it is there
+    hasty = next(_seeds)
+    requests.post(qstack["local"] + "/queue", json={"delete": [post(qstack, seeded(hasty))]},
+                  timeout=10).raise_for_status()
     assert until(lambda: task_of(qstack, seeds[2])["cancelled"]), "the deleted prompt's task still runs"
     assert task_of(qstack, seeds[2])["status"] == 5
     for i in (0, 1, 3):
@@ -259,25 +273,50 @@ def test_a_prompt_deleted_from_the_queue_cancels_its_task_sent_ahead(qstack):
     assert until(lambda: journal_of(qstack, gone["prompt_id"]).get("status") == "cancelled"), \
         journal_of(qstack, gone["prompt_id"])
     assert [task_of(qstack, s)["status"] for s in seeds] == [3, 3, 5, 3]
+    assert (task_of(qstack, hasty) or {"status": 5})["status"] == 5   # never sent, or cancelled
+
+
+def test_stop_of_the_running_prompt_keeps_the_parts_of_the_prompts_after_it(qstack):
+    """Stop ends the prompt ComfyUI runs, not the queue: its task is cancelled, the three prompts after it run and take
+    the tasks sent ahead for them (no task submitted again)."""
+    seeds, pids = queue_of(qstack, LONG_HOLD_S, HOLD_S, HOLD_S, HOLD_S)
+    n = len(tasks(qstack))
+    requests.post(qstack["local"] + "/interrupt", timeout=10).raise_for_status()
+    assert history(qstack, pids[0])["status"]["status_str"] != "success"
+    for p in pids[1:]:
+        h = history(qstack, p)
+        assert h["status"]["status_str"] == "success", h["status"]
+        assert len(h["outputs"]["11"]["images"]) == 1
+    assert until(lambda: not running(qstack)), "tasks left running on the platform"
+    assert [task_of(qstack, s)["status"] for s in seeds] == [5, 3, 3, 3]
+    assert len(tasks(qstack)) == n, "a prompt after the stopped one submitted its part again"
 
 
 def test_a_queue_cleared_then_stop_leaves_nothing_running_and_loses_nothing_finished(qstack):
-    """The first prompt runs (its task long); two parts sent ahead finished already, two still run ahead. The queue
-    cleared, then Stop: the two running ahead and the first prompt's own task are cancelled, nothing is left running;
-    the two that finished stay journaled as finished with their results, and queued again they are served from those
-    results without a new task."""
-    seeds, pids = queue_of_four(qstack, LONG_HOLD_S, SHORT_HOLD_S, SHORT_HOLD_S, LONG_HOLD_S)
+    """The first prompt runs (its task long); two parts sent ahead finished already, four still run ahead (the most at
+    once) and one waits for a slot. The queue cleared, then Stop: the four running ahead and the first prompt's own task
+    are cancelled, the one waiting never reaches the platform, nothing is left running; the two that finished stay
+    journaled as finished with their results, and queued again they are served from those results without a new
+    task."""
+    seeds, pids = queue_of(qstack, LONG_HOLD_S, SHORT_HOLD_S, SHORT_HOLD_S, LONG_HOLD_S)
     assert until(lambda: all(task_of(qstack, s)["status"] == 3 for s in seeds[1:3])), "the short tasks did not end"
-    assert until(lambda: task_of(qstack, seeds[3]) is not None)
-    assert task_of(qstack, seeds[3])["status"] in (1, 2) and not ran(qstack, pids[1])
+    more = [next(_seeds) for _ in range(4)]   # three more run ahead (four in all), the last waits for a slot
+    pids += [post(qstack, seeded(s)) for s in more]
+    seeds += more
+    assert until(lambda: all(task_of(qstack, s) is not None for s in seeds[4:7])), "a part was not sent ahead"
+    assert all(task_of(qstack, s)["status"] in (1, 2) for s in seeds[3:7]) and task_of(qstack, seeds[7]) is None
+    assert not any(ran(qstack, p) for p in pids[1:])
     requests.post(qstack["local"] + "/queue", json={"clear": True}, timeout=10).raise_for_status()
     requests.post(qstack["local"] + "/interrupt", timeout=10).raise_for_status()
     h = history(qstack, pids[0])
     assert h["status"]["status_str"] != "success"
     assert until(lambda: not running(qstack)), "tasks left running on the platform after a clear and Stop"
-    ends = [task_of(qstack, s)["status"] for s in seeds]
-    assert ends == [5, 3, 3, 5], ends
+    ends = [(task_of(qstack, s) or {}).get("status") for s in seeds]
+    assert ends == [5, 3, 3, 5, 5, 5, 5, None], ends
     assert not any(ran(qstack, p) for p in pids[1:])
+    for s in seeds[3:7]:
+        tid = task_of(qstack, s)["prompt_id"]
+        assert until(lambda: journal_of(qstack, tid).get("status") == "cancelled"), journal_of(qstack, tid)
     finished = [task_of(qstack, s) for s in seeds[1:3]]
     for t in finished:
         rec = journal_of(qstack, t["prompt_id"])
@@ -296,7 +335,7 @@ def test_comfyui_killed_while_a_finished_part_waits_for_its_prompt_loses_nothing
     """A part sent ahead finished while the prompt before it still ran; ComfyUI was killed before it reached its prompt
     and started again: Load Result gives that task's image by its id, and the prompt queued again delivers it with no new
     task (one payment per result)."""
-    seeds, pids = queue_of_four(qstack, LONG_HOLD_S, SHORT_HOLD_S)
+    seeds, pids = queue_of(qstack, LONG_HOLD_S, SHORT_HOLD_S)
     assert until(lambda: task_of(qstack, seeds[1])["status"] == 3), "the part sent ahead did not finish"
     done = task_of(qstack, seeds[1])
     assert until(lambda: journal_of(qstack, done["prompt_id"]).get("status") == "succeeded")
@@ -314,3 +353,17 @@ def test_comfyui_killed_while_a_finished_part_waits_for_its_prompt_loses_nothing
     assert np.abs(saved(qstack, h) - cloud_made(done)).max() <= 1
     assert len(tasks(qstack)) == n, "the finished part's prompt queued again after a restart paid for a new task"
     # the first prompt's task, orphaned by the kill, ends on the platform by itself (the fixture waits for it)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_comfyui_shut_down_cancels_the_tasks_sent_ahead(qstack, how):
+    """ComfyUI shut down while two queued prompts' parts run ahead (Ctrl+C in its console; SIGTERM, as a service
+    manager, a container's stop or the desktop app end it): those prompts will never run, their tasks are cancelled
+    and journaled so. (The prompt that was running keeps its task: its results load after a restart.)"""
+    seeds, pids = queue_of(qstack, LONG_HOLD_S, LONG_HOLD_S, LONG_HOLD_S)
+    assert all(task_of(qstack, s)["status"] in (1, 2) for s in seeds[1:]) and not ran(qstack, pids[1])
+    qstack["restart"](how)
+    ahead = [task_of(qstack, s) for s in seeds[1:]]
+    assert [t["status"] for t in ahead] == [5, 5], "a task sent ahead ran on after ComfyUI shut down"
+    for t in ahead:
+        assert journal_of(qstack, t["prompt_id"]).get("status") == "cancelled", journal_of(qstack, t["prompt_id"])
