@@ -250,6 +250,20 @@ def test_four_prompts_queued_back_to_back_run_in_the_cloud_at_once(qstack, ahead
         assert journal_of(qstack, t["prompt_id"])["status"] == "succeeded"
 
 
+def test_the_same_prompt_queued_again_is_paid_once(qstack):
+    """A, B, B, C, B queued back to back: B's second is served by ComfyUI's cache (not sent ahead), its third by B's task
+    (sent ahead once): three tasks for three cloud parts, every prompt delivers, each B the same image."""
+    a, b, c = (next(_seeds) for _ in range(3))
+    hold(qstack, HOLD_S)
+    pids = [post(qstack, seeded(s)) for s in (a, b, b, c, b)]
+    hs = [history(qstack, p) for p in pids]
+    assert [h["status"]["status_str"] for h in hs] == ["success"] * 5, [h["status"] for h in hs]
+    assert sorted(seed_of(t) for t in tasks(qstack) if seed_of(t) in (a, b, c)) == sorted([a, b, c])
+    made = cloud_made(task_of(qstack, b))
+    for i in (1, 2, 4):
+        assert np.abs(saved(qstack, hs[i]) - made).max() <= 1
+
+
 def test_a_prompt_deleted_from_the_queue_cancels_its_task_sent_ahead(qstack):
     """The third of four prompts deleted from ComfyUI's queue while its part runs ahead: its task is cancelled on the
     platform and journaled so; the other three deliver, nothing is left running. A fifth deleted as soon as it is
