@@ -1,10 +1,12 @@
 """End to end, a queue of prompts (issue 39) in a real ComfyUI with the pack, against the GPUGeek fake (its own process)
-whose tasks run on a second real ComfyUI, each held HOLD_S there first (the fake's ``hold_s``: a cloud task of a few
-seconds). Four prompts queued back to back are all on the platform before the first one's task ends (sent ahead), and
-one after the other with sending ahead off; a prompt deleted from the queue, a queue cleared then Stop, and ComfyUI
-killed and started again while prompts wait: nothing left running, nothing paid twice, nothing finished lost. The
-money-and-files invariants (tests/invariants.py) are checked after each test (tests/conftest.py). Skipped unless
-COMFYUI_DIR is set (see tests/test_e2e_comfyui.py)."""
+whose tasks run on a second real ComfyUI, each held there first (the fake's ``hold_s``: a cloud task of a few seconds).
+Four prompts queued back to back are all on the platform before the first of their tasks ends (sent ahead), and one
+after the other with sending ahead off (the contrast: the first fails without the change); the same prompt queued again
+is paid once; a prompt deleted from the queue, Stop, a queue cleared then Stop, ComfyUI killed and started again while a
+finished part waits, ComfyUI shut down (Ctrl+C, SIGTERM): nothing left running, nothing paid twice, nothing finished
+lost. The money-and-files invariants (tests/invariants.py) are checked after each test (tests/conftest.py). Skipped
+unless COMFYUI_DIR is set (see tests/test_e2e_comfyui.py). GPUGEEK_SEND_AHEAD in the environment wins over the pack's
+setting: set to 0, every test but the contrast fails (what the queue does without the change)."""
 from __future__ import annotations
 
 import io
