@@ -11,13 +11,16 @@ A watcher thread reads ComfyUI's queue (``PromptServer.instance.prompt_queue.get
 ComfyUI 0.3.64 and 0.33.0 alike) every WATCH_EVERY_S: a part whose prompt is neither queued nor running any more
 (deleted, the queue cleared, Stop or a failure ended it before its gateway took the task, or ComfyUI served the gateway
 from its cache) is cancelled. A prompt that ComfyUI refused after the handler ran (its validation failed) cancels its
-parts when POST /prompt answers (:func:`cancel_if_refused`); ComfyUI's shutdown cancels them all (atexit)."""
+parts when POST /prompt answers (:func:`cancel_if_refused`); ComfyUI's shutdown cancels them all (atexit for Ctrl+C and
+a normal exit; SIGTERM, which runs no atexit, through :func:`catch_sigterm`)."""
 from __future__ import annotations
 
 import atexit
 import contextvars
 import logging
+import os
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -230,6 +233,35 @@ def shutdown() -> None:
         time.sleep(0.05)
 
 
+def catch_sigterm() -> None:
+    """SIGTERM (a service manager, a container's stop, a desktop app ending its server) ends Python without atexit, so
+    the tasks sent ahead ran on, paid, for prompts that will never run. This handler cancels them (:func:`shutdown`),
+    then hands the signal on as it was handled before: to the handler there was, or (the default) the signal is sent
+    again with the default restored, and the process ends as it would have. A SIGTERM ignored, or handled outside
+    Python, is left alone. Only the main thread may set a handler: elsewhere (a pack loaded late) nothing changes."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (AttributeError, ValueError):
+        return
+    if previous is None or previous == signal.SIG_IGN or getattr(previous, "_gpugeek", False):
+        return
+
+    def on_sigterm(signum, frame):
+        try:
+            shutdown()
+        except Exception:   # noqa: BLE001 - ending goes on whatever the cancels did
+            log.warning("GPUGeek: cancelling the tasks sent ahead at SIGTERM failed", exc_info=True)
+        if callable(previous):
+            return previous(signum, frame)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    on_sigterm._gpugeek = True
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError, RuntimeError):   # not the main thread
+        log.debug("GPUGeek: could not watch SIGTERM", exc_info=True)
+
+
 # Files of parts sent ahead older than this were left by an earlier process (killed before its prompts ran): nothing can
 # take them any more (the journal holds their addresses). A day, so that another ComfyUI sharing this user folder keeps
 # the files of its own queue.
@@ -250,6 +282,7 @@ def forget_old_files() -> None:
 def install(server) -> None:
     forget_old_files()
     atexit.register(shutdown)
+    catch_sigterm()
     app = getattr(server, "app", None)
     if app is not None:
         from aiohttp import web

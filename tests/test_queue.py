@@ -292,6 +292,49 @@ def test_comfyui_shutting_down_cancels_the_tasks_sent_ahead(queue, fake):
     assert until(lambda: queue.done(first))
 
 
+@pytest.mark.parametrize("before", ["default", "a handler"])
+def test_sigterm_cancels_the_tasks_sent_ahead_then_ends_comfyui_as_it_did(queue, fake, monkeypatch, before):
+    """A service manager, a container's stop or a desktop app end ComfyUI with SIGTERM, which (unlike Ctrl+C) runs no
+    atexit: the tasks sent ahead ran on, paid, for prompts that will never run (tests/test_e2e_queue.py). The pack's
+    handler cancels them, then hands the signal on: to the handler there was, or the default (the process ends)."""
+    import os
+    import signal
+    installed, handed = {}, []
+    previous = signal.SIG_DFL if before == "default" else (lambda signum, frame: handed.append(("previous", signum)))
+    monkeypatch.setattr(signal, "getsignal", lambda signum: installed.get(signum, previous))
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.__setitem__(signum, handler))
+    monkeypatch.setattr(os, "kill", lambda pid, signum: handed.append(("kill", pid, signum)))
+    pack.nodes.ahead.catch_sigterm()
+    handler = installed[signal.SIGTERM]
+    assert callable(handler)
+    fake.task_opts["run_s"] = LONG_S
+    first = queue.post(prompt(1))
+    assert until(lambda: len(fake.tasks) == 1)
+    queue.post(prompt(2))
+    assert until(lambda: len(fake.tasks) == 2)
+    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    handler(signal.SIGTERM, None)
+    assert fake.status_of(by_seed[2])[0] == 5
+    assert journal().by_prompt_id(by_seed[2].prompt_id)["status"] == "cancelled"
+    if before == "default":   # the default again, and the signal sent again: the process ends as it would have
+        assert installed[signal.SIGTERM] == signal.SIG_DFL and handed == [("kill", os.getpid(), signal.SIGTERM)]
+    else:
+        assert handed == [("previous", signal.SIGTERM)]
+    queue.prompt_queue.wipe_queue()
+    finish_all(fake)
+    assert until(lambda: queue.done(first))
+
+
+def test_sigterm_ignored_or_not_from_python_is_left_alone(monkeypatch):
+    import signal
+    installed = {}
+    for before in (signal.SIG_IGN, None):
+        monkeypatch.setattr(signal, "getsignal", lambda signum, b=before: b)
+        monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.__setitem__(signum, handler))
+        pack.nodes.ahead.catch_sigterm()
+        assert installed == {}
+
+
 def test_the_setting_turns_it_off_and_the_environment_wins(monkeypatch):
     import asyncio
     routes, config = pack.nodes.routes, core("config")
