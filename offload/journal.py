@@ -32,6 +32,13 @@ ACTIVE = (SUBMITTING, QUEUED, RUNNING, CANCELLING, UNKNOWN)
 PROCESS_TOKEN = uuid.uuid4().hex[:12]
 
 
+def _stamp(path) -> tuple:
+    """What says another process wrote the file: its modification time and its size (two writes within one tick of
+    the file system's clock, a few ms, leave the time alone; an append always changes the size)."""
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
 class JsonlStore:
     def __init__(self, path: Path, max_records: int | None = None):
         self.path = Path(path)
@@ -55,7 +62,7 @@ class JsonlStore:
                         continue  # a line cut by a crash
                     if isinstance(rec, dict) and isinstance(rec.get("key"), str):
                         records.setdefault(rec["key"], {}).update(rec)
-            self._mtime = os.stat(self.path).st_mtime_ns
+            self._mtime = _stamp(self.path)
         except FileNotFoundError:
             self._mtime = None
         self._records, self._lines = records, lines
@@ -67,7 +74,7 @@ class JsonlStore:
 
     def _reload_if_changed(self) -> None:
         try:
-            m = os.stat(self.path).st_mtime_ns
+            m = _stamp(self.path)
         except FileNotFoundError:
             m = None
         if m != self._mtime:
@@ -91,7 +98,7 @@ class JsonlStore:
             rec = self._records.setdefault(key, {})
             rec.update(fields)
             self._lines += 1
-            self._mtime = os.stat(self.path).st_mtime_ns
+            self._mtime = _stamp(self.path)
             if self._lines > len(self._records) + COMPACT_SLACK:
                 self._compact()
             return dict(rec)
@@ -165,8 +172,20 @@ class Journal:
     def result_of(self, result_key: str) -> dict | None:
         """The newest task that succeeded with every result address for exactly this cloud prompt on this target
         (``result_key``, offload/run/fanout.py): what a queue after a restart may take instead of paying again."""
+        self.store.refresh()
         hits = [r for r in self.store.all() if r.get("result_key") == result_key and r.get("status") == SUCCEEDED
                 and r.get("prompt_id") and isinstance(r.get("result_url"), dict) and r["result_url"]]
+        return max(hits, key=lambda r: r.get("created", 0)) if hits else None
+
+    def left_running(self, result_key: str) -> dict | None:
+        """The newest task for exactly this cloud prompt on this target (``result_key``) that a process now gone left
+        queued or running: ComfyUI killed while it ran, or before its queue reached a part sent ahead. The platform
+        may have run it since, paid: a queue after the restart waits for it and takes its results instead of paying
+        again (offload/run/fanout.py). This process's own tasks are left to their waits."""
+        self.store.refresh()
+        hits = [r for r in self.store.all() if r.get("result_key") == result_key and r.get("prompt_id")
+                and r.get("status") in (QUEUED, RUNNING) and r.get("proc") != PROCESS_TOKEN
+                and (r.get("pid") == os.getpid() or not _alive(r.get("pid"), r.get("updated", 0)))]
         return max(hits, key=lambda r: r.get("created", 0)) if hits else None
 
     def tasks(self, limit: int = 200) -> list[dict]:

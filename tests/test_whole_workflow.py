@@ -728,3 +728,36 @@ def test_after_a_restart_a_new_prefix_takes_the_results_already_paid_for(wenv, f
     p["9"]["inputs"]["filename_prefix"] = "gone"
     _queue_cached(p, wenv, mini_comfy.Cache())
     assert len(fake.tasks) == 2
+
+
+def test_a_task_a_killed_comfyui_left_running_is_waited_for_not_paid_again(wenv, fake, monkeypatch):
+    """One payment per result across a kill (issue 39: ComfyUI killed while a part ran, or before its queue reached a
+    part sent ahead): the journal holds the task as queued, by a process now gone. The same graph queued after the
+    restart (a new prefix, an empty cache) waits for that task and takes its results; nothing is submitted. A task so
+    left that failed is not a result: the run is sent again."""
+    import mini_comfy
+    J = core("journal")
+    folder_paths, _, server = _node_env()
+    monkeypatch.setenv("GPUGEEK_WHOLE_WORKFLOW", "1")
+    _queue_cached(runnable(), wenv, mini_comfy.Cache())
+    (first,) = fake.tasks
+    journal = J.Journal()
+    (rec,) = [r for r in journal.tasks() if str(r.get("prompt_id")) == str(first)]
+    # as a ComfyUI killed while it waited left it: queued, no results, another process's token and a dead pid
+    journal.update(rec["key"], status="queued", result_url=None, price=None, proc="killed000000", pid=2 ** 22 + 7)
+    p = runnable()
+    p["9"]["inputs"]["filename_prefix"] = "after_kill"
+    _, ui, _ = _queue_cached(p, wenv, mini_comfy.Cache())
+    assert len(fake.tasks) == 1, "a task a killed ComfyUI left running was paid for again"
+    (img,) = ui["9"]["images"]
+    assert (pixels(Path(folder_paths.get_output_directory(), img["filename"]))
+            == pixels(fake.tasks[first].files["9"][0][1])).all()
+    now = J.Journal().get(rec["key"])   # as the file says now (another Journal, as a reader after a restart)
+    assert now["status"] == "succeeded" and now["result_url"]
+    assert any(str(first) in t for t, _ in server.progress_texts)   # said: the task it waited for
+    # a left task that failed on the platform: the run goes again, once
+    journal.update(rec["key"], status="running", result_url=None, proc="killed000000", pid=2 ** 22 + 7)
+    fake.tasks[first].fail = "CUDA out of memory"
+    p["9"]["inputs"]["filename_prefix"] = "after_failed"
+    _queue_cached(p, wenv, mini_comfy.Cache())
+    assert len(fake.tasks) == 2

@@ -9,13 +9,14 @@ import contextlib
 import copy
 import hashlib
 import json
+import os
 import time
 import uuid
 
 from .. import catalog
 from .. import errors
 from ..errors import SpendLimitError
-from ..journal import Journal, UploadCache
+from ..journal import PROCESS_TOKEN, Journal, UploadCache
 from ..targets.pool import Pool
 from ..wire import SUCCEEDED, TaskDetail
 from .inputs import prepare
@@ -109,7 +110,7 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
         prompt = with_seed_offset(await prompt_for(target), i)
         rec = journal.result_of(result_key(prompt, workflow_id, target))
         if rec is None:
-            return None
+            return await _left_running(i, target, prompt)
         detail = TaskDetail(prompt_id=str(rec["prompt_id"]), status=SUCCEEDED, result_url=rec["result_url"],
                             origin_price=rec.get("price"), run_duration_ms=rec.get("run_ms") or 0,
                             queue_duration_ms=rec.get("queue_ms") or 0)
@@ -121,6 +122,32 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
         job.task_id = job.task_id or detail.prompt_id
         _run_events(job.emit, i, runs)("paid_before", prompt_id=detail.prompt_id)
         return RunOutcome(detail.prompt_id, detail, files, rec["key"], 0, {"wait_s": 0.0, "download_s": 0.0})
+
+    async def _left_running(i: int, target, prompt: dict) -> RunOutcome | None:
+        """Run ``i``'s task where a process now gone left this very cloud prompt queued or running on this target
+        (ComfyUI killed while it ran, or before its queue reached a part sent ahead): waited for and taken, as this
+        run's own (a stop cancels it), never submitted again. None where there is none, or it did not succeed."""
+        rec = journal.left_running(result_key(prompt, workflow_id, target))
+        if rec is None:
+            return None
+        journal.update(rec["key"], proc=PROCESS_TOKEN, pid=os.getpid())   # this process waits for it now
+        pid, t0 = str(rec["prompt_id"]), time.monotonic()
+        job.task_id = job.task_id or pid
+        emit = _telling_status(_run_events(job.emit, i, runs), on_status)
+        emit("left_running", prompt_id=pid)
+        try:
+            detail = await wait_task(pid, target=target, journal=journal, key=rec["key"], timeout_s=timeout_s,
+                                     interrupted=job.interrupted, on_event=emit, estimate=estimate,
+                                     label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
+                                     prompt=prompt, provider=provider_of(target, workflow_id),
+                                     lists_key=catalog.key_of_target(target, workflow_id))
+        except (errors.TaskFailedError, errors.TaskCancelledError, errors.NotFoundError) as e:
+            log.info("%s: task %s left by a stopped ComfyUI did not succeed (%s): it runs again", label, pid, e)
+            return None
+        t_done = time.monotonic()
+        files = await job.guard(fetch_results(detail, target, fetch_nodes, budget))
+        return RunOutcome(pid, detail, files, rec["key"], 0,
+                          {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
 
     async def one(i: int) -> RunOutcome | None:
         t0 = time.monotonic()

@@ -51,6 +51,8 @@ def event_text(kind: str, lang: str, detail: TaskDetail | None = None, expected=
         return texts.text("progress_cancelling", lang)
     if kind == "paid_before":
         return texts.text("progress_paid_before", lang, task=info.get("prompt_id"))
+    if kind == "left_running":
+        return texts.text("progress_left_running", lang, task=info.get("prompt_id"))
     if kind == "price_wait":
         return texts.text("progress_price_wait", lang)
     if kind == "limit_left_out":
