@@ -8,7 +8,10 @@ def install():
         return
     import tempfile
     base = tempfile.mkdtemp(prefix="comfy-stub-")
+    import atexit
     import os
+    import shutil
+    atexit.register(shutil.rmtree, base, True)   # the stand-in's folders go with the test process
     for d in ("input", "output", "temp", "user"):
         os.makedirs(os.path.join(base, d), exist_ok=True)
 
