@@ -430,22 +430,24 @@ class Receiver:
             # written and hashed on a thread of its own while the next pieces are read from the socket (a few
             # pieces ahead at most: WRITE_AHEAD)
             writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-receive")
-            loop, pending, buf = asyncio.get_running_loop(), collections.deque(), bytearray()
+            loop, pending, batch, batched = asyncio.get_running_loop(), collections.deque(), [], 0
             try:
-                # the socket gives pieces of tens of KB: handed to the writer a CHUNK at a time
+                # the socket gives pieces of tens of KB: handed to the writer about a CHUNK at a time, as they
+                # came (never copied into one buffer: a copy of every byte costs as much as writing it)
                 async for piece in chunks:
-                    if have + len(buf) + len(piece) > size:
+                    if have + batched + len(piece) > size:
                         raise Refused("receive_bad_size", name=name)
-                    buf += piece
-                    if len(buf) >= CHUNK:
-                        pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
-                        have += len(buf)
-                        buf.clear()
+                    batch.append(piece)
+                    batched += len(piece)
+                    if batched >= CHUNK:
+                        pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, batch))
+                        have += batched
+                        batch, batched = [], 0
                         if len(pending) >= WRITE_AHEAD:
                             await pending.popleft()
-                if buf:
-                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
-                    have += len(buf)
+                if batch:
+                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, batch))
+                    have += batched
                 while pending:
                     await pending.popleft()
             except Refused:
@@ -586,9 +588,10 @@ def _hash_into(h, path) -> None:
             h.update(piece)
 
 
-def _write_and_hash(f, h, piece: bytes) -> None:
-    f.write(piece)
-    h.update(piece)
+def _write_and_hash(f, h, pieces: list) -> None:
+    for piece in pieces:   # hashed while it is in the cache, then written (both let other threads run meanwhile)
+        h.update(piece)
+        f.write(piece)
 
 
 def _upload_id(value) -> str:

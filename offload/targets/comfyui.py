@@ -445,8 +445,12 @@ class ComfyUITarget:
                            progress=None, upload: str | None = None, hasher=None) -> dict:
         """Bytes ``offset``.. of the file at ``path``, streamed a piece at a time (``progress(bytes sent)``); by
         ``upload`` id where its hash is not known yet, ``hasher`` (a hashlib object) then fed each piece read."""
-        def read(f):
-            piece = f.read(receive.CHUNK)
+        length = size - offset
+
+        def read(f, left: int) -> bytes:
+            piece = f.read(min(receive.CHUNK, left))
+            if left and not piece:   # the file became shorter than said: nothing more to send, ended here
+                raise OSError(f"{name} became shorter while it was sent")
             if hasher is not None:
                 hasher.update(piece)   # on the reading thread, while the piece before is sent
             return piece
@@ -459,12 +463,14 @@ class ComfyUITarget:
                 f = await loop.run_in_executor(reader, open, path, "rb")
                 try:
                     f.seek(offset)
-                    ahead = loop.run_in_executor(reader, read, f)
+                    left = length
+                    ahead = loop.run_in_executor(reader, read, f, left)
                     while True:
                         piece = await ahead
                         if not piece:
                             break
-                        ahead = loop.run_in_executor(reader, read, f)
+                        left -= len(piece)
+                        ahead = loop.run_in_executor(reader, read, f, left)
                         yield piece
                         done += len(piece)
                         if progress is not None:
@@ -478,7 +484,10 @@ class ComfyUITarget:
         params.update({"upload": upload} if upload is not None else {"sha256": sha256})
         got = await self._model_call("PUT", receive.UPLOAD, "model upload", data=body,
                                      read_timeout=MODEL_READ_TIMEOUT_S, params=params,
-                                     headers={"Content-Type": "application/octet-stream"})
+                                     # its length said: not sent in chunks (aiohttp would copy each one whole
+                                     # to frame it), each piece handed to the socket as it was read
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(length)})
         return got or {}
 
     async def model_fetch(self, kind: str, name: str, url: str, sha256: str | None, progress=None) -> dict | None:
