@@ -717,3 +717,43 @@ def test_a_server_that_does_not_know_the_hashless_ask_is_asked_by_hash(remote, t
     assert send_model(remote, f, "old.safetensors") == "gpugeek/old.safetensors"
     assert Path(remote.models_dir, "loras", "gpugeek", "old.safetensors").read_bytes() == data
     assert passes == [str(f)] and remote.model_bytes_in <= len(data) + receive.CHUNK
+
+
+def test_an_upload_by_id_whose_hash_was_never_told_is_finished_by_the_next_run(remote, tmp_path, passes):
+    """Every byte went up by id, then the client stopped before telling its hash: the next run tells it."""
+    data = safetensors(64, seed=11)
+    f = tmp_path / "late.safetensors"
+    f.write_bytes(data)
+    rec = remote.receiver
+    asked = rec.ask("loras", "late.safetensors", len(data), models.file_key(f, os.stat(f)))
+
+    async def body():
+        yield data
+    assert asyncio.run(rec.receive("loras", "late.safetensors", len(data), None, 0, body(),
+                                   upload=asked["upload"])) == {"offset": len(data)}
+    assert send_model(remote, f, "late.safetensors") == "gpugeek/late.safetensors"
+    assert "model_upload" not in remote.calls and passes == []
+    assert Path(remote.models_dir, "loras", "gpugeek", "late.safetensors").read_bytes() == data
+
+
+def test_a_file_shorter_than_said_while_it_goes_up_breaks_off_and_is_not_kept(remote, tmp_path):
+    """A model is sent with its length: a file that became shorter ends the request (the server would wait for
+    the rest), which the upload's tries then resume or say."""
+    import aiohttp
+    targets = core("targets.comfyui")
+    data = safetensors(64, seed=12)
+    f = tmp_path / "short.safetensors"
+    f.write_bytes(data)
+    sha = hashlib.sha256(data + b"0123456789").hexdigest()
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            t = targets.ComfyUITarget(s, remote.url, allow_lan_http=True)
+            try:
+                return await asyncio.wait_for(t.model_upload("loras", "short.safetensors", len(data) + 10, sha,
+                                                             str(f), 0), 120)   # a guard against a hang only
+            finally:
+                await t.close()
+    with pytest.raises(E.TransportError):
+        asyncio.run(go())
+    assert not Path(remote.models_dir, "loras", "gpugeek", "short.safetensors").exists()

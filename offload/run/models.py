@@ -256,7 +256,8 @@ async def _upload_unhashed(prompt, nid, target, kind, name, st, path, source: Mo
         try:
             if offset:   # what the server holds already: hashed here too (read, not sent)
                 await asyncio.to_thread(_hash_prefix, h, path, offset)
-            got = await target.model_upload(kind, name, size, None, path, offset, progress, upload=upload, hasher=h)
+            got = ({"offset": size} if offset >= size else   # all there already, its hash not told
+                   await target.model_upload(kind, name, size, None, path, offset, progress, upload=upload, hasher=h))
             if not got.get("name") and _offset(got, size) >= size:   # every byte there: its hash told
                 sha = h.hexdigest()
                 source.hashes.put(path, sha, st)
