@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -175,6 +176,7 @@ def main() -> None:
                 os.unlink(path)
     finally:
         srv.stop()
+        shutil.rmtree(work, ignore_errors=True)   # the sink's file and the server's folders: gigabytes
     header(f"a {a.mb} MB model up (new bytes each run: sent, checked), {a.runs} runs, "
            f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     report("first use, nothing of its size there", first, base)

@@ -645,11 +645,19 @@ def check_fetch_url(url) -> None:
 HAS, UPLOAD, FETCH = "/gpugeek/models/has", "/gpugeek/models/upload", "/gpugeek/models/fetch"
 
 
+async def body_pieces(request):
+    """An upload's body a piece at a time as the socket gave it: never joined into bigger ones (aiohttp's
+    ``iter_chunked`` copies the pieces it joins; the receiver hands them to its writer as they are)."""
+    async for data, _end in request.content.iter_chunks():
+        if data:
+            yield data
+
+
 def handlers(get_receiver: Callable[[], "Receiver | None"], pieces=None) -> dict:
     """(method, path) -> handler. ``get_receiver``: the receiver, or None while receiving is off (every route then
     answers 404, as a server without it). ``pieces(request)``: an upload's body as an async iterator of bytes
-    (a piece at a time from the socket unless a test's fake counts or breaks them)."""
-    pieces = pieces or (lambda request: request.content.iter_chunked(CHUNK))
+    (:func:`body_pieces` unless a test's fake counts or breaks them)."""
+    pieces = pieces or body_pieces
     from aiohttp import web
 
     def guard(fn, content_type: str):
