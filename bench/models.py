@@ -133,6 +133,7 @@ def report(title: str, mine: list, base: list, bar: float = 1.1) -> None:
     row(f"{title}: median", f"{statistics.median(mine):.2f} s", f"{statistics.median(base):.2f} s",
         statistics.median(ratios), f"<= {bar}x", statistics.median(ratios) <= bar)
     row(f"{title}: slowest", f"{max(mine):.2f} s", f"{max(base):.2f} s", ratios[-1], "")
+    print(f"    each run (ours / baseline, s): {' '.join(f'{m:.2f}/{b:.2f}' for m, b in zip(mine, base))}")
 
 
 def main() -> None:
@@ -158,7 +159,7 @@ def main() -> None:
             os.unlink(path)
             drop_received(work)
             path = new_model(work, 3000 + i, size)
-            same_size_held(work, size)
+            same_size_held(work, os.path.getsize(path))
             sized.append(timed(ours(srv.url, path, f"model{3000 + i}.safetensors", sha)))
             os.unlink(path)
             drop_received(work)

@@ -427,10 +427,15 @@ class Receiver:
             if have:
                 await asyncio.to_thread(_hash_into, h, part)
             f = await asyncio.to_thread(open, part, "ab")
-            # written and hashed on a thread of its own while the next pieces are read from the socket (a few
-            # pieces ahead at most: WRITE_AHEAD)
+            # written on a thread of its own and hashed on another (each lets the other run) while the next
+            # pieces are read from the socket (a few pieces ahead at most: WRITE_AHEAD)
             writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-receive")
+            hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-hash")
             loop, pending, batch, batched = asyncio.get_running_loop(), collections.deque(), [], 0
+
+            def both(pieces: list):
+                return asyncio.gather(loop.run_in_executor(writer, _write, f, pieces),
+                                      loop.run_in_executor(hasher, _hash, h, pieces))
             try:
                 # the socket gives pieces of tens of KB: handed to the writer about a CHUNK at a time, as they
                 # came (never copied into one buffer: a copy of every byte costs as much as writing it)
@@ -440,13 +445,13 @@ class Receiver:
                     batch.append(piece)
                     batched += len(piece)
                     if batched >= CHUNK:
-                        pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, batch))
+                        pending.append(both(batch))
                         have += batched
                         batch, batched = [], 0
                         if len(pending) >= WRITE_AHEAD:
                             await pending.popleft()
                 if batch:
-                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, batch))
+                    pending.append(both(batch))
                     have += batched
                 while pending:
                     await pending.popleft()
@@ -458,6 +463,7 @@ class Receiver:
             finally:
                 await asyncio.gather(*pending, return_exceptions=True)   # every write ended before the file closes
                 writer.shutdown(wait=False)
+                hasher.shutdown(wait=False)
                 if not f.closed:
                     await asyncio.to_thread(f.close)
             st = part.stat()
@@ -588,10 +594,14 @@ def _hash_into(h, path) -> None:
             h.update(piece)
 
 
-def _write_and_hash(f, h, pieces: list) -> None:
-    for piece in pieces:   # hashed while it is in the cache, then written (both let other threads run meanwhile)
-        h.update(piece)
+def _write(f, pieces: list) -> None:
+    for piece in pieces:
         f.write(piece)
+
+
+def _hash(h, pieces: list) -> None:
+    for piece in pieces:
+        h.update(piece)
 
 
 def _upload_id(value) -> str:
