@@ -1,18 +1,25 @@
 """A local model up to a ComfyUI server that receives models (issue 40), on loopback, against its bytes' time.
 
 The server is the fake ComfyUI running the pack's own receiver (offload/receive.py) in its own thread; the client is
-the pack's (offload/run/models.py ``make_available`` through offload/targets/comfyui.py): asked by SHA-256, sent
-streamed, checked on the server, renamed into place. Each run sends a new model (other bytes: nothing to reuse), its
-hash made fresh on this side too (a first use). The baseline: a plain client PUTting the same file, streamed, to a
-plain route that writes it to disk (no hashes, no checks): the bytes' time on this machine. Goal: <= 1.1x. Median
-and slowest of ``runs``.
-Run: python bench/models.py [--runs N] [--mb MB]   (default 1024 MB: a 1 GiB model)
+the pack's (offload/run/models.py ``make_available`` through offload/targets/comfyui.py). Each run sends a new model
+(other bytes: nothing to reuse), three ways:
+* first use (its hash not known here), the server holding nothing of its size: asked by size, sent at once, hashed
+  here as it is read and on the server as it arrives, its hash told at the end and checked there, renamed into place;
+* first use, the server holding another file of its size (it could be this one): hashed here first, asked by hash,
+  sent, checked;
+* its hash known (an earlier run, a pool's other server): asked by hash, sent, checked.
+The baseline: a plain client PUTting the same file, streamed with its length, to a plain route that writes it to
+disk (no hashes, no checks): the bytes' time on this machine. Goal: <= 1.1x. Median and slowest of ``runs``; the
+load average is printed (the machine is shared).
+Run: python bench/models.py [--runs N] [--mb MB] [--link]   (default 1024 MB: a 1 GiB model)
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -61,8 +68,8 @@ async def plain_put(url: str, path: str) -> None:
                 if not piece:
                     return
                 yield piece
-    async with aiohttp.ClientSession() as s:
-        async with s.put(url + "/sink", data=pieces()) as r:
+    async with aiohttp.ClientSession() as s:   # its length said, as a plain PUT of a file does (curl -T)
+        async with s.put(url + "/sink", data=pieces(), headers={"Content-Length": str(os.path.getsize(path))}) as r:
             assert r.status == 200
 
 
@@ -89,6 +96,20 @@ def new_model(work: str, i: int, size: int) -> str:
     return path
 
 
+def same_size_held(work: str, size: int) -> None:
+    """The server holding another model of this size, received before (it could be this one: the client hashes
+    first, then asks by hash)."""
+    folder = os.path.join(work, "server", "loras", "gpugeek")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "other.safetensors"), "wb") as f:
+        f.truncate(size)
+    index = os.path.join(work, "server", "index.json")
+    held = json.load(open(index)) if os.path.exists(index) else {}
+    held["f" * 64] = {"kind": "loras", "name": "other.safetensors"}
+    with open(index, "w") as f:
+        json.dump(held, f)
+
+
 def drop_received(work: str) -> None:
     """The server's copies of the runs before, gone (as the sink overwrites its one file): gigabytes of dirty pages
     left behind would slow the next run's writes, which the baseline's would not be."""
@@ -112,6 +133,7 @@ def report(title: str, mine: list, base: list, bar: float = 1.1) -> None:
     row(f"{title}: median", f"{statistics.median(mine):.2f} s", f"{statistics.median(base):.2f} s",
         statistics.median(ratios), f"<= {bar}x", statistics.median(ratios) <= bar)
     row(f"{title}: slowest", f"{max(mine):.2f} s", f"{max(base):.2f} s", ratios[-1], "")
+    print(f"    each run (ours / baseline, s): {' '.join(f'{m:.2f}/{b:.2f}' for m, b in zip(mine, base))}")
 
 
 def main() -> None:
@@ -127,13 +149,18 @@ def main() -> None:
     sink = sink_server(work)
     size = a.mb << 20
     sha = os.path.join(work, "sha.json")
-    first, known, base, linked, link_base = [], [], [], [], []
+    first, sized, known, base, linked, link_base = [], [], [], [], [], []
     receive = core("receive")
     try:
         for i in range(a.runs):
             path = new_model(work, i, size)
             base.append(timed(plain_put(sink, path)))
             first.append(timed(ours(srv.url, path, f"model{i}.safetensors", sha)))
+            os.unlink(path)
+            drop_received(work)
+            path = new_model(work, 3000 + i, size)
+            same_size_held(work, os.path.getsize(path))
+            sized.append(timed(ours(srv.url, path, f"model{3000 + i}.safetensors", sha)))
             os.unlink(path)
             drop_received(work)
             path = new_model(work, 1000 + i, size)
@@ -150,11 +177,14 @@ def main() -> None:
                 os.unlink(path)
     finally:
         srv.stop()
-    header(f"a {a.mb} MB model up (new bytes each run: asked by hash, sent, checked), {a.runs} runs")
-    report("loopback, hashed here first", first, base)
-    report("loopback, its hash known", known, base)
+        shutil.rmtree(work, ignore_errors=True)   # the sink's file and the server's folders: gigabytes
+    header(f"a {a.mb} MB model up (new bytes each run: sent, checked), {a.runs} runs, "
+           f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    report("first use, nothing of its size there", first, base)
+    report("first use, a file of its size there", sized, base)
+    report("its hash known", known, base)
     if a.link:
-        report("30 ms, 20 Mbit/s up, hashed here first", linked, link_base)
+        report("30 ms, 20 Mbit/s up, first use", linked, link_base)
 
 
 if __name__ == "__main__":

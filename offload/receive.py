@@ -18,6 +18,12 @@ Who may write what where (README, "Receiving models"):
   DISK_RESERVE_BYTES free: both said in a sentence.
 * A file is written to ``gpugeek/.partial/<sha256>.part`` as it arrives (a broken upload resumes at its offset),
   its SHA-256 checked against the one announced, then renamed into place: a file in the folder is always whole.
+* Where the server holds nothing of a model's size (no file it could reuse, no partial upload it could go on with),
+  the client need not hash its file before sending it: asked by kind, name, size and a key of its file (no hash),
+  the server gives an upload id; the bytes go to ``gpugeek/.partial/up-<id>.part``, hashed here as they arrive, and
+  the client tells the SHA-256 it made as it read them once they are all sent: the file is kept only where the
+  server's own hash of what it wrote is that one. A server before this answers such an ask with receive_bad_hash,
+  and the client asks by hash as before.
 * A template's model (a URL) is fetched by the server itself: https only, the same limits, its hash checked where
   the template gives one.
 """
@@ -69,6 +75,8 @@ MAX_FETCH_REDIRECTS = 5
 FETCH_CONNECT_S = 30
 FETCH_READ_S = 120
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# An upload sent before its hash is known: the id the server gives it (see Receiver.ask).
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def max_model_bytes(env=None) -> int:
@@ -131,17 +139,37 @@ class ShaCache:
             except (OSError, ValueError):
                 self._map = {}
 
+    @staticmethod
+    def key(file, st=None) -> str:
+        st = st if st is not None else os.stat(file)
+        return f"{os.path.realpath(file)}|{st.st_size}|{st.st_mtime_ns}"
+
     def get(self, file) -> str:
-        st = os.stat(file)
-        real = os.path.realpath(file)
-        key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+        key = self.key(file)
         with self._lock:
             if key not in self._map:
-                digest = sha256_file(file)
-                self._map = {k: v for k, v in self._map.items() if not k.startswith(real + "|")}
-                self._map[key] = digest
-                self._save()
+                self._keep(key, sha256_file(file))
             return self._map[key]
+
+    def known(self, file) -> str | None:
+        """The file's hash where it was made before (nothing read), else None."""
+        with self._lock:
+            return self._map.get(self.key(file))
+
+    def put(self, file, digest: str, st) -> None:
+        """``digest``, made of the file as it was when ``st`` (its os.stat) was taken: kept where it has not changed
+        since (a file rewritten while it was read is hashed again when asked)."""
+        key = self.key(file, st)
+        if self.key(file) != key:
+            return
+        with self._lock:
+            self._keep(key, digest)
+
+    def _keep(self, key: str, digest: str) -> None:
+        real = key.rsplit("|", 2)[0]
+        self._map = {k: v for k, v in self._map.items() if not k.startswith(real + "|")}
+        self._map[key] = digest
+        self._save()
 
     def _save(self) -> None:
         if not self.path:
@@ -169,6 +197,7 @@ class Receiver:
         self._locks: dict = {}
         self._index_lock = threading.Lock()
         self._fetches: dict = {}   # (kind, url) -> a download under way: its task, bytes done and total
+        self._digests: dict = {}   # upload id -> (its partial file's size and mtime, the SHA-256 of its bytes)
 
     # ---- who may ask --------------------------------------------------------------------------------------
     def allowed(self, authorization: str | None) -> bool:
@@ -268,6 +297,21 @@ class Receiver:
         upload>}``."""
         sha = _sha(sha)
         folder, name = self.check(kind, name, size)
+        held = self._held(folder, kind, name, size, sha)
+        if held is not None:
+            return held
+        part = self._partial(folder, sha)
+        have = part.stat().st_size if part.exists() else 0
+        if have and have >= size:   # every byte came, the answer did not: finished now
+            h = hashlib.sha256()
+            _hash_into(h, part)
+            return self._finish_now(part, folder, kind, name, sha, h.hexdigest())
+        return {"offset": have}
+
+    def _held(self, folder: Path, kind: str, name: str, size: int, sha: str) -> dict | None:
+        """The name of a file held here with this content: received before (under any name), or this name in the
+        kind's folders (put there by hand, or received before and its index lost). :meth:`_of_its_size` looks at
+        the same files."""
         got = self._index().get(sha)
         if got and got.get("kind") == kind:
             path = folder / got["name"]
@@ -281,13 +325,82 @@ class Receiver:
         if path.is_file() and os.path.getsize(path) == size and self.hashes.get(path) == sha:
             self._remember(sha, kind, name)
             return {"name": f"{RECEIVE_SUBFOLDER}/{name}"}
-        part = self._partial(folder, sha)
-        have = part.stat().st_size if part.exists() else 0
-        if have and have >= size:   # every byte came, the answer did not: finished now
+        return None
+
+    def _of_its_size(self, folder: Path, kind: str, name: str, size: int) -> bool:
+        """Whether :meth:`_held` could name a file of this size for some content, or a partial upload by hash could
+        be this model's (its total size is not known: any not larger): only then is the model worth hashing
+        before it is sent."""
+        def sized(path: Path) -> bool:
+            try:
+                return path.is_file() and path.stat().st_size == size
+            except OSError:
+                return False
+        for key, got in self._index().items():
+            if _SHA256.match(key) and isinstance(got, dict) and got.get("kind") == kind \
+                    and sized(folder / str(got.get("name"))):
+                return True
+        if any(sized(Path(root) / name) for root in self.roots(kind)) or sized(folder / name):
+            return True
+        for part in (folder / PARTIAL_DIR).glob("*.part"):
+            try:
+                if _SHA256.match(part.stem) and part.stat().st_size <= size:
+                    return True
+            except OSError:
+                pass
+        return False
+
+    def ask(self, kind, name, size, file) -> dict:
+        """A model's first ask without its hash (``file``: the client's key of its file, 64 hex digits: its path,
+        size and modification time hashed): ``{"hash_first": true}`` where the server holds a file of that size or
+        a partial upload by hash that could be it (the client then hashes it and asks by hash: :meth:`have`), else
+        ``{"upload": <id>, "offset": <bytes of it here>}``: send it by that id (:meth:`receive`), then tell its
+        hash (:meth:`finish`). The same file asked again gets the same id: a broken upload goes on, from another
+        process too."""
+        folder, name = self.check(kind, name, size)
+        file = str(file or "").strip().lower()
+        if not _SHA256.match(file):
+            raise Refused("receive_bad_upload")
+        upload = hashlib.sha256(f"{kind}\0{name}\0{size}\0{file}".encode()).hexdigest()[:32]
+        part = self._partial(folder, "up-" + upload)
+        if part.exists():
+            return {"upload": upload, "offset": part.stat().st_size}
+        if self._of_its_size(folder, kind, name, size):
+            return {"hash_first": True}
+        return {"upload": upload, "offset": 0}
+
+    async def finish(self, kind, name, size, sha, upload) -> dict:
+        """An upload sent by id (:meth:`ask`) told its hash: ``{"name": ...}`` where every byte is here and the
+        server's own hash of them is ``sha`` (the content held already under another name: that one, the copy
+        dropped), ``{"offset": n}`` where bytes are missing; Refused (receive_hash, nothing kept) where its hash is
+        another."""
+        sha, upload = _sha(sha), _upload_id(upload)
+        folder, name = self.check(kind, name, size)
+        async with self._lock("up-" + upload):
+            return await asyncio.to_thread(self._finish_upload, folder, kind, name, size, sha, upload)
+
+    def _finish_upload(self, folder: Path, kind: str, name: str, size: int, sha: str, upload: str) -> dict:
+        part = self._partial(folder, "up-" + upload)
+        if not part.exists():   # finished before, its answer lost; or never sent
+            return self._held(folder, kind, name, size, sha) or {"offset": 0}
+        st = part.stat()
+        if st.st_size < size:
+            return {"offset": st.st_size}
+        made = self._digests.pop(upload, None)
+        if made is not None and made[0] == (st.st_size, st.st_mtime_ns):
+            got = made[1]
+        else:   # received by a server since restarted: hashed again
             h = hashlib.sha256()
             _hash_into(h, part)
-            return self._finish_now(part, folder, kind, name, sha, h.hexdigest())
-        return {"offset": have}
+            got = h.hexdigest()
+        if got != sha:
+            part.unlink(missing_ok=True)
+            raise Refused("receive_hash", 422, name=name)
+        held = self._held(folder, kind, name, size, sha)
+        if held is not None:
+            part.unlink(missing_ok=True)
+            return held
+        return self._finish_now(part, folder, kind, name, sha, got)
 
     def _final_name(self, folder: Path, name: str, sha: str) -> str:
         path = self.target_path(folder, name)
@@ -299,14 +412,16 @@ class Receiver:
     def _lock(self, sha: str) -> asyncio.Lock:
         return self._locks.setdefault(sha, asyncio.Lock())
 
-    async def receive(self, kind, name, size, sha: str, offset: int, chunks) -> dict:
+    async def receive(self, kind, name, size, sha: str | None, offset: int, chunks, upload: str | None = None) -> dict:
         """Bytes ``offset``.. of a model, from ``chunks`` (an async iterator of bytes). ``{"name": ...}`` once whole
         and its hash checked, ``{"offset": n}`` when the body ended early; Refused (409 with the offset) when
-        ``offset`` is not where the partial file ends."""
-        sha = _sha(sha)
+        ``offset`` is not where the partial file ends. Sent by ``upload`` id (:meth:`ask`: its hash not told yet),
+        whole is ``{"offset": size}``, kept apart until :meth:`finish`."""
+        upload = _upload_id(upload) if upload is not None else None
+        key = "up-" + upload if upload is not None else _sha(sha)
         folder, name = self.check(kind, name, size)
-        async with self._lock(sha):
-            part = self._partial(folder, sha)
+        async with self._lock(key):
+            part = self._partial(folder, key)
             if offset == 0:
                 await asyncio.to_thread(self._forget_stale, folder)
             have = part.stat().st_size if part.exists() else 0
@@ -317,25 +432,32 @@ class Receiver:
             if have:
                 await asyncio.to_thread(_hash_into, h, part)
             f = await asyncio.to_thread(open, part, "ab")
-            # written and hashed on a thread of its own while the next pieces are read from the socket (a few
-            # pieces ahead at most: WRITE_AHEAD)
+            # written on a thread of its own and hashed on another (each lets the other run) while the next
+            # pieces are read from the socket (a few pieces ahead at most: WRITE_AHEAD)
             writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-receive")
-            loop, pending, buf = asyncio.get_running_loop(), collections.deque(), bytearray()
+            hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpugeek-hash")
+            loop, pending, batch, batched = asyncio.get_running_loop(), collections.deque(), [], 0
+
+            def both(pieces: list):
+                return asyncio.gather(loop.run_in_executor(writer, _write, f, pieces),
+                                      loop.run_in_executor(hasher, _hash, h, pieces))
             try:
-                # the socket gives pieces of tens of KB: handed to the writer a CHUNK at a time
+                # the socket gives pieces of tens of KB: handed to the writer about a CHUNK at a time, as they
+                # came (never copied into one buffer: a copy of every byte costs as much as writing it)
                 async for piece in chunks:
-                    if have + len(buf) + len(piece) > size:
+                    if have + batched + len(piece) > size:
                         raise Refused("receive_bad_size", name=name)
-                    buf += piece
-                    if len(buf) >= CHUNK:
-                        pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
-                        have += len(buf)
-                        buf.clear()
+                    batch.append(piece)
+                    batched += len(piece)
+                    if batched >= CHUNK:
+                        pending.append(both(batch))
+                        have += batched
+                        batch, batched = [], 0
                         if len(pending) >= WRITE_AHEAD:
                             await pending.popleft()
-                if buf:
-                    pending.append(loop.run_in_executor(writer, _write_and_hash, f, h, bytes(buf)))
-                    have += len(buf)
+                if batch:
+                    pending.append(both(batch))
+                    have += batched
                 while pending:
                     await pending.popleft()
             except Refused:
@@ -346,12 +468,16 @@ class Receiver:
             finally:
                 await asyncio.gather(*pending, return_exceptions=True)   # every write ended before the file closes
                 writer.shutdown(wait=False)
+                hasher.shutdown(wait=False)
                 if not f.closed:
                     await asyncio.to_thread(f.close)
-            have = part.stat().st_size
-            if have < size:
-                return {"offset": have}
-            return await self._finish(part, folder, kind, name, sha, h.hexdigest())
+            st = part.stat()
+            if st.st_size < size:
+                return {"offset": st.st_size}
+            if upload is not None:   # its hash is told next (finish): the one made here kept till then
+                self._digests[upload] = ((st.st_size, st.st_mtime_ns), h.hexdigest())
+                return {"offset": st.st_size}
+            return await self._finish(part, folder, kind, name, key, h.hexdigest())
 
     async def _finish(self, part: Path, folder: Path, kind: str, name: str, sha: str, got: str) -> dict:
         return await asyncio.to_thread(self._finish_now, part, folder, kind, name, sha, got)
@@ -539,9 +665,21 @@ def _hash_into(h, path) -> None:
             h.update(piece)
 
 
-def _write_and_hash(f, h, piece: bytes) -> None:
-    f.write(piece)
-    h.update(piece)
+def _write(f, pieces: list) -> None:
+    for piece in pieces:
+        f.write(piece)
+
+
+def _hash(h, pieces: list) -> None:
+    for piece in pieces:
+        h.update(piece)
+
+
+def _upload_id(value) -> str:
+    v = str(value or "").strip().lower()
+    if not _UPLOAD_ID.match(v):
+        raise Refused("receive_bad_upload")
+    return v
 
 
 def _sha(value) -> str:
@@ -603,11 +741,19 @@ def check_fetch_url(url) -> None:
 HAS, UPLOAD, FETCH = "/gpugeek/models/has", "/gpugeek/models/upload", "/gpugeek/models/fetch"
 
 
+async def body_pieces(request):
+    """An upload's body a piece at a time as the socket gave it: never joined into bigger ones (aiohttp's
+    ``iter_chunked`` copies the pieces it joins; the receiver hands them to its writer as they are)."""
+    async for data, _end in request.content.iter_chunks():
+        if data:
+            yield data
+
+
 def handlers(get_receiver: Callable[[], "Receiver | None"], pieces=None) -> dict:
     """(method, path) -> handler. ``get_receiver``: the receiver, or None while receiving is off (every route then
     answers 404, as a server without it). ``pieces(request)``: an upload's body as an async iterator of bytes
-    (a piece at a time from the socket unless a test's fake counts or breaks them)."""
-    pieces = pieces or (lambda request: request.content.iter_chunked(CHUNK))
+    (:func:`body_pieces` unless a test's fake counts or breaks them)."""
+    pieces = pieces or body_pieces
     from aiohttp import web
 
     def guard(fn, content_type: str):
@@ -639,6 +785,10 @@ def handlers(get_receiver: Callable[[], "Receiver | None"], pieces=None) -> dict
 
     async def has(rec, request):
         b = await body(request)
+        if b.get("upload") is not None:   # an upload sent by id, told its hash
+            return await rec.finish(b.get("kind"), b.get("name"), b.get("size"), b.get("sha256"), b.get("upload"))
+        if b.get("sha256") is None and b.get("file") is not None:   # asked before the client hashed it
+            return await asyncio.to_thread(rec.ask, b.get("kind"), b.get("name"), b.get("size"), b.get("file"))
         return await asyncio.to_thread(rec.have, b.get("kind"), b.get("name"), b.get("size"), b.get("sha256"))
 
     async def upload(rec, request):
@@ -647,7 +797,8 @@ def handlers(get_receiver: Callable[[], "Receiver | None"], pieces=None) -> dict
             size, offset = int(q.get("size", "")), int(q.get("offset", "0"))
         except ValueError:
             raise Refused("receive_bad_size", name=q.get("name", "")[:80]) from None
-        return await rec.receive(q.get("kind"), q.get("name"), size, q.get("sha256"), offset, pieces(request))
+        return await rec.receive(q.get("kind"), q.get("name"), size, q.get("sha256"), offset, pieces(request),
+                                 upload=q.get("upload"))
 
     async def fetch(rec, request):
         import aiohttp

@@ -84,6 +84,7 @@ class FakeComfyUI:
             os.makedirs(os.path.join(folder, kind), exist_ok=True)
         self.receiver = receive.Receiver(lambda kind: [os.path.join(folder, kind)] if kind in MODEL_KINDS else [],
                                          token=token, index_path=os.path.join(folder, "index.json"), **kw)
+        self._receive = receive
         self.model_handlers = receive.handlers(lambda: self.receiver, pieces=self._pieces)
         return self.receiver
 
@@ -352,7 +353,7 @@ class FakeComfyUI:
         (``break_upload_after``)."""
         async def pieces():
             seen, start = 0, time.monotonic()
-            async for piece in request.content.iter_chunked(1 << 20):
+            async for piece in self._receive.body_pieces(request):   # as the pack's route reads them
                 self.model_bytes_in += len(piece)
                 seen += len(piece)
                 if self.up_mbit:   # no faster than the link

@@ -732,3 +732,159 @@ def test_a_templates_address_that_answers_an_error_is_said_with_its_status(tmp_p
     url, refused = asyncio.run(go())
     assert (refused.key, refused.status) == ("receive_fetch_failed", 424)
     assert str(refused) == said("receive_fetch_failed", "en", url=url, status=404)
+
+
+# ---- a first use without a hashing pass of its own (the server holds nothing of its size: nothing to reuse) -------
+def send_model(srv, path, value="mine.safetensors", hashes=None) -> str:
+    """The pack's client making ``value`` (the file at ``path``) available on ``srv``: the server's name for it."""
+    import aiohttp
+    targets = core("targets.comfyui")
+    source = models.ModelSource(find=lambda v, *a: ("loras", str(path)) if v == value else None,
+                                hashes=hashes if hashes is not None else receive.ShaCache())
+    prompt = {"5": {"class_type": "LoraLoader", "inputs": {"lora_name": value}}}
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            t = targets.ComfyUITarget(s, srv.url, allow_lan_http=True)
+            try:
+                await models.make_available(prompt, t, source)
+            finally:
+                await t.close()
+    asyncio.run(go())
+    return prompt["5"]["inputs"]["lora_name"]
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """Every whole pass made to hash a file (this machine's ShaCache, the server's), by path."""
+    made = []
+    real = receive.sha256_file
+    monkeypatch.setattr(receive, "sha256_file", lambda p, *a: made.append(str(p)) or real(p, *a))
+    return made
+
+
+def test_a_first_use_with_nothing_of_its_size_on_the_server_is_hashed_as_it_goes_up(env, remote, local_models,
+                                                                                    passes):
+    data = safetensors(3 * receive.CHUNK // 4 + 1000, seed=4)   # three pieces and a bit
+    (local_models / "loras" / "mine.safetensors").write_bytes(data)
+    execute(lora_graph(), env)
+    assert passes == []   # no pass over the file before it went up, nor after it, on either side
+    assert Path(remote.models_dir, "loras", "gpugeek", "mine.safetensors").read_bytes() == data
+    assert remote.calls.count("model_upload") == 1 and remote.model_bytes_in == len(data)
+    assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
+    execute(lora_graph(seed=2), env)   # its hash, made as it went up, is kept: asked by it, nothing sent
+    assert passes == [] and remote.calls.count("model_upload") == 1
+    assert sent_prompts(remote)[-1]["5"]["inputs"]["lora_name"] == "gpugeek/mine.safetensors"
+
+
+def test_a_broken_upload_hashed_as_it_goes_resumes_even_in_another_process(remote, tmp_path, monkeypatch, passes):
+    data = safetensors(3 * receive.CHUNK // 4 + 1000, seed=8)
+    f = tmp_path / "big.safetensors"
+    f.write_bytes(data)
+    remote.break_upload_after = receive.CHUNK
+    monkeypatch.setattr(models, "UPLOAD_TRIES", 1)   # this run gives up after the break
+    with pytest.raises(E.PlanError):
+        send_model(remote, f, "big.safetensors")
+    assert remote.model_bytes_in >= receive.CHUNK and not Path(remote.models_dir, "loras", "gpugeek",
+                                                               "big.safetensors").exists()
+    # another process (nothing of the first one's in memory): the server's partial upload goes on at its offset
+    assert send_model(remote, f, "big.safetensors") == "gpugeek/big.safetensors"
+    assert Path(remote.models_dir, "loras", "gpugeek", "big.safetensors").read_bytes() == data
+    assert remote.model_bytes_in <= len(data) + receive.CHUNK and passes == []
+    assert not list(Path(remote.models_dir, "loras", "gpugeek", ".partial").glob("*.part"))
+
+
+def test_a_file_of_its_size_on_the_server_means_hashed_first_and_reused_under_any_name(remote, tmp_path, passes):
+    data = safetensors(64, seed=5)
+    a, b, c = (tmp_path / n for n in ("a.safetensors", "b.safetensors", "c.safetensors"))
+    a.write_bytes(data)
+    assert send_model(remote, a, "a.safetensors") == "gpugeek/a.safetensors"
+    b.write_bytes(data)   # the same content under another name, its hash not known here
+    assert send_model(remote, b, "b.safetensors") == "gpugeek/a.safetensors"
+    assert passes == [str(b)] and remote.calls.count("model_upload") == 1
+    c.write_bytes(safetensors(64, seed=6))   # other content of the same size: hashed first, asked, sent
+    assert send_model(remote, c, "c.safetensors") == "gpugeek/c.safetensors"
+    assert passes == [str(b), str(c)] and remote.calls.count("model_upload") == 2
+    assert Path(remote.models_dir, "loras", "gpugeek", "c.safetensors").read_bytes() == c.read_bytes()
+
+
+def test_a_hashless_upload_whose_final_hash_differs_is_refused_and_nothing_lands(tmp_path):
+    (tmp_path / "loras").mkdir()
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")], index_path=tmp_path / "index.json")
+    data = safetensors(16)
+    asked = rec.ask("loras", "x.safetensors", len(data), "f" * 64)
+    assert asked["offset"] == 0 and asked["upload"]
+    assert rec.ask("loras", "x.safetensors", len(data), "f" * 64) == asked   # the same file: the same upload
+    assert rec.ask("loras", "x.safetensors", len(data), "e" * 64)["upload"] != asked["upload"]
+
+    async def body():
+        yield data
+    got = asyncio.run(rec.receive("loras", "x.safetensors", len(data), None, 0, body(), upload=asked["upload"]))
+    assert got == {"offset": len(data)}   # whole, kept apart until its hash is told
+    assert not list((tmp_path / "loras").rglob("x.safetensors"))
+    with pytest.raises(receive.Refused) as lied:
+        asyncio.run(rec.finish("loras", "x.safetensors", len(data), hashlib.sha256(b"other").hexdigest(),
+                               asked["upload"]))
+    assert lied.value.key == "receive_hash" and lied.value.status == 422
+    assert not list((tmp_path / "loras").rglob("x.safetensors"))
+    assert not list((tmp_path / "loras").rglob("*.part"))
+    assert rec.ask("loras", "x.safetensors", len(data), "f" * 64)["offset"] == 0   # sent again from its start
+    for bad in ("../../x", "", "g" * 32):
+        with pytest.raises(receive.Refused) as got:
+            asyncio.run(rec.receive("loras", "x.safetensors", len(data), None, 0, body(), upload=bad))
+        assert got.value.key == "receive_bad_upload"
+    with pytest.raises(receive.Refused) as got:
+        rec.ask("loras", "x.safetensors", len(data), "../x")
+    assert got.value.key == "receive_bad_upload"
+
+
+def test_a_server_that_does_not_know_the_hashless_ask_is_asked_by_hash(remote, tmp_path, monkeypatch, passes):
+    """An older receiver refuses an ask without a SHA-256 (receive_bad_hash): asked by hash, as it knows."""
+    monkeypatch.setattr(receive.Receiver, "ask", lambda self, kind, name, size, file: self.have(kind, name, size, None))
+    data = safetensors(3 * receive.CHUNK // 4 + 1000, seed=2)
+    f = tmp_path / "old.safetensors"
+    f.write_bytes(data)
+    remote.break_upload_after = receive.CHUNK   # and resumed by hash
+    assert send_model(remote, f, "old.safetensors") == "gpugeek/old.safetensors"
+    assert Path(remote.models_dir, "loras", "gpugeek", "old.safetensors").read_bytes() == data
+    assert passes == [str(f)] and remote.model_bytes_in <= len(data) + receive.CHUNK
+
+
+def test_an_upload_by_id_whose_hash_was_never_told_is_finished_by_the_next_run(remote, tmp_path, passes):
+    """Every byte went up by id, then the client stopped before telling its hash: the next run tells it."""
+    data = safetensors(64, seed=11)
+    f = tmp_path / "late.safetensors"
+    f.write_bytes(data)
+    rec = remote.receiver
+    asked = rec.ask("loras", "late.safetensors", len(data), models.file_key(f, os.stat(f)))
+
+    async def body():
+        yield data
+    assert asyncio.run(rec.receive("loras", "late.safetensors", len(data), None, 0, body(),
+                                   upload=asked["upload"])) == {"offset": len(data)}
+    assert send_model(remote, f, "late.safetensors") == "gpugeek/late.safetensors"
+    assert "model_upload" not in remote.calls and passes == []
+    assert Path(remote.models_dir, "loras", "gpugeek", "late.safetensors").read_bytes() == data
+
+
+def test_a_file_shorter_than_said_while_it_goes_up_breaks_off_and_is_not_kept(remote, tmp_path):
+    """A model is sent with its length: a file that became shorter ends the request (the server would wait for
+    the rest), which the upload's tries then resume or say."""
+    import aiohttp
+    targets = core("targets.comfyui")
+    data = safetensors(64, seed=12)
+    f = tmp_path / "short.safetensors"
+    f.write_bytes(data)
+    sha = hashlib.sha256(data + b"0123456789").hexdigest()
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            t = targets.ComfyUITarget(s, remote.url, allow_lan_http=True)
+            try:
+                return await asyncio.wait_for(t.model_upload("loras", "short.safetensors", len(data) + 10, sha,
+                                                             str(f), 0), 120)   # a guard against a hang only
+            finally:
+                await t.close()
+    with pytest.raises(E.TransportError):
+        asyncio.run(go())
+    assert not Path(remote.models_dir, "loras", "gpugeek", "short.safetensors").exists()

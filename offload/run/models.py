@@ -5,7 +5,10 @@ folders, or a model the workflow's template names with its address) is made avai
 * A ComfyUI server that receives models (offload/receive.py; ``model_has`` answers): asked by content (SHA-256,
   computed streaming once per path, size and modification time), it answers the name it holds it under; else a
   template's model is downloaded by the server itself from its address, and this machine's file is sent, once,
-  streamed, resumed from the server's offset after a broken connection. The cloud prompt then names the server's
+  streamed, resumed from the server's offset after a broken connection. A file whose hash is not known here yet is
+  first asked for by its size (``model_ask``): where the server holds nothing of that size, nothing there can be
+  reused, and the file is sent at once, hashed as it is read (one pass, not two), its hash told at the end for the
+  server to check against its own. The cloud prompt then names the server's
   copy (``gpugeek/<name>``). A server that does not receive (404) runs the prompt as before.
 * GPUGeek and v2 (no model uploads): a model the cloud's known list lacks (offload/catalog.py) is named on its
   node with where it comes from and what to do, and nothing is sent; where the list is not known, the cloud judges.
@@ -13,13 +16,14 @@ folders, or a model the workflow's template names with its address) is made avai
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import catalog, errors, texts
-from ..receive import PICKLE_EXTS, SAFE_EXTS, ShaCache
+from ..receive import CHUNK, PICKLE_EXTS, SAFE_EXTS, ShaCache
 from ..redact import get_logger
 
 log = get_logger("gpugeek.models")
@@ -153,8 +157,16 @@ async def _one(prompt, nid, inp, value, target, source: ModelSource, emit, stats
     url = getattr(target, "url", "?")
     try:
         if path is not None:
-            size = os.path.getsize(path)
-            sha = await asyncio.to_thread(source.hashes.get, path)
+            st = os.stat(path)
+            size = st.st_size
+            sha = source.hashes.known(path)
+            if sha is None and tmpl is None and hasattr(target, "model_ask"):
+                # nothing of its size on the server: sent at once, hashed as it goes
+                got = await _upload_unhashed(prompt, nid, target, kind, name, st, path, source, emit, stats)
+                if got is not _HASH_FIRST:
+                    return got
+            if sha is None:
+                sha = await asyncio.to_thread(source.hashes.get, path)
             held = await target.model_has(kind, name, size, sha)
             if held is None:
                 return _NO_RECEIVING
@@ -210,6 +222,74 @@ async def _upload(prompt, nid, target, kind, name, size, sha, path, offset, emit
         offset = _offset(got, size)   # the server's answer where it is ahead of or behind us
     raise errors.PlanError(key="model_upload_broken", values={"node": _label(prompt, nid), "url": url, "name": name,
                                                               "tries": UPLOAD_TRIES}, hint="")
+
+
+_HASH_FIRST = object()
+
+
+def file_key(path, st) -> str:
+    """What the server knows this file by before its hash is made: its path, size and modification time, hashed
+    (the same file asked again, from another process too, goes on with the same upload)."""
+    return hashlib.sha256(ShaCache.key(path, st).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _hash_prefix(h, path, n: int) -> None:
+    """The first ``n`` bytes of the file into ``h`` (an upload resumed: what the server holds already)."""
+    with open(path, "rb") as f:
+        while n > 0:
+            piece = f.read(min(n, CHUNK))
+            if not piece:
+                break
+            h.update(piece)
+            n -= len(piece)
+
+
+async def _upload_unhashed(prompt, nid, target, kind, name, st, path, source: ModelSource, emit, stats):
+    """A file whose hash is not known here, sent where the server holds nothing of its size (``model_ask``):
+    by the server's upload id, hashed as it is read; its hash then told (the server keeps it only where its own is
+    the same) and kept here. The server's name; _NO_RECEIVING; _HASH_FIRST where the server holds something of its
+    size (or cannot be asked so): then asked by hash."""
+    url, size = getattr(target, "url", "?"), st.st_size
+    key = file_key(path, st)
+    asked = await target.model_ask(kind, name, size, key)
+    if asked is None:
+        return _NO_RECEIVING
+    told = [0.0]
+
+    def progress(done: int) -> None:
+        now = time.monotonic()
+        if emit is not None and (now - told[0] >= PROGRESS_EVERY_S or done >= size):
+            told[0] = now
+            emit("model_uploading", name=name, url=url, done=done, total=size)
+    start, tries = None, 0
+    while True:
+        if asked.get("name"):
+            if stats is not None and start is not None:   # the gateway's closing record counts what went up
+                stats["uploaded_bytes"] = stats.get("uploaded_bytes", 0) + size - start
+            return asked["name"]
+        if not asked.get("upload"):
+            return _HASH_FIRST
+        if tries == UPLOAD_TRIES:
+            raise errors.PlanError(key="model_upload_broken", values={"node": _label(prompt, nid), "url": url,
+                                                                      "name": name, "tries": UPLOAD_TRIES}, hint="")
+        tries += 1
+        upload, offset = asked["upload"], _offset(asked, size)
+        start = offset if start is None else start
+        progress(offset)
+        h = hashlib.sha256()
+        try:
+            if offset:   # what the server holds already: hashed here too (read, not sent)
+                await asyncio.to_thread(_hash_prefix, h, path, offset)
+            got = ({"offset": size} if offset >= size else   # all there already, its hash not told
+                   await target.model_upload(kind, name, size, None, path, offset, progress, upload=upload, hasher=h))
+            if not got.get("name") and _offset(got, size) >= size:   # every byte there: its hash told
+                sha = h.hexdigest()
+                source.hashes.put(path, sha, st)
+                got = await target.model_has(kind, name, size, sha, upload=upload) or {}
+            asked = got if got.get("name") else dict(got, upload=upload)
+        except errors.TransportError as e:   # broken: the server's offset says where to go on
+            log.info("Sending %s to %s broke off (%s): resuming", name, url, e.message)
+            asked = await target.model_ask(kind, name, size, key) or {}
 
 
 def _offset(answer: dict, size: int) -> int:

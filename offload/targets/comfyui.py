@@ -420,14 +420,41 @@ class ComfyUITarget:
                 e.refused = texts.Said(said["key"], said.get("values") or {})
             raise
 
-    async def model_has(self, kind: str, name: str, size: int, sha256: str) -> dict | None:
-        """``{"name": ...}`` where the server holds this content, else ``{"offset": n}``; None: it does not receive."""
-        return await self._model_call("POST", receive.HAS, "model", read_timeout=MODEL_READ_TIMEOUT_S,
-                                      json={"kind": kind, "name": name, "size": size, "sha256": sha256})
+    async def model_has(self, kind: str, name: str, size: int, sha256: str, upload: str | None = None) -> dict | None:
+        """``{"name": ...}`` where the server holds this content, else ``{"offset": n}``; None: it does not receive.
+        With ``upload`` (the id of an upload sent before its hash was known): its hash told, the upload finished."""
+        said = {"kind": kind, "name": name, "size": size, "sha256": sha256}
+        if upload is not None:
+            said["upload"] = upload
+        return await self._model_call("POST", receive.HAS, "model", read_timeout=MODEL_READ_TIMEOUT_S, json=said)
 
-    async def model_upload(self, kind: str, name: str, size: int, sha256: str, path: str, offset: int,
-                           progress=None) -> dict:
-        """Bytes ``offset``.. of the file at ``path``, streamed a piece at a time (``progress(bytes sent)``)."""
+    async def model_ask(self, kind: str, name: str, size: int, file_key: str) -> dict | None:
+        """Asked before this machine hashed the file (receive.Receiver.ask): ``{"upload": id, "offset": n}`` (send
+        it by that id), ``{"hash_first": True}`` (the server holds something of its size: ask by hash), None: it
+        does not receive. A receiver before this refuses an ask without a hash: that is ``hash_first`` too."""
+        try:
+            return await self._model_call("POST", receive.HAS, "model", read_timeout=MODEL_READ_TIMEOUT_S,
+                                          json={"kind": kind, "name": name, "size": size, "file": file_key})
+        except errors.GPUGeekError as e:
+            refused = getattr(e, "refused", None)
+            if refused is not None and refused.key == "receive_bad_hash":
+                return {"hash_first": True}
+            raise
+
+    async def model_upload(self, kind: str, name: str, size: int, sha256: str | None, path: str, offset: int,
+                           progress=None, upload: str | None = None, hasher=None) -> dict:
+        """Bytes ``offset``.. of the file at ``path``, streamed a piece at a time (``progress(bytes sent)``); by
+        ``upload`` id where its hash is not known yet, ``hasher`` (a hashlib object) then fed each piece read."""
+        length = size - offset
+
+        def read(f, left: int) -> bytes:
+            piece = f.read(min(receive.CHUNK, left))
+            if left and not piece:   # the file became shorter than said: nothing more to send, ended here
+                raise OSError(f"{name} became shorter while it was sent")
+            if hasher is not None:
+                hasher.update(piece)   # on the reading thread, while the piece before is sent
+            return piece
+
         def body():
             async def pieces():
                 # the next piece read on a thread of its own while this one is sent
@@ -436,12 +463,14 @@ class ComfyUITarget:
                 f = await loop.run_in_executor(reader, open, path, "rb")
                 try:
                     f.seek(offset)
-                    ahead = loop.run_in_executor(reader, f.read, receive.CHUNK)
+                    left = length
+                    ahead = loop.run_in_executor(reader, read, f, left)
                     while True:
                         piece = await ahead
                         if not piece:
                             break
-                        ahead = loop.run_in_executor(reader, f.read, receive.CHUNK)
+                        left -= len(piece)
+                        ahead = loop.run_in_executor(reader, read, f, left)
                         yield piece
                         done += len(piece)
                         if progress is not None:
@@ -451,11 +480,14 @@ class ComfyUITarget:
                     f.close()
                     reader.shutdown(wait=False)
             return pieces()
+        params = {"kind": kind, "name": name, "size": str(size), "offset": str(offset)}
+        params.update({"upload": upload} if upload is not None else {"sha256": sha256})
         got = await self._model_call("PUT", receive.UPLOAD, "model upload", data=body,
-                                     read_timeout=MODEL_READ_TIMEOUT_S,
-                                     params={"kind": kind, "name": name, "size": str(size), "sha256": sha256,
-                                             "offset": str(offset)},
-                                     headers={"Content-Type": "application/octet-stream"})
+                                     read_timeout=MODEL_READ_TIMEOUT_S, params=params,
+                                     # its length said: not sent in chunks (aiohttp would copy each one whole
+                                     # to frame it), each piece handed to the socket as it was read
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(length)})
         return got or {}
 
     async def model_fetch(self, kind: str, name: str, url: str, sha256: str | None, progress=None) -> dict | None:
