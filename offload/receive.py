@@ -46,7 +46,9 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from . import texts
+from .redact import get_logger
 
+log = get_logger("gpugeek.receive")
 SAFE_EXTS = (".safetensors", ".sft", ".gguf")
 PICKLE_EXTS = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 # Where received models go, inside the model folder of their kind (one place the owner can see and clean).
@@ -797,8 +799,13 @@ def handlers(get_receiver: Callable[[], "Receiver | None"], pieces=None) -> dict
             size, offset = int(q.get("size", "")), int(q.get("offset", "0"))
         except ValueError:
             raise Refused("receive_bad_size", name=q.get("name", "")[:80]) from None
-        return await rec.receive(q.get("kind"), q.get("name"), size, q.get("sha256"), offset, pieces(request),
-                                 upload=q.get("upload"))
+        try:
+            return await rec.receive(q.get("kind"), q.get("name"), size, q.get("sha256"), offset, pieces(request),
+                                     upload=q.get("upload"))
+        except (ConnectionError, asyncio.IncompleteReadError) as e:   # the client is gone: nobody reads an answer
+            log.info("Receiving %s broke off (%s): what arrived is kept for the client to resume",
+                     str(q.get("name"))[:200], type(e).__name__)
+            return {"broken": True}
 
     async def fetch(rec, request):
         import aiohttp

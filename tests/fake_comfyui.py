@@ -362,7 +362,7 @@ class FakeComfyUI:
                 if self.break_upload_after is not None and seen >= self.break_upload_after:
                     self.break_upload_after = None
                     request.transport.close()
-                    return
+                    raise ConnectionResetError("Connection lost")   # what aiohttp's reader raises then
         return pieces()
 
     def start(self):

@@ -148,6 +148,20 @@ def test_a_broken_upload_resumes_from_the_servers_offset(env, remote, local_mode
     assert remote.calls.count("model_upload") >= 2
 
 
+def test_a_broken_upload_is_one_line_in_the_servers_log_not_a_traceback(env, remote, local_models, caplog):
+    """The connection lost mid-upload (the client's link, its ComfyUI stopped): the server keeps the partial file for
+    the client to resume, and says so in one line, not aiohttp's "Error handling request" with a traceback."""
+    import logging
+    data = safetensors(3 * receive.CHUNK // 4 + 1000)
+    (local_models / "loras" / "cut.safetensors").write_bytes(data)
+    remote.break_upload_after = receive.CHUNK
+    with caplog.at_level(logging.INFO):
+        execute(lora_graph("cut.safetensors"), env)
+    assert Path(remote.models_dir, "loras", "gpugeek", "cut.safetensors").read_bytes() == data
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("broke off" in r.getMessage() for r in caplog.records if r.name.startswith("gpugeek"))
+
+
 def test_a_pickle_is_refused_with_a_sentence_and_nothing_runs(env, remote, local_models):
     (local_models / "loras" / "evil.ckpt").write_bytes(b"\x80\x04" + b"x" * 100)
     with pytest.raises(Exception) as got:
