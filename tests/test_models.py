@@ -816,10 +816,35 @@ def test_a_file_of_its_size_on_the_server_means_hashed_first_and_reused_under_an
     b.write_bytes(data)   # the same content under another name, its hash not known here
     assert send_model(remote, b, "b.safetensors") == "gpugeek/a.safetensors"
     assert passes == [str(b)] and remote.calls.count("model_upload") == 1
-    c.write_bytes(safetensors(64, seed=6))   # other content of the same size: hashed first, asked, sent
+    c.write_bytes(safetensors(64, seed=6))   # other content of the same size: its ends tell it apart (no pass)
     assert send_model(remote, c, "c.safetensors") == "gpugeek/c.safetensors"
-    assert passes == [str(b), str(c)] and remote.calls.count("model_upload") == 2
+    assert passes == [str(b)] and remote.calls.count("model_upload") == 2
     assert Path(remote.models_dir, "loras", "gpugeek", "c.safetensors").read_bytes() == c.read_bytes()
+
+
+def test_same_size_models_told_apart_by_their_ends_and_a_partial_by_its_head(tmp_path):
+    """The server holds a model of this size: only where its first and last MiB are this one's is the client made to
+    hash the whole file first (a LoRA trained with the same settings has the same size and header, never the same
+    last weights); a partial upload by hash is this one's only where its head is."""
+    (tmp_path / "loras" / "gpugeek" / ".partial").mkdir(parents=True)
+    rec = receive.Receiver(lambda kind: [str(tmp_path / "loras")], index_path=tmp_path / "index.json")
+    n = 3 * receive.ENDS_BYTES
+    mine = bytearray(os.urandom(n))
+    held = bytearray(mine)
+    held[-10] ^= 0xFF   # the same size and head, another last MiB
+    (tmp_path / "loras" / "x.safetensors").write_bytes(held)   # a file of the name asked, of its size
+    f = tmp_path / "mine.safetensors"
+    f.write_bytes(mine)
+    marks = receive.file_marks(f)
+    assert rec.ask("loras", "x.safetensors", n, "f" * 64, **marks).get("upload")   # told apart: sent at once
+    assert rec.ask("loras", "x.safetensors", n, "f" * 64) == {"hash_first": True}   # an older client: as before
+    (tmp_path / "loras" / "y.safetensors").write_bytes(mine)   # this very model: hashed first, then reused
+    assert rec.ask("loras", "y.safetensors", n, "e" * 64, **marks) == {"hash_first": True}
+    part = tmp_path / "loras" / "gpugeek" / ".partial" / (hashlib.sha256(b"x").hexdigest() + ".part")
+    part.write_bytes(bytes(mine[:receive.ENDS_BYTES + 5]))   # an older client's upload of this model, broken off
+    assert rec.ask("loras", "z.safetensors", n, "d" * 64, **marks) == {"hash_first": True}
+    part.write_bytes(os.urandom(receive.ENDS_BYTES + 5))   # another model's
+    assert rec.ask("loras", "z.safetensors", n, "d" * 64, **marks).get("upload")
 
 
 def test_a_hashless_upload_whose_final_hash_differs_is_refused_and_nothing_lands(tmp_path):
@@ -854,7 +879,7 @@ def test_a_hashless_upload_whose_final_hash_differs_is_refused_and_nothing_lands
 
 def test_a_server_that_does_not_know_the_hashless_ask_is_asked_by_hash(remote, tmp_path, monkeypatch, passes):
     """An older receiver refuses an ask without a SHA-256 (receive_bad_hash): asked by hash, as it knows."""
-    monkeypatch.setattr(receive.Receiver, "ask", lambda self, kind, name, size, file: self.have(kind, name, size, None))
+    monkeypatch.setattr(receive.Receiver, "ask", lambda self, kind, name, size, file, *marks: self.have(kind, name, size, None))
     data = safetensors(3 * receive.CHUNK // 4 + 1000, seed=2)
     f = tmp_path / "old.safetensors"
     f.write_bytes(data)

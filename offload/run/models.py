@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import catalog, errors, texts
-from ..receive import CHUNK, PICKLE_EXTS, SAFE_EXTS, ShaCache
+from ..receive import CHUNK, PICKLE_EXTS, SAFE_EXTS, ShaCache, file_marks
 from ..redact import get_logger
 
 log = get_logger("gpugeek.models")
@@ -251,7 +251,8 @@ async def _upload_unhashed(prompt, nid, target, kind, name, st, path, source: Mo
     size (or cannot be asked so): then asked by hash."""
     url, size = getattr(target, "url", "?"), st.st_size
     key = file_key(path, st)
-    asked = await target.model_ask(kind, name, size, key)
+    marks = await asyncio.to_thread(file_marks, path, size)   # 2 MiB read: rules out the server's files of its size
+    asked = await target.model_ask(kind, name, size, key, marks)
     if asked is None:
         return _NO_RECEIVING
     told = [0.0]
@@ -289,7 +290,7 @@ async def _upload_unhashed(prompt, nid, target, kind, name, st, path, source: Mo
             asked = got if got.get("name") else dict(got, upload=upload)
         except errors.TransportError as e:   # broken: the server's offset says where to go on
             log.info("Sending %s to %s broke off (%s): resuming", name, url, e.message)
-            asked = await target.model_ask(kind, name, size, key) or {}
+            asked = await target.model_ask(kind, name, size, key, marks) or {}
 
 
 def _offset(answer: dict, size: int) -> int:

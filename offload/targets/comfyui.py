@@ -428,13 +428,15 @@ class ComfyUITarget:
             said["upload"] = upload
         return await self._model_call("POST", receive.HAS, "model", read_timeout=MODEL_READ_TIMEOUT_S, json=said)
 
-    async def model_ask(self, kind: str, name: str, size: int, file_key: str) -> dict | None:
+    async def model_ask(self, kind: str, name: str, size: int, file_key: str, marks: dict | None = None) -> dict | None:
         """Asked before this machine hashed the file (receive.Receiver.ask): ``{"upload": id, "offset": n}`` (send
         it by that id), ``{"hash_first": True}`` (the server holds something of its size: ask by hash), None: it
-        does not receive. A receiver before this refuses an ask without a hash: that is ``hash_first`` too."""
+        does not receive. A receiver before this refuses an ask without a hash: that is ``hash_first`` too.
+        ``marks``: the file's ends (receive.file_marks), which let the server rule out files of its size."""
         try:
             return await self._model_call("POST", receive.HAS, "model", read_timeout=MODEL_READ_TIMEOUT_S,
-                                          json={"kind": kind, "name": name, "size": size, "file": file_key})
+                                          json={"kind": kind, "name": name, "size": size, "file": file_key,
+                                                **(marks or {})})
         except errors.GPUGeekError as e:
             refused = getattr(e, "refused", None)
             if refused is not None and refused.key == "receive_bad_hash":
