@@ -961,10 +961,15 @@ def test_the_queue_s_prompts_show_their_cloud_part_running_ahead(editor_url, sta
                     if page.evaluate(OPEN_JOBS_JS) == "open":
                         break
                     time.sleep(1)
-                page.wait_for_function(f"() => {{ const b = ({BADGES_JS})(); return {json.dumps(ahead)}.every((id) => b[id]); }}",
-                                       timeout=30000)
+                # each part on its own entry; where the list has no entry for it (an editor newer than this ComfyUI,
+                # whose job list reads routes this ComfyUI lacks), in the box
+                page.wait_for_function(f"""() => {{ const b = ({BADGES_JS})();
+                    const box = document.querySelector('.gpugeek-ahead')?.innerText || '';
+                    const left = {json.dumps(ahead)}.filter((id) => !b[id]).length;
+                    return left === 0 || (box.match(/Prompt #/g) || []).length === left; }}""", timeout=30000)
                 badges = page.evaluate(BADGES_JS)
                 boxed = page.evaluate("() => document.querySelector('.gpugeek-ahead')?.innerText || ''")
+                rows = page.evaluate("() => document.querySelectorAll('[data-job-id]').length")
             else:
                 page.evaluate("app.extensionManager.sidebarTab.toggleSidebarTab('queue')")
                 page.wait_for_function("() => (document.querySelector('.gpugeek-ahead')?.innerText || '')"
@@ -977,9 +982,11 @@ def test_the_queue_s_prompts_show_their_cloud_part_running_ahead(editor_url, sta
             assert history(local, pid)["status"]["status_str"] == "success"
         page.wait_for_function("() => !document.querySelector('.gpugeek-ahead-badge, .gpugeek-ahead')", timeout=30000)
         b.close()
-    if version >= ROWS_WITH_IDS:
+    if version >= ROWS_WITH_IDS and rows:
         assert set(badges) == set(ahead), badges   # on the prompts sent ahead, not on the one running
         assert all(text.startswith("\u2601 ") and "ahead" in text for text in badges.values()), badges
         assert boxed == ""   # every part is on its own entry: no box
+    elif version >= ROWS_WITH_IDS:   # a job list with no entries at all here: the box says both
+        assert badges == {} and boxed.count("Prompt #") == 2, boxed
     else:
         assert boxed.count("Prompt #") == 2, boxed
