@@ -5,8 +5,8 @@ the pack's (offload/run/models.py ``make_available`` through offload/targets/com
 (other bytes: nothing to reuse), three ways:
 * first use (its hash not known here), the server holding nothing of its size: asked by size, sent at once, hashed
   here as it is read and on the server as it arrives, its hash told at the end and checked there, renamed into place;
-* first use, the server holding another file of its size (it could be this one): hashed here first, asked by hash,
-  sent, checked;
+* first use, the server holding another file of its size: its first and last MiB (receive.file_marks, sent with
+  the ask) tell the two apart, so it goes as the first case (before them: hashed here first, asked by hash, sent);
 * its hash known (an earlier run, a pool's other server): asked by hash, sent, checked.
 The baseline: a plain client PUTting the same file, streamed with its length, to a plain route that writes it to
 disk (no hashes, no checks): the bytes' time on this machine. Goal: <= 1.1x. Median and slowest of ``runs``; the
