@@ -277,13 +277,18 @@ def test_a_finished_task_sent_ahead_is_never_lost(queue, fake):
     assert results["10"][6] == by_seed[2].prompt_id and len(fake.tasks) == 2
 
 
-def test_comfyui_shutting_down_cancels_the_tasks_sent_ahead(queue, fake):
+def _one_running_one_ahead(queue, fake):
+    """Prompt 1 running (a long cloud task), prompt 2 queued with its part sent ahead: prompt 1's id, tasks by seed."""
     fake.task_opts["run_s"] = LONG_S
     first = queue.post(prompt(1))
     assert until(lambda: len(fake.tasks) == 1)
     queue.post(prompt(2))
     assert until(lambda: len(fake.tasks) == 2)
-    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    return first, {seed_of(t): t for t in fake.tasks.values()}
+
+
+def test_comfyui_shutting_down_cancels_the_tasks_sent_ahead(queue, fake):
+    first, by_seed = _one_running_one_ahead(queue, fake)
     pack.nodes.ahead.shutdown()   # what atexit runs
     assert fake.status_of(by_seed[2])[0] == 5
     assert journal().by_prompt_id(by_seed[2].prompt_id)["status"] == "cancelled"
@@ -307,12 +312,7 @@ def test_sigterm_cancels_the_tasks_sent_ahead_then_ends_comfyui_as_it_did(queue,
     pack.nodes.ahead.catch_sigterm()
     handler = installed[signal.SIGTERM]
     assert callable(handler)
-    fake.task_opts["run_s"] = LONG_S
-    first = queue.post(prompt(1))
-    assert until(lambda: len(fake.tasks) == 1)
-    queue.post(prompt(2))
-    assert until(lambda: len(fake.tasks) == 2)
-    by_seed = {seed_of(t): t for t in fake.tasks.values()}
+    first, by_seed = _one_running_one_ahead(queue, fake)
     handler(signal.SIGTERM, None)
     assert fake.status_of(by_seed[2])[0] == 5
     assert journal().by_prompt_id(by_seed[2].prompt_id)["status"] == "cancelled"

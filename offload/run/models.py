@@ -197,8 +197,8 @@ async def _one(prompt, nid, inp, value, target, source: ModelSource, emit, stats
                                                             "reason": refused}, hint="") from None
 
 
-async def _upload(prompt, nid, target, kind, name, size, sha, path, offset, emit) -> str:
-    url = getattr(target, "url", "?")
+def _uploading(emit, name: str, url: str, size: int):
+    """``progress(bytes sent)`` of a model's upload: told to the node at most every PROGRESS_EVERY_S, and at its end."""
     told = [0.0]
 
     def progress(done: int) -> None:
@@ -206,6 +206,12 @@ async def _upload(prompt, nid, target, kind, name, size, sha, path, offset, emit
         if emit is not None and (now - told[0] >= PROGRESS_EVERY_S or done >= size):
             told[0] = now
             emit("model_uploading", name=name, url=url, done=done, total=size)
+    return progress
+
+
+async def _upload(prompt, nid, target, kind, name, size, sha, path, offset, emit) -> str:
+    url = getattr(target, "url", "?")
+    progress = _uploading(emit, name, url, size)
     for _ in range(UPLOAD_TRIES):
         progress(offset)
         try:
@@ -255,13 +261,7 @@ async def _upload_unhashed(prompt, nid, target, kind, name, st, path, source: Mo
     asked = await target.model_ask(kind, name, size, key, marks)
     if asked is None:
         return _NO_RECEIVING
-    told = [0.0]
-
-    def progress(done: int) -> None:
-        now = time.monotonic()
-        if emit is not None and (now - told[0] >= PROGRESS_EVERY_S or done >= size):
-            told[0] = now
-            emit("model_uploading", name=name, url=url, done=done, total=size)
+    progress = _uploading(emit, name, url, size)
     start, tries = None, 0
     while True:
         if asked.get("name"):
