@@ -254,10 +254,10 @@ async def _read_capped(r: aiohttp.ClientResponse, max_bytes: int, call: str, bud
         return await _read_body(r, max_bytes, call, None)
     held = 0
 
-    def charge(n: int) -> None:
+    def charge(n: int) -> None:   # n < 0: a moment's memory given back
         nonlocal held
         held += n
-        budget.take(n)
+        budget.take(n) if n > 0 else budget.give(-n)
     try:
         return await _read_body(r, max_bytes, call, charge)
     except BaseException:
@@ -297,7 +297,14 @@ async def _read_body(r: aiohttp.ClientResponse, max_bytes: int, call: str, charg
         raise _CutShort(type(e).__name__) from None
     if declared is not None and not encoded and len(buf) != declared:
         raise _CutShort(f"{len(buf)} of {declared} bytes")
-    return bytes(buf)
+    if charge is None:
+        return bytes(buf)
+    n = len(buf)
+    charge(n)   # the copy below holds the body twice for a moment: counted while it does (a task's budget is memory)
+    out = bytes(buf)
+    del buf
+    charge(-n)
+    return out
 
 
 def _connect_cause(e: Exception) -> str:

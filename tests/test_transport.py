@@ -305,3 +305,30 @@ def test_a_tasks_bytes_are_charged_as_they_arrive_and_its_memory_stays_near_its_
     assert fake.bytes_down < 8 * size   # refused while the files came, not after
     assert err.message == said("err_task_bytes", "en", limit="96 MB")
     assert err.message_in("zh") == said("err_task_bytes", "zh", limit="96 MB")
+
+
+def test_a_chunked_body_is_charged_twice_while_it_is_held_twice(fake):
+    """A body of no stated length is read into a growing buffer, then copied once into the bytes handed on: for that
+    moment it is held twice, and the task's budget (a memory bound) counts it so. Under load, eight such downloads
+    held 147 MiB for a 96 MiB budget (CI, stop 42) because each one's copy was not counted."""
+    from fake_gpugeek import Generated
+    run_mod = core("run")
+    size = 8 * MiB
+    fake.runner = lambda prompt, task: {"2": [("clip.mp4", Generated(size, seed=1, chunked=True))]}
+
+    class Watched(transport.ByteBudget):
+        peak = 0
+
+        def take(self, n):
+            super().take(n)
+            Watched.peak = max(Watched.peak, self.used)
+
+    async def go(c):
+        d = await finished(c, fake)
+        budget = Watched(64 * MiB)
+        files = await run_mod.fetch_results(d, target_mod.GPUGeekTarget(c), budget=budget)
+        return files, budget.used
+    files, used = run_client(fake, go)
+    assert [len(data) for _, data in files["2"]] == [size]
+    assert Watched.peak >= 2 * size   # the moment of two copies was counted
+    assert used == size               # and given back once the buffer was gone
