@@ -46,7 +46,7 @@ class JsonlStore:
         self._lock = threading.Lock()
         self._records: dict[str, dict] = {}
         self._lines = 0
-        self._mtime = None
+        self._seen = None
         self._load()
 
     def _load(self) -> None:
@@ -62,9 +62,9 @@ class JsonlStore:
                         continue  # a line cut by a crash
                     if isinstance(rec, dict) and isinstance(rec.get("key"), str):
                         records.setdefault(rec["key"], {}).update(rec)
-            self._mtime = _stamp(self.path)
+            self._seen = _stamp(self.path)
         except FileNotFoundError:
-            self._mtime = None
+            self._seen = None
         self._records, self._lines = records, lines
 
     def refresh(self) -> None:
@@ -77,7 +77,7 @@ class JsonlStore:
             m = _stamp(self.path)
         except FileNotFoundError:
             m = None
-        if m != self._mtime:
+        if m != self._seen:
             self._load()
 
     def put(self, key: str, **fields) -> dict:
@@ -98,7 +98,7 @@ class JsonlStore:
             rec = self._records.setdefault(key, {})
             rec.update(fields)
             self._lines += 1
-            self._mtime = _stamp(self.path)
+            self._seen = _stamp(self.path)
             if self._lines > len(self._records) + COMPACT_SLACK:
                 self._compact()
             return dict(rec)

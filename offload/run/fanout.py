@@ -123,6 +123,21 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
         _run_events(job.emit, i, runs)("paid_before", prompt_id=detail.prompt_id)
         return RunOutcome(detail.prompt_id, detail, files, rec["key"], 0, {"wait_s": 0.0, "download_s": 0.0})
 
+    async def _wait(i: int, target, prompt: dict, prompt_id: str, key: str, emit) -> TaskDetail:
+        """Run ``i``'s task until it ends, journaled at ``key``; a stop, a timeout or a failed wait cancels it."""
+        return await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
+                               interrupted=job.interrupted, on_event=emit, estimate=estimate,
+                               label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
+                               prompt=prompt, provider=provider_of(target, workflow_id),
+                               lists_key=catalog.key_of_target(target, workflow_id))
+
+    async def _taken(prompt_id: str, detail: TaskDetail, target, key: str, uploaded: int, t0: float,
+                     t_done: float) -> RunOutcome:
+        """A run's outcome: its ended task's files fetched within the task's budget."""
+        files = await job.guard(fetch_results(detail, target, fetch_nodes, budget))
+        return RunOutcome(prompt_id, detail, files, key, uploaded,
+                          {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
+
     async def _left_running(i: int, target, prompt: dict) -> RunOutcome | None:
         """Run ``i``'s task where a process now gone left this very cloud prompt queued or running on this target
         (ComfyUI killed while it ran, or before its queue reached a part sent ahead): waited for and taken, as this
@@ -136,18 +151,11 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
         emit = _telling_status(_run_events(job.emit, i, runs), on_status)
         emit("left_running", prompt_id=pid)
         try:
-            detail = await wait_task(pid, target=target, journal=journal, key=rec["key"], timeout_s=timeout_s,
-                                     interrupted=job.interrupted, on_event=emit, estimate=estimate,
-                                     label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
-                                     prompt=prompt, provider=provider_of(target, workflow_id),
-                                     lists_key=catalog.key_of_target(target, workflow_id))
+            detail = await _wait(i, target, prompt, pid, rec["key"], emit)
         except (errors.TaskFailedError, errors.TaskCancelledError, errors.NotFoundError) as e:
             log.info("%s: task %s left by a stopped ComfyUI did not succeed (%s): it runs again", label, pid, e)
             return None
-        t_done = time.monotonic()
-        files = await job.guard(fetch_results(detail, target, fetch_nodes, budget))
-        return RunOutcome(pid, detail, files, rec["key"], 0,
-                          {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
+        return await _taken(pid, detail, target, rec["key"], 0, t0, time.monotonic())
 
     async def one(i: int) -> RunOutcome | None:
         t0 = time.monotonic()
@@ -180,17 +188,10 @@ async def run_runs(plan, *, job, pool: Pool, journal: Journal, uploads: UploadCa
             job.task_id = job.task_id or prompt_id
             emit = _telling_status(_run_events(job.emit, i, runs), on_status)
             emit("submitted", prompt_id=prompt_id)
-            detail = await wait_task(prompt_id, target=target, journal=journal, key=key, timeout_s=timeout_s,
-                                     interrupted=job.interrupted, on_event=emit, estimate=estimate,
-                                     label=_run_label(label, i, runs), stop_reason=lambda: job.stop_reason,
-                                     prompt=prompt, provider=provider_of(target, workflow_id),
-                                     lists_key=catalog.key_of_target(target, workflow_id))
+            detail = await _wait(i, target, prompt, prompt_id, key, emit)
         finally:
             lease.release()
-        t_done = time.monotonic()
-        files = await job.guard(fetch_results(detail, target, fetch_nodes, budget))
-        return RunOutcome(prompt_id, detail, files, key, stats.get("uploaded_bytes", 0),
-                          {"wait_s": t_done - t0, "download_s": time.monotonic() - t_done})
+        return await _taken(prompt_id, detail, target, key, stats.get("uploaded_bytes", 0), t0, time.monotonic())
 
     try:
         outcomes = [o for o in await _all_or_none([asyncio.ensure_future(one(i)) for i in range(runs)]) if o]
